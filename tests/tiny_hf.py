@@ -1,0 +1,76 @@
+"""Tiny, seeded, fully random Hugging Face models built with transformers + torch, saved with
+save_pretrained: the reference side of every parity test.
+
+Every parameter (biases and LayerNorms included) is drawn at random, so a wrong transform or a
+missed bias cannot hide behind HF's zero/one initialisation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers as tf
+
+FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
+
+_COMMON = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               intermediate_size=37, max_position_embeddings=64)
+
+
+def tiny_config(family: str, num_labels: int = 1, **overrides):
+    if family == "bert":
+        cfg = tf.BertConfig(**_COMMON, type_vocab_size=2)
+    elif family == "roberta":
+        cfg = tf.RobertaConfig(**{**_COMMON, "max_position_embeddings": 66}, type_vocab_size=1, pad_token_id=1)
+    elif family == "xlm-roberta":
+        cfg = tf.XLMRobertaConfig(**{**_COMMON, "max_position_embeddings": 66}, type_vocab_size=1,
+                                  pad_token_id=1, hidden_act="gelu_new")
+    elif family == "electra":
+        cfg = tf.ElectraConfig(**_COMMON, embedding_size=16, type_vocab_size=2)
+    elif family == "distilbert":
+        cfg = tf.DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                  max_position_embeddings=64)
+    else:
+        raise ValueError(family)
+    cfg.num_labels = num_labels
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def randomize_(model: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * 0.2
+            is_norm_scale = ("LayerNorm" in name or "layer_norm" in name) and name.endswith("weight")
+            p.copy_(1.0 + noise if is_norm_scale else noise)
+
+
+def make_tiny(family: str, path: Path, *, head: bool = True, num_labels: int = 1, seed: int = 0, **overrides):
+    """Build, randomize and save a tiny model; returns the torch model in eval mode."""
+    torch.manual_seed(seed)
+    cfg = tiny_config(family, num_labels, **overrides)
+    cls = tf.AutoModelForSequenceClassification if head else tf.AutoModel
+    model = cls.from_config(cfg)
+    randomize_(model, seed)
+    model.eval()
+    model.save_pretrained(str(path))
+    return model
+
+
+def random_batch(family: str, lengths=(9, 4, 13, 1), vocab=120, seed=0):
+    """input_ids / attention_mask / token_type_ids with real right-padding of different lengths."""
+    rng = np.random.default_rng(seed)
+    pad = 1 if family in ("roberta", "xlm-roberta") else 0
+    L = max(lengths)
+    ids = np.full((len(lengths), L), pad, np.int64)
+    mask = np.zeros((len(lengths), L), np.int64)
+    types = np.zeros((len(lengths), L), np.int64)
+    for r, n in enumerate(lengths):
+        ids[r, :n] = rng.integers(3, vocab, n)
+        mask[r, :n] = 1
+        if family in ("bert", "electra"):
+            types[r, n // 2:n] = 1
+    return ids, mask, types

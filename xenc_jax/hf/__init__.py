@@ -1,0 +1,1 @@
+"""The only place that knows Hugging Face names and formats (import submodules directly)."""

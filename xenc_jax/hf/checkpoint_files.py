@@ -1,0 +1,59 @@
+"""Read and write checkpoint tensor files: safetensors (single or sharded), and pickle `.bin`
+only through torch's `weights_only=True` loader (never plain pickle)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+    out = {}
+    with safe_open(str(path), framework="numpy") as f:
+        keys = list(f.keys())
+        try:
+            for k in keys:
+                out[k] = f.get_tensor(k)
+            return out
+        except TypeError:
+            pass  # numpy has no bfloat16; read through jax (ml_dtypes) instead
+    with safe_open(str(path), framework="flax") as f:
+        return {k: np.asarray(f.get_tensor(k)) for k in f.keys()}
+
+
+def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"{path.name} is a PyTorch pickle checkpoint; reading it safely needs torch "
+                          "(weights_only=True). Install torch, or convert the model to safetensors.") from e
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy() for k, v in state.items()}
+
+
+def read_checkpoint(model_dir: Path) -> dict[str, np.ndarray]:
+    """All tensors of the model in `model_dir`, preferring safetensors."""
+    model_dir = Path(model_dir)
+    single, index = model_dir / "model.safetensors", model_dir / "model.safetensors.index.json"
+    if single.is_file():
+        return _read_safetensors(single)
+    for idx, reader in ((index, _read_safetensors), (model_dir / "pytorch_model.bin.index.json", _read_torch_bin)):
+        if idx.is_file():
+            weight_map = json.loads(idx.read_text())["weight_map"]
+            out = {}
+            for shard in sorted(set(weight_map.values())):
+                out.update(reader(model_dir / shard))
+            return out
+    if (model_dir / "pytorch_model.bin").is_file():
+        return _read_torch_bin(model_dir / "pytorch_model.bin")
+    found = sorted(p.name for p in model_dir.iterdir())
+    raise FileNotFoundError(
+        f"no weights in {model_dir}: expected model.safetensors, model.safetensors.index.json or "
+        f"pytorch_model.bin; found {found}")
+
+
+def write_safetensors(tensors: dict[str, np.ndarray], path: Path) -> None:
+    from safetensors.numpy import save_file
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata={"format": "pt"})

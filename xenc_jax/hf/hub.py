@@ -1,0 +1,34 @@
+"""Resolve a model id or local directory to a local directory (offline-friendly)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# What a model repo needs to be used here; never *.py (we never execute code from a model repo).
+ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "vocab*", "merges*",
+                  "1_Pooling/*", "2_Dense/*", "*/config.json", "*/*.safetensors"]
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
+    """A local directory is used as is; anything else is a Hugging Face hub id, downloaded
+    (or taken from the local cache) with huggingface_hub."""
+    if name_or_path is None or (isinstance(name_or_path, str) and not name_or_path.strip()):
+        raise ValueError("model_name_or_path is empty: pass a local model directory or a hub id "
+                         "such as 'cross-encoder/ms-marco-MiniLM-L6-v2'")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; pass the model directory that holds config.json")
+    name = str(name_or_path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"model directory {name} does not exist")
+    from huggingface_hub import snapshot_download
+    try:
+        local = snapshot_download(repo_id=name, revision=revision, allow_patterns=ALLOW_PATTERNS)
+    except Exception as e:  # hub errors come in many types (offline, 404, auth); say what happened
+        raise OSError(
+            f"could not get {name!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
+            "Without internet, pass a local model directory instead; with HF_HUB_OFFLINE=1 only "
+            "models already in the local cache can be used.") from e
+    return Path(local)

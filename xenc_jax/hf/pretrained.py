@@ -1,0 +1,126 @@
+"""Load a Hugging Face model (directory or hub id) into (config, params, tokenizer), and save back."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..models import ClassificationHead, Encoder, SequenceClassifier
+from .checkpoint_files import read_checkpoint, write_safetensors
+from .configs import EncoderConfig, config_to_dict, load_config
+from .hub import resolve_model_dir
+from .weights import _flat_paths, params_from_hf, params_to_hf
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Pretrained:
+    config: EncoderConfig
+    params: dict              # {"encoder": ..., ["head": ...]}, arrays in param_dtype
+    tokenizer: Any            # transformers PreTrainedTokenizerBase (or None)
+    model_dir: Path
+    head: bool
+
+    def module(self, dtype=jnp.float32, attention_impl: str | None = None) -> nn.Module:
+        return build_module(self.config, head=self.head, dtype=dtype,
+                            param_dtype=jax.tree.leaves(self.params)[0].dtype, attention_impl=attention_impl)
+
+
+def build_module(cfg: EncoderConfig, *, head: bool, dtype=jnp.float32, param_dtype=jnp.float32,
+                 attention_impl: str | None = None) -> nn.Module:
+    """The bare encoder module wraps its params as {"encoder": ...} too, so one tree serves both."""
+    if head:
+        return SequenceClassifier(cfg, dtype, param_dtype, attention_impl)
+    return _BareEncoder(cfg, dtype, param_dtype, attention_impl)
+
+
+class _BareEncoder(nn.Module):
+    cfg: EncoderConfig
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
+                 deterministic: bool = True):
+        return Encoder(self.cfg, self.dtype, self.param_dtype, self.attention_impl, name="encoder")(
+            input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+
+
+def param_shapes(cfg: EncoderConfig, *, head: bool, param_dtype=jnp.float32) -> dict[str, tuple]:
+    """Our param path -> shape, without allocating anything."""
+    module = build_module(cfg, head=head, param_dtype=param_dtype)
+    ids = jnp.zeros((1, 2), jnp.int32)
+    abstract = jax.eval_shape(lambda: nn.meta.unbox(module.init(jax.random.key(0), ids, ids)["params"]))
+    return {k: tuple(v.shape) for k, v in _flat_paths(abstract).items()}
+
+
+def init_head_params(cfg: EncoderConfig, seed: int, param_dtype=jnp.float32) -> dict:
+    """A freshly initialised head, as HF does for a checkpoint without one (N(0, 0.02), zero bias)."""
+    head = ClassificationHead(cfg, param_dtype=param_dtype)
+    return nn.meta.unbox(head.init(jax.random.key(seed), jnp.zeros((1, cfg.hidden_size), param_dtype))["params"])
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+    try:
+        # trust_remote_code stays False: we never execute code shipped with a model.
+        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    except Exception as e:
+        raise OSError(f"could not load a tokenizer from {model_dir} ({type(e).__name__}: {e}); "
+                      "the directory needs tokenizer.json or the vocab files of its tokenizer") from e
+
+
+def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_labels: int | None = None,
+                    param_dtype=jnp.float32, revision: str | None = None,
+                    ignore_config_keys: tuple[str, ...] = (), seed: int = 0,
+                    with_tokenizer: bool = True) -> Pretrained:
+    """Load config, weights (strictly) and tokenizer.
+
+    head=True builds the sequence-classification model; a checkpoint without a classification
+    head (a bare encoder) gets a freshly initialised one, as HF does, with a warning.
+    num_labels overrides the config's; a checkpoint head of another size is then an error.
+    """
+    model_dir = resolve_model_dir(name_or_path, revision)
+    cfg = load_config(model_dir, ignore_keys=ignore_config_keys)
+    if num_labels is not None:
+        if int(num_labels) < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        cfg = cfg.with_num_labels(num_labels)
+    tensors = read_checkpoint(model_dir)
+    conv = params_from_hf(tensors, cfg, head=head, shapes=param_shapes(cfg, head=head))
+    params = conv.params
+    if conv.ignored:
+        log.info("ignored checkpoint tensors (harmless by name): %s", conv.ignored)
+    if head and conv.missing_head:
+        log.warning("%s has no trained classification head (%s missing): initialised a new one with "
+                    "seed %d; train it before trusting its scores", model_dir, conv.missing_head, seed)
+        fresh = init_head_params(cfg, seed)
+        present = params.get("head", {})
+        params["head"] = {k: present[k] if set(present.get(k, {})) == set(fresh[k]) else fresh[k]
+                          for k in fresh}
+    params = jax.tree.map(lambda x: jnp.asarray(x, dtype=param_dtype), params)
+    tokenizer = load_tokenizer(model_dir) if with_tokenizer else None
+    return Pretrained(cfg, params, tokenizer, model_dir, head)
+
+
+def save_pretrained(path: str | os.PathLike, cfg: EncoderConfig, params: dict, tokenizer=None, *,
+                    head: bool = True) -> Path:
+    """Write config.json, model.safetensors and tokenizer files that PyTorch transformers loads."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    host = jax.tree.map(lambda x: np.asarray(jax.device_get(x), dtype=np.float32), params)
+    write_safetensors(params_to_hf(host, cfg, head=head), path / "model.safetensors")
+    (path / "config.json").write_text(json.dumps(config_to_dict(cfg, head=head), indent=2, sort_keys=True) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(path))
+    return path
