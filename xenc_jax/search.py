@@ -1,0 +1,253 @@
+"""Similarity functions and exact top-k semantic search, on one device or sharded over a mesh.
+
+Semantics follow sentence-transformers 6.2 (`sentence_transformers.util`): cosine and dot are
+similarities, euclidean and manhattan are NEGATIVE distances, so "higher is better" everywhere.
+
+`semantic_search` is exact (no approximate top-k). Shapes are fixed per call pattern: the corpus
+is cut into blocks of one size (the last padded, padded rows scored -inf) and the queries into
+chunks of one size, so the jitted step compiles once per (query chunk, block, dim, k) shape,
+whatever the corpus size. Ties are broken deterministically: equal scores rank the lower corpus
+id first (`lax.top_k` keeps the lower index first, and every merge sorts on (-score, id)).
+"""
+from __future__ import annotations
+
+import collections
+import functools
+from enum import Enum
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+__all__ = ["similarity", "pairwise_similarity", "semantic_search"]
+
+SCORE_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
+# ST's callables and enum values map onto our names, so code ported from ST keeps working.
+_ALIASES = {"cos_sim": "cosine", "pytorch_cos_sim": "cosine", "dot_score": "dot",
+            "dot_product": "dot", "euclidean_sim": "euclidean", "manhattan_sim": "manhattan"}
+# Incremented at trace time only: tests read it to prove the step compiles once per shape.
+trace_counts: collections.Counter = collections.Counter()
+
+_HI = lax.Precision.HIGHEST  # fp32 parity with torch: no TF32 / bf16 passes on GPU and TPU
+_EPS = 1e-12                 # torch.nn.functional.normalize's eps: zero vectors score 0, not NaN
+_NO_ID = np.iinfo(np.int32).max  # id of the empty running top-k slots: sorts after any real id
+
+
+def _fn_name(fn) -> str:
+    fn = getattr(fn, "value", fn) if isinstance(fn, Enum) else fn  # ST's SimilarityFunction
+    name = fn if isinstance(fn, str) else getattr(fn, "__name__", repr(fn))
+    name = _ALIASES.get(name, name)
+    if name not in SCORE_FUNCTIONS:
+        raise ValueError(f"unknown score function {fn!r}; expected one of {SCORE_FUNCTIONS}")
+    return name
+
+
+def _normalize(x):
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), _EPS)
+
+
+def _score_matrix(fn: str, a, b):
+    """[A, D] x [B, D] -> [A, B] scores."""
+    if fn == "cosine":
+        a, b = _normalize(a), _normalize(b)
+    if fn in ("cosine", "dot"):
+        return jnp.matmul(a, b.T, precision=_HI)
+    if fn == "euclidean":
+        # The matmul form (what torch.cdist does for more than 25 rows, hence what ST runs):
+        # runs on the MXU / tensor cores, at the price of cancellation for near-identical
+        # vectors (distance error up to ~sqrt(eps * |a|^2)), exactly as in torch.
+        sq = (jnp.sum(a * a, -1)[:, None] + jnp.sum(b * b, -1)[None, :]
+              - 2.0 * jnp.matmul(a, b.T, precision=_HI))
+        return -jnp.sqrt(jnp.maximum(sq, 0.0))
+    # manhattan has no matmul form; XLA fuses broadcast-subtract-abs-reduce into one loop.
+    return -jnp.sum(jnp.abs(a[:, None, :] - b[None, :, :]), axis=-1)
+
+
+def _score_pairs(fn: str, a, b):
+    """[N, D] x [N, D] -> [N] scores of row i against row i."""
+    if fn == "cosine":
+        a, b = _normalize(a), _normalize(b)
+    if fn in ("cosine", "dot"):
+        return jnp.sum(a * b, axis=-1)
+    if fn == "euclidean":
+        return -jnp.linalg.norm(a - b, axis=-1)
+    return -jnp.sum(jnp.abs(a - b), axis=-1)
+
+
+_similarity_jit = jax.jit(_score_matrix, static_argnums=0)
+_pairwise_jit = jax.jit(_score_pairs, static_argnums=0)
+
+
+def _as_f32(x, name: str) -> np.ndarray:
+    if x is None:
+        raise ValueError(f"{name} is None; expected an array of embeddings")
+    if isinstance(x, jax.Array):
+        x = jax.device_get(x)  # explicit transfer: fine under jax.transfer_guard("disallow")
+    elif hasattr(x, "detach"):  # torch tensor (possibly requiring grad / bf16)
+        x = x.detach().float().cpu().numpy()
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]  # like ST: a single vector is a batch of one
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 1-D [dim] or 2-D [n, dim], got shape {x.shape}")
+    return x
+
+
+def _check_dims(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"embedding dims differ: {na} has dim {a.shape[1]}, "
+                         f"{nb} has dim {b.shape[1]}")
+
+
+def similarity(a, b, fn="cosine") -> np.ndarray:
+    """Score matrix [len(a), len(b)] (float32), like `SentenceTransformer.similarity`."""
+    fn = _fn_name(fn)
+    a, b = _as_f32(a, "a"), _as_f32(b, "b")
+    _check_dims(a, b, "a", "b")
+    return np.asarray(jax.device_get(_similarity_jit(fn, jax.device_put(a), jax.device_put(b))))
+
+
+def pairwise_similarity(a, b, fn="cosine") -> np.ndarray:
+    """Scores [n] (float32) of a[i] against b[i], like `SentenceTransformer.similarity_pairwise`.
+
+    Two 1-D vectors give a 0-d array, as in ST."""
+    fn = _fn_name(fn)
+    scalar = np.ndim(a) == 1 and np.ndim(b) == 1
+    a, b = _as_f32(a, "a"), _as_f32(b, "b")
+    _check_dims(a, b, "a", "b")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"pairwise_similarity needs as many rows in a as in b, "
+                         f"got {a.shape[0]} and {b.shape[0]}")
+    out = np.asarray(jax.device_get(_pairwise_jit(fn, jax.device_put(a), jax.device_put(b))))
+    return out[0] if scalar else out
+
+
+# ---------------------------------------------------------------------------------------------
+# semantic search
+
+
+def _merge(s1, i1, s2, i2, k: int):
+    """Exact top-k of the union of two candidate sets, ranked by (score desc, id asc)."""
+    s, i = jnp.concatenate([s1, s2], axis=1), jnp.concatenate([i1, i2], axis=1)
+    neg, ids = lax.sort((-s, i), dimension=1, num_keys=2)
+    return -neg[:, :k], ids[:, :k]
+
+
+def _block_topk(fn, queries, block, base, n_valid, k):
+    """Top-k of one corpus block whose first row has global id `base`; rows >= n_valid are
+    padding and score -inf (their ids stay >= n_valid, so they also lose every tie)."""
+    ids = base + jnp.arange(block.shape[0], dtype=jnp.int32)
+    scores = jnp.where(ids[None, :] < n_valid, _score_matrix(fn, queries, block), -jnp.inf)
+    top, pos = lax.top_k(scores, min(k, block.shape[0]))
+    return top, ids[pos]
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "k", "mesh", "axis"))
+def _search_step(run_s, run_i, queries, block, offset, n_valid, *, fn, k, mesh, axis):
+    """Fold one corpus block into the running top-k [Q, k] of one query chunk.
+
+    Cosine renormalizes the block once per query chunk (ST normalizes once per corpus chunk):
+    D flops per row against Q*D for the scores, fused, and it saves a compiled program."""
+    trace_counts["search_step" if mesh is None else "search_step_sharded"] += 1
+    if mesh is None:
+        cand_s, cand_i = _block_topk(fn, queries, block, offset, n_valid, k)
+    else:
+        # Each device scores only its rows of the block; its local top-k holds every global
+        # top-k member among those rows, so merging the per-device candidates is exact.
+        def local(q, blk, off, nv):
+            base = off + lax.axis_index(axis).astype(jnp.int32) * blk.shape[0]
+            return _block_topk(fn, q, blk, base, nv, k)
+
+        cand_s, cand_i = jax.shard_map(
+            local, mesh=mesh, in_specs=(P(), P(axis), P(), P()),
+            out_specs=(P(None, axis), P(None, axis)))(queries, block, offset, n_valid)
+    return _merge(run_s, run_i, cand_s, cand_i, k)
+
+
+def _bucket(n: int, cap: int) -> int:
+    """Chunk size: `cap`, or the next power of two >= n when the data is smaller than one chunk,
+    so small inputs neither pad to a huge chunk nor compile once per exact size."""
+    return min(cap, 1 << max(n - 1, 0).bit_length())
+
+
+def _check_positive_int(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def semantic_search(query_embeddings, corpus_embeddings, *, top_k: int = 10,
+                    corpus_chunk_size: int = 500_000, query_chunk_size: int = 100,
+                    score_function="cosine", mesh: Mesh | None = None,
+                    corpus_axis: str = "data") -> list[list[dict[str, int | float]]]:
+    """Exact top-k search; same results as `sentence_transformers.util.semantic_search`.
+
+    Returns, per query, up to `top_k` dicts {"corpus_id": int, "score": float}, highest score
+    first, equal scores by lower corpus id. A 1-D query is one query. An empty corpus gives
+    `[[] for each query]` (as in ST). Options after the corpus are keyword-only, because ST's
+    positional order (query_chunk_size, corpus_chunk_size, top_k) differs and a silent swap
+    would be wrong results, not an error.
+
+    `score_function`: "cosine" | "dot" | "euclidean" | "manhattan" (or ST's `cos_sim`, ...).
+    `mesh`: a `jax.sharding.Mesh`; each corpus block is then sharded over `corpus_axis`
+    (NamedSharding, block size a multiple of that axis' size), each device takes the top-k of
+    its rows, and the candidates are merged exactly; results equal the unsharded ones.
+    """
+    fn = _fn_name(score_function)
+    _check_positive_int(top_k, "top_k")
+    _check_positive_int(corpus_chunk_size, "corpus_chunk_size")
+    _check_positive_int(query_chunk_size, "query_chunk_size")
+    queries = _as_f32(query_embeddings, "query_embeddings")
+    corpus = _as_f32(corpus_embeddings, "corpus_embeddings")
+    if np.ndim(corpus_embeddings) == 1:
+        raise ValueError(f"corpus_embeddings must be 2-D [num_docs, dim], "
+                         f"got 1-D shape {np.shape(corpus_embeddings)}")
+    _check_dims(queries, corpus, "query_embeddings", "corpus_embeddings")
+    n_queries, n_corpus = queries.shape[0], corpus.shape[0]
+    if n_queries == 0 or n_corpus == 0:
+        return [[] for _ in range(n_queries)]
+    if n_corpus >= _NO_ID:
+        raise ValueError(f"corpus of {n_corpus} rows does not fit int32 ids")
+
+    if mesh is None:
+        shards, put = 1, jax.device_put  # uncommitted: lives on the default device
+    else:
+        if corpus_axis not in mesh.axis_names:
+            raise ValueError(f"corpus_axis {corpus_axis!r} is not a mesh axis {mesh.axis_names}")
+        shards = mesh.shape[corpus_axis]
+        replicated = NamedSharding(mesh, P())
+        put = functools.partial(jax.device_put, device=replicated)
+    block = _bucket(n_corpus, corpus_chunk_size)
+    block = -(-block // shards) * shards  # every device gets the same number of rows
+    q_chunk = _bucket(n_queries, query_chunk_size)
+    k = _bucket(n_corpus, top_k)  # running top-k width; > n only by power-of-two padding
+
+    # Place the corpus once, block by block (padded with zero rows that the step masks).
+    block_sharding = None if mesh is None else NamedSharding(mesh, P(corpus_axis))
+    blocks = []
+    for start in range(0, n_corpus, block):
+        rows = corpus[start:start + block]
+        rows = np.pad(rows, ((0, block - rows.shape[0]), (0, 0)))
+        blocks.append(jax.device_put(rows, block_sharding))
+    offsets = [put(np.int32(s)) for s in range(0, n_corpus, block)]
+    n_valid = put(np.int32(n_corpus))
+
+    outputs = []
+    for start in range(0, n_queries, q_chunk):
+        rows = queries[start:start + q_chunk]
+        q = put(np.pad(rows, ((0, q_chunk - rows.shape[0]), (0, 0))))
+        run_s = put(np.full((q_chunk, k), -np.inf, np.float32))
+        run_i = put(np.full((q_chunk, k), _NO_ID, np.int32))
+        for blk, off in zip(blocks, offsets):
+            run_s, run_i = _search_step(run_s, run_i, q, blk, off, n_valid,
+                                        fn=fn, k=k, mesh=mesh, axis=corpus_axis)
+        outputs.append((run_s, run_i))
+
+    # One device->host transfer at the end; drop padded query rows and slots beyond the corpus.
+    n_out = min(top_k, n_corpus)
+    outputs = jax.device_get(outputs)
+    scores = np.concatenate([s for s, _ in outputs])[:n_queries, :n_out]
+    ids = np.concatenate([i for _, i in outputs])[:n_queries, :n_out]
+    return [[{"corpus_id": c, "score": s} for c, s in zip(row_i, row_s)]
+            for row_i, row_s in zip(ids.tolist(), scores.tolist())]
