@@ -1,0 +1,199 @@
+"""CrossEncoder: score text pairs jointly, with sentence-transformers' CrossEncoder semantics.
+
+A thin convenience around a pure `score_fn(params, batch) -> logits [B, P, C]`: tokenize (same
+ids as ST), cut into fixed-shape buckets (optionally packing several pairs per row), run the
+jitted function (one compile per bucket shape), restore input order on the host.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .batching import BucketConfig, make_batches, scatter_results, tokenize_pairs
+from .hf.hub import resolve_model_dir
+from .hf.pretrained import load_pretrained, save_pretrained
+from .inference import BucketedRunner, as_dtype, enable_compilation_cache
+
+DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
+
+_NP_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "identity": lambda x: x,
+    "tanh": np.tanh,
+}
+# How sentence-transformers stores activations in config.json ("sentence_transformers.activation_fn").
+_ST_NAMES = {"torch.nn.modules.activation.Sigmoid": "sigmoid", "torch.nn.modules.linear.Identity": "identity",
+             "torch.nn.modules.activation.Tanh": "tanh"}
+_ST_PATHS = {v: k for k, v in _ST_NAMES.items()}
+
+
+def _resolve_activation(fn) -> tuple[str, Callable]:
+    if callable(fn):
+        return getattr(fn, "__name__", "custom"), fn
+    name = _ST_NAMES.get(fn, fn)
+    if name not in _NP_ACTIVATIONS:
+        raise ValueError(f"unknown activation_fn {fn!r}: use one of {sorted(_NP_ACTIVATIONS)} or a "
+                         "callable on numpy arrays")
+    return name, _NP_ACTIVATIONS[name]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _is_single_pair(pairs) -> bool:
+    # ST treats a flat list/tuple of two texts as one pair and returns one score for it.
+    return (isinstance(pairs, (list, tuple)) and len(pairs) == 2
+            and all(isinstance(t, str) for t in pairs))
+
+
+class CrossEncoder:
+    """Drop-in for `sentence_transformers.CrossEncoder` on JAX.
+
+    Args:
+      model_name_or_path: local HF directory or hub id (default: ms-marco-MiniLM-L6-v2).
+      num_labels: head size; None = the checkpoint's, or 1 for a checkpoint without a head (as ST).
+      max_length: token limit per pair; None = the tokenizer's model_max_length, capped by the
+        model's position table.
+      activation_fn: "sigmoid" | "identity" | "tanh" | callable; None = the config's stored one,
+        else sigmoid for 1 label and identity otherwise (as ST).
+      dtype: compute dtype ("float32", "bfloat16"); params stay as loaded (fp32).
+      buckets: a batching.BucketConfig (lengths, rows per batch or token budget, packing).
+      compilation_cache: directory for JAX's persistent compilation cache (or
+        $XENC_COMPILATION_CACHE), so a second process starts without recompiling.
+    """
+
+    def __init__(self, model_name_or_path: str | os.PathLike = DEFAULT_MODEL, num_labels: int | None = None,
+                 max_length: int | None = None, activation_fn=None, *, dtype="float32",
+                 buckets: BucketConfig | None = None, revision: str | None = None,
+                 ignore_config_keys: tuple[str, ...] = (), seed: int = 0,
+                 attention_impl: str | None = None, compilation_cache: str | None = None):
+        enable_compilation_cache(compilation_cache)
+        model_dir = resolve_model_dir(model_name_or_path, revision)
+        raw = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+        archs = raw.get("architectures") or []
+        if num_labels is None and not any(a.endswith("ForSequenceClassification") for a in archs):
+            num_labels = 1  # a bare encoder becomes a 1-label cross-encoder, as in ST
+        pt = load_pretrained(model_dir, head=True, num_labels=num_labels, revision=revision,
+                             ignore_config_keys=ignore_config_keys, seed=seed)
+        self.model_dir, self.config, self.params, self.tokenizer = model_dir, pt.config, pt.params, pt.tokenizer
+        self.dtype = as_dtype(dtype)
+        limit = self.config.max_position_embeddings - self.config.position_offset
+        if max_length is None:
+            max_length = min(int(self.tokenizer.model_max_length), limit)
+        if not isinstance(max_length, int) or not 2 < max_length <= limit:
+            raise ValueError(f"max_length must be an int in 3..{limit} (the model's position table), got {max_length!r}")
+        self.max_length = max_length
+        stored = (raw.get("sentence_transformers") or {}).get("activation_fn") or raw.get(
+            "sbert_ce_default_activation_function")
+        if activation_fn is None:
+            activation_fn = stored if stored in _ST_NAMES else ("sigmoid" if self.num_labels == 1 else "identity")
+        self.activation_name, self.activation_fn = _resolve_activation(activation_fn)
+        self.buckets = buckets or BucketConfig()
+        self._module = pt.module(dtype=self.dtype, attention_impl=attention_impl)
+        self._runner = BucketedRunner(self._score)
+
+    # ---- the pure function ----
+    def _score(self, params, arrays):
+        a = arrays
+        return self._module.apply({"params": params}, a["input_ids"], a["attention_mask"], a["token_type_ids"],
+                                  a["position_ids"] + self.config.position_offset, a["cls_positions"])
+
+    @property
+    def num_labels(self) -> int:
+        return self.config.num_labels
+
+    @property
+    def compile_count(self) -> int:
+        """How many times the scoring function has been compiled (<= number of bucket shapes)."""
+        return self._runner.compile_count
+
+    def _bucket_config(self, batch_size: int | None) -> BucketConfig:
+        if batch_size is None:
+            return self.buckets
+        return dataclasses.replace(self.buckets, batch_size=int(batch_size), tokens_per_batch=None)
+
+    def warmup(self, batch_size: int | None = None) -> int:
+        """Compile every bucket shape now; returns the number of shapes."""
+        cfg = self._bucket_config(batch_size)
+        shapes = cfg.resolve(self.max_length)
+        self._runner.warmup(self.params, shapes, cfg.segments)
+        return len(shapes)
+
+    def logits(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None) -> np.ndarray:
+        """Raw fp32 logits [N, num_labels] in input order."""
+        encodings = tokenize_pairs(self.tokenizer, pairs, self.max_length)
+        if not encodings:
+            return np.zeros((0, self.num_labels), np.float32)
+        batches = make_batches(encodings, self._bucket_config(batch_size), self.max_length,
+                               self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
+        outputs = self._runner.run(self.params, batches, show_progress=show_progress_bar)
+        return scatter_results(outputs, len(encodings))
+
+    def predict(self, pairs, batch_size: int | None = None, activation_fn=None, apply_softmax: bool = False,
+                show_progress_bar: bool | None = None, convert_to_numpy: bool = True):
+        """Scores in input order: [N] for 1 label, [N, C] otherwise (a single pair -> one score)."""
+        single = _is_single_pair(pairs)
+        logits = self.logits([tuple(pairs)] if single else pairs, batch_size, show_progress_bar)
+        act = self.activation_fn if activation_fn is None else _resolve_activation(activation_fn)[1]
+        scores = np.asarray(act(logits), np.float32)
+        if self.num_labels == 1:
+            scores = scores[:, 0]
+        elif apply_softmax:
+            scores = _softmax(scores).astype(np.float32)
+        if single:
+            return scores[0]
+        return scores if convert_to_numpy else list(scores)
+
+    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
+             batch_size: int | None = None, activation_fn=None, show_progress_bar: bool | None = None) -> list[dict]:
+        """[{"corpus_id", "score"(, "text")}] sorted by score, highest first (as ST)."""
+        return self.rank_many([query], [documents], top_k, return_documents, batch_size, activation_fn,
+                              show_progress_bar)[0]
+
+    def rank_many(self, queries: Sequence[str], documents: Sequence[Sequence[str]], top_k: int | None = None,
+                  return_documents: bool = False, batch_size: int | None = None, activation_fn=None,
+                  show_progress_bar: bool | None = None) -> list[list[dict]]:
+        """Several queries, each with its own candidates, scored in one bucketed stream."""
+        if self.num_labels != 1:
+            raise ValueError(f"rank() needs a model with num_labels=1, this one has {self.num_labels}; "
+                             "use predict() on pairs instead")
+        if isinstance(queries, str) or isinstance(documents, str):
+            raise TypeError("rank_many takes a list of queries and a list of document lists; "
+                            "for one query use rank(query, documents)")
+        if len(queries) != len(documents):
+            raise ValueError(f"{len(queries)} queries but {len(documents)} document lists; give one list per query")
+        pairs, owner = [], []
+        for qi, (q, docs) in enumerate(zip(queries, documents)):
+            if isinstance(docs, str):
+                raise TypeError(f"documents for query {qi} is a single string; pass a list of documents")
+            pairs.extend((q, d) for d in docs)
+            owner.extend([qi] * len(docs))
+        scores = self.predict(pairs, batch_size, activation_fn, show_progress_bar=show_progress_bar) if pairs else np.zeros(0)
+        results, start = [], 0
+        for qi, docs in enumerate(documents):
+            s = scores[start:start + len(docs)]
+            start += len(docs)
+            order = np.argsort(-s, kind="stable")[:top_k]
+            results.append([{"corpus_id": int(i), "score": float(s[i]), **({"text": docs[i]} if return_documents else {})}
+                            for i in order])
+        return results
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """HF directory (config, safetensors, tokenizer) that PyTorch sentence-transformers loads."""
+        cfg = self.config
+        raw = cfg.raw_dict
+        if self.activation_name in _ST_PATHS:
+            raw["sentence_transformers"] = {**(raw.get("sentence_transformers") or {}),
+                                            "activation_fn": _ST_PATHS[self.activation_name]}
+        self.tokenizer.model_max_length = self.max_length
+        cfg = dataclasses.replace(cfg, raw_json=json.dumps(raw))
+        return save_pretrained(path, cfg, jax.device_get(self.params), self.tokenizer, head=True)
