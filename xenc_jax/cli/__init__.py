@@ -1,0 +1,39 @@
+"""`xenc` command line: thin parsers that call library functions (one module per command group)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import score
+
+# Each command module exposes register(subparsers); its parser sets `func(args) -> int`.
+COMMAND_MODULES = [score]
+
+
+class CliError(Exception):
+    """A user error the CLI reports in one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xenc", description="JAX/Flax cross-encoders and bi-encoders.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and warnings")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, FileNotFoundError, NotADirectoryError, ValueError, TypeError, OSError) as e:
+        if args.verbose:
+            raise
+        print(f"xenc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,101 @@
+"""`xenc score` and `xenc rank`: the cross-encoder main job."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from .io import open_out, read_jsonl, read_pairs, read_texts
+
+
+def _model_args(p):
+    p.add_argument("--model", default="cross-encoder/ms-marco-MiniLM-L6-v2",
+                   help="local HF model directory or hub id (default: %(default)s)")
+    p.add_argument("--max-length", type=int, default=None, help="token limit per pair (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: a token budget per bucket)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None, help="pack several short pairs per row")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
+
+
+def _load(args):
+    from ..batching import BucketConfig
+    from ..cross_encoder import CrossEncoder
+    buckets = BucketConfig(pack=bool(args.pack)) if args.pack is not None else None
+    return CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype, buckets=buckets)
+
+
+def _write(out, rows: list[dict], fmt: str, columns: list[str]):
+    for row in rows:
+        if fmt == "jsonl":
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            out.write("\t".join(str(row[c]) for c in columns) + "\n")
+
+
+def run_score(args) -> int:
+    pairs = read_pairs(args.input, args.input_format)
+    model = _load(args)
+    scores = model.predict(pairs, batch_size=args.batch_size, show_progress_bar=args.progress,
+                           activation_fn="identity" if args.raw else None, apply_softmax=args.softmax)
+    rows = []
+    for i, s in enumerate(scores):
+        rows.append({"index": i, "score": float(s) if np.ndim(s) == 0 else [float(x) for x in s]})
+    with open_out(args.output) as out:
+        if args.output_format == "tsv":
+            for r in rows:
+                s = r["score"]
+                out.write((f"{s:.7g}" if isinstance(s, float) else "\t".join(f"{x:.7g}" for x in s)) + "\n")
+        else:
+            _write(out, rows, "jsonl", [])
+    return 0
+
+
+def run_rank(args) -> int:
+    if (args.query is None) == (args.input is None):
+        raise ValueError("give either --query with --documents, or --input with one JSON object per query "
+                         '({"query": ..., "documents": [...]})')
+    if args.query is not None:
+        if not args.documents:
+            raise ValueError("--query needs --documents FILE (one document per line, or JSON Lines with 'text')")
+        queries, docs = [args.query], [read_texts(args.documents)]
+        qids = [0]
+    else:
+        items = read_jsonl(args.input)
+        for n, it in enumerate(items, 1):
+            if "query" not in it or not isinstance(it.get("documents", it.get("candidates")), list):
+                raise ValueError(f"{args.input}:{n}: expected {{'query': str, 'documents': [str, ...]}}")
+        queries = [it["query"] for it in items]
+        docs = [it.get("documents", it.get("candidates")) for it in items]
+        qids = [it.get("qid", n) for n, it in enumerate(items)]
+    model = _load(args)
+    ranked = model.rank_many(queries, docs, top_k=args.top_k, return_documents=True,
+                             batch_size=args.batch_size, show_progress_bar=args.progress)
+    rows = [{"qid": qid, "rank": r + 1, "corpus_id": h["corpus_id"], "score": h["score"], "text": h["text"]}
+            for qid, hits in zip(qids, ranked) for r, h in enumerate(hits)]
+    with open_out(args.output) as out:
+        _write(out, rows, args.output_format, ["qid", "rank", "corpus_id", "score", "text"])
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("score", help="score text pairs with a cross-encoder")
+    p.add_argument("input", nargs="?", default="-", help="TSV (text1<TAB>text2) or JSONL file; '-' = stdin")
+    p.add_argument("--input-format", choices=["tsv", "jsonl"], default=None, help="default: from the file name")
+    p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")
+    p.add_argument("--output-format", choices=["jsonl", "tsv"], default="jsonl")
+    p.add_argument("--raw", action="store_true", help="raw logits, no activation")
+    p.add_argument("--softmax", action="store_true", help="softmax over labels (num_labels > 1)")
+    _model_args(p)
+    p.set_defaults(func=run_score)
+
+    p = sub.add_parser("rank", help="rank documents for one query, or candidates for many queries")
+    p.add_argument("--query", help="the query text")
+    p.add_argument("--documents", help="documents file: one per line, or JSONL with 'text'")
+    p.add_argument("--input", help="JSONL, one {'query', 'documents'[, 'qid']} object per line")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--output", "-o", default="-")
+    p.add_argument("--output-format", choices=["jsonl", "tsv"], default="jsonl")
+    _model_args(p)
+    p.set_defaults(func=run_rank)
