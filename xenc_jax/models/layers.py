@@ -38,13 +38,29 @@ def _normal(std: float):
     return nn.initializers.normal(stddev=std)
 
 
+class _KernelBox(nn.LogicallyPartitioned):
+    """LogicallyPartitioned that skips its sharding constraint while its value does not have
+    one dimension per name. DenseGeneral calls kernel_init (bias_init) with the FLAT 2-D (1-D)
+    shape and unboxes
+    that value before reshaping it to [in..., out...]; under a mesh with logical-axis rules
+    (sharding.ShardingPlan.context) flax would apply the N names to the 2-D value and fail,
+    in init and in apply's shape check. The reshaped N-D kernel is constrained as usual."""
+
+    def unbox(self, apply_constraint=True):
+        return super().unbox(apply_constraint and jnp.ndim(self.value) == len(self.names))
+
+
+def _boxed_init(init, axes: tuple):
+    return lambda rng, shape, dtype=jnp.float32: _KernelBox(init(rng, shape, dtype), axes)
+
+
 def dense(features, axes: tuple, name: str, dtype: Dtype, param_dtype: Dtype, in_axis=-1, std=0.02):
     """DenseGeneral with logically named kernel/bias (HF init: N(0, 0.02), zero bias)."""
     n_out = 1 if isinstance(features, int) else len(features)
     return nn.DenseGeneral(
         features=features, axis=in_axis, dtype=dtype, param_dtype=param_dtype, name=name,
-        kernel_init=nn.with_logical_partitioning(_normal(std), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[-n_out:]),
+        kernel_init=_boxed_init(_normal(std), axes),
+        bias_init=_boxed_init(nn.initializers.zeros_init(), axes[-n_out:]),
     )
 
 
