@@ -19,7 +19,7 @@ import numpy as np
 from .batching import BucketConfig, make_batches, scatter_results, tokenize_pairs
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
-from .inference import BucketedRunner, as_dtype, enable_compilation_cache
+from .inference import BucketedRunner, as_dtype, enable_compilation_cache, setup_sharding
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 
@@ -69,13 +69,21 @@ class CrossEncoder:
       buckets: a batching.BucketConfig (lengths, rows per batch or token budget, packing).
       compilation_cache: directory for JAX's persistent compilation cache (or
         $XENC_COMPILATION_CACHE), so a second process starts without recompiling.
+      mesh: None (one device), "auto" (data parallel over all devices), "data=4,model=2", or a
+        jax.sharding.Mesh (see sharding.make_mesh). Bucket rows become a multiple of the
+        data-parallel size; scores are the same, in input order. With several processes
+        (multihost.initialize) each process passes its own pairs and gets their scores; bucket
+        sizes are then per process.
+      sharding: how params are split over the mesh: "dp" (replicated), "fsdp", "tp", "fsdp_tp"
+        (see the rules table in sharding.py).
     """
 
     def __init__(self, model_name_or_path: str | os.PathLike = DEFAULT_MODEL, num_labels: int | None = None,
                  max_length: int | None = None, activation_fn=None, *, dtype="float32",
                  buckets: BucketConfig | None = None, revision: str | None = None,
                  ignore_config_keys: tuple[str, ...] = (), seed: int = 0,
-                 attention_impl: str | None = None, compilation_cache: str | None = None):
+                 attention_impl: str | None = None, compilation_cache: str | None = None,
+                 mesh=None, sharding: str = "dp"):
         enable_compilation_cache(compilation_cache)
         model_dir = resolve_model_dir(model_name_or_path, revision)
         raw = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
@@ -99,7 +107,9 @@ class CrossEncoder:
         self.activation_name, self.activation_fn = _resolve_activation(activation_fn)
         self.buckets = buckets or BucketConfig()
         self._module = pt.module(dtype=self.dtype, attention_impl=attention_impl)
-        self._runner = BucketedRunner(self._score)
+        self.plan, self.params, shardings, self.buckets = setup_sharding(
+            self._module, self.params, self.buckets, mesh, sharding)
+        self._runner = BucketedRunner(self._score, plan=self.plan, param_shardings=shardings)
 
     # ---- the pure function ----
     def _score(self, params, arrays):
@@ -131,11 +141,15 @@ class CrossEncoder:
     def logits(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None) -> np.ndarray:
         """Raw fp32 logits [N, num_labels] in input order."""
         encodings = tokenize_pairs(self.tokenizer, pairs, self.max_length)
+        if not encodings and jax.process_count() == 1:  # other processes may still need this one
+            return np.zeros((0, self.num_labels), np.float32)
+        cfg = self._bucket_config(batch_size)
+        batches = make_batches(encodings, cfg, self.max_length,
+                               self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
+        outputs = self._runner.run(self.params, batches, show_progress=show_progress_bar,
+                                   shapes=cfg.resolve(self.max_length)[::-1], segments=cfg.segments)
         if not encodings:
             return np.zeros((0, self.num_labels), np.float32)
-        batches = make_batches(encodings, self._bucket_config(batch_size), self.max_length,
-                               self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
-        outputs = self._runner.run(self.params, batches, show_progress=show_progress_bar)
         return scatter_results(outputs, len(encodings))
 
     def predict(self, pairs, batch_size: int | None = None, activation_fn=None, apply_softmax: bool = False,

@@ -6,6 +6,8 @@ compiles at most once per bucket; `compile_count` counts traces so users and tes
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import sys
 from collections import deque
@@ -49,19 +51,37 @@ def progress(iterable, total: int, desc: str, show: bool | None):
 class BucketedRunner:
     """fn(params, arrays: dict[str, Array]) -> Array [B, ...], jitted once per batch shape.
 
-    `place_batch` puts the host arrays on devices (sharded over the mesh's data axis when one is
-    used); by default jit transfers them to the default device.
+    Single device (plan=None): jit transfers host arrays to the default device, or `place_batch`
+    does. With a sharding.ShardingPlan: jitted with explicit in_shardings (params as
+    `param_shardings`, batch rows split over the mesh's data axes) and out_shardings (rows split
+    the same way), traced under the plan's logical-axis rules; outputs come back as the rows
+    this process supplied. With several processes every process must call `run` (a collective):
+    pass `shapes` (all (rows, length) bucket shapes, in run order) and `segments`, and the
+    schedule is padded with empty batches so all processes run the same shapes in the same order.
     """
 
     def __init__(self, fn: Callable, *, jit_kwargs: dict | None = None,
-                 place_batch: Callable[[dict], dict] | None = None, queue_depth: int = 2):
+                 place_batch: Callable[[dict], dict] | None = None, queue_depth: int = 2,
+                 plan=None, param_shardings=None):
         self.compile_count = 0
+        self.plan = plan
 
         def traced(params, arrays):
             self.compile_count += 1  # Python side effect: runs once per trace, never per call
             return fn(params, arrays)
 
-        self._fn = jax.jit(traced, **(jit_kwargs or {}))
+        jit_kwargs = dict(jit_kwargs or {})
+        if plan is None:
+            self._fn = jax.jit(traced, **jit_kwargs)
+            self._fetch = np.asarray
+        else:
+            rows = plan.batch_sharding(1)  # P(batch axes): any rank, dim 0 split
+            jit_kwargs.setdefault("in_shardings", (param_shardings if param_shardings is not None
+                                                   else plan.replicated, rows))
+            jit_kwargs.setdefault("out_shardings", rows)
+            self._fn = plan.jit(traced, **jit_kwargs)
+            self._fetch = plan.local_rows
+            place_batch = place_batch or plan.place_batch
         self._place = place_batch or (lambda a: a)
         self._depth = max(1, queue_depth)
 
@@ -69,24 +89,70 @@ class BucketedRunner:
         return {k: getattr(batch, k) for k in BATCH_FIELDS}
 
     def run(self, params, batches: list[Batch], *, show_progress: bool | None = None,
-            desc: str = "Batches") -> list[tuple[Batch, np.ndarray]]:
+            desc: str = "Batches", shapes: list[tuple[int, int]] | None = None,
+            segments: int | None = None) -> list[tuple[Batch, np.ndarray]]:
         """Outputs per batch, in batch order. Dispatch runs ahead of the host fetch by
         `queue_depth` batches so host work (padding, transfers) overlaps device compute."""
+        if jax.process_count() > 1 and self.plan is not None:
+            batches = self._same_schedule_everywhere(batches, shapes, segments)
         out, pending = [], deque()
         for batch in progress(batches, len(batches), desc, show_progress):
             pending.append((batch, self._fn(params, self._place(self.arrays(batch)))))
             if len(pending) > self._depth:
                 b, y = pending.popleft()
-                out.append((b, np.asarray(y)))
-        out.extend((b, np.asarray(y)) for b, y in pending)
+                out.append((b, self._fetch(y)))
+        out.extend((b, self._fetch(y)) for b, y in pending)
+        return out
+
+    def _same_schedule_everywhere(self, batches, shapes, segments) -> list[Batch]:
+        """Every process runs max-over-processes batches of each shape, in `shapes` order; a
+        process short of real batches runs empty ones (example_ids -1, dropped on the host)."""
+        from jax.experimental import multihost_utils
+        if shapes is None or segments is None:
+            raise ValueError("with several processes, BucketedRunner.run needs shapes= (every bucket "
+                             "shape, in run order) and segments=, so all processes run the same calls")
+        shapes = [tuple(s) for s in shapes]
+        by_shape = {s: [] for s in shapes}
+        for b in batches:
+            if tuple(b.shape) not in by_shape:
+                raise ValueError(f"batch shape {b.shape} is not one of the bucket shapes {shapes}")
+            by_shape[tuple(b.shape)].append(b)
+        counts = np.array([len(by_shape[s]) for s in shapes], np.int32)
+        need = np.asarray(multihost_utils.process_allgather(counts, tiled=False)).max(axis=0)
+        out = []
+        for s, n in zip(shapes, need.tolist()):
+            out += by_shape[s] + [empty_batch(*s, segments)] * (n - len(by_shape[s]))
         return out
 
     def warmup(self, params, shapes: Iterable[tuple[int, int]], segments: int) -> None:
         """Compile every (rows, length) shape ahead of time by running a dummy batch."""
         for rows, length in shapes:
-            z = np.zeros((rows, length), np.int32)
-            dummy = Batch(z, z, z, z, np.zeros((rows, segments), np.int32), np.full((rows, segments), -1))
-            jax.block_until_ready(self._fn(params, self._place(self.arrays(dummy))))
+            jax.block_until_ready(self._fn(params, self._place(self.arrays(empty_batch(rows, length, segments)))))
+
+
+def empty_batch(rows: int, length: int, segments: int) -> Batch:
+    """A batch of padding only: every example id is -1, so scatter_results drops all its rows."""
+    z = np.zeros((rows, length), np.int32)
+    return Batch(z, z, z, z, np.zeros((rows, segments), np.int32), np.full((rows, segments), -1, np.int64))
+
+
+def setup_sharding(module, params, buckets, mesh, strategy: str = "dp"):
+    """-> (plan, params, param_shardings, buckets) for a model class taking `mesh=`.
+
+    mesh None: (None, params, None, buckets) unchanged. Else params are placed with the
+    strategy's shardings and buckets get row_multiple = a multiple of this process's
+    data-parallel size, so every bucket's rows split evenly (shapes stay fixed).
+    """
+    from .sharding import ShardingPlan, resolve_mesh
+    mesh = resolve_mesh(mesh)
+    if mesh is None:
+        return None, params, None, buckets
+    plan = ShardingPlan(mesh, strategy)
+    ids = np.zeros((1, 2), np.int32)
+    shardings = plan.module_param_shardings(module, ids, ids)
+    params = plan.put_params(params, shardings)
+    multiple = math.lcm(buckets.row_multiple, plan.local_data_parallel_size)
+    return plan, params, shardings, dataclasses.replace(buckets, row_multiple=multiple)
 
 
 def as_dtype(dtype) -> jnp.dtype:

@@ -1,0 +1,229 @@
+"""Multi-process scoring: real local processes joined by jax.distributed (CPU, gloo collectives).
+
+Each worker is this file run as a script with its own XLA_FLAGS (2 CPU devices per process), a
+free localhost port, jax.distributed.initialize with a short initialization_timeout, and
+subprocess timeouts, so a broken setup fails the test instead of hanging CI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICES_PER_PROCESS = 2
+N_PAIRS = 37  # not a multiple of the process count, the device count or any batch size
+MAX_LENGTH = 64
+BATCH_SIZE = 4  # rows per batch per process (a multiple of the local data-parallel size)
+LENGTHS = (16, 32)
+
+
+def make_pairs(n: int = N_PAIRS) -> list[tuple[str, str]]:
+    """Deterministic pairs of varied lengths; pair 0 is the only one in the longest bucket, so
+    process 0 has a batch shape that process 1 has not (its schedule gets an empty batch)."""
+    rng = np.random.default_rng(0)
+    words = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial "
+             "kings near the old river bank").split()
+    pairs = [(" ".join(rng.choice(words, rng.integers(1, 5))),
+              " ".join(rng.choice(words, rng.integers(1, 20)))) for _ in range(n)]
+    pairs[0] = ("a long query " * 3, "a long passage about foxes and dogs " * 6)
+    return pairs
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def worker_env(devices: int) -> dict:
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    for k in ("XENC_COORDINATOR", "XENC_NUM_PROCESSES", "XENC_PROCESS_ID"):
+        env.pop(k, None)
+    return env
+
+
+def run_processes(argvs: list[list[str]], timeout: float, devices: int = DEVICES_PER_PROCESS):
+    """Start all, wait for all (killing every process group on timeout); -> [(rc, out, err)]."""
+    procs = [subprocess.Popen(argv, env=worker_env(devices), cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+             for argv in argvs]
+    deadline, results = time.monotonic() + timeout, []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results.append((p.returncode, out, err))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        outs = [p.communicate() for p in procs]
+        pytest.fail(f"processes still running after {timeout}s: " +
+                    "\n".join(f"--- {i}:\n{o}\n{e[-3000:]}" for i, (o, e) in enumerate(outs)))
+    return results
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, minilm_dir):
+    """Tiny random BERT with the real WordPiece tokenizer (fast to compile)."""
+    import transformers as tf
+    from tiny_hf import make_tiny
+    tok = tf.AutoTokenizer.from_pretrained(str(minilm_dir))
+    path = tmp_path_factory.mktemp("bert_mh")
+    make_tiny("bert", path, num_labels=1, seed=21, vocab_size=tok.vocab_size, type_vocab_size=2,
+              max_position_embeddings=512, intermediate_size=64)
+    tok.save_pretrained(str(path))
+    return path
+
+
+def _reference(model_dir):
+    from xenc_jax.batching import BucketConfig
+    from xenc_jax.cross_encoder import CrossEncoder
+    ce = CrossEncoder(model_dir, max_length=MAX_LENGTH,
+                      buckets=BucketConfig(lengths=LENGTHS, batch_size=BATCH_SIZE))
+    return ce.predict(make_pairs()), ce.compile_count
+
+
+# ----------------------------------------------------------------------------- tests
+
+@pytest.mark.parametrize("num_processes", [2])
+def test_two_processes_match_single_process(tiny_model, tmp_path, num_processes):
+    from xenc_jax import multihost
+    port = free_port()
+    argvs = [[sys.executable, __file__, "score", str(tiny_model), f"localhost:{port}",
+              str(num_processes), str(pid), str(tmp_path)] for pid in range(num_processes)]
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(a, env=worker_env(DEVICES_PER_PROCESS), cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True) for a in argvs]
+    try:
+        want, want_compiles = _reference(tiny_model)  # overlaps with the workers' start-up
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=max(1.0, 300 - (time.monotonic() - t0)))
+            results.append((p.returncode, out, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+    for pid, (rc, out, err) in enumerate(results):
+        assert rc == 0, f"process {pid} failed (rc {rc}):\n{out}\n{err[-4000:]}"
+    reports = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
+    assert want.shape == (N_PAIRS,)
+    for name in ("dp", "tp"):
+        gathered = np.load(tmp_path / f"{name}.gathered.npy")
+        np.testing.assert_allclose(gathered, want, rtol=0, atol=1e-5, err_msg=f"gathered {name}")
+        merged = multihost.merge_parts(tmp_path / name)
+        np.testing.assert_allclose(merged, want, rtol=0, atol=1e-5, err_msg=f"merged parts {name}")
+        for pid, rep in enumerate(reports):
+            # each process got its strided slice, and compiled each bucket shape exactly once,
+            # even process 1, which had no pair in the longest bucket
+            assert rep[name]["n_local"] == len(range(pid, N_PAIRS, num_processes))
+            assert rep[name]["compile_count"] == want_compiles == 3, rep
+            assert rep[name]["mesh"] == ({"data": 4, "model": 1} if name == "dp" else {"data": 2, "model": 2})
+
+
+def test_missing_process_fails_fast_instead_of_hanging(tmp_path):
+    """num_processes=2 but only process 0 starts: initialize must give up and say why."""
+    port = free_port()
+    t0 = time.monotonic()
+    [(rc, out, err)] = run_processes([[sys.executable, __file__, "lonely", f"localhost:{port}"]],
+                                     timeout=120, devices=1)
+    assert rc != 0, out
+    # XLA's coordination client aborts the process (no Python exception is possible); our
+    # notice before it says what was awaited, XLA's line says why it stopped.
+    assert "process 0 of 2 joining coordinator" in err and "within 5s" in err, err[-3000:]
+    assert "DEADLINE_EXCEEDED" in err, err[-3000:]
+    assert time.monotonic() - t0 < 120
+
+
+def test_bad_process_arguments_are_clear_errors(monkeypatch):
+    from xenc_jax import multihost
+    with pytest.raises(ValueError, match="process_id 2 is out of range for num_processes=2"):
+        multihost.initialize("localhost:1234", 2, 2)
+    with pytest.raises(ValueError, match="process_id -1 is out of range"):
+        multihost.initialize("localhost:1234", 2, -1)
+    with pytest.raises(ValueError, match="num_processes must be >= 1"):
+        multihost.initialize("localhost:1234", 0, 0)
+    with pytest.raises(ValueError, match="host:port"):
+        multihost.initialize("localhost", 2, 0)
+    monkeypatch.setenv("XENC_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match="XENC_NUM_PROCESSES"):
+        multihost.initialize()
+    monkeypatch.delenv("XENC_NUM_PROCESSES")
+    assert multihost.initialize() is False  # no arguments, no env: a single-process run
+
+
+def test_slices_parts_and_merge(tmp_path):
+    from xenc_jax import multihost
+    n, count = 37, 4
+    values = np.arange(n, dtype=np.float32) * 1.5
+    parts = [values[multihost.slice_indices(n, k, count)] for k in range(count)]
+    assert sum(len(p) for p in parts) == n
+    assert multihost.process_slice(list(range(n)), 1, count) == list(range(1, n, count))
+    for k, part in enumerate(parts):
+        path = multihost.write_part(tmp_path / "scores", part, k, count)
+        assert path.name == f"scores.part-{k:05d}-of-{count:05d}.npy"
+    np.testing.assert_array_equal(multihost.merge_parts(tmp_path / "scores"), values)
+    (tmp_path / "scores.part-00002-of-00004.npy").unlink()
+    with pytest.raises(ValueError, match=r"parts \[2\] of 4 are missing"):
+        multihost.merge_parts(tmp_path / "scores")
+    with pytest.raises(FileNotFoundError):
+        multihost.merge_parts(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="out of range"):
+        multihost.slice_indices(n, 4, 4)
+
+
+# ----------------------------------------------------------------------------- workers
+
+def _worker_score(model_dir, coordinator, num_processes, pid, out_dir) -> int:
+    from xenc_jax import multihost
+    multihost.initialize(coordinator, int(num_processes), int(pid), timeout_s=60)
+    import jax
+
+    from xenc_jax.batching import BucketConfig
+    from xenc_jax.cross_encoder import CrossEncoder
+    from xenc_jax.sharding import make_mesh
+
+    assert jax.process_count() == int(num_processes) and jax.local_device_count() == DEVICES_PER_PROCESS
+    pairs = make_pairs()
+    local = multihost.process_slice(pairs)
+    report = {}
+    for name, axes, strategy in (("dp", dict(data=-1), "dp"), ("tp", dict(data=-1, model=2), "tp")):
+        ce = CrossEncoder(model_dir, max_length=MAX_LENGTH, mesh=make_mesh(**axes), sharding=strategy,
+                          buckets=BucketConfig(lengths=LENGTHS, batch_size=BATCH_SIZE))
+        scores = ce.predict(local)
+        gathered = multihost.gather_slices(scores, len(pairs))
+        multihost.write_part(Path(out_dir) / name, scores)
+        if jax.process_index() == 0:
+            np.save(Path(out_dir) / f"{name}.gathered.npy", gathered)
+        report[name] = {"n_local": len(local), "compile_count": ce.compile_count,
+                        "mesh": dict(ce.plan.mesh.shape)}
+    print(json.dumps(report))
+    return 0
+
+
+def _worker_lonely(coordinator) -> int:
+    from xenc_jax import multihost
+    multihost.initialize(coordinator, 2, 0, timeout_s=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    mode, *args = sys.argv[1:]
+    sys.exit({"score": _worker_score, "lonely": _worker_lonely}[mode](*args))
