@@ -5,10 +5,10 @@ import argparse
 import logging
 import sys
 
-from . import score
+from . import score, search, train
 
 # Each command module exposes register(subparsers); its parser sets `func(args) -> int`.
-COMMAND_MODULES = [score]
+COMMAND_MODULES = [score, search, train]
 
 
 class CliError(Exception):

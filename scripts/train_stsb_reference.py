@@ -1,0 +1,78 @@
+"""The STS-B cross-encoder recipe of configs/stsb_cross_encoder.py, in PyTorch sentence-transformers
+(CrossEncoderTrainer), on the same data: the reference number for docs/benchmarks.md.
+
+    python scripts/train_stsb_reference.py --out /tmp/stsb_st [--epochs 4 --lr 5e-5]
+
+Same model (all-MiniLM-L6-v2 + a fresh 1-label head), loss (BinaryCrossEntropyLoss on score/5),
+batch 16, AdamW (weight decay 0.01 except biases/LayerNorm, eps 1e-8), 10% linear warmup then
+linear decay, grad-norm clip 1.0, seed 12, max_length 256. Prints one JSON line with dev/test
+Pearson/Spearman of the final model and the training throughput.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/tmp/stsb_st")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--max-steps", type=int, default=-1)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrainer,
+                                                     CrossEncoderTrainingArguments)
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from xenc_jax.train import evaluation as M
+    from xenc_jax.train.config import load_config, resolve_model
+    from xenc_jax.train.data import read_examples
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(REPO / "configs" / "stsb_cross_encoder.py")
+    epochs = args.epochs or cfg.epochs
+    lr = args.lr or cfg.optim.learning_rate
+    train = read_examples(cfg.train)
+    dev, test = read_examples(cfg.evaluator.data), read_examples(cfg.test.data)
+    ds = Dataset.from_dict({"sentence1": [t[0] for t in train.texts], "sentence2": [t[1] for t in train.texts],
+                            "label": [float(y) for y in train.labels]})
+    torch.manual_seed(cfg.seed)
+    model = CrossEncoder(resolve_model(cfg.model), num_labels=1, max_length=cfg.max_length, device="cpu")
+    targs = CrossEncoderTrainingArguments(
+        output_dir=args.out, num_train_epochs=epochs, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=lr, warmup_ratio=cfg.optim.warmup_ratio, weight_decay=cfg.optim.weight_decay,
+        adam_epsilon=cfg.optim.eps, max_grad_norm=cfg.optim.max_grad_norm, lr_scheduler_type="linear",
+        seed=cfg.seed, save_strategy="no", eval_strategy="no", logging_steps=50, report_to="none",
+        use_cpu=True, dataloader_drop_last=False, max_steps=args.max_steps)
+    trainer = CrossEncoderTrainer(model=model, args=targs, train_dataset=ds, loss=BinaryCrossEntropyLoss(model))
+    t0 = time.time()
+    out = trainer.train()
+    seconds = time.time() - t0
+    result = {"framework": "sentence-transformers (PyTorch)", "epochs": epochs, "lr": lr,
+              "train_seconds": round(seconds, 1), "steps": out.global_step,
+              "train_pairs_per_s": round(len(train) * epochs / seconds, 2) if args.max_steps < 0 else None}
+    for name, ex in (("dev", dev), ("test", test)):
+        scores = model.predict([tuple(t) for t in ex.texts], batch_size=64, show_progress_bar=False)
+        gold = np.asarray(ex.labels, np.float64)
+        result[f"{name}_pearson"] = M.pearson(scores, gold)
+        result[f"{name}_spearman"] = M.spearman(scores, gold)
+    model.save_pretrained(str(Path(args.out) / "final"))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""`xenc train` and `xenc eval`: run a typed preset from configs/ with `--set key=value` overrides."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _config(args):
+    from ..train.config import apply_overrides, load_config
+    cfg = apply_overrides(load_config(args.config), args.set)
+    return cfg.validate()
+
+
+def run_train(args) -> int:
+    cfg = _config(args)
+    if args.print_config:
+        from ..train.config import to_dict
+        print(json.dumps(to_dict(cfg), indent=2, default=str))
+        return 0
+    from ..train.loop import train
+    summary = train(cfg)
+    summary.pop("state", None)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def run_eval(args) -> int:
+    """Score a trained model (default: <output_dir>/final) with the config's test evaluator."""
+    import dataclasses
+    from pathlib import Path
+
+    from ..train.loop import evaluate_model
+    cfg = _config(args)
+    which = cfg.test if args.split == "test" else cfg.evaluator
+    if which is None:
+        raise ValueError(f"the config has no {'test' if args.split == 'test' else 'evaluator'} section")
+    model = args.model or str(cfg.out_dir() / "final")
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"model directory {model} does not exist (train first, or pass --model)")
+    metrics = evaluate_model(dataclasses.replace(cfg, model=model), which)
+    json.dump({"model": model, "split": args.split, **metrics}, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a cross-encoder or bi-encoder from a config preset")
+    p.add_argument("--config", required=True, help="python preset file defining CONFIG (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (dotted for nested: optim.learning_rate=3e-5); repeatable")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained model with a preset's evaluator")
+    p.add_argument("--config", required=True)
+    p.add_argument("--model", default=None, help="model directory (default: <output_dir>/final)")
+    p.add_argument("--split", choices=["test", "eval"], default="test")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=run_eval)

@@ -1,0 +1,455 @@
+"""Training data: readers (pairs / triplets / candidate lists from TSV, CSV, JSON Lines), and a
+deterministic, resumable, host-sharded stream of fixed-shape, length-grouped batches.
+
+The unit of training data is a *group* of G text pairs that one loss term sees together:
+G = 1 for pointwise losses (BCE, CE, MSE), G = 1 + negatives for MarginMSE / cross-encoder
+MNRL (positive first), G = list size for listwise losses. A batch holds Q groups, i.e. Q * G
+rows of [rows, L] token ids; missing slots (short lists, the last partial batch) are rows with
+`valid = False`, which every loss masks out.
+
+Order: each epoch draws a permutation of the groups from (seed, epoch), cuts it into "mega
+batches" of `group_factor` batches, sorts each mega batch by token length, cuts it into
+batches and shuffles the batch order (HF's group_by_length idea): batches hold examples of
+similar length, so padding to the few bucket lengths wastes little, and the order is random.
+Everything follows from (seed, epoch), so a position (epoch, batch index) fully identifies
+where training stopped and `BatchStream.start_at` resumes there.
+
+Multi-host: each process parses only its shard of the rows (row i goes to process
+i % process_count) and builds its local part of every batch; the bucket length of each step is
+agreed on once per epoch (max over processes, one small allgather) so every process runs the
+same shapes. numpy only, apart from that allgather.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..batching import Encoding, tokenize_pairs, tokenize_texts
+
+log = logging.getLogger(__name__)
+
+KINDS = ("pairs", "triplets", "lists")
+FORMATS = ("tsv", "csv", "jsonl")
+
+
+class DataError(ValueError):
+    """Bad training/evaluation data, reported before any model compute."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """Where one split lives and how to read it.
+
+    columns: the text columns; for files without a header (tsv/csv) 0-based indices, otherwise
+      names (jsonl keys, csv header names). pairs: (text1, text2); triplets: (query, positive,
+      negative, [negative, ...]); lists: (query, documents) where documents is a JSON list.
+    label_column: index or name of the label (pairs: a number or a class name; lists: a JSON
+      list of relevance grades, one per document). None: no labels.
+    label_scale: labels are multiplied by it (STS-B 0..5 -> 0..1 with 0.2).
+    label_map: class name -> class id (SNLI: {"contradiction": 0, ...}).
+    skip_labels: rows with one of these raw labels are dropped (SNLI's "-").
+    rows: (start, stop) slice of the data rows (after header/blank lines), e.g. to split a file.
+    on_bad_row: "error" (default) or "skip" (with a warning giving the count and first line).
+    """
+    path: str = ""
+    kind: str = "pairs"
+    format: str = "auto"
+    columns: tuple = (0, 1)
+    label_column: Any = 2
+    label_scale: float = 1.0
+    label_map: dict | None = None
+    skip_labels: tuple = ()
+    header: bool = False
+    rows: tuple | None = None
+    on_bad_row: str = "error"
+
+    def resolved_format(self) -> str:
+        if self.format != "auto":
+            if self.format not in FORMATS:
+                raise DataError(f"data format must be one of {FORMATS} or auto, got {self.format!r}")
+            return self.format
+        suffix = Path(self.path).suffix.lower()
+        return {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(suffix, "tsv")
+
+
+@dataclasses.dataclass
+class Examples:
+    """Parsed rows: texts[i] is a tuple of strings (lists: (query, [docs])), labels[i] a float,
+    an int or a list of floats, or None."""
+    kind: str
+    texts: list
+    labels: list | None
+    source: str
+
+    def __len__(self):
+        return len(self.texts)
+
+
+# ----------------------------------------------------------------------------- readers
+
+def _iter_rows(src: DataSource, fmt: str):
+    """(line_number, row) where row is a list (tsv/csv without header) or a dict."""
+    path = Path(src.path)
+    if not src.path:
+        raise DataError("no data path given")
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    with open(path, encoding="utf-8", newline="" if fmt == "csv" else None) as f:
+        if fmt == "jsonl":
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield n, json.loads(line)
+                    except json.JSONDecodeError as e:
+                        yield n, DataError(f"{path}:{n}: not valid JSON ({e})")
+        elif fmt == "csv":
+            reader = csv.reader(f)
+            header = None
+            for n, row in enumerate(reader, 1):
+                if not row or not any(c.strip() for c in row):
+                    continue
+                if src.header and header is None:
+                    header = row
+                    continue
+                yield n, dict(zip(header, row)) if header else row
+        else:
+            # Plain split on tabs, no quote handling (STS-B has unbalanced quotes in its texts).
+            header = None
+            for n, line in enumerate(f, 1):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line.strip():
+                    continue
+                row = line.split("\t")
+                if src.header and header is None:
+                    header = row
+                    continue
+                yield n, dict(zip(header, row)) if header else row
+
+
+def _get(row, key, where: str):
+    if isinstance(row, dict):
+        if key not in row:
+            raise DataError(f"{where}: missing column {key!r} (the row has {sorted(row)[:8]})")
+        return row[key]
+    if isinstance(key, str):
+        raise DataError(f"{where}: column {key!r} is a name, but this file has no header; "
+                        "use 0-based column indices or header=True")
+    if key >= len(row):
+        raise DataError(f"{where}: missing column {key} (0-based): the row has only {len(row)} "
+                        "column(s); is the file tab-separated as expected?")
+    return row[key]
+
+
+def _parse_label(raw, src: DataSource, kind: str, where: str):
+    if kind == "lists":
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: labels must be a JSON list of numbers, got {raw[:40]!r}") from None
+        if not isinstance(raw, list):
+            raise DataError(f"{where}: labels must be a list (one grade per document), got {raw!r}")
+        try:
+            return [float(x) * src.label_scale for x in raw]
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: labels must be numbers, got {raw!r}") from None
+    if src.label_map is not None:
+        key = raw if isinstance(raw, str) else str(raw)
+        if key not in src.label_map:
+            raise DataError(f"{where}: label {raw!r} is not one of {sorted(src.label_map)} "
+                            "(label_map); add it to skip_labels to drop such rows")
+        return int(src.label_map[key])
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: label {raw!r} is not a number (give label_map for class names)") from None
+    if not np.isfinite(value):
+        raise DataError(f"{where}: label {raw!r} is not finite")
+    return value * src.label_scale
+
+
+def _parse_row(row, src: DataSource, where: str):
+    if isinstance(row, DataError):
+        raise row
+    if src.kind == "lists":
+        query = _get(row, src.columns[0], where)
+        docs = _get(row, src.columns[1], where)
+        if isinstance(docs, str):
+            docs = json.loads(docs)
+        if not isinstance(query, str) or not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
+            raise DataError(f"{where}: expected a query string and a list of document strings")
+        if not docs:
+            raise DataError(f"{where}: the candidate list is empty")
+        texts = (query, docs)
+    else:
+        texts = tuple(_get(row, c, where) for c in src.columns)
+        for c, t in zip(src.columns, texts):
+            if not isinstance(t, str):
+                raise DataError(f"{where}: column {c!r} is {type(t).__name__}, not a text")
+    if src.label_column is None:
+        return texts, None, False
+    raw = _get(row, src.label_column, where)
+    if raw in src.skip_labels:
+        return texts, None, True
+    label = _parse_label(raw, src, src.kind, where)
+    if src.kind == "lists" and len(label) != len(texts[1]):
+        raise DataError(f"{where}: {len(texts[1])} documents but {len(label)} labels")
+    return texts, label, False
+
+
+def read_examples(src: DataSource, *, process_index: int = 0, process_count: int = 1) -> Examples:
+    """Parse the rows of this process's shard (row i -> process i % process_count)."""
+    if src.kind not in KINDS:
+        raise DataError(f"data kind must be one of {KINDS}, got {src.kind!r}")
+    if src.on_bad_row not in ("error", "skip"):
+        raise DataError(f"on_bad_row must be 'error' or 'skip', got {src.on_bad_row!r}")
+    need = {"pairs": 2, "triplets": 3, "lists": 2}[src.kind]
+    if len(src.columns) < need or (src.kind != "triplets" and len(src.columns) != need):
+        raise DataError(f"{src.kind} data needs {need}{'+' if src.kind == 'triplets' else ''} text "
+                        f"columns, got columns={src.columns!r}")
+    fmt = src.resolved_format()
+    start, stop = src.rows if src.rows else (0, None)
+    texts, labels, bad, skipped, seen = [], [], [], 0, 0
+    for i, (n, row) in enumerate(_iter_rows(src, fmt)):
+        if i < start or (stop is not None and i >= stop):
+            continue
+        if (i - start) % process_count != process_index:
+            continue
+        seen += 1
+        where = f"{src.path}:{n}"
+        try:
+            t, y, skip = _parse_row(row, src, where)
+        except DataError as e:
+            if src.on_bad_row == "error":
+                raise DataError(f"{e} (set on_bad_row='skip' to drop bad rows)") from None
+            bad.append(str(e))
+            continue
+        if skip:
+            skipped += 1
+            continue
+        texts.append(t)
+        labels.append(y)
+    if bad:
+        log.warning("%s: skipped %d bad row(s); first: %s", src.path, len(bad), bad[0])
+    if not texts:
+        what = "no rows at all" if not seen else f"{seen} row(s), none usable"
+        raise DataError(f"{src.path}: no examples ({what}{'; check rows=' + str(src.rows) if src.rows else ''})")
+    if skipped:
+        log.info("%s: dropped %d row(s) with a label in skip_labels", src.path, skipped)
+    return Examples(src.kind, texts, None if src.label_column is None else labels, src.path)
+
+
+def check_labels(ex: Examples, loss: str, num_labels: int) -> None:
+    """Labels that the loss cannot use are an error here, before any compute."""
+    if ex.labels is None:
+        if loss in ("bce", "ce", "mse", "listnet", "listmle", "lambda", "ranknet", "cosent"):
+            raise DataError(f"{ex.source}: loss {loss!r} needs labels, but no label_column is set")
+        return
+    flat = np.asarray([v for y in ex.labels for v in (y if isinstance(y, list) else [y])], np.float64)
+    if loss == "ce":
+        bad = np.flatnonzero((flat != np.round(flat)) | (flat < 0) | (flat >= num_labels))
+        if bad.size:
+            raise DataError(f"{ex.source}: label {flat[bad[0]]:g} out of range for {num_labels} classes "
+                            f"(need integers 0..{num_labels - 1}); {bad.size} such label(s)")
+    elif loss == "bce":
+        bad = np.flatnonzero((flat < 0) | (flat > 1))
+        if bad.size:
+            raise DataError(f"{ex.source}: label {flat[bad[0]]:g} out of range for binary cross-entropy "
+                            "(need 0..1; scale them with label_scale)")
+    elif loss in ("listnet", "listmle", "lambda", "ranknet") and (flat < 0).any():
+        raise DataError(f"{ex.source}: negative relevance label {flat[flat < 0][0]:g}")
+
+
+# ----------------------------------------------------------------------------- tokenized groups
+
+@dataclasses.dataclass
+class Groups:
+    """Tokenized groups: slot s of group g is encodings[g * G + s] (None = empty slot)."""
+    encodings: list
+    labels: np.ndarray        # float32 [N, G] (pointwise: column 0); zeros when unlabelled
+    group_size: int
+    lengths: np.ndarray       # int64 [N]: longest pair of each group
+
+    def __len__(self):
+        return len(self.lengths)
+
+
+def make_groups(ex: Examples, tokenizer, max_length: int, *, task: str = "cross_encoder",
+                group_size: int | None = None) -> Groups:
+    """Tokenize as ST does. cross_encoder: pairs -> G=1; triplets -> (q, pos), (q, neg)...;
+    lists -> (q, doc) per candidate. bi_encoder: every text column separately, G = columns."""
+    if task == "bi_encoder":
+        cols = len(ex.texts[0])
+        if any(len(t) != cols for t in ex.texts):
+            raise DataError(f"{ex.source}: rows have different numbers of texts")
+        flat = [t for row in ex.texts for t in row]
+        encs = tokenize_texts(tokenizer, flat, max_length)
+        G = cols
+    else:
+        if ex.kind == "pairs":
+            pairs, G = [t for t in ex.texts], 1
+        elif ex.kind == "triplets":
+            G = len(ex.texts[0])
+            pairs = [(row[0], d) for row in ex.texts for d in row[1:]]
+            G -= 1
+        else:
+            G = group_size or max(len(t[1]) for t in ex.texts)
+            pairs, slots = [], []
+            for q, docs in ex.texts:
+                docs = docs[:G]
+                pairs.extend((q, d) for d in docs)
+                slots.append(len(docs))
+        encs_flat = tokenize_pairs(tokenizer, pairs, max_length)
+        if ex.kind == "lists":
+            encs, k = [], 0
+            for n in slots:
+                encs.extend(encs_flat[k:k + n] + [None] * (G - n))
+                k += n
+        else:
+            encs = encs_flat
+    n = len(ex.texts)
+    labels = np.zeros((n, G), np.float32)
+    if ex.labels is not None:
+        for i, y in enumerate(ex.labels):
+            if isinstance(y, list):
+                y = y[:G]
+                labels[i, :len(y)] = y
+            else:
+                labels[i, 0] = y
+    lens = np.asarray([max(len(e) for e in encs[i * G:(i + 1) * G] if e is not None) for i in range(n)],
+                      np.int64)
+    return Groups(encs, labels, G, lens)
+
+
+# ----------------------------------------------------------------------------- batch stream
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    batch_size: int                  # groups per step, global (all processes together)
+    bucket_lengths: tuple = (32, 64, 128, 256)
+    max_length: int = 256
+    pad_token_id: int = 0
+    position_offset: int = 0
+    seed: int = 0
+    group_factor: int = 50           # batches per length-sorted mega batch
+    shuffle: bool = True
+    drop_last: bool = False
+
+
+def bucket_of(length: int, buckets: Sequence[int], max_length: int) -> int:
+    full = [b for b in sorted(buckets) if b < max_length] + [max_length]
+    for b in full:
+        if length <= b:
+            return b
+    raise DataError(f"example of {length} tokens exceeds max_length={max_length}")
+
+
+class BatchStream:
+    """Deterministic epochs of fixed-shape numpy batches; `position` = (epoch, index) of the next
+    batch. Shapes: rows = local groups per step * G, length = one of the bucket lengths."""
+
+    def __init__(self, groups: Groups, cfg: StreamConfig, *, process_index: int = 0,
+                 process_count: int = 1, allgather=None):
+        if cfg.batch_size % process_count:
+            raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the process count {process_count}")
+        self.groups, self.cfg = groups, cfg
+        self.local_batch = cfg.batch_size // process_count
+        self.process_index, self.process_count = process_index, process_count
+        self._allgather = allgather
+        self._ids = [e.input_ids if e is not None else None for e in groups.encodings]
+        self._types = [e.token_type_ids if e is not None else None for e in groups.encodings]
+        self._plan_cache: dict[int, tuple[list, list]] = {}
+        self.epoch, self.index = 0, 0
+
+    # ---- planning
+    def _local_plan(self, epoch: int) -> list[np.ndarray]:
+        n, b = len(self.groups), self.local_batch
+        rng = np.random.default_rng([self.cfg.seed, epoch, self.process_index])
+        order = rng.permutation(n) if self.cfg.shuffle else np.arange(n)
+        mega = b * max(1, self.cfg.group_factor)
+        batches = []
+        for s in range(0, n, mega):
+            chunk = order[s:s + mega]
+            chunk = chunk[np.argsort(-self.groups.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + b] for i in range(0, len(chunk), b)]
+        if self.cfg.drop_last and batches and len(batches[-1]) < b:
+            batches.pop()
+        if self.cfg.shuffle:
+            perm = rng.permutation(len(batches))
+            batches = [batches[i] for i in perm]
+        return batches
+
+    def plan(self, epoch: int) -> tuple[list[np.ndarray], list[int]]:
+        """(local group indices per step, bucket length per step) of an epoch; the same number
+        of steps and the same lengths on every process."""
+        if epoch not in self._plan_cache:
+            batches = self._local_plan(epoch)
+            lens = [bucket_of(int(self.groups.lengths[ix].max()) if len(ix) else 1, self.cfg.bucket_lengths, self.cfg.max_length)
+                    for ix in batches]
+            if self.process_count > 1:
+                steps = int(np.max(self._allgather(np.asarray([len(batches)]))))
+                lens = lens + [0] * (steps - len(lens))
+                batches = batches + [np.zeros((0,), np.int64)] * (steps - len(batches))
+                lens = [int(x) for x in np.max(self._allgather(np.asarray(lens)), axis=0)]
+                lens = [x if x else min(self.cfg.bucket_lengths) for x in lens]
+            self._plan_cache = {epoch: (batches, lens)}
+        return self._plan_cache[epoch]
+
+    def steps_per_epoch(self) -> int:
+        return len(self.plan(0)[0])
+
+    # ---- position
+    @property
+    def position(self) -> dict:
+        return {"epoch": int(self.epoch), "index": int(self.index)}
+
+    def start_at(self, position: dict) -> None:
+        self.epoch, self.index = int(position["epoch"]), int(position["index"])
+
+    # ---- batches
+    def build(self, group_ix: np.ndarray, length: int) -> dict[str, np.ndarray]:
+        G, cfg = self.groups.group_size, self.cfg
+        rows = self.local_batch * G
+        ids = np.full((rows, length), cfg.pad_token_id, np.int32)
+        mask = np.zeros((rows, length), np.int32)
+        types = np.zeros((rows, length), np.int32)
+        pos = np.zeros((rows, length), np.int32)
+        valid = np.zeros((rows,), bool)
+        labels = np.zeros((self.local_batch, G), np.float32)
+        for q, g in enumerate(group_ix):
+            labels[q] = self.groups.labels[g]
+            for s in range(G):
+                e = g * G + s
+                t = self._ids[e]
+                if t is None:
+                    continue
+                r, n = q * G + s, len(t)
+                ids[r, :n], types[r, :n], mask[r, :n] = t, self._types[e], 1
+                pos[r, :n] = np.arange(n) + cfg.position_offset
+                valid[r] = True
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
+                "position_ids": pos, "labels": labels, "valid": valid}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batches, lens = self.plan(self.epoch)
+        if self.index >= len(batches):
+            self.epoch, self.index = self.epoch + 1, 0
+            batches, lens = self.plan(self.epoch)
+        out = self.build(batches[self.index], lens[self.index])
+        self.index += 1
+        return out
+
+
+def process_allgather(x: np.ndarray) -> np.ndarray:
+    """[process_count, ...] gathered from every process (multi-host JAX)."""
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x))

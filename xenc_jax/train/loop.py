@@ -1,0 +1,251 @@
+"""The training loop: config -> data -> model -> sharded state -> steps, logging, evaluation,
+checkpoints, export. Everything that can be checked (config, data files, labels) is checked
+before the model is loaded or anything is compiled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..hf.pretrained import load_pretrained, save_pretrained
+from ..inference import as_dtype
+from . import step as S
+from .checkpoint import Checkpointer
+from .config import TrainConfig, resolve_model, to_dict
+from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather, read_examples
+from .evaluators import Scorer, build_evaluator
+from .optim import make_optimizer, make_schedule
+
+log = logging.getLogger(__name__)
+
+_ST_ACTIVATION = {"sigmoid": "torch.nn.modules.activation.Sigmoid",
+                  "identity": "torch.nn.modules.linear.Identity", "tanh": "torch.nn.modules.activation.Tanh"}
+
+
+class MetricsWriter:
+    """JSON Lines (always) and TensorBoard event files (when tensorboardX is installed)."""
+
+    def __init__(self, out_dir: Path, enabled: bool = True):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
+        try:
+            from tensorboardX import SummaryWriter
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        except ImportError:
+            log.warning("tensorboardX is not installed: metrics go to metrics.jsonl only")
+
+    def write(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": int(step), "time": round(time.time(), 3), **values}) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(k, v, int(step))
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, source_dir: Path) -> Path:
+    """HF directory that PyTorch sentence-transformers loads (CrossEncoder, or SentenceTransformer
+    for a bi-encoder: the source model's modules.json / pooling config are copied)."""
+    params = jax.device_get(params)
+    tokenizer.model_max_length = cfg.max_length
+    if cfg.task == "cross_encoder":
+        raw = model_cfg.raw_dict
+        act = cfg.activation or ("sigmoid" if cfg.num_labels == 1 else "identity")
+        raw["sentence_transformers"] = {**(raw.get("sentence_transformers") or {}), "activation_fn": _ST_ACTIVATION[act]}
+        model_cfg = dataclasses.replace(model_cfg, raw_json=json.dumps(raw))
+        return save_pretrained(path, model_cfg, params, tokenizer, head=True)
+    out = save_pretrained(path, model_cfg, params, tokenizer, head=False)
+    import shutil
+    for name in ("modules.json", "config_sentence_transformers.json"):
+        if (source_dir / name).is_file():
+            shutil.copy(source_dir / name, out / name)
+    for sub in source_dir.iterdir():
+        if sub.is_dir() and sub.name[:1].isdigit() and "_" in sub.name:
+            shutil.copytree(sub, out / sub.name, dirs_exist_ok=True)
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": cfg.max_length, "do_lower_case": False}))
+    return out
+
+
+def _progress(total: int, initial: int, show):
+    if show is None:
+        show = sys.stderr.isatty()
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) training; returns a summary dict (also written to summary.json)."""
+    cfg.validate()
+    pi, pc = jax.process_index(), jax.process_count()
+    out = cfg.out_dir()
+    # ---- data first: every file and label is checked before any model compute
+    train_ex = read_examples(cfg.train, process_index=pi, process_count=pc)
+    check_labels(train_ex, cfg.loss, cfg.num_labels)
+    evaluators = {}
+    for role, ev in (("eval", cfg.evaluator), ("test", cfg.test)):
+        if ev is not None:
+            evaluators[role] = (build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or role), ev)
+    # ---- model
+    model_dir = Path(resolve_model(cfg.model))
+    head = cfg.task == "cross_encoder"
+    pt = load_pretrained(model_dir, head=head, num_labels=cfg.num_labels if head else None, seed=cfg.seed)
+    mcfg, tokenizer = pt.config, pt.tokenizer
+    limit = mcfg.max_position_embeddings - mcfg.position_offset
+    if cfg.max_length > limit:
+        raise ValueError(f"max_length {cfg.max_length} exceeds the model's position table ({limit})")
+    groups = make_groups(train_ex, tokenizer, cfg.max_length, task=cfg.task, group_size=cfg.list_size or None)
+    plan = S.MeshPlan(strategy=cfg.sharding)
+    dp = plan.data_parallel_size
+    if cfg.batch_size % dp:
+        raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the data-parallel size {dp}")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stream = BatchStream(groups, StreamConfig(
+        batch_size=cfg.batch_size, bucket_lengths=tuple(cfg.bucket_lengths), max_length=cfg.max_length,
+        pad_token_id=pad, position_offset=mcfg.position_offset, seed=cfg.seed, group_factor=cfg.group_factor),
+        process_index=pi, process_count=pc, allgather=process_allgather)
+    steps_per_epoch = stream.steps_per_epoch()
+    total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
+    accum = int(cfg.optim.grad_accum_steps)
+    tx = make_optimizer(cfg.optim, max(total // accum, 1))
+    module = pt.module(dtype=as_dtype(cfg.dtype))
+    if head:
+        apply_fn = S.cross_encoder_apply(module)
+        loss_fn = S.cross_encoder_loss(cfg.loss, **cfg.loss_kwargs)
+    else:
+        apply_fn = S.bi_encoder_apply(module, cfg.pooling)
+        loss_fn = S.bi_encoder_loss(cfg.loss, **cfg.loss_kwargs)
+    shardings = S.state_shardings(plan, tx, pt.params)
+    state = S.create_state(plan, tx, pt.params, shardings)
+    rng = jax.random.key(cfg.seed)
+    ckpt = Checkpointer(out / "checkpoints", every_steps=cfg.checkpoint_every or total,
+                        keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
+    best = {"metric": None, "value": None, "step": None}
+    if cfg.resume:
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        restored = ckpt.restore_latest(abstract)
+        if restored is not None:
+            state, meta = restored
+            stream.start_at(meta["data_position"])
+            if meta.get("rng") != np.asarray(jax.random.key_data(rng)).tolist():
+                raise ValueError("the checkpoint was written with another seed; use a new output_dir or the same seed")
+            best = meta.get("best", best)
+            log.info("resuming at step %d (epoch %d, batch %d)", int(state.step), *stream.position.values())
+    elif ckpt.all_steps():
+        raise ValueError(f"{out / 'checkpoints'} already holds checkpoints and resume=False; use a new output_dir")
+    train_step = S.make_train_step(apply_fn, loss_fn, tx, plan, shardings,
+                                   lr_schedule=make_schedule(cfg.optim, max(total // accum, 1)),
+                                   grad_accum_steps=accum)
+    eval_step = S.make_eval_step(apply_fn, plan, shardings.params)
+    scorer = Scorer(eval_step, plan, tokenizer, cfg.max_length, mcfg.position_offset,
+                    bucket_lengths=tuple(cfg.bucket_lengths))
+    writer = MetricsWriter(out, enabled=pi == 0)
+    if pi == 0:
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, default=str) + "\n")
+
+    def run_eval(role: str, params, step: int) -> dict:
+        evaluator, ev = evaluators[role]
+        t = time.time()
+        scorer.batch_size = ev.batch_size
+        metrics = evaluator(scorer, params)
+        values = {f"{role}/{k}": float(v) for k, v in metrics.items()}
+        writer.write(step, {**values, f"{role}/seconds": round(time.time() - t, 3)})
+        log.info("step %d %s: %s", step, role, {k: round(v, 4) for k, v in metrics.items()})
+        return metrics
+
+    def save(step: int, force=False):
+        ckpt.save(step, state, {"data_position": stream.position, "best": best,
+                                "rng": np.asarray(jax.random.key_data(rng)).tolist()}, force=force)
+
+    step = int(jax.device_get(state.step))
+    bar = _progress(total, step, cfg.progress)
+    pending, t_log, rows_log = [], time.time(), 0
+    t_start, step_start = time.time(), step
+    while step < total:
+        batch = stream.__next__()
+        rows_log += int(batch["valid"].sum())
+        state, metrics = train_step(state, plan.place_batch(batch), rng)
+        step += 1
+        pending.append(metrics)
+        if step % cfg.log_every == 0 or step == total:
+            got = jax.device_get(pending)
+            now = time.time()
+            values = {"train/loss": float(np.mean([m["loss"] for m in got])),
+                      "train/grad_norm": float(np.mean([m["grad_norm"] for m in got])),
+                      "train/lr": float(got[-1].get("lr", 0.0)),
+                      "train/pairs_per_s": rows_log * pc / max(now - t_log, 1e-9),
+                      "train/epoch": step / steps_per_epoch}
+            writer.write(step, values)
+            if bar is not None:
+                bar.set_postfix(loss=f"{values['train/loss']:.4f}", pairs_s=f"{values['train/pairs_per_s']:.0f}")
+            pending, t_log, rows_log = [], now, 0
+        if bar is not None:
+            bar.update(1)
+        due = (step % cfg.eval_every == 0) if cfg.eval_every > 0 else (step % steps_per_epoch == 0)
+        if "eval" in evaluators and (due or step == total):
+            ev_cfg = evaluators["eval"][1]
+            metrics_ev = run_eval("eval", state.params, step)
+            name = ev_cfg.metric or evaluators["eval"][0].default_metric
+            value = float(metrics_ev[name])
+            if best["value"] is None or value > best["value"]:
+                best = {"metric": name, "value": value, "step": step}
+                if cfg.export_best and pi == 0:
+                    export_model(out / "best", cfg, mcfg, state.params, tokenizer, model_dir)
+        save(step)
+    if bar is not None:
+        bar.close()
+    if not ckpt.all_steps() or ckpt.all_steps()[-1] != step:
+        save(step, force=True)
+    ckpt.close()
+    train_seconds = time.time() - t_start
+    summary = {"steps": step, "steps_per_epoch": steps_per_epoch, "train_seconds": round(train_seconds, 2),
+               "steps_run_now": step - step_start, "best": best, "output_dir": str(out)}
+    if pi == 0:
+        summary["final_model"] = str(export_model(out / "final", cfg, mcfg, state.params, tokenizer, model_dir))
+    if "test" in evaluators:
+        summary["test_final"] = run_eval("test", state.params, step)
+        if best["step"] is not None and best["step"] != step and (out / "best").is_dir():
+            best_params = load_pretrained(out / "best", head=head, with_tokenizer=False).params
+            summary["test_best"] = run_eval("test", plan.put_params(best_params, shardings.params), step)
+    writer.close()
+    if pi == 0:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["state"] = state
+    return summary
+
+
+def evaluate_model(cfg: TrainConfig, ev) -> dict:
+    """Evaluate the model at cfg.model with one EvalConfig (no training state needed)."""
+    evaluator = build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or "test")
+    head = cfg.task == "cross_encoder"
+    model_dir = Path(resolve_model(cfg.model))
+    pt = load_pretrained(model_dir, head=head, num_labels=cfg.num_labels if head else None, seed=cfg.seed)
+    module = pt.module(dtype=as_dtype(cfg.dtype))
+    apply_fn = S.cross_encoder_apply(module) if head else S.bi_encoder_apply(module, cfg.pooling)
+    plan = S.MeshPlan(strategy="dp")
+    p_sh = plan.param_shardings(pt.params)
+    scorer = Scorer(S.make_eval_step(apply_fn, plan, p_sh), plan, pt.tokenizer, cfg.max_length,
+                    pt.config.position_offset, batch_size=ev.batch_size, bucket_lengths=tuple(cfg.bucket_lengths))
+    return {k: float(v) for k, v in evaluator(scorer, plan.put_params(pt.params, p_sh)).items()}

@@ -1,0 +1,92 @@
+"""Optimizer: AdamW with warmup + linear/cosine/constant decay, gradient clipping, weight-decay
+mask and gradient accumulation, as one optax transformation.
+
+The recipe matches Hugging Face's Trainer (what sentence-transformers trains with): torch AdamW
+(decoupled weight decay, bias-corrected moments, eps 1e-6 in ST's old `fit`, 1e-8 in the
+Trainer), `get_linear_schedule_with_warmup` (0 -> lr over the warmup steps, then linearly to 0
+at the last step), global-norm clipping before the update, and no decay on biases and
+LayerNorm parameters (our leaf names: `bias`, `scale`; embeddings and kernels decay, as HF's
+`get_decay_parameter_names` decays `*.weight` of embeddings too).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+NO_DECAY_LEAVES = ("bias", "scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-6
+    schedule: str = "linear"        # linear | cosine | constant (all after linear warmup)
+    warmup_ratio: float = 0.1       # of the total optimizer steps (used when warmup_steps < 0)
+    warmup_steps: int = -1
+    max_grad_norm: float = 1.0      # 0 or less: no clipping
+    grad_accum_steps: int = 1       # micro-batches per optimizer update (optax.MultiSteps)
+
+    def __post_init__(self):
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise ValueError(f"optim.schedule must be linear, cosine or constant, got {self.schedule!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"optim.learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ValueError(f"optim.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if int(self.grad_accum_steps) < 1:
+            raise ValueError(f"optim.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+
+    def num_warmup(self, total_steps: int) -> int:
+        if self.warmup_steps >= 0:
+            return int(self.warmup_steps)
+        return int(-(-self.warmup_ratio * total_steps // 1))  # ceil, as HF's get_warmup_steps
+
+
+def decay_mask(params):
+    """True for leaves that get weight decay: everything but biases and LayerNorm scales."""
+    def keep(path, _):
+        last = path[-1]
+        name = getattr(last, "key", getattr(last, "name", str(last)))
+        return name not in NO_DECAY_LEAVES
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    """lr(step) for optimizer step = 0, 1, ... (HF: the lr used by update k is lr(k))."""
+    total = max(int(total_steps), 1)
+    warm = min(cfg.num_warmup(total), total)
+    lr = cfg.learning_rate
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        warm_f = jnp.float32(max(warm, 1))
+        up = step / warm_f
+        frac = jnp.clip((step - warm) / jnp.float32(max(total - warm, 1)), 0.0, 1.0)
+        if cfg.schedule == "linear":
+            down = 1.0 - frac
+        elif cfg.schedule == "cosine":
+            down = 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+        else:
+            down = jnp.ones_like(frac)
+        return lr * jnp.where(step < warm, up, down)
+
+    return schedule
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """total_steps counts optimizer updates (micro-batches / grad_accum_steps)."""
+    parts = []
+    if cfg.max_grad_norm and cfg.max_grad_norm > 0:
+        parts.append(optax.clip_by_global_norm(cfg.max_grad_norm))
+    parts.append(optax.adamw(make_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                             weight_decay=cfg.weight_decay, mask=decay_mask))
+    tx = optax.chain(*parts)
+    if cfg.grad_accum_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=int(cfg.grad_accum_steps))
+    return tx

@@ -1,0 +1,246 @@
+"""Pure train and eval steps, jitted over a device mesh with explicit in/out shardings.
+
+    train_step(state, batch, rng) -> (state, metrics)      state donated
+    eval_step(params, batch) -> logits | embeddings
+
+`state` is a TrainState pytree (step, params, opt_state). Dropout keys are
+`fold_in(rng, state.step)`, so a run is a pure function of (initial state, data order, rng):
+resuming from a checkpoint reproduces the uninterrupted run, and the key does not depend on
+how the batch is sharded (threefry is partitionable), so sharded training equals one device.
+
+Batches are dicts of arrays whose leading axis is rows (split over the mesh's data axes):
+  input_ids, attention_mask, token_type_ids, position_ids: int32 [R, L], R = Q * G rows
+  valid: bool [R]; labels: float32 [Q, G]
+For a cross-encoder, row q * G + s is slot s of group q (see data.py); for a bi-encoder the
+G texts of a row (anchor, positive, negatives..., or text1, text2) are its G slots.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from . import losses as L
+
+CROSS_LOSSES = ("bce", "ce", "mse", "margin_mse", "mnrl", "listnet", "listmle", "lambda", "ranknet")
+BI_LOSSES = ("mnrl", "mnrl_symmetric", "cosent", "matryoshka_mnrl", "matryoshka_cosent")
+_ACTIVATIONS = {None: None, "identity": None, "none": None, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array          # int32 scalar: micro-steps done
+    params: Any
+    opt_state: Any
+
+
+# ----------------------------------------------------------------------------- losses
+
+def _activation(name):
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown loss activation {name!r}; use one of {sorted(k for k in _ACTIVATIONS if k)}")
+    return _ACTIVATIONS[name]
+
+
+def cross_encoder_loss(name: str, **kw) -> Callable:
+    """(logits [R, C], batch) -> scalar, for the fixed [Q, G] group layout."""
+    if name not in CROSS_LOSSES:
+        raise ValueError(f"unknown cross-encoder loss {name!r}; choose from {CROSS_LOSSES}")
+    kw = dict(kw)
+    if "activation_fn" in kw:
+        kw["activation_fn"] = _activation(kw["activation_fn"])
+
+    def fn(logits, batch):
+        labels, valid = batch["labels"], batch["valid"]
+        q, g = labels.shape
+        if name == "ce":
+            return L.softmax_cross_entropy_loss(logits, labels[:, 0], valid, **kw)
+        scores = logits[:, 0].reshape(q, g)
+        vmask = valid.reshape(q, g)
+        if name == "bce":
+            return L.binary_cross_entropy_loss(scores, labels, vmask, **kw)
+        if name == "mse":
+            return L.mse_loss(scores, labels, vmask, **kw)
+        if name == "margin_mse":
+            return L.margin_mse_loss(scores, labels, vmask, **kw)
+        if name == "mnrl":
+            return L.cross_encoder_mnrl_loss(scores, vmask, **kw)
+        return {"listnet": L.list_net_loss, "listmle": L.list_mle_loss, "lambda": L.lambda_loss,
+                "ranknet": L.rank_net_loss}[name](scores, labels, vmask, **kw)
+    return fn
+
+
+def bi_encoder_loss(name: str, **kw) -> Callable:
+    """(embeddings [R, D], batch) -> scalar; rows hold G texts each (embeddings [Q*G, D])."""
+    if name not in BI_LOSSES:
+        raise ValueError(f"unknown bi-encoder loss {name!r}; choose from {BI_LOSSES}")
+    kw = dict(kw)
+    dims = kw.pop("matryoshka_dims", None)
+    weights = kw.pop("matryoshka_weights", None)
+
+    def fn(emb, batch):
+        labels, valid = batch["labels"], batch["valid"]
+        q, g = labels.shape
+        e = emb.reshape(q, g, -1)
+        v = valid.reshape(q, g)
+        base = name.removeprefix("matryoshka_")
+        if base.startswith("mnrl"):
+            sym = base == "mnrl_symmetric"
+            neg = e[:, 2:] if g > 2 else None
+
+            def loss(a, p, *n):
+                return L.multiple_negatives_ranking_loss(
+                    a, p, n[0] if n else None, mask=v[:, 0] & v[:, 1],
+                    negatives_mask=v[:, 2:] if n else None, symmetric=sym, **kw)
+            arrays = [e[:, 0], e[:, 1]] + ([neg] if neg is not None else [])
+        else:
+            def loss(a, b):
+                return L.cosent_loss(a, b, labels[:, 0], v[:, 0] & v[:, 1], **kw)
+            arrays = [e[:, 0], e[:, 1]]
+        if name.startswith("matryoshka_"):
+            return L.matryoshka_loss(loss, arrays, dims=dims, weights=weights)
+        return loss(*arrays)
+    return fn
+
+
+# ----------------------------------------------------------------------------- model apply
+
+def cross_encoder_apply(module: nn.Module) -> Callable:
+    """(params, batch, rng, deterministic) -> fp32 logits [R, C]."""
+    def apply(params, batch, rng=None, deterministic=True):
+        rngs = None if deterministic else {"dropout": rng}
+        return module.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                            batch["token_type_ids"], batch["position_ids"], None,
+                            deterministic=deterministic, rngs=rngs)
+    return apply
+
+
+def bi_encoder_apply(module: nn.Module, pooling: str = "mean", normalize: bool = False) -> Callable:
+    """(params, batch, rng, deterministic) -> fp32 sentence embeddings [R, D] (masked mean or
+    CLS pooling of the encoder output, as ST's Pooling module)."""
+    def apply(params, batch, rng=None, deterministic=True):
+        rngs = None if deterministic else {"dropout": rng}
+        h = module.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                         batch["token_type_ids"], batch["position_ids"],
+                         deterministic=deterministic, rngs=rngs).astype(jnp.float32)
+        m = (batch["attention_mask"] > 0).astype(jnp.float32)[..., None]
+        if pooling == "cls":
+            e = h[:, 0]
+        else:
+            e = jnp.sum(h * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1e-9)
+        return L.cos_normalize(e) if normalize else e
+    return apply
+
+
+# ----------------------------------------------------------------------------- sharding
+
+class MeshPlan:
+    """Mesh + shardings for training: batch rows split over 'data'; params replicated ("dp")
+    or each split along its largest dimension divisible by the data axis ("fsdp", ZeRO-3 style:
+    XLA all-gathers a param where it is used and reduce-scatters its gradient).
+
+    Same shape as the ShardingPlan of xenc_jax/sharding.py (batch_sharding, replicated,
+    param_shardings, place_batch, jit) so the two are interchangeable.
+    """
+
+    def __init__(self, mesh: Mesh | None = None, strategy: str = "dp", min_fsdp_size: int = 2 ** 12):
+        if strategy not in ("dp", "fsdp"):
+            raise ValueError(f"sharding strategy must be 'dp' or 'fsdp', got {strategy!r}")
+        self.mesh = mesh if mesh is not None else Mesh(np.asarray(jax.devices()), ("data",))
+        self.strategy = strategy
+        self.min_fsdp_size = min_fsdp_size
+        self.replicated = NamedSharding(self.mesh, P())
+
+    @property
+    def data_parallel_size(self) -> int:
+        return int(self.mesh.shape["data"])
+
+    def batch_sharding(self, ndim: int = 1) -> NamedSharding:
+        return NamedSharding(self.mesh, P("data", *([None] * (ndim - 1))))
+
+    def _leaf_sharding(self, x) -> NamedSharding:
+        n = self.data_parallel_size
+        if self.strategy == "dp" or n == 1 or np.prod(x.shape) < self.min_fsdp_size:
+            return self.replicated
+        dims = sorted(range(len(x.shape)), key=lambda d: -x.shape[d])
+        for d in dims:
+            if x.shape[d] % n == 0:
+                spec = [None] * len(x.shape)
+                spec[d] = "data"
+                return NamedSharding(self.mesh, P(*spec))
+        return self.replicated
+
+    def param_shardings(self, params) -> Any:
+        return jax.tree.map(self._leaf_sharding, params)
+
+    def put_params(self, params, shardings):
+        return jax.tree.map(lambda x, s: jax.device_put(x, s), params, shardings)
+
+    def place_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return {k: jax.make_array_from_process_local_data(self.batch_sharding(v.ndim), v)
+                for k, v in arrays.items()}
+
+    def jit(self, fn, **kw):
+        return jax.jit(fn, **kw)
+
+
+def state_shardings(plan: MeshPlan, tx: optax.GradientTransformation, params) -> TrainState:
+    """Shardings of the whole TrainState: optimizer moments follow their params."""
+    p_sh = plan.param_shardings(params)
+    abstract_opt = jax.eval_shape(tx.init, params)
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, p_sh,
+                                   transform_non_params=lambda _: plan.replicated)
+    return TrainState(step=plan.replicated, params=p_sh, opt_state=opt_sh)
+
+
+def create_state(plan: MeshPlan, tx, params, shardings: TrainState) -> TrainState:
+    params = plan.put_params(params, shardings.params)
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), plan.replicated)
+    return TrainState(step=step, params=params, opt_state=opt_state)
+
+
+# ----------------------------------------------------------------------------- steps
+
+def make_train_step(apply_fn: Callable, loss_fn: Callable, tx: optax.GradientTransformation,
+                    plan: MeshPlan, shardings: TrainState, *, lr_schedule=None,
+                    grad_accum_steps: int = 1, donate: bool = True) -> Callable:
+    """Jitted `train_step(state, batch, rng) -> (state, metrics)`; one compile per batch shape."""
+    def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        key = jax.random.fold_in(rng, state.step)
+
+        def objective(params):
+            out = apply_fn(params, batch, key, deterministic=False)
+            return loss_fn(out, batch)
+
+        loss, grads = jax.value_and_grad(objective)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+                   "rows": jnp.sum(batch["valid"].astype(jnp.int32))}
+        if lr_schedule is not None:
+            metrics["lr"] = lr_schedule(state.step // grad_accum_steps)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    batch_sh = {k: plan.batch_sharding(n) for k, n in
+                (("input_ids", 2), ("attention_mask", 2), ("token_type_ids", 2), ("position_ids", 2),
+                 ("labels", 2), ("valid", 1))}
+    return plan.jit(train_step, in_shardings=(shardings, batch_sh, plan.replicated),
+                    out_shardings=(shardings, plan.replicated),
+                    donate_argnums=(0,) if donate else ())
+
+
+def make_eval_step(apply_fn: Callable, plan: MeshPlan, param_shardings) -> Callable:
+    """Jitted `eval_step(params, batch) -> outputs [R, ...]` (deterministic, replicated out)."""
+    def eval_step(params, batch):
+        return apply_fn(params, batch, None, deterministic=True)
+    batch_sh = {k: plan.batch_sharding(2) for k in ("input_ids", "attention_mask", "token_type_ids", "position_ids")}
+    return plan.jit(eval_step, in_shardings=(param_shardings, batch_sh), out_shardings=plan.replicated)
