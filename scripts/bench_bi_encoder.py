@@ -2,7 +2,7 @@
 sentences (real MS MARCO passages + queries), one process, fp32, medians over repeats.
 
     python scripts/bench_bi_encoder.py [--model DIR] [--n 2000] [--repeats 3] \
-        [--tokens-per-batch 4096] [--lengths 32,48,64,96,128,256] [--pack] [--st-batch-size 32]
+        [--tokens-per-batch 4096] [--lengths 32,64,128,256] [--pack] [--pack-length 128] [--st-batch-size 32]
 
 Prints sentences/s for each, the ratio, our compile count and the max abs embedding difference.
 """
@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens-per-batch", type=int, default=None, help="token budget per batch (default: library's)")
     ap.add_argument("--lengths", default=None, help="bucket lengths, comma-separated (default: library's)")
     ap.add_argument("--pack", action="store_true", help="pack several texts per row")
+    ap.add_argument("--pack-length", type=int, default=None, help="max tokens per packed row (default: max_seq_length)")
     ap.add_argument("--st-batch-size", type=int, default=32, help="ST encode batch_size (its default: 32)")
     args = ap.parse_args(argv)
 
@@ -67,6 +68,8 @@ def main(argv=None) -> int:
         kw["tokens_per_batch"] = args.tokens_per_batch
     if args.lengths:
         kw["lengths"] = tuple(int(x) for x in args.lengths.split(","))
+    if args.pack_length:
+        kw["pack_length"] = args.pack_length
     buckets = BucketConfig(pack=args.pack, **kw)
     ours = BiEncoder(model_dir, buckets=buckets)
     ref = SentenceTransformer(str(model_dir), device="cpu")
@@ -93,7 +96,8 @@ def main(argv=None) -> int:
     report = {
         "sentences": len(sentences), "real_tokens": n_tokens, "repeats": args.repeats,
         "buckets": {"lengths": buckets.bucket_lengths(ours.max_seq_length),
-                    "tokens_per_batch": buckets.tokens_per_batch, "pack": buckets.pack},
+                    "tokens_per_batch": buckets.tokens_per_batch, "pack": buckets.pack,
+                    "pack_length": buckets.pack_length},
         "ours_sentences_per_s": round(ours_sps, 1), "st_sentences_per_s": round(st_sps, 1),
         "speedup": round(ours_sps / st_sps, 3), "ours_times_s": [round(x, 2) for x in t_ours],
         "st_times_s": [round(x, 2) for x in t_st], "compile_count": ours.compile_count,
