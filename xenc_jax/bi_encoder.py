@@ -25,7 +25,7 @@ from .batching import BucketConfig, make_batches, scatter_results, tokenize_text
 from .hf.checkpoint_files import read_checkpoint, write_safetensors
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
-from .inference import BucketedRunner, as_dtype, enable_compilation_cache
+from .inference import BucketedRunner, as_dtype, enable_compilation_cache, setup_sharding
 from .models import pooling as P
 from .search import SCORE_FUNCTIONS, pairwise_similarity, similarity
 
@@ -135,12 +135,15 @@ class BiEncoder:
         tokenizer's model_max_length capped by the position table, as ST).
       dtype: compute dtype; params stay fp32. buckets: batching.BucketConfig (packing allowed:
         pooling is per packed segment). compilation_cache: JAX persistent cache directory.
+      mesh / sharding: run over several devices or processes, as CrossEncoder (None, "auto",
+        "data=4,model=2" or a Mesh; "dp" | "fsdp" | "tp" | "fsdp_tp"); same embeddings.
     """
 
     def __init__(self, model_name_or_path: str | os.PathLike = DEFAULT_MODEL, *, pooling=None,
                  max_seq_length: int | None = None, truncate_dim: int | None = None, dtype="float32",
                  buckets: BucketConfig | None = None, revision: str | None = None,
-                 attention_impl: str | None = None, compilation_cache: str | None = None):
+                 attention_impl: str | None = None, compilation_cache: str | None = None,
+                 mesh=None, sharding: str = "dp"):
         enable_compilation_cache(compilation_cache)
         model_dir = resolve_model_dir(model_name_or_path, revision)
         self.model_dir = model_dir
@@ -206,7 +209,9 @@ class BiEncoder:
         self.buckets = buckets or BucketConfig()
         self.params = {"encoder": pt.params["encoder"], "dense": dense_params}
         self._module = pt.module(dtype=self.dtype, attention_impl=attention_impl)
-        self._runner = BucketedRunner(self._embed)
+        self.plan, self.params, shardings, self.buckets = setup_sharding(
+            self._module, self.params, self.buckets, mesh, sharding)
+        self._runner = BucketedRunner(self._embed, plan=self.plan, param_shardings=shardings)
 
     # ---- reading an ST folder ----
     @staticmethod
@@ -296,13 +301,16 @@ class BiEncoder:
             texts = [prompt + t for t in texts]
         dim = truncate_dim if truncate_dim is not None else self.truncate_dim
         encodings = tokenize_texts(self.tokenizer, texts, self.max_seq_length, self.do_lower_case)
-        if not encodings:
+        if not encodings and jax.process_count() == 1:  # other processes may still need this one
             out = np.zeros((0, dim or self._dim), np.float32)
         else:
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            batches = make_batches(encodings, self._bucket_config(batch_size), self.max_seq_length, pad)
-            outputs = self._runner.run(self.params, batches, show_progress=show_progress_bar)
-            out = scatter_results(outputs, len(encodings))
+            cfg = self._bucket_config(batch_size)
+            batches = make_batches(encodings, cfg, self.max_seq_length, pad)
+            outputs = self._runner.run(self.params, batches, show_progress=show_progress_bar,
+                                       shapes=cfg.resolve(self.max_seq_length)[::-1], segments=cfg.segments)
+            out = (scatter_results(outputs, len(encodings)) if encodings
+                   else np.zeros((0, dim or self._dim), np.float32))
             if dim is not None:
                 out = out[:, :dim]
             if normalize_embeddings:

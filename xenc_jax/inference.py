@@ -149,7 +149,10 @@ def setup_sharding(module, params, buckets, mesh, strategy: str = "dp"):
         return None, params, None, buckets
     plan = ShardingPlan(mesh, strategy)
     ids = np.zeros((1, 2), np.int32)
-    shardings = plan.module_param_shardings(module, ids, ids)
+    by_module = plan.module_param_shardings(module, ids, ids)
+    # Params the module does not own (e.g. BiEncoder's Dense layers) are replicated.
+    shardings = {k: by_module[k] if k in by_module else jax.tree.map(lambda _: plan.replicated, v)
+                 for k, v in params.items()}
     params = plan.put_params(params, shardings)
     multiple = math.lcm(buckets.row_multiple, plan.local_data_parallel_size)
     return plan, params, shardings, dataclasses.replace(buckets, row_multiple=multiple)
