@@ -57,11 +57,13 @@ def worker_env(devices: int) -> dict:
     return env
 
 
-def run_processes(argvs: list[list[str]], timeout: float, devices: int = DEVICES_PER_PROCESS):
+def run_processes(argvs: list[list[str]], timeout: float, devices: int = DEVICES_PER_PROCESS,
+                  envs: list[dict] | None = None):
     """Start all, wait for all (killing every process group on timeout); -> [(rc, out, err)]."""
-    procs = [subprocess.Popen(argv, env=worker_env(devices), cwd=REPO, stdout=subprocess.PIPE,
+    envs = envs or [{}] * len(argvs)
+    procs = [subprocess.Popen(argv, env={**worker_env(devices), **extra}, cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-             for argv in argvs]
+             for argv, extra in zip(argvs, envs)]
     deadline, results = time.monotonic() + timeout, []
     try:
         for p in procs:
@@ -135,6 +137,56 @@ def test_two_processes_match_single_process(tiny_model, tmp_path, num_processes)
             assert rep[name]["n_local"] == len(range(pid, N_PAIRS, num_processes))
             assert rep[name]["compile_count"] == want_compiles == 3, rep
             assert rep[name]["mesh"] == ({"data": 4, "model": 1} if name == "dp" else {"data": 2, "model": 2})
+
+
+CLI = [sys.executable, "-c", "import sys; from xenc_jax.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def test_cli_two_processes_score_gathered_and_encode_parts(tiny_model, tmp_path, minilm_dir):
+    """`xenc score` gathers into one output written by process 0 (flags); `xenc encode
+    --output-parts` writes one part per process (env variables), merged by `xenc merge-parts`."""
+    import transformers as tf
+    from tiny_hf import make_tiny
+
+    from xenc_jax.bi_encoder import BiEncoder
+    from xenc_jax.cli import main
+    from xenc_jax.cross_encoder import CrossEncoder
+    pairs = make_pairs()
+    (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in pairs))
+    texts = [b for _, b in pairs]
+    (tmp_path / "texts.txt").write_text("".join(t + "\n" for t in texts))
+    enc_dir = tmp_path / "enc"
+    make_tiny("bert", enc_dir, head=False, seed=3, vocab_size=30522, type_vocab_size=2,
+              max_position_embeddings=512, intermediate_size=64)
+    tf.AutoTokenizer.from_pretrained(str(minilm_dir)).save_pretrained(str(enc_dir))
+
+    port = free_port()
+    score = [[*CLI, "score", str(tmp_path / "pairs.tsv"), "--model", str(tiny_model), "--max-length", "64",
+              "--batch-size", "4", "--mesh", "data=-1,model=2", "--sharding", "tp", "--coordinator",
+              f"localhost:{port}", "--num-processes", "2", "--process-id", str(pid), "--init-timeout", "60",
+              "-o", str(tmp_path / "scores.jsonl")] for pid in range(2)]
+    results = run_processes(score, timeout=300)
+    for pid, (rc, out, err) in enumerate(results):
+        assert rc == 0, f"score process {pid} failed:\n{out}\n{err[-4000:]}"
+    want = CrossEncoder(tiny_model, max_length=64).predict(pairs)
+    rows = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(N_PAIRS))
+    np.testing.assert_allclose([r["score"] for r in rows], want, rtol=0, atol=1e-5)
+
+    port = free_port()
+    encode = [[*CLI, "encode", str(tmp_path / "texts.txt"), "--model", str(enc_dir), "--max-seq-length", "64",
+               "--batch-size", "4", "--output-parts", "-o", str(tmp_path / "emb.npy")] for _ in range(2)]
+    envs = [{"XENC_COORDINATOR": f"localhost:{port}", "XENC_NUM_PROCESSES": "2", "XENC_PROCESS_ID": str(pid)}
+            for pid in range(2)]
+    results = run_processes(encode, timeout=300, envs=envs)
+    for pid, (rc, out, err) in enumerate(results):
+        assert rc == 0, f"encode process {pid} failed:\n{out}\n{err[-4000:]}"
+    assert sorted(p.name for p in tmp_path.glob("emb.part-*")) == [
+        "emb.part-00000-of-00002.npy", "emb.part-00001-of-00002.npy"]
+    assert not (tmp_path / "emb.npy").exists()
+    assert main(["merge-parts", str(tmp_path / "emb"), "-o", str(tmp_path / "emb.npy")]) == 0
+    want = BiEncoder(enc_dir, max_seq_length=64).encode(texts)
+    np.testing.assert_allclose(np.load(tmp_path / "emb.npy"), want, rtol=0, atol=1e-5)
 
 
 def test_missing_process_fails_fast_instead_of_hanging(tmp_path):

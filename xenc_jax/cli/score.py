@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from . import distributed
 from .io import open_out, read_jsonl, read_pairs, read_texts
 
 
@@ -19,11 +20,12 @@ def _model_args(p):
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
 
 
-def _load(args):
+def _load(args, run=None):
     from ..batching import BucketConfig
     from ..cross_encoder import CrossEncoder
     buckets = BucketConfig(pack=bool(args.pack)) if args.pack is not None else None
-    return CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype, buckets=buckets)
+    sharded = {} if run is None else {"mesh": run.mesh, "sharding": run.sharding}
+    return CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype, buckets=buckets, **sharded)
 
 
 def _write(out, rows: list[dict], fmt: str, columns: list[str]):
@@ -35,21 +37,28 @@ def _write(out, rows: list[dict], fmt: str, columns: list[str]):
 
 
 def run_score(args) -> int:
+    run = distributed.Run(args)  # joins a multi-process run first, before any device is used
     pairs = read_pairs(args.input, args.input_format)
-    model = _load(args)
-    scores = model.predict(pairs, batch_size=args.batch_size, show_progress_bar=args.progress,
+    model = _load(args, run)
+    scores = model.predict(run.local(pairs), batch_size=args.batch_size, show_progress_bar=args.progress,
                            activation_fn="identity" if args.raw else None, apply_softmax=args.softmax)
+    scores = run.finish(np.asarray(scores), len(pairs), args.output)
+    if scores is not None:  # process 0 (or the only one) writes the gathered scores
+        write_scores(scores, args.output, args.output_format)
+    return 0
+
+
+def write_scores(scores: np.ndarray, output: str, fmt: str) -> None:
     rows = []
     for i, s in enumerate(scores):
         rows.append({"index": i, "score": float(s) if np.ndim(s) == 0 else [float(x) for x in s]})
-    with open_out(args.output) as out:
-        if args.output_format == "tsv":
+    with open_out(output) as out:
+        if fmt == "tsv":
             for r in rows:
                 s = r["score"]
                 out.write((f"{s:.7g}" if isinstance(s, float) else "\t".join(f"{x:.7g}" for x in s)) + "\n")
         else:
             _write(out, rows, "jsonl", [])
-    return 0
 
 
 def run_rank(args) -> int:
@@ -88,6 +97,7 @@ def register(sub) -> None:
     p.add_argument("--raw", action="store_true", help="raw logits, no activation")
     p.add_argument("--softmax", action="store_true", help="softmax over labels (num_labels > 1)")
     _model_args(p)
+    distributed.add_args(p)
     p.set_defaults(func=run_score)
 
     p = sub.add_parser("rank", help="rank documents for one query, or candidates for many queries")
@@ -99,3 +109,4 @@ def register(sub) -> None:
     p.add_argument("--output-format", choices=["jsonl", "tsv"], default="jsonl")
     _model_args(p)
     p.set_defaults(func=run_rank)
+    distributed.register(sub)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .io import open_in, open_out, read_texts
 
 
@@ -41,14 +42,15 @@ def _positive(value, flag: str) -> None:
         raise ValueError(f"{flag} must be >= 1, got {value}")
 
 
-def _load_bi_encoder(args):
+def _load_bi_encoder(args, run=None):
     from ..batching import BucketConfig
     from ..bi_encoder import BiEncoder
     _positive(args.batch_size, "--batch-size")
     pooling = args.pooling.split(",") if args.pooling else None
     buckets = BucketConfig(pack=bool(args.pack)) if args.pack is not None else None
+    sharded = {} if run is None else {"mesh": run.mesh, "sharding": run.sharding}
     return BiEncoder(args.model or default_bi_encoder(), pooling=pooling, max_seq_length=args.max_seq_length,
-                     dtype=args.dtype, buckets=buckets)
+                     dtype=args.dtype, buckets=buckets, **sharded)
 
 
 def run_encode(args) -> int:
@@ -56,10 +58,14 @@ def run_encode(args) -> int:
         raise ValueError("--output FILE.npy is required (embeddings are binary)")
     if not str(args.output).endswith(".npy"):
         raise ValueError(f"--output {args.output} must end with .npy (numpy would append it silently)")
+    run = distributed.Run(args)  # joins a multi-process run first, before any device is used
     texts = read_texts(args.input, args.input_format, key=args.key)
-    model = _load_bi_encoder(args)
-    emb = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=args.normalize,
+    model = _load_bi_encoder(args, run)
+    emb = model.encode(run.local(texts), batch_size=args.batch_size, normalize_embeddings=args.normalize,
                        show_progress_bar=args.progress, prompt=args.prompt)
+    emb = run.finish(emb, len(texts), args.output[:-len(".npy")] if run.parts else args.output)
+    if emb is None:  # parts written, or not process 0
+        return 0
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     np.save(args.output, emb)
     print(f"encoded {emb.shape[0]} texts -> {args.output} ({emb.shape[0]} x {emb.shape[1]}, float32)",
@@ -172,6 +178,7 @@ def register(sub) -> None:
     p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     p.add_argument("--prompt", default=None, help="text prepended to every input (e.g. 'query: ')")
     _model_args(p)
+    distributed.add_args(p)
     p.set_defaults(func=run_encode)
 
     p = sub.add_parser("search", help="retrieve from a corpus with a bi-encoder, optionally re-rank with a cross-encoder")
