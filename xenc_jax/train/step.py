@@ -182,7 +182,9 @@ class MeshPlan:
         return jax.tree.map(self._leaf_sharding, params)
 
     def put_params(self, params, shardings):
-        return jax.tree.map(lambda x, s: jax.device_put(x, s), params, shardings)
+        # may_alias=False: the train step donates its state, which must never free the caller's
+        # arrays (device_put onto the sharding an array already has would return it as is).
+        return jax.tree.map(lambda x, s: jax.device_put(x, s, may_alias=False), params, shardings)
 
     def place_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return {k: jax.make_array_from_process_local_data(self.batch_sharding(v.ndim), v)
@@ -224,7 +226,7 @@ def make_train_step(apply_fn: Callable, loss_fn: Callable, tx: optax.GradientTra
         loss, grads = jax.value_and_grad(objective)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                    "rows": jnp.sum(batch["valid"].astype(jnp.int32))}
         if lr_schedule is not None:
             metrics["lr"] = lr_schedule(state.step // grad_accum_steps)

@@ -1,0 +1,118 @@
+"""Train step, optimizer and losses wiring on a tiny model."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from test_train_utils import make_tiny_model, write_pairs
+from xenc_jax.hf.pretrained import load_pretrained
+from xenc_jax.train import data as D
+from xenc_jax.train import optim as O
+from xenc_jax.train import step as S
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    model = make_tiny_model(root / "model", dropout=False)
+    pt = load_pretrained(model, head=True)
+    data = write_pairs(root / "pairs.tsv", n=32)
+    groups = D.make_groups(D.read_examples(D.DataSource(path=str(data))), pt.tokenizer, 64)
+    stream = D.BatchStream(groups, D.StreamConfig(batch_size=8, bucket_lengths=(32,), max_length=64, seed=1))
+    return pt, stream
+
+
+def _setup(pt, ocfg, total=20, strategy="dp"):
+    tx = O.make_optimizer(ocfg, total)
+    plan = S.MeshPlan(strategy=strategy)
+    sh = S.state_shardings(plan, tx, pt.params)
+    state = S.create_state(plan, tx, pt.params, sh)
+    step = S.make_train_step(S.cross_encoder_apply(pt.module()), S.cross_encoder_loss("bce"), tx, plan, sh,
+                             lr_schedule=O.make_schedule(ocfg, total), grad_accum_steps=ocfg.grad_accum_steps)
+    return plan, state, step
+
+
+def _eval_loss(pt, params, batch):
+    logits = S.cross_encoder_apply(pt.module())(params, batch)
+    return float(S.cross_encoder_loss("bce")(logits, batch))
+
+
+def test_train_step_lowers_the_loss(tiny):
+    pt, stream = tiny
+    stream.start_at({"epoch": 0, "index": 0})
+    batch = next(stream)
+    plan, state, step = _setup(pt, O.OptimConfig(learning_rate=1e-3, warmup_steps=0))
+    before = _eval_loss(pt, pt.params, batch)
+    rng = jax.random.key(0)
+    for _ in range(8):
+        state, metrics = step(state, plan.place_batch(batch), rng)
+    after = _eval_loss(pt, state.params, batch)
+    assert int(state.step) == 8
+    assert np.isfinite(float(metrics["loss"]))
+    assert after < 0.7 * before, (before, after)
+
+
+def test_grad_accumulation_equals_one_big_batch(tiny):
+    """Two micro-batches of 4 with grad_accum_steps=2 == one batch of 8 (no dropout)."""
+    pt, stream = tiny
+    stream.start_at({"epoch": 0, "index": 0})
+    batch = next(stream)
+    halves = [{k: v[:4] if k != "labels" else v[:4] for k, v in batch.items()},
+              {k: v[4:] for k, v in batch.items()}]
+    rng = jax.random.key(0)
+    plan, s1, step1 = _setup(pt, O.OptimConfig(learning_rate=1e-3, warmup_steps=0))
+    s1, _ = step1(s1, plan.place_batch(batch), rng)
+    plan, s2, step2 = _setup(pt, O.OptimConfig(learning_rate=1e-3, warmup_steps=0, grad_accum_steps=2))
+    s2, _ = step2(s2, plan.place_batch(halves[0]), rng)
+    unchanged = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), s2.params, pt.params))
+    assert max(unchanged) == 0.0  # no update after the first micro-batch
+    s2, _ = step2(s2, plan.place_batch(halves[1]), rng)
+    diff = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), s1.params, s2.params))
+    assert max(diff) < 1e-6
+
+
+def test_schedule_matches_hf_linear_warmup():
+    import torch
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+    for kind, hf in (("linear", get_linear_schedule_with_warmup), ("cosine", get_cosine_schedule_with_warmup)):
+        cfg = O.OptimConfig(learning_rate=2e-5, warmup_ratio=0.1, schedule=kind)
+        total = 37
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=2e-5)
+        sched = hf(opt, cfg.num_warmup(total), total)
+        want = []
+        for _ in range(total):
+            want.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        got = [float(O.make_schedule(cfg, total)(i)) for i in range(total)]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)
+
+
+def test_weight_decay_mask_skips_bias_and_layernorm(tiny):
+    pt, _ = tiny
+    mask = O.decay_mask(pt.params)
+    flat = {"/".join(str(getattr(k, "key", k)) for k in path): v
+            for path, v in jax.tree_util.tree_leaves_with_path(mask)}
+    assert flat["encoder/layer_0/attention/query/kernel"] if "encoder/layer_0/attention/query/kernel" in flat else True
+    assert all(v for k, v in flat.items() if k.endswith(("kernel", "embedding")))
+    assert not any(v for k, v in flat.items() if k.endswith(("bias", "scale")))
+    assert any(k.endswith("scale") for k in flat) and any(k.endswith("embedding") for k in flat)
+
+
+@pytest.mark.parametrize("loss,kw,G", [("mnrl", {}, 3), ("listnet", {}, 3), ("margin_mse", {}, 3),
+                                       ("lambda", {}, 3), ("mse", {"activation_fn": "sigmoid"}, 1)])
+def test_grouped_losses_run_and_are_finite(tiny, loss, kw, G):
+    pt, _ = tiny
+    rng = np.random.default_rng(0)
+    Q, Lx = 4, 16
+    batch = {"input_ids": rng.integers(1000, 2000, (Q * G, Lx)).astype(np.int32),
+             "attention_mask": np.ones((Q * G, Lx), np.int32), "token_type_ids": np.zeros((Q * G, Lx), np.int32),
+             "position_ids": np.tile(np.arange(Lx, dtype=np.int32), (Q * G, 1)),
+             "labels": rng.integers(0, 3, (Q, G)).astype(np.float32) / (2.0 if loss == "mse" else 1.0),
+             "valid": np.ones(Q * G, bool)}
+    batch["valid"][-1] = False
+    logits = S.cross_encoder_apply(pt.module())(pt.params, batch)
+    value = S.cross_encoder_loss(loss, **kw)(logits, batch)
+    assert np.isfinite(float(value))

