@@ -137,6 +137,8 @@ def test_two_processes_match_single_process(tiny_model, tmp_path, num_processes)
             assert rep[name]["n_local"] == len(range(pid, N_PAIRS, num_processes))
             assert rep[name]["compile_count"] == want_compiles == 3, rep
             assert rep[name]["mesh"] == ({"data": 4, "model": 1} if name == "dp" else {"data": 2, "model": 2})
+    for rep in reports:
+        assert "must be a multiple of the process count" in rep["model_across_processes"], rep
 
 
 CLI = [sys.executable, "-c", "import sys; from xenc_jax.cli import main; sys.exit(main(sys.argv[1:]))"]
@@ -265,6 +267,11 @@ def _worker_score(model_dir, coordinator, num_processes, pid, out_dir) -> int:
             np.save(Path(out_dir) / f"{name}.gathered.npy", gathered)
         report[name] = {"n_local": len(local), "compile_count": ce.compile_count,
                         "mesh": dict(ce.plan.mesh.shape)}
+    try:  # 'model' spanning both processes: each would hold the same rows, refused clearly
+        make_mesh(data=1, model=-1)
+        report["model_across_processes"] = "accepted"
+    except ValueError as e:
+        report["model_across_processes"] = str(e)
     print(json.dumps(report))
     return 0
 
