@@ -1,0 +1,173 @@
+"""Training data readers, the batch stream (fixed shapes, determinism, resume, host shards) and
+bad-input errors that must come before any compute."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import transformers as tf
+
+from test_train_utils import minilm_path, tiny_config, write_pairs
+from xenc_jax.train import data as D
+from xenc_jax.train.config import ConfigError, apply_overrides, load_config
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tf.AutoTokenizer.from_pretrained(str(minilm_path()))
+
+
+def test_reads_sts_tsv_with_extra_columns(data_dir):
+    cfg = load_config("configs/stsb_cross_encoder.py")
+    ex = D.read_examples(cfg.train)
+    assert len(ex) == 5749
+    assert ex.texts[0] == ("A plane is taking off.", "An air plane is taking off.")
+    assert ex.labels[0] == pytest.approx(1.0) and 0 <= min(ex.labels) and max(ex.labels) <= 1
+
+
+def test_reads_snli_jsonl_with_label_map_and_skips(data_dir):
+    cfg = load_config("configs/snli_cross_encoder.py")
+    ex = D.read_examples(cfg.train)
+    assert set(ex.labels) == {0, 1, 2}
+    D.check_labels(ex, "ce", 3)
+
+
+def test_qqp_malformed_row_skipped_with_warning(data_dir, caplog):
+    cfg = load_config("configs/qqp_cross_encoder.py")
+    with caplog.at_level("WARNING"):
+        ex = D.read_examples(cfg.train)
+    assert len(ex) == 19999 and "skipped 1 bad row" in caplog.text
+
+
+def test_triplets_and_lists(tmp_path, tokenizer):
+    trip = tmp_path / "t.tsv"
+    trip.write_text("q1\tp1\tn1\nq2\tp2\tn2\n")
+    ex = D.read_examples(D.DataSource(path=str(trip), kind="triplets", columns=(0, 1, 2), label_column=None))
+    g = D.make_groups(ex, tokenizer, 32)
+    assert g.group_size == 2 and len(g.encodings) == 4
+    lists = tmp_path / "l.jsonl"
+    lists.write_text(json.dumps({"query": "q", "documents": ["a", "b", "c"], "labels": [1, 0, 2]}) + "\n"
+                     + json.dumps({"query": "r", "documents": ["d"], "labels": [1]}) + "\n")
+    src = D.DataSource(path=str(lists), kind="lists", columns=("query", "documents"), label_column="labels")
+    g = D.make_groups(D.read_examples(src), tokenizer, 32)
+    assert g.group_size == 3 and g.encodings[4] is None and g.labels.tolist() == [[1, 0, 2], [1, 0, 0]]
+    s = D.BatchStream(g, D.StreamConfig(batch_size=2, bucket_lengths=(8,), max_length=32, shuffle=False))
+    b = next(s)
+    assert b["input_ids"].shape == (6, 8) and b["valid"].tolist() == [True] * 4 + [False] * 2
+
+
+def test_stream_is_fixed_shape_deterministic_and_resumable(tmp_path, tokenizer):
+    ex = D.read_examples(D.DataSource(path=str(write_pairs(tmp_path / "p.tsv", n=50))))
+    g = D.make_groups(ex, tokenizer, 64)
+    cfg = D.StreamConfig(batch_size=8, bucket_lengths=(8, 16), max_length=64, seed=9, group_factor=2)
+    a = D.BatchStream(g, cfg)
+    first = [next(a) for _ in range(11)]  # crosses into epoch 1 (7 batches per epoch)
+    assert a.steps_per_epoch() == 7
+    shapes = {x["input_ids"].shape for x in first}
+    assert shapes <= {(8, 8), (8, 16), (8, 64)}
+    # every example exactly once per epoch
+    seen = sorted(i for ix in a.plan(0)[0] for i in ix)
+    assert seen == list(range(50))
+    assert [x.tolist() for x in a.plan(0)[0]] != [x.tolist() for x in a.plan(1)[0]]  # reshuffled
+    b = D.BatchStream(g, cfg)
+    b.start_at({"epoch": 0, "index": 5})
+    for want in first[5:]:
+        got = next(b)
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+    assert b.position == {"epoch": 1, "index": 4}
+
+
+def test_each_process_reads_only_its_shard(tmp_path):
+    path = write_pairs(tmp_path / "p.tsv", n=11)
+    src = D.DataSource(path=str(path))
+    parts = [D.read_examples(src, process_index=i, process_count=3).texts for i in range(3)]
+    assert [len(p) for p in parts] == [4, 4, 3]
+    assert sorted(t for p in parts for t in p) == sorted(D.read_examples(src).texts)
+
+
+def test_multi_process_plans_agree_on_steps_and_shapes(tmp_path, tokenizer):
+    ex = [D.read_examples(D.DataSource(path=str(write_pairs(tmp_path / "p.tsv", n=37))), process_index=i,
+                          process_count=2) for i in range(2)]
+    groups = [D.make_groups(e, tokenizer, 64) for e in ex]
+    cfg = D.StreamConfig(batch_size=8, bucket_lengths=(8, 16), max_length=64, seed=1)
+    local = [D.BatchStream(g, cfg, process_index=i, process_count=2) for i, g in enumerate(groups)]
+    plans = [s._local_plan(0) for s in local]
+    lens = [[D.bucket_of(int(g.lengths[ix].max()), (8, 16), 64) for ix in p] for g, p in zip(groups, plans)]
+    n = max(len(p) for p in plans)
+    table = np.zeros((2, n), int)
+    for i, l in enumerate(lens):
+        table[i, :len(l)] = l
+
+    def allgather(x):  # stands in for jax's process_allgather across the two processes
+        return np.stack([np.asarray([n]) if x.shape == (1,) else table[i] for i in range(2)])
+    streams = [D.BatchStream(g, cfg, process_index=i, process_count=2, allgather=allgather)
+               for i, g in enumerate(groups)]
+    batches = [[s.build(ix, L) for ix, L in zip(*s.plan(0))] for s in streams]
+    assert [b["input_ids"].shape for b in batches[0]] == [b["input_ids"].shape for b in batches[1]]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_missing_column_is_a_clear_error(tmp_path):
+    p = tmp_path / "bad.tsv"
+    p.write_text("a\tb\t0.5\nonly one column\n")
+    with pytest.raises(D.DataError, match=r"bad.tsv:2: missing column 1 .*only 1 column"):
+        D.read_examples(D.DataSource(path=str(p)))
+
+
+def test_label_out_of_range_is_a_clear_error(tmp_path):
+    p = write_pairs(tmp_path / "cls.tsv", n=10, classes=3)
+    ex = D.read_examples(D.DataSource(path=str(p)))
+    D.check_labels(ex, "ce", 3)
+    with pytest.raises(D.DataError, match="out of range for 2 classes"):
+        D.check_labels(ex, "ce", 2)
+    p.write_text("a\tb\t4.0\n")
+    with pytest.raises(D.DataError, match="out of range for binary cross-entropy"):
+        D.check_labels(D.read_examples(D.DataSource(path=str(p))), "bce", 1)
+    p.write_text("a\tb\tmaybe\n")
+    with pytest.raises(D.DataError, match="not a number"):
+        D.read_examples(D.DataSource(path=str(p)))
+
+
+def test_empty_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "empty.tsv"
+    p.write_text("\n\n")
+    with pytest.raises(D.DataError, match="no examples"):
+        D.read_examples(D.DataSource(path=str(p)))
+
+
+def test_unknown_config_key_is_an_error_naming_close_keys():
+    cfg = load_config("configs/stsb_cross_encoder.py")
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.learning_rat'.*did you mean optim.learning_rate"):
+        apply_overrides(cfg, ["optim.learning_rat=1e-5"])
+    with pytest.raises(ConfigError, match="must be an int"):
+        apply_overrides(cfg, ["batch_size=big"])
+    new = apply_overrides(cfg, ["optim.learning_rate=3e-5", "evaluator=None", "bucket_lengths=[16,32]"])
+    assert new.optim.learning_rate == 3e-5 and new.evaluator is None and new.bucket_lengths == (16, 32)
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "missing_column", "label_range", "empty"])
+def test_cli_bad_input_fails_before_compute(tmp_path, case, capsys, monkeypatch):
+    """`xenc train` exits 2 with a one-line error, and never loads the model."""
+    from xenc_jax import cli
+    from xenc_jax.train import loop
+    data = write_pairs(tmp_path / "p.tsv", n=8)
+    sets = ["output_dir=" + str(tmp_path / "out"), "train.path=" + str(data), "evaluator=None", "test=None",
+            "train.columns=(0,1)", "train.label_column=2", "train.label_scale=1.0"]
+    if case == "unknown_key":
+        sets.append("train.bogus=1")
+    elif case == "missing_column":
+        data.write_text("a\tb\t0.1\nno tabs here\n")
+    elif case == "label_range":
+        data.write_text("a\tb\t0.1\nc\td\t3.0\n")
+    else:
+        data.write_text("")
+    monkeypatch.setattr(loop, "load_pretrained", lambda *a, **k: pytest.fail("model loaded before the error"))
+    argv = ["train", "--config", "configs/stsb_cross_encoder.py"] + [x for s in sets for x in ("--set", s)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xenc train: error:") and len(err.strip().splitlines()) == 1
+    want = {"unknown_key": "unknown config key 'train.bogus'", "missing_column": "missing column 1",
+            "label_range": "out of range", "empty": "no examples"}[case]
+    assert want in err
