@@ -24,7 +24,8 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, minilm_dir):
     import transformers as tf
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
     from tiny_hf import make_tiny
     tok = tf.AutoTokenizer.from_pretrained(str(minilm_dir))
     dims = dict(vocab_size=tok.vocab_size, type_vocab_size=2, max_position_embeddings=512,
@@ -155,6 +156,12 @@ def _check_cross_encoder(ce_dir, failures):
                 failures.append(f"CE {name} {strategy}: {param} placed {table[param]}, expected {spec}")
         if name == "auto" and dict(ce.plan.mesh.shape) != {"data": 8, "model": 1}:
             failures.append(f"mesh='auto' built {dict(ce.plan.mesh.shape)}")
+    for ce in (ref, ce):  # compiled already: the hot loop makes explicit transfers only
+        try:
+            with jax.transfer_guard("disallow"):
+                ce.predict(pairs)
+        except Exception as e:
+            failures.append(f"implicit transfer (mesh {ce.plan and dict(ce.plan.mesh.shape)}): {e}")
 
 
     # packed rows (several pairs per row, outputs [B, P, 1]) on a sharded mesh

@@ -51,8 +51,8 @@ def progress(iterable, total: int, desc: str, show: bool | None):
 class BucketedRunner:
     """fn(params, arrays: dict[str, Array]) -> Array [B, ...], jitted once per batch shape.
 
-    Single device (plan=None): jit transfers host arrays to the default device, or `place_batch`
-    does. With a sharding.ShardingPlan: jitted with explicit in_shardings (params as
+    Single device (plan=None): `place_batch` (default jax.device_put) puts host arrays on the
+    default device. With a sharding.ShardingPlan: jitted with explicit in_shardings (params as
     `param_shardings`, batch rows split over the mesh's data axes) and out_shardings (rows split
     the same way), traced under the plan's logical-axis rules; outputs come back as the rows
     this process supplied. With several processes every process must call `run` (a collective):
@@ -73,7 +73,8 @@ class BucketedRunner:
         jit_kwargs = dict(jit_kwargs or {})
         if plan is None:
             self._fn = jax.jit(traced, **jit_kwargs)
-            self._fetch = np.asarray
+            self._fetch = jax.device_get  # explicit transfers: clean under jax.transfer_guard
+            place_batch = place_batch or jax.device_put
         else:
             rows = plan.batch_sharding(1)  # P(batch axes): any rank, dim 0 split
             jit_kwargs.setdefault("in_shardings", (param_shardings if param_shardings is not None

@@ -33,7 +33,8 @@ API (what scoring, encoding and training use)
   make_mesh(data=-1, model=1, fsdp=None, *, devices=None) -> Mesh
       -1 = "all remaining devices" (at most one axis); the product must use every device
       (pass devices=jax.devices()[:n] to use fewer). Axis types are Auto (GSPMD propagation).
-  resolve_mesh(mesh) -> Mesh | None      None -> None, "auto" -> make_mesh() over all devices
+  resolve_mesh(mesh) -> Mesh | None      None -> None, "auto" -> make_mesh() over all devices,
+                                         "data=4,model=2" -> make_mesh(**parse_mesh_spec(...))
   axis_rules(strategy="dp", mesh=None) -> tuple[(logical, mesh_axes), ...]   the table above
   ShardingPlan(mesh, strategy="dp", strict=False)       everything below, bound to one mesh:
       .rules                                 flax logical-axis rules for this mesh
@@ -57,6 +58,11 @@ API (what scoring, encoding and training use)
                                              with_logical_constraint hints bind)
       .context()                             `with plan.context():` mesh + rules, e.g. for
                                              jax.jit(init, out_shardings=...) in training
+  spec_table(shardings) -> {"encoder/layer_0/attention/query/kernel": P(None, 'model', None), ...}
+
+Used by: inference.BucketedRunner(plan=...) and inference.setup_sharding, hence
+CrossEncoder(mesh=, sharding=) and BiEncoder(mesh=, sharding=); multi-process input and output
+helpers are in multihost.py; docs/multihost.md has the launch recipes.
 
 Training example:
   plan = ShardingPlan(make_mesh(data=-1, model=2), "fsdp_tp")
@@ -82,7 +88,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MESH_AXES", "STRATEGIES", "make_mesh", "resolve_mesh", "axis_rules", "ShardingPlan"]
+__all__ = ["MESH_AXES", "STRATEGIES", "make_mesh", "resolve_mesh", "parse_mesh_spec", "axis_rules",
+           "ShardingPlan", "spec_table"]
 
 MESH_AXES = ("data", "fsdp", "model")
 STRATEGIES = ("dp", "fsdp", "tp", "fsdp_tp")
