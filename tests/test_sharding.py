@@ -85,6 +85,8 @@ def test_rules_table_and_mesh_errors_on_one_device():
     with pytest.raises(ValueError, match="bad mesh spec"):
         S.resolve_mesh("dta=2")
     assert S.parse_mesh_spec("data=-1, model=2") == {"data": -1, "model": 2}
+    with pytest.raises(ValueError, match="needs the boxed abstract params"):
+        S.ShardingPlan(mesh, "fsdp").param_shardings({"w": np.zeros((4, 4))})
 
 
 # ----------------------------------------------------------------------------- 8-device script

@@ -326,6 +326,12 @@ class ShardingPlan:
         """Boxed abstract params (LogicallyPartitioned leaves, e.g. jax.eval_shape(module.init))
         -> a tree of NamedSharding of the same (unboxed) structure. Plain leaves: replicated."""
         is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)  # noqa: E731
+        leaves = jax.tree.leaves(abstract, is_leaf=is_box)
+        if self.strategy != "dp" and leaves and not any(map(is_box, leaves)):
+            # Plain arrays carry no logical names: all would come back replicated, silently.
+            raise ValueError("param_shardings needs the boxed abstract params (jax.eval_shape of "
+                             "module.init, before nn.meta.unbox) to read their logical axis names; "
+                             "for a module use module_param_shardings(module, *example_args)")
 
         def one(path, leaf):
             if is_box(leaf):
