@@ -26,8 +26,8 @@ def tiny(tmp_path_factory):
 
 def _setup(pt, ocfg, total=20, strategy="dp"):
     tx = O.make_optimizer(ocfg, total)
-    plan = S.MeshPlan(strategy=strategy)
-    sh = S.state_shardings(plan, tx, pt.params)
+    plan = S.make_plan(strategy)
+    sh = S.state_shardings(plan, tx, pt.params, S.param_shardings(plan, pt.module()))
     state = S.create_state(plan, tx, pt.params, sh)
     step = S.make_train_step(S.cross_encoder_apply(pt.module()), S.cross_encoder_loss("bce"), tx, plan, sh,
                              lr_schedule=O.make_schedule(ocfg, total), grad_accum_steps=ocfg.grad_accum_steps)

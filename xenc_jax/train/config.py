@@ -57,7 +57,8 @@ class TrainConfig:
     seed: int = 12
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     dtype: str = "float32"        # compute dtype; params stay float32
-    sharding: str = "dp"          # dp | fsdp
+    sharding: str = "dp"          # dp | fsdp | tp | fsdp_tp (sharding.py's rules table)
+    mesh: str = ""                # e.g. "data=4,model=2"; "" = every device on the data axis
     output_dir: str = ""          # default runs/<name>
     checkpoint_every: int = 500   # micro-steps (0 = only at the end)
     keep_checkpoints: int = 2
@@ -87,8 +88,8 @@ class TrainConfig:
                 raise ConfigError(f"{k} must be a positive int, got {v!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
-        if self.sharding not in ("dp", "fsdp"):
-            raise ConfigError(f"sharding must be dp or fsdp, got {self.sharding!r}")
+        if self.sharding not in ("dp", "fsdp", "tp", "fsdp_tp"):
+            raise ConfigError(f"sharding must be dp, fsdp, tp or fsdp_tp, got {self.sharding!r}")
         if not self.train.path:
             raise ConfigError("train.path is empty: set the training data file")
         for ev in (self.evaluator, self.test):

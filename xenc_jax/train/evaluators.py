@@ -24,7 +24,7 @@ from .data import DataError, Examples, read_examples
 class Scorer:
     """Runs `eval_step(params, arrays)` over bucketed batches and restores input order."""
     eval_step: Callable
-    plan: object                 # step.MeshPlan / sharding.ShardingPlan
+    plan: object                 # sharding.ShardingPlan
     tokenizer: object
     max_length: int
     position_offset: int = 0

@@ -117,7 +117,8 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.max_length > limit:
         raise ValueError(f"max_length {cfg.max_length} exceeds the model's position table ({limit})")
     groups = make_groups(train_ex, tokenizer, cfg.max_length, task=cfg.task, group_size=cfg.list_size or None)
-    plan = S.MeshPlan(strategy=cfg.sharding)
+    from ..sharding import resolve_mesh
+    plan = S.make_plan(cfg.sharding, resolve_mesh(cfg.mesh) if cfg.mesh else None)
     dp = plan.data_parallel_size
     if cfg.batch_size % dp:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the data-parallel size {dp}")
@@ -137,7 +138,7 @@ def train(cfg: TrainConfig) -> dict:
     else:
         apply_fn = S.bi_encoder_apply(module, cfg.pooling)
         loss_fn = S.bi_encoder_loss(cfg.loss, **cfg.loss_kwargs)
-    shardings = S.state_shardings(plan, tx, pt.params)
+    shardings = S.state_shardings(plan, tx, pt.params, S.param_shardings(plan, module))
     state = S.create_state(plan, tx, pt.params, shardings)
     rng = jax.random.key(cfg.seed)
     ckpt = Checkpointer(out / "checkpoints", every_steps=cfg.checkpoint_every or total,
@@ -244,8 +245,8 @@ def evaluate_model(cfg: TrainConfig, ev) -> dict:
     pt = load_pretrained(model_dir, head=head, num_labels=cfg.num_labels if head else None, seed=cfg.seed)
     module = pt.module(dtype=as_dtype(cfg.dtype))
     apply_fn = S.cross_encoder_apply(module) if head else S.bi_encoder_apply(module, cfg.pooling)
-    plan = S.MeshPlan(strategy="dp")
-    p_sh = plan.param_shardings(pt.params)
+    plan = S.make_plan("dp")
+    p_sh = S.param_shardings(plan, module)
     scorer = Scorer(S.make_eval_step(apply_fn, plan, p_sh), plan, pt.tokenizer, cfg.max_length,
                     pt.config.position_offset, batch_size=ev.batch_size, bucket_lengths=tuple(cfg.bucket_lengths))
     return {k: float(v) for k, v in evaluator(scorer, plan.put_params(pt.params, p_sh)).items()}

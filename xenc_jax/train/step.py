@@ -142,68 +142,34 @@ def bi_encoder_apply(module: nn.Module, pooling: str = "mean", normalize: bool =
 
 # ----------------------------------------------------------------------------- sharding
 
-class MeshPlan:
-    """Mesh + shardings for training: batch rows split over 'data'; params replicated ("dp")
-    or each split along its largest dimension divisible by the data axis ("fsdp", ZeRO-3 style:
-    XLA all-gathers a param where it is used and reduce-scatters its gradient).
+def make_plan(strategy: str = "dp", mesh: Mesh | None = None):
+    """A sharding.ShardingPlan over `mesh` (default: every device on the 'data' axis).
 
-    Same shape as the ShardingPlan of xenc_jax/sharding.py (batch_sharding, replicated,
-    param_shardings, place_batch, jit) so the two are interchangeable.
+    "dp": params replicated, batch rows split over data. "fsdp": params (and their optimizer
+    moments) split along their `embed` axis too, ZeRO-3 style: XLA all-gathers a param where it
+    is used and reduce-scatters its gradient. "tp"/"fsdp_tp" need a mesh with a model axis.
     """
-
-    def __init__(self, mesh: Mesh | None = None, strategy: str = "dp", min_fsdp_size: int = 2 ** 12):
-        if strategy not in ("dp", "fsdp"):
-            raise ValueError(f"sharding strategy must be 'dp' or 'fsdp', got {strategy!r}")
-        self.mesh = mesh if mesh is not None else Mesh(np.asarray(jax.devices()), ("data",))
-        self.strategy = strategy
-        self.min_fsdp_size = min_fsdp_size
-        self.replicated = NamedSharding(self.mesh, P())
-
-    @property
-    def data_parallel_size(self) -> int:
-        return int(self.mesh.shape["data"])
-
-    def batch_sharding(self, ndim: int = 1) -> NamedSharding:
-        return NamedSharding(self.mesh, P("data", *([None] * (ndim - 1))))
-
-    def _leaf_sharding(self, x) -> NamedSharding:
-        n = self.data_parallel_size
-        if self.strategy == "dp" or n == 1 or np.prod(x.shape) < self.min_fsdp_size:
-            return self.replicated
-        dims = sorted(range(len(x.shape)), key=lambda d: -x.shape[d])
-        for d in dims:
-            if x.shape[d] % n == 0:
-                spec = [None] * len(x.shape)
-                spec[d] = "data"
-                return NamedSharding(self.mesh, P(*spec))
-        return self.replicated
-
-    def param_shardings(self, params) -> Any:
-        return jax.tree.map(self._leaf_sharding, params)
-
-    def put_params(self, params, shardings):
-        # may_alias=False: the train step donates its state, which must never free the caller's
-        # arrays (device_put onto the sharding an array already has would return it as is).
-        return jax.tree.map(lambda x, s: jax.device_put(x, s, may_alias=False), params, shardings)
-
-    def place_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        return {k: jax.make_array_from_process_local_data(self.batch_sharding(v.ndim), v)
-                for k, v in arrays.items()}
-
-    def jit(self, fn, **kw):
-        return jax.jit(fn, **kw)
+    from ..sharding import ShardingPlan, make_mesh
+    return ShardingPlan(mesh if mesh is not None else make_mesh(data=-1, model=1), strategy)
 
 
-def state_shardings(plan: MeshPlan, tx: optax.GradientTransformation, params) -> TrainState:
+def param_shardings(plan, module: nn.Module):
+    """Shardings of `module`'s params from their logical axis names (no allocation)."""
+    ids = jnp.zeros((1, 2), jnp.int32)
+    return plan.module_param_shardings(module, ids, ids)
+
+
+def state_shardings(plan, tx: optax.GradientTransformation, params, p_sh) -> TrainState:
     """Shardings of the whole TrainState: optimizer moments follow their params."""
-    p_sh = plan.param_shardings(params)
     abstract_opt = jax.eval_shape(tx.init, params)
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, p_sh,
                                    transform_non_params=lambda _: plan.replicated)
     return TrainState(step=plan.replicated, params=p_sh, opt_state=opt_sh)
 
 
-def create_state(plan: MeshPlan, tx, params, shardings: TrainState) -> TrainState:
+def create_state(plan, tx, params, shardings: TrainState) -> TrainState:
+    # put_params builds new global arrays from a host copy: the train step donates its state,
+    # which must never free the caller's arrays.
     params = plan.put_params(params, shardings.params)
     opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
     step = jax.device_put(jnp.zeros((), jnp.int32), plan.replicated)
@@ -213,7 +179,7 @@ def create_state(plan: MeshPlan, tx, params, shardings: TrainState) -> TrainStat
 # ----------------------------------------------------------------------------- steps
 
 def make_train_step(apply_fn: Callable, loss_fn: Callable, tx: optax.GradientTransformation,
-                    plan: MeshPlan, shardings: TrainState, *, lr_schedule=None,
+                    plan, shardings: TrainState, *, lr_schedule=None,
                     grad_accum_steps: int = 1, donate: bool = True) -> Callable:
     """Jitted `train_step(state, batch, rng) -> (state, metrics)`; one compile per batch shape."""
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
@@ -240,7 +206,7 @@ def make_train_step(apply_fn: Callable, loss_fn: Callable, tx: optax.GradientTra
                     donate_argnums=(0,) if donate else ())
 
 
-def make_eval_step(apply_fn: Callable, plan: MeshPlan, param_shardings) -> Callable:
+def make_eval_step(apply_fn: Callable, plan, param_shardings) -> Callable:
     """Jitted `eval_step(params, batch) -> outputs [R, ...]` (deterministic, replicated out)."""
     def eval_step(params, batch):
         return apply_fn(params, batch, None, deterministic=True)

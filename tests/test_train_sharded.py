@@ -1,0 +1,96 @@
+"""Sharded training (data parallel, FSDP and FSDP + tensor parallel over 8 forced CPU devices) equals one-device training.
+
+XLA_FLAGS must be set before jax is imported, so the comparison runs in a fresh interpreter:
+the test re-runs this file as a script with 8 host devices (pattern of test_search_sharded.py).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 4
+
+
+def test_sharded_training_equals_single_device(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_train_utils import make_tiny_model, write_pairs
+    model = make_tiny_model(tmp_path / "model")  # dropout on: the RNG must not depend on sharding
+    data = write_pairs(tmp_path / "pairs.tsv", n=40)
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, __file__, str(model), str(data)], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"sharded training checks failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    print(proc.stdout)
+    assert "ALL OK" in proc.stdout, proc.stdout
+
+
+def _train(pt, stream, plan, steps):
+    import jax
+    from xenc_jax.train import optim as O
+    from xenc_jax.train import step as S
+    ocfg = O.OptimConfig(learning_rate=5e-4, warmup_steps=1)
+    tx = O.make_optimizer(ocfg, steps)
+    sh = S.state_shardings(plan, tx, pt.params, S.param_shardings(plan, pt.module()))
+    state = S.create_state(plan, tx, pt.params, sh)
+    fn = S.make_train_step(S.cross_encoder_apply(pt.module()), S.cross_encoder_loss("bce"), tx, plan, sh)
+    stream.start_at({"epoch": 0, "index": 0})
+    rng = jax.random.key(7)
+    losses = []
+    for _ in range(steps):
+        state, m = fn(state, plan.place_batch(next(stream)), rng)
+        losses.append(float(m["loss"]))
+    return jax.device_get(state.params), losses, state
+
+
+def _main(model: str, data: str) -> int:
+    import jax
+    import numpy as np
+
+    from xenc_jax.hf.pretrained import load_pretrained
+    from xenc_jax.train import data as D
+    from xenc_jax.train import step as S
+
+    devices = jax.devices()
+    assert len(devices) == 8, devices
+    pt = load_pretrained(model, head=True)
+    groups = D.make_groups(D.read_examples(D.DataSource(path=data)), pt.tokenizer, 64)
+    stream = D.BatchStream(groups, D.StreamConfig(batch_size=8, bucket_lengths=(16, 32), max_length=64, seed=3))
+    from xenc_jax.sharding import make_mesh
+    want, want_losses, _ = _train(pt, stream, S.make_plan("dp", make_mesh(devices=devices[:1])), STEPS)
+    failures = []
+    for strategy, mesh in (("dp", make_mesh(data=8)), ("fsdp", make_mesh(data=8)),
+                           ("fsdp_tp", make_mesh(data=4, model=2))):
+        plan = S.make_plan(strategy, mesh)
+        got, losses, state = _train(pt, stream, plan, STEPS)
+        if strategy.startswith("fsdp"):
+            specs = {str(x.sharding.spec) for x in jax.tree.leaves(state.params)}
+            if not any("data" in s for s in specs):
+                failures.append(f"fsdp: no parameter is sharded ({specs})")
+            mu = jax.tree.leaves(state.opt_state)
+            if not any("data" in str(x.sharding.spec) for x in mu if hasattr(x, "sharding") and x.ndim):
+                failures.append("fsdp: optimizer moments are not sharded like their params")
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+        moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(pt.params)))
+        print(f"{strategy}: max |param diff| vs 1 device = {diff:.3g} (params moved {moved:.3g}); "
+              f"losses {np.round(losses, 6).tolist()} vs {np.round(want_losses, 6).tolist()}")
+        if not diff <= 1e-5 or not moved > 1e-4:
+            failures.append(f"{strategy}: diff {diff} moved {moved}")
+        if not np.allclose(losses, want_losses, atol=1e-5):
+            failures.append(f"{strategy}: losses differ")
+    for f in failures:
+        print("MISMATCH", f)
+    if failures:
+        return 1
+    print("ALL OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    sys.exit(_main(sys.argv[1], sys.argv[2]))
