@@ -2,13 +2,17 @@
 sentences (real MS MARCO passages + queries), one process, fp32, medians over repeats.
 
     python scripts/bench_bi_encoder.py [--model DIR] [--n 2000] [--repeats 3] \
-        [--tokens-per-batch 4096] [--lengths 32,64,128,256] [--pack] [--pack-length 128] [--st-batch-size 32]
+        [--tokens-per-batch 4096] [--lengths 32,64,128,256] [--[no-]pack] [--pack-length 128] \
+        [--st-batch-size 32]
+
+Bucket options default to BiEncoder's DEFAULT_BUCKETS; each flag overrides one field.
 
 Prints sentences/s for each, the ratio, our compile count and the max abs embedding difference.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -43,7 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tokens-per-batch", type=int, default=None, help="token budget per batch (default: library's)")
     ap.add_argument("--lengths", default=None, help="bucket lengths, comma-separated (default: library's)")
-    ap.add_argument("--pack", action="store_true", help="pack several texts per row")
+    ap.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None,
+                    help="pack several texts per row (default: BiEncoder's DEFAULT_BUCKETS)")
     ap.add_argument("--pack-length", type=int, default=None, help="max tokens per packed row (default: max_seq_length)")
     ap.add_argument("--st-batch-size", type=int, default=32, help="ST encode batch_size (its default: 32)")
     args = ap.parse_args(argv)
@@ -54,8 +59,7 @@ def main(argv=None) -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from xenc_jax.batching import BucketConfig
-    from xenc_jax.bi_encoder import BiEncoder
+    from xenc_jax.bi_encoder import DEFAULT_BUCKETS, BiEncoder
 
     root = _data_dir() / "msmarco-dl19-subset"
     queries = [json.loads(line)["text"] for line in open(root / "queries.jsonl", encoding="utf-8")]
@@ -70,7 +74,9 @@ def main(argv=None) -> int:
         kw["lengths"] = tuple(int(x) for x in args.lengths.split(","))
     if args.pack_length:
         kw["pack_length"] = args.pack_length
-    buckets = BucketConfig(pack=args.pack, **kw)
+    if args.pack is not None:
+        kw["pack"] = args.pack
+    buckets = dataclasses.replace(DEFAULT_BUCKETS, **kw)
     ours = BiEncoder(model_dir, buckets=buckets)
     ref = SentenceTransformer(str(model_dir), device="cpu")
 

@@ -32,6 +32,11 @@ from .search import SCORE_FUNCTIONS, pairwise_similarity, similarity
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Texts are short and pooling is per packed segment, so packing is exact and cuts padding: several
+# texts share a row of at most 128 tokens (longer texts get rows of their own, up to max_seq_length).
+# Rows of 128 rather than max_seq_length keep attention over masked-out pairs cheap. Measured in
+# docs/benchmarks.md ("Bi-encoder encode (issue 4)").
+DEFAULT_BUCKETS = BucketConfig(pack=True, pack_length=128)
 # modules.json "type" -> our module kind. Both the legacy short paths and ST 6.2's full paths.
 _MODULE_KINDS = {"Transformer": "transformer", "Pooling": "pooling", "Dense": "dense",
                  "Normalize": "normalize", "Dropout": "dropout"}
@@ -133,8 +138,9 @@ class BiEncoder:
         its 1_Pooling config when given.
       max_seq_length: token limit; None = the folder's (sentence_bert_config.json, else the
         tokenizer's model_max_length capped by the position table, as ST).
-      dtype: compute dtype; params stay fp32. buckets: batching.BucketConfig (packing allowed:
-        pooling is per packed segment). compilation_cache: JAX persistent cache directory.
+      dtype: compute dtype; params stay fp32. buckets: batching.BucketConfig (default
+        DEFAULT_BUCKETS: packed rows, pooling per packed segment).
+      compilation_cache: JAX persistent cache directory.
       mesh / sharding: run over several devices or processes, as CrossEncoder (None, "auto",
         "data=4,model=2" or a Mesh; "dp" | "fsdp" | "tp" | "fsdp_tp"); same embeddings.
     """
@@ -206,7 +212,7 @@ class BiEncoder:
             raise ValueError(f"truncate_dim must be a positive int or None, got {truncate_dim!r}")
         self.truncate_dim = truncate_dim
         self.dtype = as_dtype(dtype)
-        self.buckets = buckets or BucketConfig()
+        self.buckets = buckets or DEFAULT_BUCKETS
         self.params = {"encoder": pt.params["encoder"], "dense": dense_params}
         self._module = pt.module(dtype=self.dtype, attention_impl=attention_impl)
         self.plan, self.params, shardings, self.buckets = setup_sharding(

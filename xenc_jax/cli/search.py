@@ -32,7 +32,7 @@ def _model_args(p) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: a token budget per bucket)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None,
-                   help="pack several short texts per row")
+                   help="pack several short texts per row (default: on)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on a terminal)")
 
@@ -43,11 +43,12 @@ def _positive(value, flag: str) -> None:
 
 
 def _load_bi_encoder(args, run=None):
-    from ..batching import BucketConfig
-    from ..bi_encoder import BiEncoder
+    import dataclasses
+
+    from ..bi_encoder import DEFAULT_BUCKETS, BiEncoder
     _positive(args.batch_size, "--batch-size")
     pooling = args.pooling.split(",") if args.pooling else None
-    buckets = BucketConfig(pack=bool(args.pack)) if args.pack is not None else None
+    buckets = dataclasses.replace(DEFAULT_BUCKETS, pack=args.pack) if args.pack is not None else None
     sharded = {} if run is None else {"mesh": run.mesh, "sharding": run.sharding}
     return BiEncoder(args.model or default_bi_encoder(), pooling=pooling, max_seq_length=args.max_seq_length,
                      dtype=args.dtype, buckets=buckets, **sharded)
