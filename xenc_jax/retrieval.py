@@ -14,7 +14,7 @@ import numpy as np
 from .search import semantic_search
 from .train.evaluation import mrr_at_k, ndcg_at_k
 
-__all__ = ["retrieve_rerank", "evaluate_retrieval"]
+__all__ = ["evaluate_retrieval", "retrieve_rerank"]
 
 
 def _texts(items, name: str) -> list[str]:

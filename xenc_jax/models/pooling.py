@@ -16,7 +16,7 @@ host drops via example_ids). Unpacked batches are the P = 1 case. Accumulation i
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
