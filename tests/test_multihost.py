@@ -139,6 +139,7 @@ def test_two_processes_match_single_process(tiny_model, tmp_path, num_processes)
             assert rep[name]["mesh"] == ({"data": 4, "model": 1} if name == "dp" else {"data": 2, "model": 2})
     for rep in reports:
         assert "must be a multiple of the process count" in rep["model_across_processes"], rep
+        assert rep["search_equal"] is True, rep
 
 
 CLI = [sys.executable, "-c", "import sys; from xenc_jax.cli import main; sys.exit(main(sys.argv[1:]))"]
@@ -267,6 +268,15 @@ def _worker_score(model_dir, coordinator, num_processes, pid, out_dir) -> int:
             np.save(Path(out_dir) / f"{name}.gathered.npy", gathered)
         report[name] = {"n_local": len(local), "compile_count": ce.compile_count,
                         "mesh": dict(ce.plan.mesh.shape)}
+    # semantic_search's sharded mode over the global mesh (corpus split across both processes)
+    from xenc_jax import search
+    rng = np.random.default_rng(1)
+    q, corpus = rng.normal(size=(5, 8)).astype(np.float32), rng.normal(size=(N_PAIRS, 8)).astype(np.float32)
+    kw = dict(top_k=5, corpus_chunk_size=16)
+    want, got = search.semantic_search(q, corpus, **kw), search.semantic_search(q, corpus, mesh=make_mesh(), **kw)
+    report["search_equal"] = all([h["corpus_id"] for h in a] == [h["corpus_id"] for h in b] and
+                                 max(abs(x["score"] - y["score"]) for x, y in zip(a, b)) <= 1e-6
+                                 for a, b in zip(got, want))
     try:  # 'model' spanning both processes: each would hold the same rows, refused clearly
         make_mesh(data=1, model=-1)
         report["model_across_processes"] = "accepted"
