@@ -25,7 +25,7 @@ from .batching import BucketConfig, make_batches, scatter_results, tokenize_text
 from .hf.checkpoint_files import read_checkpoint, write_safetensors
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
-from .inference import BucketedRunner, as_dtype, enable_compilation_cache, setup_sharding
+from .inference import BucketedRunner, as_dtype, enable_compilation_cache, loading_on_host, setup_sharding
 from .models import pooling as P
 from .search import SCORE_FUNCTIONS, pairwise_similarity, similarity
 
@@ -185,7 +185,8 @@ class BiEncoder:
             dim_cfg = None
         if pooling is not None:
             modes, include_prompt = P.check_modes(pooling), True
-        pt = load_pretrained(encoder_dir, head=False, revision=revision)
+        with loading_on_host(mesh):  # sharded models are split from host memory
+            pt = load_pretrained(encoder_dir, head=False, revision=revision)
         self.config, self.tokenizer = pt.config, pt.tokenizer
         if dim_cfg is not None and int(dim_cfg) != self.config.hidden_size:
             raise ValueError(f"Pooling embedding_dimension {dim_cfg} differs from the encoder's hidden size "

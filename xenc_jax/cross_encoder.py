@@ -19,7 +19,7 @@ import numpy as np
 from .batching import BucketConfig, make_batches, scatter_results, tokenize_pairs
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
-from .inference import BucketedRunner, as_dtype, enable_compilation_cache, setup_sharding
+from .inference import BucketedRunner, as_dtype, enable_compilation_cache, loading_on_host, setup_sharding
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 
@@ -90,8 +90,9 @@ class CrossEncoder:
         archs = raw.get("architectures") or []
         if num_labels is None and not any(a.endswith("ForSequenceClassification") for a in archs):
             num_labels = 1  # a bare encoder becomes a 1-label cross-encoder, as in ST
-        pt = load_pretrained(model_dir, head=True, num_labels=num_labels, revision=revision,
-                             ignore_config_keys=ignore_config_keys, seed=seed)
+        with loading_on_host(mesh):  # sharded models are split from host memory
+            pt = load_pretrained(model_dir, head=True, num_labels=num_labels, revision=revision,
+                                 ignore_config_keys=ignore_config_keys, seed=seed)
         self.model_dir, self.config, self.params, self.tokenizer = model_dir, pt.config, pt.params, pt.tokenizer
         self.dtype = as_dtype(dtype)
         limit = self.config.max_position_embeddings - self.config.position_offset

@@ -6,6 +6,7 @@ compiles at most once per bucket; `compile_count` counts traces so users and tes
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -135,6 +136,23 @@ def empty_batch(rows: int, length: int, segments: int) -> Batch:
     """A batch of padding only: every example id is -1, so scatter_results drops all its rows."""
     z = np.zeros((rows, length), np.int32)
     return Batch(z, z, z, z, np.zeros((rows, segments), np.int32), np.full((rows, segments), -1, np.int64))
+
+
+@contextlib.contextmanager
+def loading_on_host(mesh):
+    """With a mesh, load weights into host memory (this process's CPU device): load_pretrained
+    makes jnp arrays, which would otherwise land whole on the default accelerator before
+    setup_sharding splits them, and a model too big for one device is a reason to shard."""
+    if mesh is None:
+        yield
+        return
+    try:
+        cpu = jax.local_devices(backend="cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS without cpu: keep the default device
+        yield
+        return
+    with jax.default_device(cpu):
+        yield
 
 
 def setup_sharding(module, params, buckets, mesh, strategy: str = "dp"):
