@@ -27,7 +27,13 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--check-export", default=None, metavar="DIR",
+                    help="instead of training: load a model exported by `xenc train` in PyTorch ST "
+                         "CrossEncoder and in xenc_jax, score STS-B test with both, report the max "
+                         "score difference and both Spearman values")
     args = ap.parse_args()
+    if args.check_export:
+        return check_export(args.check_export, args.threads)
 
     import numpy as np
     import torch
@@ -71,6 +77,29 @@ def main() -> int:
         result[f"{name}_spearman"] = M.spearman(scores, gold)
     model.save_pretrained(str(Path(args.out) / "final"))
     print(json.dumps(result))
+    return 0
+
+
+def check_export(model_dir: str, threads: int | None) -> int:
+    import numpy as np
+    import torch
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    from xenc_jax.cross_encoder import CrossEncoder
+    from xenc_jax.train import evaluation as M
+    from xenc_jax.train.config import load_config
+    from xenc_jax.train.data import read_examples
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = load_config(REPO / "configs" / "stsb_cross_encoder.py")
+    test = read_examples(cfg.test.data)
+    pairs = [tuple(t) for t in test.texts]
+    gold = np.asarray(test.labels, np.float64)
+    st = STCrossEncoder(model_dir, device="cpu").predict(pairs, batch_size=64, show_progress_bar=False)
+    ours = CrossEncoder(model_dir).predict(pairs, batch_size=64)
+    print(json.dumps({"model": model_dir, "pairs": len(pairs), "max_abs_score_diff": float(np.max(np.abs(st - ours))),
+                      "st_test_spearman": M.spearman(st, gold), "xenc_test_spearman": M.spearman(ours, gold),
+                      "st_test_pearson": M.pearson(st, gold), "xenc_test_pearson": M.pearson(ours, gold)}))
     return 0
 
 
