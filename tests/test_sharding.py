@@ -156,6 +156,15 @@ def _check_cross_encoder(ce_dir, failures):
         for param, spec in expect[strategy].items():
             if table[param] != spec:
                 failures.append(f"CE {name} {strategy}: {param} placed {table[param]}, expected {spec}")
+        if strategy == "tp":  # the modules' with_logical_constraint hints bind under the plan
+            from xenc_jax.inference import empty_batch
+            runner = ce._runner
+            placed = runner._place(runner.arrays(empty_batch(ce.plan.data_parallel_size, 16, 1)))
+            with ce.plan.context():
+                hlo = runner._fn.jitted.lower(ce.params, placed).as_text()
+            qkv = hlo.count('sharding_constraint %') and hlo.count('[{"data"}, {}, {"model"}, {}]>')
+            if qkv < 3:  # query, key, value activations [batch, length, heads, kv] per layer
+                failures.append(f"CE {name}: {qkv} [batch, length, heads->model, kv] constraints in the HLO")
         if name == "auto" and dict(ce.plan.mesh.shape) != {"data": 8, "model": 1}:
             failures.append(f"mesh='auto' built {dict(ce.plan.mesh.shape)}")
     for ce in (ref, ce):  # compiled already: the hot loop makes explicit transfers only
