@@ -211,9 +211,10 @@ def test_bad_configs_and_batch_arguments():
 # ----------------------------------------------------------------------------- batch planning
 
 def test_resolve():
-    assert BucketConfig().resolve(256) == [(256, 32), (128, 64), (64, 128), (32, 256)]
+    assert BucketConfig().resolve(256) == [(256, 32), (128, 64), (85, 96), (64, 128), (51, 160),
+                                           (42, 192), (32, 256)]
     # max_length is always a bucket; rows rounded up to row_multiple; at least 1 row.
-    assert BucketConfig(tokens_per_batch=1000, row_multiple=8).resolve(300) == [
+    assert BucketConfig(lengths=(32, 64, 128, 256), tokens_per_batch=1000, row_multiple=8).resolve(300) == [
         (32, 32), (16, 64), (8, 128), (8, 256), (8, 300)]
     assert BucketConfig(tokens_per_batch=100).resolve(512)[-1] == (1, 512)
     assert BucketConfig(batch_size=6, row_multiple=4).resolve(40) == [(8, 32), (8, 40)]
