@@ -322,6 +322,10 @@ def _assign_buckets(row_tokens: np.ndarray, buckets: np.ndarray, rows_per_batch:
         # Rows still unassigned all fit bucket b; those that need it come first (longest first).
         must = int(np.count_nonzero(fit[order[pos:]] == b))
         take = 0 if must == 0 else min(-(-must // rows_per_batch[b]) * rows_per_batch[b], n - pos)
+        # Never split rows of equal length between two buckets: identical inputs (duplicates)
+        # must see identical shapes to get bit-identical scores.
+        while must < take < n - pos and row_tokens[order[pos + take]] == row_tokens[order[pos + take - 1]]:
+            take -= 1
         assigned[order[pos:pos + take]] = b
         pos += take
     return assigned
