@@ -186,7 +186,8 @@ def register(sub) -> None:
     p.add_argument("--corpus", required=True, help='BEIR corpus.jsonl: {"_id", "title", "text"} per line')
     p.add_argument("--queries", required=True, help='queries: JSONL {"_id", "text"} or TSV qid<TAB>text')
     p.add_argument("--queries-format", choices=["tsv", "jsonl"], default=None, help="default: from the file name")
-    p.add_argument("--corpus-embeddings", default=None, help=".npy from `xenc encode` of the same corpus (skips encoding)")
+    p.add_argument("--corpus-embeddings", default=None, help="precomputed [N, D] .npy of the corpus in file order, "
+                        "embedded as 'title text' (`xenc encode corpus.jsonl` matches when titles are empty)")
     p.add_argument("--top-k", type=int, default=10, help="results per query (default: %(default)s)")
     p.add_argument("--rerank", default=None, metavar="MODEL", help="cross-encoder to re-rank the top-k with")
     p.add_argument("--rerank-top-k", type=int, default=None, help="re-rank only the first N (default: all top-k)")
