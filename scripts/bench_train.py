@@ -113,6 +113,8 @@ def main() -> int:
     ap.add_argument("--examples", type=int, default=2000, help="STS-B train rows used")
     ap.add_argument("--torch-threads", default=str(os.cpu_count()), help="comma list; each is measured")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--buckets", default="16,24,32,48,64,128",
+                    help="bucket lengths of the JAX stream (length-grouped batches make short buckets pay off)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -125,6 +127,7 @@ def main() -> int:
 
     cfg = load_config(REPO / "configs" / "stsb_cross_encoder.py")
     cfg = dataclasses.replace(cfg, batch_size=args.batch_size,
+                              bucket_lengths=tuple(int(x) for x in args.buckets.split(",")),
                               train=dataclasses.replace(cfg.train, rows=(0, args.examples)))
     ex = read_examples(cfg.train)
     tok = tf.AutoTokenizer.from_pretrained(resolve_model(cfg.model))
@@ -138,7 +141,7 @@ def main() -> int:
         st[threads] = bench_st(cfg, ex.texts, ex.labels, args.steps, args.skip, threads)
     jax_times2, _ = phase()
     jax_step = float(np.median(jax_times + jax_times2))
-    result = {"batch_size": args.batch_size, "steps_timed": args.steps, "mean_pair_tokens": round(real_tokens, 1),
+    result = {"batch_size": args.batch_size, "jax_buckets": list(cfg.bucket_lengths), "steps_timed": args.steps, "mean_pair_tokens": round(real_tokens, 1),
               "load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
               "jax": {"median_step_s": round(jax_step, 4), "pairs_per_s": round(args.batch_size / jax_step, 2),
                       "compile_s": round(compile_s, 1), "dtype": args.dtype},
