@@ -64,10 +64,18 @@ class MetricsWriter:
                 self.tb.close()
 
 
+def host_params(params):
+    """Full params on the host. Multi-host: a collective, so every process must call it."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return multihost_utils.process_allgather(params, tiled=True)
+    return jax.device_get(params)
+
+
 def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, source_dir: Path) -> Path:
     """HF directory that PyTorch sentence-transformers loads (CrossEncoder, or SentenceTransformer
-    for a bi-encoder: the source model's modules.json / pooling config are copied)."""
-    params = jax.device_get(params)
+    for a bi-encoder: the source model's modules.json / pooling config are copied).
+    `params`: host arrays (see host_params)."""
     tokenizer.model_max_length = cfg.max_length
     if cfg.task == "cross_encoder":
         raw = model_cfg.raw_dict
@@ -212,8 +220,10 @@ def train(cfg: TrainConfig) -> dict:
             value = float(metrics_ev[name])
             if best["value"] is None or value > best["value"]:
                 best = {"metric": name, "value": value, "step": step}
-                if cfg.export_best and pi == 0:
-                    export_model(out / "best", cfg, mcfg, state.params, tokenizer, model_dir)
+                if cfg.export_best:
+                    host = host_params(state.params)  # collective: all processes
+                    if pi == 0:
+                        export_model(out / "best", cfg, mcfg, host, tokenizer, model_dir)
         save(step)
     if bar is not None:
         bar.close()
@@ -223,8 +233,9 @@ def train(cfg: TrainConfig) -> dict:
     train_seconds = time.time() - t_start
     summary = {"steps": step, "steps_per_epoch": steps_per_epoch, "train_seconds": round(train_seconds, 2),
                "steps_run_now": step - step_start, "best": best, "output_dir": str(out)}
+    host = host_params(state.params)  # collective: all processes
     if pi == 0:
-        summary["final_model"] = str(export_model(out / "final", cfg, mcfg, state.params, tokenizer, model_dir))
+        summary["final_model"] = str(export_model(out / "final", cfg, mcfg, host, tokenizer, model_dir))
     if "test" in evaluators:
         summary["test_final"] = run_eval("test", state.params, step)
         if best["step"] is not None and best["step"] != step and (out / "best").is_dir():
