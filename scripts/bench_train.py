@@ -144,6 +144,8 @@ def main() -> int:
     result = {"batch_size": args.batch_size, "jax_buckets": list(cfg.bucket_lengths), "steps_timed": args.steps, "mean_pair_tokens": round(real_tokens, 1),
               "load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
               "jax": {"median_step_s": round(jax_step, 4), "pairs_per_s": round(args.batch_size / jax_step, 2),
+                      "median_step_s_before_st": round(float(np.median(jax_times)), 4),
+                      "median_step_s_after_st": round(float(np.median(jax_times2)), 4),
                       "compile_s": round(compile_s, 1), "dtype": args.dtype},
               "st": {}}
     for threads, times in st.items():
