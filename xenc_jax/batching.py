@@ -410,6 +410,12 @@ def make_batches(encodings: list[Encoding], config: BucketConfig, max_length: in
         seg_ex, counts = np.argsort(-lens, kind="stable"), np.ones(len(lens), np.int64)
     row_tokens = np.add.reduceat(lens[seg_ex], np.cumsum(counts) - counts)
     row_bucket = _assign_buckets(row_tokens, buckets, [config.rows(int(x)) for x in buckets])
+    # Rows longest first (stable), so rows promoted from smaller buckets sit in each bucket's
+    # last batch only, where they replace padding rows.
+    order = np.argsort(-row_tokens, kind="stable")
+    first = np.cumsum(counts) - counts
+    seg_ex = np.concatenate([seg_ex[first[r]:first[r] + counts[r]] for r in order]) if len(order) else seg_ex
+    counts, row_bucket = counts[order], row_bucket[order]
     seg_bucket = np.repeat(row_bucket, counts)
     batches = []
     for b in range(len(buckets) - 1, -1, -1):
