@@ -86,3 +86,17 @@ def test_dropout_is_active_only_when_not_deterministic(tmp_path):
                    rngs={"dropout": jax.random.key(0)})
     np.testing.assert_array_equal(np.asarray(det), np.asarray(det2))
     assert np.abs(np.asarray(drop) - np.asarray(det)).max() > 1e-3
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+@pytest.mark.parametrize("rows", [5, 12])
+def test_chunked_cpu_attention_equals_whole_batch(family, rows, tmp_path):
+    """The CPU default ('xla_chunked', rows in groups) computes the same logits as PyTorch."""
+    ref = make_tiny(family, tmp_path, head=True, num_labels=3, seed=9)
+    pt = load_pretrained(tmp_path, head=True, with_tokenizer=False)
+    lengths = tuple(int(x) for x in np.random.default_rng(rows).integers(1, 40, rows))
+    ids, mask, types = random_batch(family, lengths=lengths, seed=rows)
+    got, _ = _ours(pt, ids, mask, types, attention_impl="xla_chunked")
+    with torch.no_grad():
+        want = ref(**_torch_inputs(family, ids, mask, types)).logits.numpy()
+    assert np.abs(np.asarray(got) - want).max() <= END_TOL

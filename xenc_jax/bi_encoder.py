@@ -25,6 +25,7 @@ from .batching import BucketConfig, make_batches, scatter_results, tokenize_text
 from .hf.checkpoint_files import read_checkpoint, write_safetensors
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
+from .models.layers import default_attention_impl
 from .inference import BucketedRunner, as_dtype, enable_compilation_cache, loading_on_host, setup_sharding
 from .models import pooling as P
 from .search import SCORE_FUNCTIONS, pairwise_similarity, similarity
@@ -215,6 +216,8 @@ class BiEncoder:
         self.dtype = as_dtype(dtype)
         self.buckets = buckets or DEFAULT_BUCKETS
         self.params = {"encoder": pt.params["encoder"], "dense": dense_params}
+        if attention_impl is None:
+            attention_impl = default_attention_impl(mesh)
         self._module = pt.module(dtype=self.dtype, attention_impl=attention_impl)
         self.plan, self.params, shardings, self.buckets = setup_sharding(
             self._module, self.params, self.buckets, mesh, sharding)

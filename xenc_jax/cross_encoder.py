@@ -19,6 +19,7 @@ import numpy as np
 from .batching import BucketConfig, make_batches, scatter_results, tokenize_pairs
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
+from .models.layers import default_attention_impl
 from .inference import BucketedRunner, as_dtype, enable_compilation_cache, loading_on_host, setup_sharding
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
@@ -107,6 +108,8 @@ class CrossEncoder:
             activation_fn = stored if stored in _ST_NAMES else ("sigmoid" if self.num_labels == 1 else "identity")
         self.activation_name, self.activation_fn = _resolve_activation(activation_fn)
         self.buckets = buckets or BucketConfig()
+        if attention_impl is None:
+            attention_impl = default_attention_impl(mesh)
         self._module = pt.module(dtype=self.dtype, attention_impl=attention_impl)
         self.plan, self.params, shardings, self.buckets = setup_sharding(
             self._module, self.params, self.buckets, mesh, sharding)

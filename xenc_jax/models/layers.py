@@ -91,13 +91,36 @@ def attention_mask_4d(attention_mask: jax.Array) -> jax.Array:
     return (k != 0) & ((q == k) | (q == 0))
 
 
+def _chunked_attention(q, k, v, mask4, tokens_per_chunk: int = 512):
+    """dot_product_attention over groups of rows, one group after another (lax.map).
+
+    On XLA:CPU the whole-batch form materialises [B, heads, L, L] scores and runs its fused
+    softmax on one core, memory-bound; groups of ~512 tokens keep the scores in cache and were
+    1.2-2x faster (scripts/bench_cross_encoder.py, docs/benchmarks.md). Same math per row.
+    The group size is a divisor of B, so shapes stay static.
+    """
+    rows, length = q.shape[0], q.shape[1]
+    group = max(d for d in range(1, max(1, tokens_per_chunk // length) + 1) if rows % d == 0)
+    split = lambda x: x.reshape((rows // group, group) + x.shape[1:])
+    out = jax.lax.map(lambda t: jax.nn.dot_product_attention(t[0], t[1], t[2], mask=t[3]),
+                      (split(q), split(k), split(v), split(mask4)))
+    return out.reshape(q.shape)
+
+
+def default_attention_impl(mesh=None) -> str | None:
+    """'xla_chunked' for unsharded inference on CPU, else jax's default choice."""
+    return "xla_chunked" if mesh is None and jax.default_backend() == "cpu" else None
+
+
 class SelfAttention(nn.Module):
     num_heads: int
     head_dim: int
     dropout: float
     dtype: Dtype
     param_dtype: Dtype
-    implementation: str | None = None  # jax.nn.dot_product_attention: None/'xla'/'cudnn'
+    # None/'xla'/'cudnn': jax.nn.dot_product_attention over the whole batch.
+    # 'xla_chunked': the same, one small group of rows at a time (see _chunked_attention).
+    implementation: str | None = None
 
     @nn.compact
     def __call__(self, x, mask4, deterministic: bool):
@@ -107,7 +130,9 @@ class SelfAttention(nn.Module):
         k = dense(shape, qkv_axes, "key", self.dtype, self.param_dtype)(x)
         v = dense(shape, qkv_axes, "value", self.dtype, self.param_dtype)(x)
         q, k, v = (constrain(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
-        if deterministic or self.dropout == 0.0:
+        if self.implementation == "xla_chunked" and (deterministic or self.dropout == 0.0):
+            out = _chunked_attention(q, k, v, mask4)
+        elif deterministic or self.dropout == 0.0:
             # Fused softmax(QK^T/sqrt(d))V; picks cuDNN flash attention on GPU when asked.
             out = jax.nn.dot_product_attention(q, k, v, mask=mask4, implementation=self.implementation)
         else:
