@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models import ClassificationHead, Encoder, SequenceClassifier
+from ..models import BareEncoder, ClassificationHead, SequenceClassifier
 from .checkpoint_files import read_checkpoint, write_safetensors
 from .configs import EncoderConfig, config_to_dict, load_config
 from .hub import resolve_model_dir
@@ -40,20 +40,7 @@ def build_module(cfg: EncoderConfig, *, head: bool, dtype=jnp.float32, param_dty
     """The bare encoder module wraps its params as {"encoder": ...} too, so one tree serves both."""
     if head:
         return SequenceClassifier(cfg, dtype, param_dtype, attention_impl)
-    return _BareEncoder(cfg, dtype, param_dtype, attention_impl)
-
-
-class _BareEncoder(nn.Module):
-    cfg: EncoderConfig
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    attention_impl: str | None = None
-
-    @nn.compact
-    def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
-                 deterministic: bool = True):
-        return Encoder(self.cfg, self.dtype, self.param_dtype, self.attention_impl, name="encoder")(
-            input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+    return BareEncoder(cfg, dtype, param_dtype, attention_impl)
 
 
 def param_shapes(cfg: EncoderConfig, *, head: bool, param_dtype=jnp.float32) -> dict[str, tuple]:

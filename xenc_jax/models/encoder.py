@@ -76,6 +76,21 @@ class Encoder(nn.Module):
         return x
 
 
+class BareEncoder(nn.Module):
+    """Encoder alone, with its params under "encoder" like SequenceClassifier's, so one param
+    tree (and one HF conversion table) serves both."""
+    cfg: EncoderConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
+                 deterministic: bool = True):
+        return Encoder(self.cfg, self.dtype, self.param_dtype, self.attention_impl, name="encoder")(
+            input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+
+
 class SequenceClassifier(nn.Module):
     """Encoder + the family's classification head -> logits.
 
