@@ -5,7 +5,7 @@ sentences (real MS MARCO passages + queries), one process, fp32, medians over re
         [--tokens-per-batch 4096] [--lengths 32,64,128,256] [--[no-]pack] [--pack-length 128] \
         [--st-batch-size 32]
 
-Bucket options default to BiEncoder's DEFAULT_BUCKETS; each flag overrides one field.
+Bucket options default to BiEncoder's (inference.default_buckets("texts")); each flag overrides one field.
 
 Prints sentences/s for each, the ratio, our compile count and the max abs embedding difference.
 """
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens-per-batch", type=int, default=None, help="token budget per batch (default: library's)")
     ap.add_argument("--lengths", default=None, help="bucket lengths, comma-separated (default: library's)")
     ap.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None,
-                    help="pack several texts per row (default: BiEncoder's DEFAULT_BUCKETS)")
+                    help="pack several texts per row (default: BiEncoder's)")
     ap.add_argument("--pack-length", type=int, default=None, help="max tokens per packed row (default: max_seq_length)")
     ap.add_argument("--st-batch-size", type=int, default=32, help="ST encode batch_size (its default: 32)")
     args = ap.parse_args(argv)
@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from xenc_jax.bi_encoder import DEFAULT_BUCKETS, BiEncoder
+    from xenc_jax.bi_encoder import BiEncoder
+    from xenc_jax.inference import default_buckets
 
     root = _data_dir() / "msmarco-dl19-subset"
     queries = [json.loads(line)["text"] for line in open(root / "queries.jsonl", encoding="utf-8")]
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         kw["pack_length"] = args.pack_length
     if args.pack is not None:
         kw["pack"] = args.pack
-    buckets = dataclasses.replace(DEFAULT_BUCKETS, **kw)
+    buckets = dataclasses.replace(default_buckets("texts"), **kw)
     ours = BiEncoder(model_dir, buckets=buckets)
     ref = SentenceTransformer(str(model_dir), device="cpu")
 

@@ -385,3 +385,16 @@ def test_scatter_results_restores_input_order(pack):
     with pytest.raises(ValueError, match=r"expected \[B, P, \.\.\.\]"):
         scatter_results([(outs[0][0], outs[0][1][:, 0, 0])], len(encodings))
     assert scatter_results([], 0).shape == (0,)
+
+
+def test_unique_encodings_maps_duplicates_to_one_entry():
+    from xenc_jax.batching import Encoding, unique_encodings
+    mk = lambda ids, types: Encoding(np.asarray(ids, np.int32), np.asarray(types, np.int32))
+    encs = [mk([1, 2, 3], [0, 0, 1]), mk([1, 2], [0, 0]), mk([1, 2, 3], [0, 0, 1]),
+            mk([1, 2, 3], [0, 1, 1]), mk([1, 2], [0, 0])]
+    unique, inverse = unique_encodings(encs)
+    assert len(unique) == 3 and inverse.tolist() == [0, 1, 0, 2, 1]  # same ids, other types: distinct
+    for e, j in zip(encs, inverse):
+        np.testing.assert_array_equal(e.input_ids, unique[j].input_ids)
+        np.testing.assert_array_equal(e.token_type_ids, unique[j].token_type_ids)
+    assert unique_encodings([])[0] == [] and unique_encodings([])[1].shape == (0,)

@@ -39,6 +39,25 @@ class Encoding:
         return int(self.input_ids.shape[0])
 
 
+def unique_encodings(encodings: list[Encoding]) -> tuple[list[Encoding], np.ndarray]:
+    """(distinct encodings in first-seen order, inverse): encodings[i] == unique[inverse[i]].
+
+    Scoring each distinct input once makes duplicates' results identical by construction:
+    with packing, two copies of one pair sit in different rows next to different neighbours,
+    and the float rounding of their scores may differ in the last bit. It also saves the
+    repeated work (re-ranking lists often repeat passages).
+    """
+    index: dict[tuple[bytes, bytes], int] = {}
+    unique, inverse = [], np.empty(len(encodings), np.int64)
+    for i, e in enumerate(encodings):
+        key = (e.input_ids.tobytes(), e.token_type_ids.tobytes())
+        j = index.setdefault(key, len(unique))
+        if j == len(unique):
+            unique.append(e)
+        inverse[i] = j
+    return unique, inverse
+
+
 # ----------------------------------------------------------------------------- validation
 
 def _describe(x) -> str:

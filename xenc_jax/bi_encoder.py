@@ -21,12 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .batching import BucketConfig, make_batches, scatter_results, tokenize_texts
+from .batching import BucketConfig, make_batches, scatter_results, tokenize_texts, unique_encodings
 from .hf.checkpoint_files import read_checkpoint, write_safetensors
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
-from .inference import BucketedRunner, as_dtype, enable_compilation_cache, loading_on_host, setup_sharding
+from .inference import BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, loading_on_host, setup_sharding
 from .models import pooling as P
 from .search import SCORE_FUNCTIONS, pairwise_similarity, similarity
 
@@ -37,7 +37,6 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # texts share a row of at most 128 tokens (longer texts get rows of their own, up to max_seq_length).
 # Rows of 128 rather than max_seq_length keep attention over masked-out pairs cheap. Measured in
 # docs/benchmarks.md ("Bi-encoder encode (issue 4)").
-DEFAULT_BUCKETS = BucketConfig(pack=True, pack_length=128)
 # modules.json "type" -> our module kind. Both the legacy short paths and ST 6.2's full paths.
 _MODULE_KINDS = {"Transformer": "transformer", "Pooling": "pooling", "Dense": "dense",
                  "Normalize": "normalize", "Dropout": "dropout"}
@@ -140,7 +139,7 @@ class BiEncoder:
       max_seq_length: token limit; None = the folder's (sentence_bert_config.json, else the
         tokenizer's model_max_length capped by the position table, as ST).
       dtype: compute dtype; params stay fp32. buckets: batching.BucketConfig (default
-        DEFAULT_BUCKETS: packed rows, pooling per packed segment).
+        inference.default_buckets("texts"): packed rows, pooling per packed segment).
       compilation_cache: JAX persistent cache directory.
       mesh / sharding: run over several devices or processes, as CrossEncoder (None, "auto",
         "data=4,model=2" or a Mesh; "dp" | "fsdp" | "tp" | "fsdp_tp"); same embeddings.
@@ -214,7 +213,7 @@ class BiEncoder:
             raise ValueError(f"truncate_dim must be a positive int or None, got {truncate_dim!r}")
         self.truncate_dim = truncate_dim
         self.dtype = as_dtype(dtype)
-        self.buckets = buckets or DEFAULT_BUCKETS
+        self.buckets = buckets or default_buckets("texts")
         self.params = {"encoder": pt.params["encoder"], "dense": dense_params}
         if attention_impl is None:
             attention_impl = default_attention_impl(mesh)
@@ -310,7 +309,8 @@ class BiEncoder:
         if prompt:
             texts = [prompt + t for t in texts]
         dim = truncate_dim if truncate_dim is not None else self.truncate_dim
-        encodings = tokenize_texts(self.tokenizer, texts, self.max_seq_length, self.do_lower_case)
+        encodings, inverse = unique_encodings(
+            tokenize_texts(self.tokenizer, texts, self.max_seq_length, self.do_lower_case))
         if not encodings and jax.process_count() == 1:  # other processes may still need this one
             out = np.zeros((0, dim or self._dim), np.float32)
         else:
@@ -319,7 +319,7 @@ class BiEncoder:
             batches = make_batches(encodings, cfg, self.max_seq_length, pad)
             outputs = self._runner.run(self.params, batches, show_progress=show_progress_bar,
                                        shapes=cfg.resolve(self.max_seq_length)[::-1], segments=cfg.segments)
-            out = (scatter_results(outputs, len(encodings)) if encodings
+            out = (scatter_results(outputs, len(encodings))[inverse] if encodings
                    else np.zeros((0, dim or self._dim), np.float32))
             if dim is not None:
                 out = out[:, :dim]

@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .batching import BucketConfig, make_batches, scatter_results, tokenize_pairs
+from .batching import BucketConfig, make_batches, scatter_results, tokenize_pairs, unique_encodings
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
-from .inference import BucketedRunner, as_dtype, enable_compilation_cache, loading_on_host, setup_sharding
+from .inference import BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, loading_on_host, setup_sharding
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 
@@ -67,7 +67,8 @@ class CrossEncoder:
       activation_fn: "sigmoid" | "identity" | "tanh" | callable; None = the config's stored one,
         else sigmoid for 1 label and identity otherwise (as ST).
       dtype: compute dtype ("float32", "bfloat16"); params stay as loaded (fp32).
-      buckets: a batching.BucketConfig (lengths, rows per batch or token budget, packing).
+      buckets: a batching.BucketConfig (lengths, rows per batch or token budget, packing);
+        None = inference.default_buckets("pairs"), the measured fastest for the backend.
       compilation_cache: directory for JAX's persistent compilation cache (or
         $XENC_COMPILATION_CACHE), so a second process starts without recompiling.
       mesh: None (one device), "auto" (data parallel over all devices), "data=4,model=2", or a
@@ -107,7 +108,7 @@ class CrossEncoder:
         if activation_fn is None:
             activation_fn = stored if stored in _ST_NAMES else ("sigmoid" if self.num_labels == 1 else "identity")
         self.activation_name, self.activation_fn = _resolve_activation(activation_fn)
-        self.buckets = buckets or BucketConfig()
+        self.buckets = buckets or default_buckets("pairs")
         if attention_impl is None:
             attention_impl = default_attention_impl(mesh)
         self._module = pt.module(dtype=self.dtype, attention_impl=attention_impl)
@@ -144,7 +145,7 @@ class CrossEncoder:
 
     def logits(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None) -> np.ndarray:
         """Raw fp32 logits [N, num_labels] in input order."""
-        encodings = tokenize_pairs(self.tokenizer, pairs, self.max_length)
+        encodings, inverse = unique_encodings(tokenize_pairs(self.tokenizer, pairs, self.max_length))
         if not encodings and jax.process_count() == 1:  # other processes may still need this one
             return np.zeros((0, self.num_labels), np.float32)
         cfg = self._bucket_config(batch_size)
@@ -154,7 +155,7 @@ class CrossEncoder:
                                    shapes=cfg.resolve(self.max_length)[::-1], segments=cfg.segments)
         if not encodings:
             return np.zeros((0, self.num_labels), np.float32)
-        return scatter_results(outputs, len(encodings))
+        return scatter_results(outputs, len(encodings))[inverse]
 
     def predict(self, pairs, batch_size: int | None = None, activation_fn=None, apply_softmax: bool = False,
                 show_progress_bar: bool | None = None, convert_to_numpy: bool = True):

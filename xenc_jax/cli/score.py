@@ -21,9 +21,11 @@ def _model_args(p):
 
 
 def _load(args, run=None):
-    from ..batching import BucketConfig
+    import dataclasses
+
+    from ..inference import default_buckets
     from ..cross_encoder import CrossEncoder
-    buckets = BucketConfig(pack=bool(args.pack)) if args.pack is not None else None
+    buckets = dataclasses.replace(default_buckets("pairs"), pack=bool(args.pack)) if args.pack is not None else None
     sharded = {} if run is None else {"mesh": run.mesh, "sharding": run.sharding}
     return CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype, buckets=buckets, **sharded)
 

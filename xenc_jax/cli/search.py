@@ -45,10 +45,11 @@ def _positive(value, flag: str) -> None:
 def _load_bi_encoder(args, run=None):
     import dataclasses
 
-    from ..bi_encoder import DEFAULT_BUCKETS, BiEncoder
+    from ..bi_encoder import BiEncoder
+    from ..inference import default_buckets
     _positive(args.batch_size, "--batch-size")
     pooling = args.pooling.split(",") if args.pooling else None
-    buckets = dataclasses.replace(DEFAULT_BUCKETS, pack=args.pack) if args.pack is not None else None
+    buckets = dataclasses.replace(default_buckets("texts"), pack=args.pack) if args.pack is not None else None
     sharded = {} if run is None else {"mesh": run.mesh, "sharding": run.sharding}
     return BiEncoder(args.model or default_bi_encoder(), pooling=pooling, max_seq_length=args.max_seq_length,
                      dtype=args.dtype, buckets=buckets, **sharded)

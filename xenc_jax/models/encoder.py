@@ -52,9 +52,14 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
-                 deterministic: bool = True):
+                 deterministic: bool = True, query_positions=None):
         """attention_mask: int [B, L]; 0 = padding, else a segment number (see attention_mask_4d).
         position_ids: HF position ids (already including RoBERTa's offset); None = HF's default.
+        query_positions: int [B, P] or None. When given, the last layer computes only these
+        positions and the result is [B, P, hidden]: a classifier reads one token per pair, and
+        the last layer's other rows (its query projection, attention output, feed-forward)
+        would be thrown away, 1/num_layers of the compute less a little. Keys and values still
+        come from every token, so the rows computed are exactly the full encoder's.
         """
         cfg = self.cfg
         if token_type_ids is None:
@@ -69,10 +74,13 @@ class Encoder(nn.Module):
         x = constrain(x, ("batch", "length", "embed"))
         mask4 = attention_mask_4d(attention_mask)
         for i in range(cfg.num_layers):
+            last = i == cfg.num_layers - 1 and query_positions is not None
             x = TransformerLayer(
                 cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps,
                 cfg.hidden_dropout, cfg.attention_dropout, self.dtype, self.param_dtype,
-                self.attention_impl, name=f"layer_{i}")(x, mask4, deterministic)
+                self.attention_impl, name=f"layer_{i}")(
+                    x, attention_mask_4d(attention_mask, query_positions) if last else mask4,
+                    deterministic, query_positions if last else None)
         return x
 
 
@@ -105,11 +113,11 @@ class SequenceClassifier(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
                  cls_positions=None, deterministic: bool = True):
+        positions = (jnp.zeros((input_ids.shape[0], 1), jnp.int32) if cls_positions is None
+                     else cls_positions.astype(jnp.int32))
+        # Only the rows the head reads are computed in the last layer: [B, P, hidden].
         h = Encoder(self.cfg, self.dtype, self.param_dtype, self.attention_impl, name="encoder")(
-            input_ids, attention_mask, token_type_ids, position_ids, deterministic)
-        if cls_positions is None:
-            first = h[:, 0]
-        else:
-            first = jnp.take_along_axis(h, cls_positions[..., None].astype(jnp.int32), axis=1)
+            input_ids, attention_mask, token_type_ids, position_ids, deterministic, positions)
+        first = h[:, 0] if cls_positions is None else h
         logits = ClassificationHead(self.cfg, self.dtype, self.param_dtype, name="head")(first, deterministic)
         return logits.astype(jnp.float32)  # scores are always fp32 before any activation

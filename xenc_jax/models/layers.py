@@ -54,11 +54,23 @@ def _boxed_init(init, axes: tuple):
     return lambda rng, shape, dtype=jnp.float32: _KernelBox(init(rng, shape, dtype), axes)
 
 
+def _accumulate_fp32(dtype: Dtype):
+    """dot_general with fp32 accumulation and output in `dtype`. For bf16 compute this is both
+    more exact and, on XLA:CPU with AVX512-BF16, 2x faster than a bf16-output dot (which XLA
+    runs as an fp32 matmul plus converts)."""
+    def dot_general(lhs, rhs, dimension_numbers, precision=None, **kwargs):
+        kwargs["preferred_element_type"] = jnp.float32
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, **kwargs).astype(dtype)
+    return dot_general
+
+
 def dense(features, axes: tuple, name: str, dtype: Dtype, param_dtype: Dtype, in_axis=-1, std=0.02):
     """DenseGeneral with logically named kernel/bias (HF init: N(0, 0.02), zero bias)."""
     n_out = 1 if isinstance(features, int) else len(features)
+    low = jnp.dtype(dtype) != jnp.dtype(jnp.float32)
     return nn.DenseGeneral(
         features=features, axis=in_axis, dtype=dtype, param_dtype=param_dtype, name=name,
+        dot_general=_accumulate_fp32(dtype) if low else jax.lax.dot_general,
         kernel_init=_boxed_init(_normal(std), axes),
         bias_init=_boxed_init(nn.initializers.zeros_init(), axes[-n_out:]),
     )
@@ -80,31 +92,53 @@ def embed(num: int, features: int, name: str, param_dtype: Dtype, std=0.02):
     )
 
 
-def attention_mask_4d(attention_mask: jax.Array) -> jax.Array:
-    """[B, L] int -> [B, 1, L, L] bool.
+def attention_mask_4d(attention_mask: jax.Array, query_positions: jax.Array | None = None) -> jax.Array:
+    """[B, L] int -> [B, 1, Lq, L] bool (Lq = L, or P when query_positions [B, P] is given).
 
     0 means padding. Query i may attend key j iff mask[j] != 0 and (mask[i] == mask[j] or
     mask[i] == 0): a plain 0/1 padding mask gives exactly HF's attention (padding queries too),
     and segment numbers 1..P (packed pairs) give block-diagonal attention.
     """
-    q, k = attention_mask[:, None, :, None], attention_mask[:, None, None, :]
+    q = attention_mask if query_positions is None else jnp.take_along_axis(
+        attention_mask, query_positions.astype(jnp.int32), axis=1)
+    q, k = q[:, None, :, None], attention_mask[:, None, None, :]
     return (k != 0) & ((q == k) | (q == 0))
 
 
-def _chunked_attention(q, k, v, mask4, tokens_per_chunk: int = 512):
-    """dot_product_attention over groups of rows, one group after another (lax.map).
+def _attention(q, k, v, mask4, dropout=None):
+    """softmax(QK^T / sqrt(d) + mask) V with heads as a batch axis: q [B, Lq, H, D],
+    k/v [B, L, H, D], mask4 [B, 1, Lq, L] bool -> [B, Lq, H, D].
 
-    On XLA:CPU the whole-batch form materialises [B, heads, L, L] scores and runs its fused
-    softmax on one core, memory-bound; groups of ~512 tokens keep the scores in cache and were
-    1.2-2x faster (scripts/bench_cross_encoder.py, docs/benchmarks.md). Same math per row.
-    The group size is a divisor of B, so shapes stay static.
+    Written out (not jax.nn.dot_product_attention) because on XLA:CPU this [B, H, Lq, L] layout
+    runs as plain batched matmuls: 1.4x faster per group of rows than jax's [B, Lq, H, D]
+    einsums and 3x over a whole batch (scripts/bench_cross_encoder.py). Scores and softmax are
+    fp32 whatever the compute dtype. A fully masked row (an empty padding row) gets uniform
+    weights, never NaN.
     """
-    rows, length = q.shape[0], q.shape[1]
+    scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
+    qt = (q.astype(jnp.float32) * scale).astype(q.dtype).transpose(0, 2, 1, 3)
+    s = jnp.matmul(qt, k.transpose(0, 2, 3, 1), preferred_element_type=jnp.float32)
+    s = s + jnp.where(mask4, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+    p = jax.nn.softmax(s, axis=-1)
+    if dropout is not None:
+        p = dropout(p)
+    out = jnp.matmul(p.astype(v.dtype), v.transpose(0, 2, 1, 3), preferred_element_type=jnp.float32)
+    return out.astype(v.dtype).transpose(0, 2, 1, 3)
+
+
+def _chunked_attention(q, k, v, mask4, tokens_per_chunk: int = 512):
+    """_attention over groups of rows, one group after another (lax.map).
+
+    On XLA:CPU the whole-batch form materialises [B, heads, Lq, L] scores and runs its softmax
+    memory-bound; groups of ~512 key tokens keep the scores in cache (1.2-2x faster,
+    docs/benchmarks.md). Same math per row. The group size is a divisor of B, so shapes stay
+    static.
+    """
+    rows, length = q.shape[0], k.shape[1]
     group = max(d for d in range(1, max(1, tokens_per_chunk // length) + 1) if rows % d == 0)
     split = lambda x: x.reshape((rows // group, group) + x.shape[1:])
-    out = jax.lax.map(lambda t: jax.nn.dot_product_attention(t[0], t[1], t[2], mask=t[3]),
-                      (split(q), split(k), split(v), split(mask4)))
-    return out.reshape(q.shape)
+    out = jax.lax.map(lambda t: _attention(*t), (split(q), split(k), split(v), split(mask4)))
+    return out.reshape(q.shape[:2] + out.shape[-2:])
 
 
 def default_attention_impl(mesh=None) -> str | None:
@@ -118,30 +152,27 @@ class SelfAttention(nn.Module):
     dropout: float
     dtype: Dtype
     param_dtype: Dtype
-    # None/'xla'/'cudnn': jax.nn.dot_product_attention over the whole batch.
-    # 'xla_chunked': the same, one small group of rows at a time (see _chunked_attention).
+    # None/'xla'/'cudnn': jax.nn.dot_product_attention over the whole batch (cuDNN flash
+    # attention on GPU when asked). 'xla_chunked': _attention one small group of rows at a time.
     implementation: str | None = None
 
     @nn.compact
-    def __call__(self, x, mask4, deterministic: bool):
+    def __call__(self, x, mask4, deterministic: bool, xq=None):
+        """xq: the rows that ask (queries), [B, Lq, embed]; None = every row of x."""
         qkv_axes = ("embed", "heads", "kv")
         shape = (self.num_heads, self.head_dim)
-        q = dense(shape, qkv_axes, "query", self.dtype, self.param_dtype)(x)
+        q = dense(shape, qkv_axes, "query", self.dtype, self.param_dtype)(x if xq is None else xq)
         k = dense(shape, qkv_axes, "key", self.dtype, self.param_dtype)(x)
         v = dense(shape, qkv_axes, "value", self.dtype, self.param_dtype)(x)
         q, k, v = (constrain(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
-        if self.implementation == "xla_chunked" and (deterministic or self.dropout == 0.0):
+        if not (deterministic or self.dropout == 0.0):
+            # HF applies dropout to the attention probabilities.
+            drop = nn.Dropout(self.dropout)
+            out = _attention(q, k, v, mask4, lambda p: drop(p, deterministic=False))
+        elif self.implementation == "xla_chunked":
             out = _chunked_attention(q, k, v, mask4)
-        elif deterministic or self.dropout == 0.0:
-            # Fused softmax(QK^T/sqrt(d))V; picks cuDNN flash attention on GPU when asked.
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask4, implementation=self.implementation)
         else:
-            # Dropout on attention probabilities (HF applies it there) needs the explicit form.
-            logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
-            logits = jnp.where(mask4, logits, jnp.finfo(jnp.float32).min)
-            probs = jax.nn.softmax(logits, axis=-1)
-            probs = nn.Dropout(self.dropout)(probs, deterministic=False).astype(self.dtype)
-            out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask4, implementation=self.implementation)
         return dense(x.shape[-1], ("heads", "kv", "embed"), "out", self.dtype, self.param_dtype,
                      in_axis=(-2, -1))(out)
 
@@ -160,10 +191,15 @@ class TransformerLayer(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x, mask4, deterministic: bool):
+    def __call__(self, x, mask4, deterministic: bool, query_positions=None):
+        """query_positions [B, P]: compute only these rows' outputs -> [B, P, embed] (keys and
+        values still come from every row); mask4 must then be [B, 1, P, L]."""
+        xq = None if query_positions is None else jnp.take_along_axis(
+            x, query_positions[..., None].astype(jnp.int32), axis=1)
         h = SelfAttention(self.num_heads, self.head_dim, self.attention_dropout, self.dtype,
-                          self.param_dtype, self.attention_impl, name="attention")(x, mask4, deterministic)
+                          self.param_dtype, self.attention_impl, name="attention")(x, mask4, deterministic, xq)
         h = nn.Dropout(self.hidden_dropout)(h, deterministic=deterministic)
+        x = x if xq is None else xq
         x = layer_norm(self.eps, "attention_norm", self.param_dtype)(x + h).astype(self.dtype)
         x = constrain(x, ("batch", "length", "embed"))
         h = dense(self.intermediate_size, ("embed", "mlp"), "mlp_in", self.dtype, self.param_dtype)(x)
