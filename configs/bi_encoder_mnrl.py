@@ -25,6 +25,9 @@ CONFIG = TrainConfig(
                                          columns=(5, 6), label_column=4, label_scale=0.2)),
     epochs=1,
     batch_size=16,
+    # GradCache: e.g. batch_size=256 with cache_chunks=16 keeps 256 in-batch negatives at the
+    # activation memory of 16 rows per mini-batch (one extra forward per step).
+    cache_chunks=1,
     bucket_lengths=(32, 64, 128, 256),
     optim=OptimConfig(learning_rate=2e-5, warmup_ratio=0.1, eps=1e-8),
     checkpoint_every=0,

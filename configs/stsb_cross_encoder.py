@@ -15,10 +15,10 @@ DATA = Path(os.environ.get("XENC_DATA_DIR", Path(__file__).resolve().parents[1].
 STS = DATA / "stsbenchmark"
 
 
-def sts(split: str) -> DataSource:
+def sts(split: str, add_swapped: bool = False) -> DataSource:
     # genre, file, years, id, score, sentence1, sentence2 [, 2 extra columns on some rows]
     return DataSource(path=str(STS / f"sts-{split}.csv"), format="tsv", kind="pairs",
-                      columns=(5, 6), label_column=4, label_scale=0.2)
+                      columns=(5, 6), label_column=4, label_scale=0.2, add_swapped=add_swapped)
 
 
 CONFIG = TrainConfig(
@@ -28,7 +28,7 @@ CONFIG = TrainConfig(
     num_labels=1,
     loss="bce",
     max_length=256,
-    train=sts("train"),
+    train=sts("train", add_swapped=True),  # both (s1, s2) and (s2, s1): similarity is symmetric
     evaluator=EvalConfig(kind="correlation", data=sts("dev"), metric="spearman", name="sts-dev"),
     test=EvalConfig(kind="correlation", data=sts("test"), metric="spearman", name="sts-test"),
     epochs=4,

@@ -2,6 +2,7 @@
 bad-input errors that must come before any compute."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -24,6 +25,12 @@ def test_reads_sts_tsv_with_extra_columns(data_dir):
     assert len(ex) == 5749
     assert ex.texts[0] == ("A plane is taking off.", "An air plane is taking off.")
     assert ex.labels[0] == pytest.approx(1.0) and 0 <= min(ex.labels) and max(ex.labels) <= 1
+    both = D.read_examples(dataclasses.replace(cfg.train, add_swapped=True))
+    assert len(both) == 2 * 5749 and both.labels[:2] == [ex.labels[0]] * 2
+    assert both.texts[:2] == [ex.texts[0], ex.texts[0][::-1]]
+    with pytest.raises(D.DataError, match="add_swapped applies to pairs"):
+        D.read_examples(dataclasses.replace(load_config("configs/bi_encoder_mnrl.py").train, add_swapped=True,
+                                            rows=(0, 3)))
 
 
 def test_reads_snli_jsonl_with_label_map_and_skips(data_dir):
@@ -143,6 +150,8 @@ def test_unknown_config_key_is_an_error_naming_close_keys():
         apply_overrides(cfg, ["optim.learning_rat=1e-5"])
     with pytest.raises(ConfigError, match="must be an int"):
         apply_overrides(cfg, ["batch_size=big"])
+    with pytest.raises(ConfigError, match="cache_chunks must be a positive int dividing batch_size=16"):
+        apply_overrides(cfg, ["cache_chunks=3"]).validate()
     new = apply_overrides(cfg, ["optim.learning_rate=3e-5", "evaluator=None", "bucket_lengths=[16,32]"])
     assert new.optim.learning_rate == 3e-5 and new.evaluator is None and new.bucket_lengths == (16, 32)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from test_train_utils import make_tiny_model, write_pairs
-from xenc_jax.hf.pretrained import load_pretrained
+from xenc_jax.hf.pretrained import build_module, load_pretrained
 from xenc_jax.train import data as D
 from xenc_jax.train import optim as O
 from xenc_jax.train import step as S
@@ -116,3 +116,61 @@ def test_grouped_losses_run_and_are_finite(tiny, loss, kw, G):
     logits = S.cross_encoder_apply(pt.module())(pt.params, batch)
     value = S.cross_encoder_loss(loss, **kw)(logits, batch)
     assert np.isfinite(float(value))
+
+
+@pytest.mark.parametrize("task", ["bi_encoder", "cross_encoder"])
+def test_gradcache_equals_the_one_pass_step(tiny, task):
+    """cached_apply (GradCache) in 4 mini-batches: same loss and params as one pass (no dropout).
+    The MNRL loss uses all in-batch negatives, so the mini-batches must not change what it sees."""
+    pt, _ = tiny
+    rng = np.random.default_rng(2)
+    Q, G, Lx = 8, 2, 24
+    lens = rng.integers(5, Lx + 1, Q * G)
+    mask = (np.arange(Lx)[None, :] < lens[:, None]).astype(np.int32)
+    batch = {"input_ids": np.where(mask, rng.integers(1000, 2000, (Q * G, Lx)), 0).astype(np.int32),
+             "attention_mask": mask, "token_type_ids": np.zeros((Q * G, Lx), np.int32),
+             "position_ids": np.tile(np.arange(Lx, dtype=np.int32), (Q * G, 1)),
+             "labels": np.tile(np.asarray([[1.0, 0.0]], np.float32), (Q, 1)), "valid": np.ones(Q * G, bool)}
+    if task == "bi_encoder":
+        apply = S.bi_encoder_apply(build_module(pt.config, head=False))
+        loss, params = S.bi_encoder_loss("mnrl"), {"encoder": pt.params["encoder"]}
+    else:
+        apply, loss, params = S.cross_encoder_apply(pt.module()), S.cross_encoder_loss("mnrl"), pt.params
+    ocfg = O.OptimConfig(learning_rate=1e-3, warmup_steps=0)
+    tx = O.make_optimizer(ocfg, 10)
+    plan = S.make_plan("dp")
+    results = []
+    for chunks in (1, 4):
+        p_sh = jax.tree.map(lambda _: plan.replicated, params)
+        sh = S.state_shardings(plan, tx, params, p_sh)
+        state = S.create_state(plan, tx, params, sh)
+        step = S.make_train_step(S.cached_apply(apply, chunks), loss, tx, plan, sh)
+        for _ in range(2):
+            state, metrics = step(state, plan.place_batch(batch), jax.random.key(0))
+        results.append((float(metrics["loss"]), float(metrics["grad_norm"]), jax.device_get(state.params)))
+    (l1, g1, p1), (l4, g4, p4) = results
+    assert abs(l1 - l4) <= 1e-5 and abs(g1 - g4) <= 1e-5 * max(1.0, g1)
+    diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), p1, p4)))
+    assert diff <= 1e-5, diff
+    with pytest.raises(ValueError, match="does not split into 3"):
+        S.cached_apply(apply, 3)(params, batch)
+    with pytest.raises(ValueError, match="positive int"):
+        S.cached_apply(apply, 0)
+
+
+def test_gradcache_bounds_activation_memory(tiny):
+    """What GradCache is for: XLA's temp memory for the gradient shrinks with the mini-batch
+    (compiled memory analysis; measured 339 -> 37 MB for 8 chunks at 128 rows x 128 tokens)."""
+    pt, _ = tiny
+    apply, loss = S.bi_encoder_apply(build_module(pt.config, head=False)), S.bi_encoder_loss("mnrl")
+    params = {"encoder": pt.params["encoder"]}
+    Q, G, Lx = 32, 2, 64
+    ones = jnp.ones((Q * G, Lx), jnp.int32)
+    batch = {"input_ids": ones, "attention_mask": ones, "token_type_ids": ones * 0,
+             "position_ids": jnp.tile(jnp.arange(Lx, dtype=jnp.int32), (Q * G, 1)),
+             "labels": jnp.zeros((Q, G)), "valid": jnp.ones(Q * G, bool)}
+    temp = {}
+    for chunks in (1, 8):
+        grad = jax.jit(jax.grad(lambda p: loss(S.cached_apply(apply, chunks)(p, batch), batch)))
+        temp[chunks] = grad.lower(params).compile().memory_analysis().temp_size_in_bytes
+    assert temp[8] < temp[1] / 4, temp

@@ -52,6 +52,7 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int = -1           # micro-steps; -1 = epochs * steps per epoch
     batch_size: int = 16          # groups per micro-step, global
+    cache_chunks: int = 1         # GradCache: run each step's rows in this many mini-batches (1 = off)
     bucket_lengths: tuple = (32, 64, 128, 256)
     group_factor: int = 50
     seed: int = 12
@@ -86,6 +87,9 @@ class TrainConfig:
         for k, v in (("epochs", self.epochs), ("batch_size", self.batch_size), ("max_length", self.max_length)):
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{k} must be a positive int, got {v!r}")
+        if not isinstance(self.cache_chunks, int) or self.cache_chunks < 1 or self.batch_size % self.cache_chunks:
+            raise ConfigError(f"cache_chunks must be a positive int dividing batch_size={self.batch_size}, "
+                              f"got {self.cache_chunks!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.sharding not in ("dp", "fsdp", "tp", "fsdp_tp"):

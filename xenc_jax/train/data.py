@@ -56,6 +56,8 @@ class DataSource:
     skip_labels: rows with one of these raw labels are dropped (SNLI's "-").
     rows: (start, stop) slice of the data rows (after header/blank lines), e.g. to split a file.
     on_bad_row: "error" (default) or "skip" (with a warning giving the count and first line).
+    add_swapped: pairs only: also train on (text2, text1) with the same label, for a symmetric
+      task such as STS (the recipe of sentence-transformers' STS-B cross-encoder example).
     """
     path: str = ""
     kind: str = "pairs"
@@ -68,6 +70,7 @@ class DataSource:
     header: bool = False
     rows: tuple | None = None
     on_bad_row: str = "error"
+    add_swapped: bool = False
 
     def resolved_format(self) -> str:
         if self.format != "auto":
@@ -242,6 +245,12 @@ def read_examples(src: DataSource, *, process_index: int = 0, process_count: int
         raise DataError(f"{src.path}: no examples ({what}{'; check rows=' + str(src.rows) if src.rows else ''})")
     if skipped:
         log.info("%s: dropped %d row(s) with a label in skip_labels", src.path, skipped)
+    if src.add_swapped:
+        if src.kind != "pairs":
+            raise DataError(f"add_swapped applies to pairs data, not {src.kind!r}")
+        # Each swapped copy right after its original: per-process shards stay balanced.
+        texts = [t for a, b in texts for t in ((a, b), (b, a))]
+        labels = [y for y in labels for _ in range(2)]
     return Examples(src.kind, texts, None if src.label_column is None else labels, src.path)
 
 

@@ -164,7 +164,8 @@ def train(cfg: TrainConfig) -> dict:
             log.info("resuming at step %d (epoch %d, batch %d)", int(state.step), *stream.position.values())
     elif ckpt.all_steps():
         raise ValueError(f"{out / 'checkpoints'} already holds checkpoints and resume=False; use a new output_dir")
-    train_step = S.make_train_step(apply_fn, loss_fn, tx, plan, shardings,
+    # GradCache (cache_chunks > 1): the loss sees the whole batch, activations one mini-batch.
+    train_step = S.make_train_step(S.cached_apply(apply_fn, cfg.cache_chunks), loss_fn, tx, plan, shardings,
                                    lr_schedule=make_schedule(cfg.optim, max(total // accum, 1)),
                                    grad_accum_steps=accum)
     eval_step = S.make_eval_step(apply_fn, plan, shardings.params)

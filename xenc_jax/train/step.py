@@ -140,6 +140,45 @@ def bi_encoder_apply(module: nn.Module, pooling: str = "mean", normalize: bool =
     return apply
 
 
+def cached_apply(apply_fn: Callable, chunks: int) -> Callable:
+    """`apply_fn` over `chunks` mini-batches of rows with activation memory of one: GradCache.
+
+    GradCache (Gao et al., 2021) embeds the whole batch without keeping activations, takes the
+    loss gradient with respect to the embeddings, then re-runs each mini-batch and backpropagates
+    its slice of that gradient. Here that schedule comes from autodiff: the mini-batches run in
+    a lax.map whose body is rematerialised (jax.checkpoint), so the forward keeps only each
+    mini-batch's outputs, and the backward recomputes one mini-batch at a time and feeds it the
+    embedding cotangents of the full-batch loss. The loss still sees every row (all in-batch
+    negatives); gradients equal the one-pass step's (tests/test_train_step.py). Cost: one extra
+    forward. Works for any row-wise `apply_fn` (bi- and cross-encoders).
+
+    Mini-batch c takes rows c, c + chunks, c + 2 * chunks, ...: with rows split over devices in
+    blocks, every mini-batch then has rows on every device. Dropout keys are fold_in(key, c).
+    """
+    if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 1:
+        raise ValueError(f"cache chunks must be a positive int, got {chunks!r}")
+    if chunks == 1:
+        return apply_fn
+    fields = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+    def apply(params, batch, rng=None, deterministic=True):
+        rows = batch["input_ids"].shape[0]
+        if rows % chunks:
+            raise ValueError(f"a batch of {rows} rows does not split into {chunks} equal mini-batches "
+                             "(GradCache): make the rows per batch a multiple of the chunk count")
+        split = lambda x: jnp.swapaxes(x.reshape((rows // chunks, chunks) + x.shape[1:]), 0, 1)
+
+        @jax.checkpoint
+        def one(p, c, part):
+            key = None if rng is None else jax.random.fold_in(rng, c)
+            return apply_fn(p, part, key, deterministic)
+
+        out = jax.lax.map(lambda t: one(params, t[0], t[1]),
+                          (jnp.arange(chunks), {k: split(batch[k]) for k in fields}))
+        return jnp.swapaxes(out, 0, 1).reshape((rows,) + out.shape[2:])
+    return apply
+
+
 # ----------------------------------------------------------------------------- sharding
 
 def make_plan(strategy: str = "dp", mesh: Mesh | None = None):
