@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import transformers as tf
 
-from test_train_utils import minilm_path, tiny_config, write_pairs
+from test_train_utils import minilm_path, write_pairs
 from xenc_jax.train import data as D
 from xenc_jax.train.config import ConfigError, apply_overrides, load_config
 

@@ -69,7 +69,6 @@ def test_xenc_eval_matches_the_training_summary(trained, tmp_path, capsys):
 def test_bi_encoder_mnrl_training_exports_a_sentence_transformer(tmp_path):
     """Triplets -> MNRL with in-batch + hard negatives; the export loads in ST SentenceTransformer
     and embeds like our eval step (mean pooling)."""
-    import jax
     from sentence_transformers import SentenceTransformer
 
     from xenc_jax.hf.pretrained import load_pretrained

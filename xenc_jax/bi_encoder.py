@@ -33,10 +33,6 @@ from .search import SCORE_FUNCTIONS, pairwise_similarity, similarity
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-# Texts are short and pooling is per packed segment, so packing is exact and cuts padding: several
-# texts share a row of at most 128 tokens (longer texts get rows of their own, up to max_seq_length).
-# Rows of 128 rather than max_seq_length keep attention over masked-out pairs cheap. Measured in
-# docs/benchmarks.md ("Bi-encoder encode (issue 4)").
 # modules.json "type" -> our module kind. Both the legacy short paths and ST 6.2's full paths.
 _MODULE_KINDS = {"Transformer": "transformer", "Pooling": "pooling", "Dense": "dense",
                  "Normalize": "normalize", "Dropout": "dropout"}

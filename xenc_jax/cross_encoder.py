@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .batching import BucketConfig, make_batches, scatter_results, tokenize_pairs, unique_encodings

@@ -20,12 +20,15 @@ import numpy as np
 
 from .batching import Batch, BucketConfig
 
+
 def default_buckets(kind: str, backend: str | None = None) -> BucketConfig:
     """The bucket layout that measured fastest for `kind` ("pairs" or "texts") on `backend`
     (default: jax's). On CPU (scripts/bench_*.py, docs/benchmarks.md): pack into short rows
     (256 tokens for pairs, 128 for texts) and keep ~1024 tokens per batch, so each layer's
-    activations stay in cache; 8192-token batches were 1.3-1.5x slower. On accelerators, large
-    batches; cross-encoder rows unpacked until packing is measured there.
+    activations stay in cache; 8192-token batches were 1.3-1.5x slower. Packing is exact (block-
+    diagonal attention, per-segment positions and pooling) and cuts padding; short rows keep the
+    attention over masked-out neighbours cheap (longer inputs get rows of their own). On
+    accelerators, large batches; cross-encoder rows unpacked until packing is measured there.
     """
     if kind not in ("pairs", "texts"):
         raise ValueError(f"kind must be 'pairs' or 'texts', got {kind!r}")

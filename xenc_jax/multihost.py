@@ -140,7 +140,6 @@ def gather_slices(local: np.ndarray, n: int) -> np.ndarray:
     """Collective: the results of every process's slice, merged into input order (length n).
 
     Every process must call it (with its own `local`) and gets the whole array back."""
-    import jax
     from jax.experimental import multihost_utils
 
     local = np.asarray(local)

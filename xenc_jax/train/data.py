@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..batching import Encoding, tokenize_pairs, tokenize_texts
+from ..batching import tokenize_pairs, tokenize_texts
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..hf.pretrained import load_pretrained, save_pretrained

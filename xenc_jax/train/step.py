@@ -16,17 +16,14 @@ G texts of a row (anchor, positive, negatives..., or text1, text2) are its G slo
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from . import losses as L
 
