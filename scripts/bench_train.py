@@ -9,6 +9,9 @@ before timing (compile time reported separately). ST: CrossEncoderTrainer.train(
 max_steps; per-step wall times come from a TrainerCallback, the first `--skip` steps dropped.
 The JAX measurement runs before and after the ST one; the report uses the median step time of
 both JAX phases, so a load change on a shared machine hits both sides alike.
+
+malloc is tuned first, as `xenc train` does (xenc_jax/host_memory.py); it applies to the whole
+process, ST included. XENC_MALLOC_TUNING=0 runs both sides with glibc's defaults.
 """
 from __future__ import annotations
 
@@ -120,6 +123,9 @@ def main() -> int:
 
     import dataclasses
 
+    from xenc_jax.host_memory import status, tune_malloc
+    tune_malloc()  # before JAX starts its CPU threads, as train.loop.train does
+
     import transformers as tf
 
     from xenc_jax.train.config import load_config, resolve_model
@@ -142,7 +148,7 @@ def main() -> int:
     jax_times2, _ = phase()
     jax_step = float(np.median(jax_times + jax_times2))
     result = {"batch_size": args.batch_size, "jax_buckets": list(cfg.bucket_lengths), "steps_timed": args.steps, "mean_pair_tokens": round(real_tokens, 1),
-              "load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
+              "load_average": os.getloadavg(), "cpu_count": os.cpu_count(), "malloc_tuning": status()["reason"],
               "jax": {"median_step_s": round(jax_step, 4), "pairs_per_s": round(args.batch_size / jax_step, 2),
                       "median_step_s_before_st": round(float(np.median(jax_times)), 4),
                       "median_step_s_after_st": round(float(np.median(jax_times2)), 4),
