@@ -93,6 +93,9 @@ def test_saved_model_loads_in_sentence_transformers(tiny_dirs, tmp_path, real_pa
 def test_scores_independent_of_batching_and_packing(tiny_dirs, real_pairs, family):
     base = CrossEncoder(tiny_dirs[family])
     ref = base.predict(real_pairs)
+    one_stream = CrossEncoder(tiny_dirs[family])
+    one_stream._runner.streams = 1  # CPU default is 2 concurrent streams: same batches, same scores
+    np.testing.assert_array_equal(one_stream.predict(real_pairs), ref)
     for buckets in (BucketConfig(batch_size=1), BucketConfig(lengths=(16, 512), batch_size=5),
                     BucketConfig(pack=True, max_segments=4, tokens_per_batch=2048),
                     BucketConfig(pack=True, lengths=(512,), max_segments=16)):

@@ -11,7 +11,9 @@ import dataclasses
 import math
 import os
 import sys
+import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 import jax
@@ -58,13 +60,34 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
 
 
 def progress(iterable, total: int, desc: str, show: bool | None):
-    """tqdm when asked, or by default only on an interactive terminal."""
+    """tqdm when asked, or by default only on an interactive terminal. With iterable=None, a
+    bar to `update()` by hand (a no-op stand-in when hidden)."""
     if show is None:
         show = sys.stderr.isatty() and total > 1
     if not show:
-        return iterable
+        return iterable if iterable is not None else _NoBar()
     from tqdm.auto import tqdm
     return tqdm(iterable, total=total, desc=desc, unit="batch")
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def default_streams(plan=None, backend: str | None = None) -> int:
+    """Concurrent batch streams for BucketedRunner: 2 for unsharded work on CPU, else 1.
+
+    On XLA:CPU one stream leaves the cores partly idle (host work between calls, thread-pool
+    syncs inside each op); a second one fills those gaps: +6-8% pairs/s on 2 cores, while 3-4
+    streams gained nothing more (docs/benchmarks.md). Sharded runs keep one stream: every
+    process must issue the same calls in the same order. Accelerators overlap through async
+    dispatch already.
+    """
+    return 2 if plan is None and (backend or jax.default_backend()) == "cpu" else 1
 
 
 class BucketedRunner:
@@ -81,9 +104,14 @@ class BucketedRunner:
 
     def __init__(self, fn: Callable, *, jit_kwargs: dict | None = None,
                  place_batch: Callable[[dict], dict] | None = None, queue_depth: int = 2,
-                 plan=None, param_shardings=None):
+                 plan=None, param_shardings=None, streams: int | None = None):
         self.compile_count = 0
         self.plan = plan
+        self.streams = default_streams(plan) if streams is None else int(streams)
+        if self.streams < 1:
+            raise ValueError(f"streams must be >= 1, got {streams!r}")
+        self._compiled: set = set()
+        self._compile_lock = threading.Lock()
 
         def traced(params, arrays):
             self.compile_count += 1  # Python side effect: runs once per trace, never per call
@@ -112,17 +140,48 @@ class BucketedRunner:
             desc: str = "Batches", shapes: list[tuple[int, int]] | None = None,
             segments: int | None = None) -> list[tuple[Batch, np.ndarray]]:
         """Outputs per batch, in batch order. Dispatch runs ahead of the host fetch by
-        `queue_depth` batches so host work (padding, transfers) overlaps device compute."""
+        `queue_depth` batches so host work (padding, transfers) overlaps device compute; with
+        `streams` > 1, that many threads each run every streams-th batch this way."""
         if jax.process_count() > 1 and self.plan is not None:
             batches = self._same_schedule_everywhere(batches, shapes, segments)
+        bar = progress(None, len(batches), desc, show_progress)
+        streams = min(self.streams, len(batches))
+        try:
+            if streams <= 1:
+                return self._stream(params, batches, bar)
+            parts = [batches[k::streams] for k in range(streams)]
+            with ThreadPoolExecutor(streams, thread_name_prefix="xenc-stream") as pool:
+                done = [f.result() for f in [pool.submit(self._stream, params, p, bar) for p in parts]]
+        finally:
+            bar.close()
+        out = [None] * len(batches)
+        for k, part in enumerate(done):
+            out[k::streams] = part
+        return out
+
+    def _stream(self, params, batches: list[Batch], bar) -> list[tuple[Batch, np.ndarray]]:
         out, pending = [], deque()
-        for batch in progress(batches, len(batches), desc, show_progress):
-            pending.append((batch, self._fn(params, self._place(self.arrays(batch)))))
+        for batch in batches:
+            pending.append((batch, self._call(params, self.arrays(batch))))
             if len(pending) > self._depth:
                 b, y = pending.popleft()
                 out.append((b, self._fetch(y)))
-        out.extend((b, self._fetch(y)) for b, y in pending)
+                bar.update(1)
+        for b, y in pending:
+            out.append((b, self._fetch(y)))
+            bar.update(1)
         return out
+
+    def _call(self, params, arrays: dict):
+        """self._fn on one batch; the first call of each shape holds a lock, so concurrent
+        streams never trace (and count) the same shape twice."""
+        key = tuple((k, v.shape) for k, v in arrays.items())
+        if key in self._compiled:
+            return self._fn(params, self._place(arrays))
+        with self._compile_lock:
+            y = self._fn(params, self._place(arrays))
+            self._compiled.add(key)
+        return y
 
     def _same_schedule_everywhere(self, batches, shapes, segments) -> list[Batch]:
         """Every process runs max-over-processes batches of each shape, in `shapes` order; a
