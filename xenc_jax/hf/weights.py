@@ -190,7 +190,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: EncoderConfig, *, head: 
     tensors = {_legacy_rename(k): v for k, v in tensors.items()}
     prefixed = any(k.startswith(table.prefix + ".") for k in tensors)
     want = expected_keys(cfg, head=True, prefixed=prefixed)
-    head_keys = set(expected_keys(cfg, head=True, prefixed=prefixed)) - set(expected_keys(cfg, head=False, prefixed=prefixed))
+    head_keys = set(want) - set(expected_keys(cfg, head=False, prefixed=prefixed))
     params: dict = {}
     used, ignored, missing_head, bad_shapes = set(), [], [], []
     for key, rule in want.items():
@@ -235,11 +235,12 @@ def params_to_hf(params: dict, cfg: EncoderConfig, *, head: bool) -> dict[str, n
     """Our param tree -> HF state dict (task layout with prefix when `head`, bare otherwise)."""
     out = {}
     ours = _flat_paths(params)
-    for key, rule in expected_keys(cfg, head=head, prefixed=head).items():
+    rules = expected_keys(cfg, head=head, prefixed=head)
+    for key, rule in rules.items():
         if rule.ours not in ours:
             raise WeightsError(f"param {rule.ours} (for HF key {key}) is missing from the params")
         out[key] = np.ascontiguousarray(TRANSFORMS[rule.transform][1](np.asarray(ours[rule.ours]), cfg))
-    leftover = set(ours) - {r.ours for r in expected_keys(cfg, head=head, prefixed=head).values()}
+    leftover = set(ours) - {r.ours for r in rules.values()}
     if head and leftover:
         raise WeightsError(f"params with no HF name: {sorted(leftover)}")
     return out
