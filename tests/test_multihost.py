@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from forced_devices import device_env
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICES_PER_PROCESS = 2
@@ -47,11 +48,7 @@ def free_port() -> int:
 
 
 def worker_env(devices: int) -> dict:
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = device_env(devices)
     for k in ("XENC_COORDINATOR", "XENC_NUM_PROCESSES", "XENC_PROCESS_ID"):
         env.pop(k, None)
     return env

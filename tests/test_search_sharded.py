@@ -6,23 +6,15 @@ as a script with XLA_FLAGS set, and the script exits non-zero on any mismatch.
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
+from forced_devices import run_on_devices
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_sharded_search_matches_unsharded():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, __file__], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"sharded checks failed:\n{proc.stdout}\n{proc.stderr}"
-    assert "ALL OK" in proc.stdout, proc.stdout
+    run_on_devices([__file__], devices=8)
 
 
 def _main() -> int:

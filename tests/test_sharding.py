@@ -9,13 +9,12 @@ cross-encoder and as an ST bi-encoder folder (Transformer, mean Pooling, Dense, 
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from forced_devices import run_on_devices
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-5
@@ -45,16 +44,7 @@ def tiny_models(tmp_path_factory, minilm_dir):
 
 def test_sharded_matches_single_device_on_8_devices(tiny_models):
     ce_dir, st_dir = tiny_models
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags + ["--xla_force_host_platform_device_count=8"])
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, __file__, str(ce_dir), str(st_dir)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    print(proc.stdout)  # per-mesh diffs and compile counts (pytest -s / -rA shows them)
-    assert proc.returncode == 0, f"sharded checks failed:\n{proc.stdout}\n{proc.stderr[-6000:]}"
-    assert "ALL OK" in proc.stdout, proc.stdout
+    run_on_devices([__file__, str(ce_dir), str(st_dir)], devices=8)  # prints per-mesh diffs
 
 
 def test_rules_table_and_mesh_errors_on_one_device():

@@ -5,10 +5,9 @@ the test re-runs this file as a script with 8 host devices (pattern of test_sear
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
+from forced_devices import run_on_devices
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 4
@@ -19,15 +18,7 @@ def test_sharded_training_equals_single_device(tmp_path):
     from test_train_utils import make_tiny_model, write_pairs
     model = make_tiny_model(tmp_path / "model")  # dropout on: the RNG must not depend on sharding
     data = write_pairs(tmp_path / "pairs.tsv", n=40)
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, __file__, str(model), str(data)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"sharded training checks failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
-    print(proc.stdout)
-    assert "ALL OK" in proc.stdout, proc.stdout
+    run_on_devices([__file__, str(model), str(data)], devices=8)
 
 
 def _train(pt, stream, plan, steps):
