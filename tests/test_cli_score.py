@@ -106,3 +106,14 @@ def test_persistent_compilation_cache_is_reused_by_a_second_process(model_dir, t
     second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert int(second.stdout.split()[-1]) >= 3 > int(first.stdout.split()[-1])
+
+
+def test_bad_json_lines_name_file_and_line(tmp_path):
+    from xenc_jax.cli.io import read_jsonl, read_pairs, read_texts
+    bad = tmp_path / "bad.jsonl"
+    for read, good in ((read_texts, '{"text": "fine"}'), (read_jsonl, '{"a": 1}'), (read_pairs, '["q", "d"]')):
+        bad.write_text(good + '\n\n{"text": oops}\n', encoding="utf-8")
+        with pytest.raises(ValueError, match=r"bad\.jsonl:3: not valid JSON"):
+            read(str(bad))
+    bad.write_text('{"text": "fine"}\n\n"also fine"\n', encoding="utf-8")
+    assert read_texts(str(bad)) == ["fine", "also fine"]

@@ -47,26 +47,34 @@ def _pair_from_json(obj, where: str):
                      f"{PAIR_KEYS}, got {str(obj)[:80]!r}")
 
 
+def _lines(path: str):
+    """(where, line) for each non-blank line, where = "path:line number" for error messages."""
+    with open_in(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if line.strip():
+                yield f"{path}:{n}", line
+
+
+def _json(line: str, where: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from e
+
+
 def read_pairs(path: str, fmt: str | None = None) -> list[tuple[str, str]]:
     """Pairs from TSV (text1<TAB>text2[<TAB>ignored...]) or JSON Lines."""
     fmt = _fmt(path, fmt)
     pairs = []
-    with open_in(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            if fmt == "jsonl":
-                try:
-                    pairs.append(_pair_from_json(json.loads(line), where))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: not valid JSON ({e})") from e
-            else:
-                cols = line.split("\t")
-                if len(cols) < 2:
-                    raise ValueError(f"{where}: expected two tab-separated texts, found {len(cols)} column(s)")
-                pairs.append((cols[0], cols[1]))
+    for where, line in _lines(path):
+        if fmt == "jsonl":
+            pairs.append(_pair_from_json(_json(line, where), where))
+        else:
+            cols = line.split("\t")
+            if len(cols) < 2:
+                raise ValueError(f"{where}: expected two tab-separated texts, found {len(cols)} column(s)")
+            pairs.append((cols[0], cols[1]))
     return pairs
 
 
@@ -74,24 +82,19 @@ def read_texts(path: str, fmt: str | None = None, key: str = "text") -> list[str
     """One text per line (plain/TSV: first column) or JSON Lines objects with `key`."""
     fmt = _fmt(path, fmt)
     texts = []
-    with open_in(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            if fmt == "jsonl":
-                obj = json.loads(line)
-                if isinstance(obj, str):
-                    texts.append(obj)
-                elif isinstance(obj, dict) and key in obj:
-                    texts.append(obj[key])
-                else:
-                    raise ValueError(f"{path}:{n}: expected a JSON string or an object with {key!r}")
-            else:
-                texts.append(line.split("\t")[0])
+    for where, line in _lines(path):
+        if fmt != "jsonl":
+            texts.append(line.split("\t")[0])
+            continue
+        obj = _json(line, where)
+        if isinstance(obj, str):
+            texts.append(obj)
+        elif isinstance(obj, dict) and key in obj:
+            texts.append(obj[key])
+        else:
+            raise ValueError(f"{where}: expected a JSON string or an object with {key!r}")
     return texts
 
 
 def read_jsonl(path: str) -> list[dict]:
-    with open_in(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [_json(line, where) for where, line in _lines(path)]
