@@ -17,11 +17,11 @@ the heap grows to its working size.
 
 Training applies it (`train.loop.train`, hence `xenc train`): a step's buffer is large, and the
 faults cost 15% of a step's wall time. Inference does not: its buffers are small enough for
-glibc's heap anyway, and one shared arena made scoring 3-6% slower (probably the tokenizer's and XLA's
-threads contending for it; not profiled). Set XENC_MALLOC_TUNING=0 to leave malloc alone. The setting is process-wide and
-only fully works before JAX starts its CPU backend, because threads pick their arena at their
-first malloc: call `tune_malloc()` first thing in a script that trains through lower-level APIs.
-Elsewhere (not glibc, not Linux) it does nothing.
+glibc's heap anyway, and one shared arena made scoring 3-6% slower (probably the tokenizer's and
+XLA's threads contending for it; not profiled). Set XENC_MALLOC_TUNING=0 to leave malloc alone.
+The setting is process-wide and only fully works before JAX starts its CPU backend, because
+threads pick their arena at their first malloc: call `tune_malloc()` first thing in a script
+that trains through lower-level APIs. Elsewhere (not glibc, not Linux) it does nothing.
 """
 from __future__ import annotations
 
