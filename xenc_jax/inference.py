@@ -152,13 +152,12 @@ class BucketedRunner:
         try:
             if streams <= 1:
                 return self._stream(params, batches, bar)
-            parts = [batches[k::streams] for k in range(streams)]
             with ThreadPoolExecutor(streams, thread_name_prefix="xenc-stream") as pool:
-                done = [f.result() for f in [pool.submit(self._stream, params, p, bar) for p in parts]]
+                parts = list(pool.map(lambda k: self._stream(params, batches[k::streams], bar), range(streams)))
         finally:
             bar.close()
         out = [None] * len(batches)
-        for k, part in enumerate(done):
+        for k, part in enumerate(parts):  # stream k ran batches k, k + streams, ...
             out[k::streams] = part
         return out
 

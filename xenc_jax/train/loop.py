@@ -14,9 +14,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from .. import host_memory
 from ..hf.pretrained import load_pretrained, save_pretrained
-from ..host_memory import status as malloc_status
-from ..host_memory import tune_malloc
 from ..inference import as_dtype
 from . import step as S
 from .checkpoint import Checkpointer
@@ -108,9 +107,9 @@ def _progress(total: int, initial: int, show):
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) training; returns a summary dict (also written to summary.json)."""
     cfg.validate()
-    tune_malloc()  # before JAX's CPU threads start: no page faults on every step (host_memory.py)
-    if malloc_status()["reason"] != "applied":
-        log.info("malloc tuning: %s", malloc_status()["reason"])
+    host_memory.tune_malloc()  # before JAX's CPU threads start: no page faults on every step
+    if (why := host_memory.status()["reason"]) != "applied":
+        log.info("malloc tuning: %s", why)
     pi, pc = jax.process_index(), jax.process_count()
     out = cfg.out_dir()
     # ---- data first: every file and label is checked before any model compute
