@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_train_utils import tiny_config
 CONFIG = tiny_config({model!r}, {data!r}, {out!r}, max_steps={steps}, checkpoint_every={every},
-                     async_checkpoint=True, keep_checkpoints=2, log_every=10)
+                     async_checkpoint=True, keep_checkpoints=2, log_every=10, ema_decay=0.9)
 """
 
 
@@ -47,6 +47,8 @@ def _steps(ckpt_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(tiny, tmp_path):
+    """With an EMA of the weights (ema_decay), so the exported final model (the EMA) depends on
+    every step's params: the EMA must be checkpointed and resumed exactly too."""
     model, data = tiny
     steps, every = 150, 10
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
@@ -82,6 +84,20 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny, tmp_path):
     assert a.keys() == b.keys()
     diff = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
     assert diff == 0.0, f"resumed run differs from the uninterrupted one by {diff}"
+
+
+def test_checkpoints_only_every_n_steps(tmp_path):
+    """every_steps=3: steps 3 and 6 are saved, not step 1 (orbax's default policy also saves the
+    first step it sees); force saves any step."""
+    import jax.numpy as jnp
+    from xenc_jax.train.checkpoint import Checkpointer
+    from xenc_jax.train.step import TrainState
+    ck = Checkpointer(tmp_path / "ck", every_steps=3, keep=5, async_save=False)
+    for step in range(1, 8):
+        state = TrainState(step=jnp.int32(step), params={"w": jnp.full((2,), step, jnp.float32)}, opt_state=())
+        ck.save(step, state, {}, force=step == 7)
+    ck.close()
+    assert Checkpointer(tmp_path / "ck", every_steps=3).all_steps() == [3, 6, 7]
 
 
 def test_corrupt_and_partial_checkpoints_fall_back_to_previous(tiny, tmp_path, caplog):

@@ -24,13 +24,14 @@ def tiny(tmp_path_factory):
     return pt, stream
 
 
-def _setup(pt, ocfg, total=20, strategy="dp"):
-    tx = O.make_optimizer(ocfg, total)
+def _setup(pt, ocfg, total=20, strategy="dp", ema_decay=0.0):
+    tx = O.make_optimizer(ocfg, total, pt.params)
     plan = S.make_plan(strategy)
-    sh = S.state_shardings(plan, tx, pt.params, S.param_shardings(plan, pt.module()))
+    sh = S.state_shardings(plan, tx, pt.params, S.param_shardings(plan, pt.module()), ema=ema_decay > 0)
     state = S.create_state(plan, tx, pt.params, sh)
     step = S.make_train_step(S.cross_encoder_apply(pt.module()), S.cross_encoder_loss("bce"), tx, plan, sh,
-                             lr_schedule=O.make_schedule(ocfg, total), grad_accum_steps=ocfg.grad_accum_steps)
+                             lr_schedule=O.make_schedule(ocfg, total), grad_accum_steps=ocfg.grad_accum_steps,
+                             ema_decay=ema_decay)
     return plan, state, step
 
 
@@ -88,6 +89,78 @@ def test_schedule_matches_hf_linear_warmup():
             sched.step()
         got = [float(O.make_schedule(cfg, total)(i)) for i in range(total)]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)
+
+
+def test_layer_decay_and_head_lr_match_torch_param_groups():
+    """AdamW with layer-wise lr decay and a head multiplier == torch AdamW with one param group
+    per lr (decay groups as HF: none on bias/LayerNorm), over a few steps of random grads."""
+    import torch
+    rng = np.random.default_rng(0)
+    shapes = {"encoder": {"embeddings": {"word": {"embedding": (11, 4)}, "norm": {"scale": (4,), "bias": (4,)}},
+                          **{f"layer_{i}": {"mlp_in": {"kernel": (4, 5), "bias": (5,)}} for i in range(3)}},
+              "head": {"out": {"kernel": (4, 1), "bias": (1,)}}}
+    params = jax.tree.map(lambda s: rng.standard_normal(s).astype(np.float32), shapes,
+                          is_leaf=lambda x: isinstance(x, tuple))
+    cfg = O.OptimConfig(learning_rate=1e-2, weight_decay=0.1, eps=1e-8, warmup_steps=0, schedule="constant",
+                        max_grad_norm=0.0, layer_decay=0.5, head_lr_scale=4.0)
+    scales = O.lr_scales(params, cfg.layer_decay, cfg.head_lr_scale)
+    flat = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(scales)}
+    assert flat["['head']['out']['kernel']"] == 4.0
+    assert flat["['encoder']['layer_2']['mlp_in']['kernel']"] == 0.5
+    assert flat["['encoder']['layer_0']['mlp_in']['bias']"] == 0.125
+    assert flat["['encoder']['embeddings']['word']['embedding']"] == 0.0625
+
+    leaves, treedef = jax.tree.flatten(params)
+    decays = jax.tree.leaves(O.decay_mask(params))
+    tparams = [torch.nn.Parameter(torch.tensor(x)) for x in leaves]
+    groups = [{"params": [p], "lr": cfg.learning_rate * f, "weight_decay": cfg.weight_decay if d else 0.0}
+              for p, f, d in zip(tparams, jax.tree.leaves(scales), decays)]
+    opt = torch.optim.AdamW(groups, lr=cfg.learning_rate, eps=cfg.eps)
+    tx = O.make_optimizer(cfg, 10, params)
+    state, p = tx.init(params), params
+    for _ in range(4):
+        grads = [rng.standard_normal(x.shape).astype(np.float32) for x in leaves]
+        for tp, g in zip(tparams, grads):
+            tp.grad = torch.tensor(g)
+        opt.step()
+        updates, state = tx.update(jax.tree.unflatten(treedef, grads), state, p)
+        p = jax.tree.map(lambda a, u: a + u, p, updates)
+    for got, want in zip(jax.tree.leaves(p), tparams):
+        np.testing.assert_allclose(np.asarray(got), want.detach().numpy(), rtol=0, atol=1e-5)  # fp32 rounding: ~1e-6
+
+
+def test_scaled_groups_need_params():
+    with pytest.raises(ValueError, match="need the params"):
+        O.make_optimizer(O.OptimConfig(layer_decay=0.9), 10)
+    with pytest.raises(ValueError, match="layer_decay"):
+        O.OptimConfig(layer_decay=1.5)
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_ema_follows_the_params(tiny, accum):
+    """The EMA after each optimizer update n is d_n * ema + (1 - d_n) * params, with
+    d_n = min(decay, (1 + n) / (10 + n)); micro-steps inside an accumulation leave it alone."""
+    pt, stream = tiny
+    stream.start_at({"epoch": 0, "index": 0})
+    batches = [next(stream) for _ in range(3 * accum)]
+    ocfg = O.OptimConfig(learning_rate=1e-3, warmup_steps=0, grad_accum_steps=accum)
+    rng = jax.random.key(0)
+    plan, plain, step = _setup(pt, ocfg)
+    plan, with_ema, step_ema = _setup(pt, ocfg, ema_decay=0.6)
+    want = jax.tree.map(np.asarray, pt.params)
+    for i, b in enumerate(batches):
+        plain, _ = step(plain, plan.place_batch(b), rng)
+        with_ema, _ = step_ema(with_ema, plan.place_batch(b), rng)
+        if (i + 1) % accum == 0:
+            n = (i + 1) // accum
+            d = min(0.6, (1 + n) / (10 + n))
+            want = jax.tree.map(lambda e, q: d * e + (1 - d) * np.asarray(q), want, plain.params)
+        got = jax.tree.map(np.asarray, with_ema.ema)
+        assert max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), got, want))) < 1e-6
+        # the EMA does not feed back into training
+        assert max(jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
+                                                with_ema.params, plain.params))) == 0.0
+    assert with_ema.eval_params() is with_ema.ema and plain.eval_params() is plain.params
 
 
 def test_weight_decay_mask_skips_bias_and_layernorm(tiny):

@@ -54,8 +54,12 @@ class Checkpointer:
                  async_save: bool = True):
         self.directory = Path(directory).absolute()
         self.every_steps = max(int(every_steps), 1)
+        from orbax.checkpoint import checkpoint_managers as cm
+        # Every N steps and on preemption. Not orbax's default InitialSavePolicy, which also
+        # saved step 1 of every run (so checkpoint_every=0 still wrote a checkpoint at step 1).
+        policy = cm.AnySavePolicy([cm.FixedIntervalPolicy(self.every_steps), cm.PreemptionCheckpointingPolicy()])
         options = ocp.CheckpointManagerOptions(
-            save_interval_steps=self.every_steps, max_to_keep=max(int(keep), 1), create=True,
+            save_decision_policy=policy, max_to_keep=max(int(keep), 1), create=True,
             enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 

@@ -57,6 +57,7 @@ class TrainConfig:
     group_factor: int = 50
     seed: int = 12
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    ema_decay: float = 0.0        # evaluate/export an EMA of the weights (e.g. 0.998); 0 = off
     dtype: str = "float32"        # compute dtype; params stay float32
     sharding: str = "dp"          # dp | fsdp | tp | fsdp_tp (sharding.py's rules table)
     mesh: str = ""                # e.g. "data=4,model=2"; "" = every device on the data axis
@@ -90,6 +91,8 @@ class TrainConfig:
         if not isinstance(self.cache_chunks, int) or self.cache_chunks < 1 or self.batch_size % self.cache_chunks:
             raise ConfigError(f"cache_chunks must be a positive int dividing batch_size={self.batch_size}, "
                               f"got {self.cache_chunks!r}")
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise ConfigError(f"ema_decay must be in [0, 1) (0 = no EMA), got {self.ema_decay!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.sharding not in ("dp", "fsdp", "tp", "fsdp_tp"):

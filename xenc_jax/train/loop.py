@@ -141,7 +141,7 @@ def train(cfg: TrainConfig) -> dict:
     steps_per_epoch = stream.steps_per_epoch()
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     accum = int(cfg.optim.grad_accum_steps)
-    tx = make_optimizer(cfg.optim, max(total // accum, 1))
+    tx = make_optimizer(cfg.optim, max(total // accum, 1), pt.params)
     module = pt.module(dtype=as_dtype(cfg.dtype))
     if head:
         apply_fn = S.cross_encoder_apply(module)
@@ -149,7 +149,7 @@ def train(cfg: TrainConfig) -> dict:
     else:
         apply_fn = S.bi_encoder_apply(module, cfg.pooling)
         loss_fn = S.bi_encoder_loss(cfg.loss, **cfg.loss_kwargs)
-    shardings = S.state_shardings(plan, tx, pt.params, S.param_shardings(plan, module))
+    shardings = S.state_shardings(plan, tx, pt.params, S.param_shardings(plan, module), ema=cfg.ema_decay > 0)
     state = S.create_state(plan, tx, pt.params, shardings)
     rng = jax.random.key(cfg.seed)
     ckpt = Checkpointer(out / "checkpoints", every_steps=cfg.checkpoint_every or total,
@@ -170,7 +170,7 @@ def train(cfg: TrainConfig) -> dict:
     # GradCache (cache_chunks > 1): the loss sees the whole batch, activations one mini-batch.
     train_step = S.make_train_step(S.cached_apply(apply_fn, cfg.cache_chunks), loss_fn, tx, plan, shardings,
                                    lr_schedule=make_schedule(cfg.optim, max(total // accum, 1)),
-                                   grad_accum_steps=accum)
+                                   grad_accum_steps=accum, ema_decay=cfg.ema_decay)
     eval_step = S.make_eval_step(apply_fn, plan, shardings.params)
     scorer = Scorer(eval_step, plan, tokenizer, cfg.max_length, mcfg.position_offset,
                     bucket_lengths=tuple(cfg.bucket_lengths))
@@ -219,13 +219,13 @@ def train(cfg: TrainConfig) -> dict:
         due = (step % cfg.eval_every == 0) if cfg.eval_every > 0 else (step % steps_per_epoch == 0)
         if "eval" in evaluators and (due or step == total):
             ev_cfg = evaluators["eval"][1]
-            metrics_ev = run_eval("eval", state.params, step)
+            metrics_ev = run_eval("eval", state.eval_params(), step)
             name = ev_cfg.metric or evaluators["eval"][0].default_metric
             value = float(metrics_ev[name])
             if best["value"] is None or value > best["value"]:
                 best = {"metric": name, "value": value, "step": step}
                 if cfg.export_best:
-                    host = host_params(state.params)  # collective: all processes
+                    host = host_params(state.eval_params())  # collective: all processes
                     if pi == 0:
                         export_model(out / "best", cfg, mcfg, host, tokenizer, model_dir)
         save(step)
@@ -237,11 +237,11 @@ def train(cfg: TrainConfig) -> dict:
     train_seconds = time.time() - t_start
     summary = {"steps": step, "steps_per_epoch": steps_per_epoch, "train_seconds": round(train_seconds, 2),
                "steps_run_now": step - step_start, "best": best, "output_dir": str(out)}
-    host = host_params(state.params)  # collective: all processes
+    host = host_params(state.eval_params())  # collective: all processes
     if pi == 0:
         summary["final_model"] = str(export_model(out / "final", cfg, mcfg, host, tokenizer, model_dir))
     if "test" in evaluators:
-        summary["test_final"] = run_eval("test", state.params, step)
+        summary["test_final"] = run_eval("test", state.eval_params(), step)
         if best["step"] is not None and best["step"] != step and (out / "best").is_dir():
             best_params = load_pretrained(out / "best", head=head, with_tokenizer=False).params
             summary["test_best"] = run_eval("test", plan.put_params(best_params, shardings.params), step)

@@ -31,6 +31,8 @@ class OptimConfig:
     warmup_steps: int = -1
     max_grad_norm: float = 1.0      # 0 or less: no clipping
     grad_accum_steps: int = 1       # micro-batches per optimizer update (optax.MultiSteps)
+    layer_decay: float = 1.0        # layer-wise lr decay: lr x layer_decay^depth below the head (1 = off)
+    head_lr_scale: float = 1.0      # lr multiplier for the head (pooler/classifier): often fresh weights
 
     def __post_init__(self):
         if self.schedule not in ("linear", "cosine", "constant"):
@@ -41,6 +43,10 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
         if int(self.grad_accum_steps) < 1:
             raise ValueError(f"optim.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"optim.layer_decay must be in (0, 1], got {self.layer_decay}")
+        if not self.head_lr_scale > 0:
+            raise ValueError(f"optim.head_lr_scale must be > 0, got {self.head_lr_scale}")
 
     def num_warmup(self, total_steps: int) -> int:
         if self.warmup_steps >= 0:
@@ -55,6 +61,41 @@ def decay_mask(params):
         name = getattr(last, "key", getattr(last, "name", str(last)))
         return name not in NO_DECAY_LEAVES
     return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def _names(path) -> list[str]:
+    return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+
+
+def lr_scales(params, layer_decay: float = 1.0, head_lr_scale: float = 1.0):
+    """Per-leaf lr multipliers (a pytree like `params`) for layer-wise lr decay.
+
+    Depth counts down from the top, as in ELECTRA/BEiT fine-tuning: the head (and anything
+    outside the encoder) has depth 0 and is scaled by `head_lr_scale`; encoder layer i of N has
+    depth N - i; the embeddings have depth N + 1. Multiplier = layer_decay ** depth.
+    """
+    paths = [_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    layer_ids = {int(n[6:]) for names in paths for n in names if n.startswith("layer_") and n[6:].isdigit()}
+    n_layers = max(layer_ids) + 1 if layer_ids else 0
+
+    def scale(path, _):
+        names = _names(path)
+        for n in names:
+            if n.startswith("layer_") and n[6:].isdigit():
+                return float(layer_decay ** (n_layers - int(n[6:])))
+        if "embeddings" in names:
+            return float(layer_decay ** (n_layers + 1))
+        return float(head_lr_scale)
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_updates(scales) -> optax.GradientTransformation:
+    """Multiply each leaf's update by a fixed factor. After AdamW this is a per-parameter-group
+    learning rate (decoupled weight decay is part of the update, so it scales too, as with
+    torch param groups). optax has no stateless per-leaf scale, so it is written here."""
+    def update(updates, state, params=None):
+        return jax.tree.map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, scales), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -79,13 +120,18 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return schedule
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """total_steps counts optimizer updates (micro-batches / grad_accum_steps)."""
+def make_optimizer(cfg: OptimConfig, total_steps: int, params=None) -> optax.GradientTransformation:
+    """total_steps counts optimizer updates (micro-batches / grad_accum_steps). `params` (arrays
+    or shapes) is needed only for layer_decay / head_lr_scale, to name each leaf's group."""
     parts = []
     if cfg.max_grad_norm and cfg.max_grad_norm > 0:
         parts.append(optax.clip_by_global_norm(cfg.max_grad_norm))
     parts.append(optax.adamw(make_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                              weight_decay=cfg.weight_decay, mask=decay_mask))
+    if cfg.layer_decay != 1.0 or cfg.head_lr_scale != 1.0:
+        if params is None:
+            raise ValueError("optim.layer_decay / head_lr_scale need the params to group them: pass params=")
+        parts.append(scale_updates(lr_scales(params, cfg.layer_decay, cfg.head_lr_scale)))
     tx = optax.chain(*parts)
     if cfg.grad_accum_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=int(cfg.grad_accum_steps))

@@ -37,6 +37,11 @@ class TrainState:
     step: jax.Array          # int32 scalar: micro-steps done
     params: Any
     opt_state: Any
+    ema: Any = None          # exponential moving average of params (ema_decay > 0), else None
+
+    def eval_params(self):
+        """The weights to evaluate and export: the EMA when one is kept."""
+        return self.params if self.ema is None else self.ema
 
 
 # ----------------------------------------------------------------------------- losses
@@ -195,12 +200,12 @@ def param_shardings(plan, module: nn.Module):
     return plan.module_param_shardings(module, ids, ids)
 
 
-def state_shardings(plan, tx: optax.GradientTransformation, params, p_sh) -> TrainState:
-    """Shardings of the whole TrainState: optimizer moments follow their params."""
+def state_shardings(plan, tx: optax.GradientTransformation, params, p_sh, ema: bool = False) -> TrainState:
+    """Shardings of the whole TrainState: optimizer moments and the EMA follow their params."""
     abstract_opt = jax.eval_shape(tx.init, params)
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, p_sh,
                                    transform_non_params=lambda _: plan.replicated)
-    return TrainState(step=plan.replicated, params=p_sh, opt_state=opt_sh)
+    return TrainState(step=plan.replicated, params=p_sh, opt_state=opt_sh, ema=p_sh if ema else None)
 
 
 def create_state(plan, tx, params, shardings: TrainState) -> TrainState:
@@ -209,15 +214,27 @@ def create_state(plan, tx, params, shardings: TrainState) -> TrainState:
     params = plan.put_params(params, shardings.params)
     opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
     step = jax.device_put(jnp.zeros((), jnp.int32), plan.replicated)
-    return TrainState(step=step, params=params, opt_state=opt_state)
+    ema = None if shardings.ema is None else plan.put_params(jax.device_get(params), shardings.ema)
+    return TrainState(step=step, params=params, opt_state=opt_state, ema=ema)
+
+
+def ema_update(ema, params, updates_done, decay: float):
+    """EMA of the weights after `updates_done` optimizer updates. The decay ramps up as
+    min(decay, (1 + n) / (10 + n)) (TensorFlow's ExponentialMovingAverage with num_updates), so
+    early averages are not dominated by the starting weights."""
+    n = jnp.asarray(updates_done, jnp.float32)
+    d = jnp.minimum(jnp.float32(decay), (1.0 + n) / (10.0 + n))
+    return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p.astype(e.dtype)).astype(e.dtype), ema, params)
 
 
 # ----------------------------------------------------------------------------- steps
 
 def make_train_step(apply_fn: Callable, loss_fn: Callable, tx: optax.GradientTransformation,
                     plan, shardings: TrainState, *, lr_schedule=None,
-                    grad_accum_steps: int = 1, donate: bool = True) -> Callable:
-    """Jitted `train_step(state, batch, rng) -> (state, metrics)`; one compile per batch shape."""
+                    grad_accum_steps: int = 1, ema_decay: float = 0.0, donate: bool = True) -> Callable:
+    """Jitted `train_step(state, batch, rng) -> (state, metrics)`; one compile per batch shape.
+    With a state that keeps an EMA, it is updated after each optimizer update (every
+    `grad_accum_steps` micro-steps, when the params change)."""
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         key = jax.random.fold_in(rng, state.step)
 
@@ -232,7 +249,13 @@ def make_train_step(apply_fn: Callable, loss_fn: Callable, tx: optax.GradientTra
                    "rows": jnp.sum(batch["valid"].astype(jnp.int32))}
         if lr_schedule is not None:
             metrics["lr"] = lr_schedule(state.step // grad_accum_steps)
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        ema = state.ema
+        if ema is not None:
+            done = (state.step + 1) // grad_accum_steps
+            moved = ema_update(ema, params, done, ema_decay)
+            ema = moved if grad_accum_steps == 1 else jax.tree.map(
+                lambda m, e: jnp.where((state.step + 1) % grad_accum_steps == 0, m, e), moved, ema)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema), metrics
 
     batch_sh = {k: plan.batch_sharding(n) for k, n in
                 (("input_ids", 2), ("attention_mask", 2), ("token_type_ids", 2), ("position_ids", 2),
