@@ -5,8 +5,11 @@
 
 Same model (all-MiniLM-L6-v2 + a fresh 1-label head), loss (BinaryCrossEntropyLoss on score/5),
 batch 16, AdamW (weight decay 0.01 except biases/LayerNorm, eps 1e-8), 10% linear warmup then
-linear decay, grad-norm clip 1.0, seed 12, max_length 256. Prints one JSON line with dev/test
-Pearson/Spearman of the final model and the training throughput.
+linear decay, grad-norm clip 1.0, seed 12, max_length 256. The preset's layer-wise lr decay,
+head lr scale and weight EMA (when set) are mirrored too: one torch param group per lr (decay
+groups from HF's `get_decay_parameter_names`), and an EMA updated by a TrainerCallback after each
+optimizer step, with the same ramp as xenc_jax. The final model (the EMA when one is kept) is
+scored. Prints one JSON line with dev/test Pearson/Spearman and the training throughput.
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--layer-decay", type=float, default=None, help="default: the preset's")
+    ap.add_argument("--head-lr-scale", type=float, default=None, help="default: the preset's")
+    ap.add_argument("--ema-decay", type=float, default=None, help="default: the preset's (0 = none)")
     ap.add_argument("--check-export", default=None, metavar="DIR",
                     help="instead of training: load a model exported by `xenc train` in PyTorch ST "
                          "CrossEncoder and in xenc_jax, score STS-B test with both, report the max "
@@ -63,11 +69,20 @@ def main() -> int:
         adam_epsilon=cfg.optim.eps, max_grad_norm=cfg.optim.max_grad_norm, lr_scheduler_type="linear",
         seed=cfg.seed, save_strategy="no", eval_strategy="no", logging_steps=50, report_to="none",
         use_cpu=True, dataloader_drop_last=False, max_steps=args.max_steps)
-    trainer = CrossEncoderTrainer(model=model, args=targs, train_dataset=ds, loss=BinaryCrossEntropyLoss(model))
+    layer_decay = cfg.optim.layer_decay if args.layer_decay is None else args.layer_decay
+    head_scale = cfg.optim.head_lr_scale if args.head_lr_scale is None else args.head_lr_scale
+    ema_decay = cfg.ema_decay if args.ema_decay is None else args.ema_decay
+    optimizer = param_group_adamw(model.model, lr, cfg.optim, layer_decay, head_scale)
+    ema = EmaCallback(model.model, ema_decay) if ema_decay > 0 else None
+    trainer = CrossEncoderTrainer(model=model, args=targs, train_dataset=ds, loss=BinaryCrossEntropyLoss(model),
+                                  optimizers=(optimizer, None), callbacks=[ema] if ema else None)
     t0 = time.time()
     out = trainer.train()
     seconds = time.time() - t0
+    if ema is not None:
+        ema.copy_to_model()
     result = {"framework": "sentence-transformers (PyTorch)", "epochs": epochs, "lr": lr,
+              "layer_decay": layer_decay, "head_lr_scale": head_scale, "ema_decay": ema_decay,
               "train_seconds": round(seconds, 1), "steps": out.global_step,
               "train_pairs_per_s": round(len(train) * epochs / seconds, 2) if args.max_steps < 0 else None}
     for name, ex in (("dev", dev), ("test", test)):
@@ -78,6 +93,55 @@ def main() -> int:
     model.save_pretrained(str(Path(args.out) / "final"))
     print(json.dumps(result))
     return 0
+
+
+def param_group_adamw(hf_model, lr: float, ocfg, layer_decay: float, head_scale: float):
+    """torch AdamW with one group per (lr multiplier, decay): xenc_jax's optim.lr_scales in HF
+    names (embeddings: layer_decay^(N+1); encoder.layer.i: layer_decay^(N-i); head: head_scale)."""
+    import re
+
+    import torch
+    from transformers import Trainer
+    decay_names = set(Trainer.get_decay_parameter_names(None, hf_model))  # does not use self
+    named = [(n, p) for n, p in hf_model.named_parameters() if p.requires_grad]
+    n_layers = 1 + max(int(m.group(1)) for n, _ in named if (m := re.search(r"\.layer\.(\d+)\.", n)))
+    groups: dict = {}
+    for n, p in named:
+        m = re.search(r"\.layer\.(\d+)\.", n)
+        scale = (layer_decay ** (n_layers - int(m.group(1))) if m else
+                 layer_decay ** (n_layers + 1) if ".embeddings." in n else head_scale)
+        wd = ocfg.weight_decay if n in decay_names else 0.0
+        groups.setdefault((scale, wd), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "lr": lr * s, "weight_decay": wd} for (s, wd), ps in groups.items()],
+                             lr=lr, betas=(ocfg.b1, ocfg.b2), eps=ocfg.eps)
+
+
+def _ema_callback_base():
+    from transformers import TrainerCallback
+    return TrainerCallback
+
+
+class EmaCallback(_ema_callback_base()):
+    """EMA of the weights after each optimizer step: d = min(decay, (1 + n) / (10 + n))."""
+
+    def __init__(self, hf_model, decay: float):
+        import torch
+        self.params = [p for p in hf_model.parameters() if p.requires_grad]
+        self.ema = [p.detach().clone() for p in self.params]
+        self.decay = decay
+        self.torch = torch
+
+    def on_step_end(self, args, state, control, **kw):
+        n = state.global_step
+        d = min(self.decay, (1 + n) / (10 + n))
+        with self.torch.no_grad():
+            for e, p in zip(self.ema, self.params):
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+
+    def copy_to_model(self):
+        with self.torch.no_grad():
+            for e, p in zip(self.ema, self.params):
+                p.copy_(e)
 
 
 def check_export(model_dir: str, threads: int | None) -> int:

@@ -152,6 +152,12 @@ def test_unknown_config_key_is_an_error_naming_close_keys():
         apply_overrides(cfg, ["batch_size=big"])
     with pytest.raises(ConfigError, match="cache_chunks must be a positive int dividing batch_size=16"):
         apply_overrides(cfg, ["cache_chunks=3"]).validate()
+    with pytest.raises(ConfigError, match=r"dropout must be in \[0, 1\)"):
+        apply_overrides(cfg, ["dropout=1.5"]).validate()
+    with pytest.raises(ConfigError, match=r"ema_decay must be in \[0, 1\)"):
+        apply_overrides(cfg, ["ema_decay=1.0"]).validate()
+    with pytest.raises(ValueError, match=r"optim.layer_decay must be in \(0, 1\]"):
+        apply_overrides(cfg, ["optim.layer_decay=0"])
     new = apply_overrides(cfg, ["optim.learning_rate=3e-5", "evaluator=None", "bucket_lengths=[16,32]"])
     assert new.optim.learning_rate == 3e-5 and new.evaluator is None and new.bucket_lengths == (16, 32)
 

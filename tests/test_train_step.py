@@ -163,6 +163,28 @@ def test_ema_follows_the_params(tiny, accum):
     assert with_ema.eval_params() is with_ema.ema and plain.eval_params() is plain.params
 
 
+def test_dropout_override_changes_training_dropout_only(tmp_path):
+    """TrainConfig.dropout goes through loop.with_dropout: 0 makes the training forward
+    deterministic; the model's own rate (0.1 here) draws masks from the key."""
+    from xenc_jax.train.loop import with_dropout
+    pt = load_pretrained(make_tiny_model(tmp_path / "m", dropout=True), head=True)
+    rng = np.random.default_rng(0)
+    R, Lx = 4, 12
+    batch = {"input_ids": rng.integers(1000, 2000, (R, Lx)).astype(np.int32),
+             "attention_mask": np.ones((R, Lx), np.int32), "token_type_ids": np.zeros((R, Lx), np.int32),
+             "position_ids": np.tile(np.arange(Lx, dtype=np.int32), (R, 1))}
+
+    def train_logits(p, seed):
+        return np.asarray(S.cross_encoder_apply(p.module())(p.params, batch, jax.random.key(seed), deterministic=False))
+    assert pt.config.hidden_dropout > 0
+    assert np.max(np.abs(train_logits(pt, 0) - train_logits(pt, 1))) > 1e-4
+    off = with_dropout(pt, 0.0)
+    assert off.config.hidden_dropout == off.config.attention_dropout == off.config.classifier_dropout == 0.0
+    np.testing.assert_array_equal(train_logits(off, 0), train_logits(off, 1))
+    np.testing.assert_allclose(train_logits(off, 0), np.asarray(S.cross_encoder_apply(pt.module())(pt.params, batch)),
+                               rtol=0, atol=1e-6)
+
+
 def test_weight_decay_mask_skips_bias_and_layernorm(tiny):
     pt, _ = tiny
     mask = O.decay_mask(pt.params)

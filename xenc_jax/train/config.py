@@ -58,6 +58,7 @@ class TrainConfig:
     seed: int = 12
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     ema_decay: float = 0.0        # evaluate/export an EMA of the weights (e.g. 0.998); 0 = off
+    dropout: float | None = None  # training dropout everywhere (hidden, attention, head); None = the model's
     dtype: str = "float32"        # compute dtype; params stay float32
     sharding: str = "dp"          # dp | fsdp | tp | fsdp_tp (sharding.py's rules table)
     mesh: str = ""                # e.g. "data=4,model=2"; "" = every device on the data axis
@@ -93,6 +94,8 @@ class TrainConfig:
                               f"got {self.cache_chunks!r}")
         if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
             raise ConfigError(f"ema_decay must be in [0, 1) (0 = no EMA), got {self.ema_decay!r}")
+        if self.dropout is not None and not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ConfigError(f"dropout must be in [0, 1) or None (the model's own), got {self.dropout!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.sharding not in ("dp", "fsdp", "tp", "fsdp_tp"):

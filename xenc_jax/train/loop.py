@@ -95,6 +95,14 @@ def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, sou
     return out
 
 
+def with_dropout(pt, rate: float):
+    """`pt` whose modules train with dropout `rate` everywhere (hidden, attention, head). Only
+    the training modules change: the exported config.json keeps the model's own values."""
+    r = float(rate)
+    return dataclasses.replace(pt, config=dataclasses.replace(
+        pt.config, hidden_dropout=r, attention_dropout=r, classifier_dropout=r))
+
+
 def _progress(total: int, initial: int, show):
     if show is None:
         show = sys.stderr.isatty()
@@ -123,6 +131,8 @@ def train(cfg: TrainConfig) -> dict:
     model_dir = Path(resolve_model(cfg.model))
     head = cfg.task == "cross_encoder"
     pt = load_pretrained(model_dir, head=head, num_labels=cfg.num_labels if head else None, seed=cfg.seed)
+    if cfg.dropout is not None:
+        pt = with_dropout(pt, cfg.dropout)
     mcfg, tokenizer = pt.config, pt.tokenizer
     limit = mcfg.max_position_embeddings - mcfg.position_offset
     if cfg.max_length > limit:
