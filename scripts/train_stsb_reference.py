@@ -109,7 +109,7 @@ def param_group_adamw(hf_model, lr: float, ocfg, layer_decay: float, head_scale:
     for n, p in named:
         m = re.search(r"\.layer\.(\d+)\.", n)
         scale = (layer_decay ** (n_layers - int(m.group(1))) if m else
-                 layer_decay ** (n_layers + 1) if ".embeddings." in n else head_scale)
+                 layer_decay ** (n_layers + 1) if ".embeddings" in n else head_scale)
         wd = ocfg.weight_decay if n in decay_names else 0.0
         groups.setdefault((scale, wd), []).append(p)
     return torch.optim.AdamW([{"params": ps, "lr": lr * s, "weight_decay": wd} for (s, wd), ps in groups.items()],

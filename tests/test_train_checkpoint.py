@@ -92,12 +92,21 @@ def test_checkpoints_only_every_n_steps(tmp_path):
     import jax.numpy as jnp
     from xenc_jax.train.checkpoint import Checkpointer
     from xenc_jax.train.step import TrainState
+    import jax
+    from xenc_jax.train.checkpoint import _weights, fingerprint
     ck = Checkpointer(tmp_path / "ck", every_steps=3, keep=5, async_save=False)
     for step in range(1, 8):
-        state = TrainState(step=jnp.int32(step), params={"w": jnp.full((2,), step, jnp.float32)}, opt_state=())
+        state = TrainState(step=jnp.int32(step), params={"w": jnp.full((2,), step, jnp.float32)}, opt_state=(),
+                           ema={"w": jnp.full((2,), -step, jnp.float32)})
         ck.save(step, state, {}, force=step == 7)
     ck.close()
-    assert Checkpointer(tmp_path / "ck", every_steps=3).all_steps() == [3, 6, 7]
+    again = Checkpointer(tmp_path / "ck", every_steps=3)
+    assert again.all_steps() == [3, 6, 7]
+    # the EMA is saved, restored and covered by the fingerprint (a params-only state keeps the old one)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    restored, meta = again.restore_latest(abstract)
+    assert float(restored.ema["w"][0]) == -7.0 and len(meta["fingerprint"]) == 2
+    assert fingerprint(_weights(state.replace(ema=None))) == fingerprint(state.params)
 
 
 def test_corrupt_and_partial_checkpoints_fall_back_to_previous(tiny, tmp_path, caplog):

@@ -97,6 +97,7 @@ def test_layer_decay_and_head_lr_match_torch_param_groups():
     import torch
     rng = np.random.default_rng(0)
     shapes = {"encoder": {"embeddings": {"word": {"embedding": (11, 4)}, "norm": {"scale": (4,), "bias": (4,)}},
+                          "embeddings_project": {"kernel": (4, 4)},
                           **{f"layer_{i}": {"mlp_in": {"kernel": (4, 5), "bias": (5,)}} for i in range(3)}},
               "head": {"out": {"kernel": (4, 1), "bias": (1,)}}}
     params = jax.tree.map(lambda s: rng.standard_normal(s).astype(np.float32), shapes,
@@ -109,6 +110,7 @@ def test_layer_decay_and_head_lr_match_torch_param_groups():
     assert flat["['encoder']['layer_2']['mlp_in']['kernel']"] == 0.5
     assert flat["['encoder']['layer_0']['mlp_in']['bias']"] == 0.125
     assert flat["['encoder']['embeddings']['word']['embedding']"] == 0.0625
+    assert flat["['encoder']['embeddings_project']['kernel']"] == 0.0625
 
     leaves, treedef = jax.tree.flatten(params)
     decays = jax.tree.leaves(O.decay_mask(params))

@@ -41,6 +41,12 @@ def fingerprint(params) -> list[list[float]]:
     return np.asarray(jax.device_get(_fingerprint(params)), np.float64).tolist()
 
 
+def _weights(state):
+    """What the fingerprint covers: the params, and the EMA when the state keeps one (it is what
+    gets exported). Without an EMA the leaves are the params' alone, as in older checkpoints."""
+    return (state.params, getattr(state, "ema", None))
+
+
 def _fingerprints_match(a, b) -> bool:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -70,7 +76,7 @@ class Checkpointer:
         """Starts an (async) save when `step` is due or `force`; returns whether it did."""
         if not force and not self.manager.should_save(step):
             return False
-        meta = dict(meta, step=int(step), fingerprint=fingerprint(state.params), saved_at=time.time())
+        meta = dict(meta, step=int(step), fingerprint=fingerprint(_weights(state)), saved_at=time.time())
         return bool(self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force))
 
@@ -107,7 +113,7 @@ class Checkpointer:
             if not isinstance(meta, dict) or "fingerprint" not in meta:
                 self._quarantine(step, "its metadata is missing or unreadable")
                 continue
-            if not _fingerprints_match(fingerprint(state.params), meta["fingerprint"]):
+            if not _fingerprints_match(fingerprint(_weights(state)), meta["fingerprint"]):
                 self._quarantine(step, "its parameters do not match the fingerprint written with them")
                 continue
             if int(meta.get("step", step)) != step or int(jax.device_get(state.step)) != step:

@@ -83,7 +83,7 @@ def lr_scales(params, layer_decay: float = 1.0, head_lr_scale: float = 1.0):
         for n in names:
             if n.startswith("layer_") and n[6:].isdigit():
                 return float(layer_decay ** (n_layers - int(n[6:])))
-        if "embeddings" in names:
+        if any(n.startswith("embeddings") for n in names):  # also ELECTRA's embeddings_project
             return float(layer_decay ** (n_layers + 1))
         return float(head_lr_scale)
     return jax.tree_util.tree_map_with_path(scale, params)
