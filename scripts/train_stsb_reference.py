@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from transformers import TrainerCallback
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -42,7 +45,6 @@ def main() -> int:
         return check_export(args.check_export, args.threads)
 
     import numpy as np
-    import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrainer,
                                                      CrossEncoderTrainingArguments)
@@ -72,7 +74,7 @@ def main() -> int:
     layer_decay = cfg.optim.layer_decay if args.layer_decay is None else args.layer_decay
     head_scale = cfg.optim.head_lr_scale if args.head_lr_scale is None else args.head_lr_scale
     ema_decay = cfg.ema_decay if args.ema_decay is None else args.ema_decay
-    optimizer = param_group_adamw(model.model, lr, cfg.optim, layer_decay, head_scale)
+    optimizer = param_group_adamw(model.model, lr, cfg.optim, layer_decay, head_scale, resolve_model(cfg.model))
     ema = EmaCallback(model.model, ema_decay) if ema_decay > 0 else None
     trainer = CrossEncoderTrainer(model=model, args=targs, train_dataset=ds, loss=BinaryCrossEntropyLoss(model),
                                   optimizers=(optimizer, None), callbacks=[ema] if ema else None)
@@ -95,58 +97,51 @@ def main() -> int:
     return 0
 
 
-def param_group_adamw(hf_model, lr: float, ocfg, layer_decay: float, head_scale: float):
-    """torch AdamW with one group per (lr multiplier, decay): xenc_jax's optim.lr_scales in HF
-    names (embeddings: layer_decay^(N+1); encoder.layer.i: layer_decay^(N-i); head: head_scale)."""
-    import re
-
-    import torch
+def param_group_adamw(hf_model, lr: float, ocfg, layer_decay: float, head_scale: float, model_dir: str):
+    """torch AdamW with one group per (lr multiplier, decay). The multipliers are xenc_jax's own
+    `optim.lr_scales`, mapped to HF names through the weight-conversion table; the decay groups
+    are HF's (`Trainer.get_decay_parameter_names`)."""
     from transformers import Trainer
+
+    from xenc_jax.hf.pretrained import load_pretrained
+    from xenc_jax.hf.weights import _flat_paths, expected_keys
+    from xenc_jax.train.optim import lr_scales
+    pt = load_pretrained(model_dir, head=True, num_labels=1, with_tokenizer=False)
+    ours = _flat_paths(lr_scales(pt.params, layer_decay, head_scale))
+    hf_to_ours = {k: r.ours for k, r in expected_keys(pt.config, head=True, prefixed=True).items()}
     decay_names = set(Trainer.get_decay_parameter_names(None, hf_model))  # does not use self
-    named = [(n, p) for n, p in hf_model.named_parameters() if p.requires_grad]
-    n_layers = 1 + max(int(m.group(1)) for n, _ in named if (m := re.search(r"\.layer\.(\d+)\.", n)))
     groups: dict = {}
-    for n, p in named:
-        m = re.search(r"\.layer\.(\d+)\.", n)
-        scale = (layer_decay ** (n_layers - int(m.group(1))) if m else
-                 layer_decay ** (n_layers + 1) if ".embeddings" in n else head_scale)
-        wd = ocfg.weight_decay if n in decay_names else 0.0
-        groups.setdefault((scale, wd), []).append(p)
+    for n, p in hf_model.named_parameters():
+        if p.requires_grad:
+            key = (float(ours[hf_to_ours[n]]), ocfg.weight_decay if n in decay_names else 0.0)
+            groups.setdefault(key, []).append(p)
     return torch.optim.AdamW([{"params": ps, "lr": lr * s, "weight_decay": wd} for (s, wd), ps in groups.items()],
                              lr=lr, betas=(ocfg.b1, ocfg.b2), eps=ocfg.eps)
 
 
-def _ema_callback_base():
-    from transformers import TrainerCallback
-    return TrainerCallback
-
-
-class EmaCallback(_ema_callback_base()):
+class EmaCallback(TrainerCallback):
     """EMA of the weights after each optimizer step: d = min(decay, (1 + n) / (10 + n))."""
 
     def __init__(self, hf_model, decay: float):
-        import torch
         self.params = [p for p in hf_model.parameters() if p.requires_grad]
         self.ema = [p.detach().clone() for p in self.params]
         self.decay = decay
-        self.torch = torch
 
     def on_step_end(self, args, state, control, **kw):
         n = state.global_step
         d = min(self.decay, (1 + n) / (10 + n))
-        with self.torch.no_grad():
+        with torch.no_grad():
             for e, p in zip(self.ema, self.params):
                 e.mul_(d).add_(p.detach(), alpha=1 - d)
 
     def copy_to_model(self):
-        with self.torch.no_grad():
+        with torch.no_grad():
             for e, p in zip(self.ema, self.params):
                 p.copy_(e)
 
 
 def check_export(model_dir: str, threads: int | None) -> int:
     import numpy as np
-    import torch
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
     from xenc_jax.cross_encoder import CrossEncoder

@@ -44,7 +44,7 @@ def fingerprint(params) -> list[list[float]]:
 def _weights(state):
     """What the fingerprint covers: the params, and the EMA when the state keeps one (it is what
     gets exported). Without an EMA the leaves are the params' alone, as in older checkpoints."""
-    return (state.params, getattr(state, "ema", None))
+    return (state.params, state.ema)
 
 
 def _fingerprints_match(a, b) -> bool:

@@ -56,11 +56,7 @@ class OptimConfig:
 
 def decay_mask(params):
     """True for leaves that get weight decay: everything but biases and LayerNorm scales."""
-    def keep(path, _):
-        last = path[-1]
-        name = getattr(last, "key", getattr(last, "name", str(last)))
-        return name not in NO_DECAY_LEAVES
-    return jax.tree_util.tree_map_with_path(keep, params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: _names(path)[-1] not in NO_DECAY_LEAVES, params)
 
 
 def _names(path) -> list[str]:

@@ -211,10 +211,10 @@ def state_shardings(plan, tx: optax.GradientTransformation, params, p_sh, ema: b
 def create_state(plan, tx, params, shardings: TrainState) -> TrainState:
     # put_params builds new global arrays from a host copy: the train step donates its state,
     # which must never free the caller's arrays.
+    ema = None if shardings.ema is None else plan.put_params(params, shardings.ema)
     params = plan.put_params(params, shardings.params)
     opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
     step = jax.device_put(jnp.zeros((), jnp.int32), plan.replicated)
-    ema = None if shardings.ema is None else plan.put_params(jax.device_get(params), shardings.ema)
     return TrainState(step=step, params=params, opt_state=opt_state, ema=ema)
 
 
