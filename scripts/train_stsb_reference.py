@@ -5,7 +5,9 @@
 
 Same model (all-MiniLM-L6-v2 + a fresh 1-label head), loss (BinaryCrossEntropyLoss on score/5),
 batch 16, AdamW (weight decay 0.01 except biases/LayerNorm, eps 1e-8), 10% linear warmup then
-linear decay, grad-norm clip 1.0, seed 12, max_length 256. The preset's layer-wise lr decay,
+linear decay, grad-norm clip 1.0, seed 12, max_length 256. The preset's silver pairs are mined
+with the same code as `xenc train` (gold rows first, then silver), so both train on the same
+pairs. The preset's layer-wise lr decay,
 head lr scale and weight EMA (when set) are mirrored too: one torch param group per lr (decay
 groups from HF's `get_decay_parameter_names`), and an EMA updated by a TrainerCallback after each
 optimizer step, with the same ramp as xenc_jax. The final model (the EMA when one is kept) is
@@ -60,6 +62,11 @@ def main() -> int:
     epochs = args.epochs or cfg.epochs
     lr = args.lr or cfg.optim.learning_rate
     train = read_examples(cfg.train)
+    if cfg.silver.per_text:  # the preset's silver pairs, mined as `xenc train` does (JAX teacher)
+        from xenc_jax.train.silver import for_config
+        silver = for_config(cfg, train)
+        train.texts += silver.texts
+        train.labels += silver.labels
     dev, test = read_examples(cfg.evaluator.data), read_examples(cfg.test.data)
     ds = Dataset.from_dict({"sentence1": [t[0] for t in train.texts], "sentence2": [t[1] for t in train.texts],
                             "label": [float(y) for y in train.labels]})

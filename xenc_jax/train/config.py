@@ -16,6 +16,7 @@ from typing import Any
 
 from .data import DataSource
 from .optim import OptimConfig
+from .silver import SilverConfig, check as check_silver
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -46,6 +47,7 @@ class TrainConfig:
     pooling: str = "mean"         # bi-encoder pooling: mean | cls
     max_length: int = 256
     train: DataSource = dataclasses.field(default_factory=DataSource)
+    silver: SilverConfig = dataclasses.field(default_factory=SilverConfig)  # extra pairs scored by a bi-encoder
     list_size: int = 0            # lists data: candidates per query (0 = the longest list)
     evaluator: EvalConfig | None = None   # during training (picks the best model)
     test: EvalConfig | None = None        # after training, on the final/best model
@@ -102,6 +104,13 @@ class TrainConfig:
             raise ConfigError(f"sharding must be dp, fsdp, tp or fsdp_tp, got {self.sharding!r}")
         if not self.train.path:
             raise ConfigError("train.path is empty: set the training data file")
+        if (why := check_silver(self.silver)) is not None:
+            raise ConfigError(why)
+        if self.silver.per_text and not (self.task == "cross_encoder" and self.train.kind == "pairs"
+                                         and self.loss in ("bce", "mse")):
+            raise ConfigError(f"silver pairs are for a pair-regression cross-encoder (task cross_encoder, "
+                              f"train.kind pairs, loss bce or mse), not task={self.task!r}, "
+                              f"train.kind={self.train.kind!r}, loss={self.loss!r}; set silver.per_text=0")
         for ev in (self.evaluator, self.test):
             if ev is not None and ev.kind not in ("correlation", "classification", "reranking", "embedding_similarity"):
                 raise ConfigError(f"evaluator kind {ev.kind!r} unknown")

@@ -23,6 +23,7 @@ from .config import TrainConfig, resolve_model, to_dict
 from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather, read_examples
 from .evaluators import Scorer, build_evaluator
 from .optim import make_optimizer, make_schedule
+from .silver import for_config as mine_silver, write_jsonl as write_silver
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,14 @@ def train(cfg: TrainConfig) -> dict:
     for role, ev in (("eval", cfg.evaluator), ("test", cfg.test)):
         if ev is not None:
             evaluators[role] = (build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or role), ev)
+    silver = None
+    if cfg.silver.per_text:  # mined from the whole split, then sharded like the gold rows
+        silver = mine_silver(cfg, train_ex if pc == 1 else read_examples(cfg.train))
+        train_ex.texts += silver.texts[pi::pc]
+        train_ex.labels += silver.labels[pi::pc]
+        if pi == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            write_silver(out / "silver_pairs.jsonl", silver)
     # ---- model
     model_dir = Path(resolve_model(cfg.model))
     head = cfg.task == "cross_encoder"
@@ -246,7 +255,8 @@ def train(cfg: TrainConfig) -> dict:
     ckpt.close()
     train_seconds = time.time() - t_start
     summary = {"steps": step, "steps_per_epoch": steps_per_epoch, "train_seconds": round(train_seconds, 2),
-               "steps_run_now": step - step_start, "best": best, "output_dir": str(out)}
+               "steps_run_now": step - step_start, "best": best, "output_dir": str(out),
+               "silver_pairs": len(silver) if silver is not None else 0}
     host = host_params(state.eval_params())  # collective: all processes
     if pi == 0:
         summary["final_model"] = str(export_model(out / "final", cfg, mcfg, host, tokenizer, model_dir))

@@ -1,0 +1,112 @@
+"""Silver pairs (xenc_jax/train/silver.py): the mined pairs equal a plain numpy reading of the
+rule on real STS-B rows with the real all-MiniLM-L6-v2, and training with them is training on
+gold + exactly those pairs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from test_train_utils import make_tiny_model, tiny_config, write_pairs
+from xenc_jax.train.config import ConfigError, apply_overrides
+from xenc_jax.train.data import DataSource, read_examples
+from xenc_jax.train.silver import SilverConfig, mine
+
+
+def _reference(texts, labels, emb, per_text, max_rank):
+    """The rule in numpy, written out: nearest first (ties: lower index), skip self, gold pairs,
+    case-insensitive duplicates and pairs already taken."""
+    sents = sorted({t for p in texts for t in p})
+    idx = {s: i for i, s in enumerate(sents)}
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    cos = unit.astype(np.float64) @ unit.T.astype(np.float64)
+    gold_cos = [cos[idx[a], idx[b]] for a, b in texts]
+    slope, intercept = np.polyfit(gold_cos, labels, 1)
+    gold = {(idx[a], idx[b]) for a, b in texts} | {(idx[b], idx[a]) for a, b in texts}
+    out, seen = {}, set()
+    for i in range(len(sents)):
+        order = [j for j in np.argsort(-cos[i], kind="stable") if j != i][:max_rank]
+        taken = 0
+        for j in order:
+            key = (min(i, j), max(i, j))
+            if taken == per_text or (i, j) in gold or key in seen or sents[i].lower() == sents[j].lower():
+                continue
+            seen.add(key)
+            out[(sents[i], sents[j])] = float(np.clip(slope * cos[i, j] + intercept, min(labels), max(labels)))
+            taken += 1
+    return out, cos, sents
+
+
+@pytest.mark.parametrize("per_text,max_rank", [(1, 3), (2, 5)])
+def test_mined_pairs_follow_the_rule_on_real_stsb(data_dir, minilm_dir, per_text, max_rank):
+    from xenc_jax.bi_encoder import BiEncoder
+    src = DataSource(path=str(data_dir / "stsbenchmark" / "sts-train.csv"), format="tsv", columns=(5, 6),
+                     label_column=4, label_scale=0.2, rows=(0, 400))
+    gold = read_examples(src)
+    enc = BiEncoder(str(minilm_dir))
+    cache = {}
+
+    def embed(sents):
+        cache["emb"] = np.asarray(enc.encode(list(sents)))
+        return cache["emb"]
+
+    got = mine(gold.texts, gold.labels, embed, per_text, max_rank)
+    want, cos, sents = _reference(gold.texts, gold.labels, cache["emb"], per_text, max_rank)
+    # The data has no near-ties that float rounding could flip, so the sets must be equal.
+    assert got.texts == list(want)
+    np.testing.assert_allclose(got.labels, list(want.values()), atol=1e-5)
+    assert len(got) > 0.8 * per_text * len(sents)  # most texts found their partners
+    lab = np.array(got.labels)
+    assert 0.0 <= lab.min() and lab.max() <= 1.0 and np.ptp(lab) > 0.2  # graded, gold range
+    gold_pairs = {tuple(p) for p in gold.texts} | {(b, a) for a, b in gold.texts}
+    assert not gold_pairs & set(got.texts)
+
+
+def test_silver_config_is_checked_before_compute():
+    from xenc_jax.train.config import TrainConfig
+    base = TrainConfig(train=DataSource(path="x.tsv"))
+    assert apply_overrides(base, ["silver.per_text=2", "silver.max_rank=4"]).validate().silver.per_text == 2
+    with pytest.raises(ConfigError, match="per_text=4 exceeds silver.max_rank=3"):
+        apply_overrides(base, ["silver.per_text=4"]).validate()
+    with pytest.raises(ConfigError, match="non-negative int"):
+        apply_overrides(base, ["silver.per_text=-1"]).validate()
+    with pytest.raises(ConfigError, match="pair-regression cross-encoder"):
+        apply_overrides(base, ["silver.per_text=1", "loss=ce", "num_labels=3"]).validate()
+    with pytest.raises(ConfigError, match="pair-regression cross-encoder"):
+        apply_overrides(base, ["silver.per_text=1", "task=bi_encoder", "loss=cosent"]).validate()
+
+
+def test_training_with_silver_equals_training_on_gold_plus_those_pairs(tmp_path):
+    from xenc_jax.train.loop import train
+    model = make_tiny_model(tmp_path / "model")
+    data = write_pairs(tmp_path / "pairs.tsv", n=40)
+    cfg = tiny_config(model, data, tmp_path / "silver", max_steps=6, silver=SilverConfig(per_text=1, max_rank=2))
+    got = train(cfg)
+    rows = [json.loads(l) for l in (tmp_path / "silver" / "silver_pairs.jsonl").read_text().splitlines()]
+    assert got["silver_pairs"] == len(rows) > 10
+    gold = read_examples(cfg.train)
+    again = mine(gold.texts, gold.labels, _tiny_embed(model), 1, 2)
+    assert [(r["text1"], r["text2"]) for r in rows] == again.texts
+    assert [r["label"] for r in rows] == again.labels
+    # The same run on a file holding gold rows then the silver rows, silver off: same weights.
+    both = tmp_path / "both.tsv"
+    both.write_text(data.read_text() + "".join(f"{r['text1']}\t{r['text2']}\t{r['label']!r}\n" for r in rows))
+    ref = train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, path=str(both)),
+                                    silver=SilverConfig(), output_dir=str(tmp_path / "plain")))
+    assert got["steps_per_epoch"] == ref["steps_per_epoch"]
+    a, b = got["state"].params, ref["state"].params
+    import jax
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(train(dataclasses.replace(
+                   cfg, silver=SilverConfig(), output_dir=str(tmp_path / "gold")))["state"].params)))
+
+
+def _tiny_embed(model):
+    from xenc_jax.bi_encoder import BiEncoder
+    enc = BiEncoder(str(model))
+    enc.max_seq_length = min(enc.max_seq_length, 64)
+    return lambda s: enc.encode(list(s), batch_size=64)
