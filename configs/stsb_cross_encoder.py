@@ -1,6 +1,8 @@
 """STS-B regression cross-encoder from all-MiniLM-L6-v2 (ST's training_stsbenchmark recipe):
 BinaryCrossEntropyLoss on gold scores / 5, 4 epochs, batch 16, AdamW lr 5e-5 (2e-5 is ST's distilroberta choice; this 22M-parameter model with a fresh head wants more), 10% warmup,
 linear decay, grad-norm clip 1.0. Dev split picks the best model; test split is reported.
+On top of ST's recipe: silver pairs from the train split's own sentences, scored by the starting
+bi-encoder (see `silver` below).
 
 Data: ../shared/data/stsbenchmark (or $XENC_DATA_DIR/stsbenchmark).
 """

@@ -110,3 +110,17 @@ def _tiny_embed(model):
     enc = BiEncoder(str(model))
     enc.max_seq_length = min(enc.max_seq_length, 64)
     return lambda s: enc.encode(list(s), batch_size=64)
+
+
+def test_each_process_gets_the_silver_rows_it_would_read_from_one_file(tmp_path):
+    from xenc_jax.train.silver import SilverPairs, shard
+    gold = write_pairs(tmp_path / "gold.tsv", n=7)
+    silver = SilverPairs([(f"s{k}", f"t{k}") for k in range(11)], [k / 10 for k in range(11)], 1.0, 0.0)
+    both = tmp_path / "both.tsv"
+    both.write_text(gold.read_text() + "".join(f"{a}\t{b}\t{y!r}\n" for (a, b), y in zip(silver.texts, silver.labels)))
+    for pc in (1, 2, 3, 4):
+        for pi in range(pc):
+            mine_g = read_examples(DataSource(path=str(gold)), process_index=pi, process_count=pc)
+            texts, labels = shard(silver, 7, pi, pc)
+            want = read_examples(DataSource(path=str(both)), process_index=pi, process_count=pc)
+            assert mine_g.texts + texts == want.texts and mine_g.labels + labels == want.labels

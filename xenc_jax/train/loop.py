@@ -23,7 +23,7 @@ from .config import TrainConfig, resolve_model, to_dict
 from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather, read_examples
 from .evaluators import Scorer, build_evaluator
 from .optim import make_optimizer, make_schedule
-from .silver import for_config as mine_silver, write_jsonl as write_silver
+from . import silver as silver_pairs
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,14 @@ def train(cfg: TrainConfig) -> dict:
             evaluators[role] = (build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or role), ev)
     silver = None
     if cfg.silver.per_text:  # mined from the whole split, then sharded like the gold rows
-        silver = mine_silver(cfg, train_ex if pc == 1 else read_examples(cfg.train))
-        train_ex.texts += silver.texts[pi::pc]
-        train_ex.labels += silver.labels[pi::pc]
+        full = train_ex if pc == 1 else read_examples(cfg.train)
+        silver = silver_pairs.for_config(cfg, full)
+        texts, labels = silver_pairs.shard(silver, len(full), pi, pc)
+        train_ex.texts += texts
+        train_ex.labels += labels
         if pi == 0:
             out.mkdir(parents=True, exist_ok=True)
-            write_silver(out / "silver_pairs.jsonl", silver)
+            silver_pairs.write_jsonl(out / "silver_pairs.jsonl", silver)
     # ---- model
     model_dir = Path(resolve_model(cfg.model))
     head = cfg.task == "cross_encoder"

@@ -112,6 +112,13 @@ def for_config(cfg, gold) -> SilverPairs:
     return pairs
 
 
+def shard(pairs: SilverPairs, n_gold: int, process_index: int, process_count: int):
+    """(texts, labels) of this process: the rows it would read from a file holding the n_gold gold
+    rows and then the silver rows (row i -> process i % process_count, as `read_examples`)."""
+    start = (process_index - n_gold) % process_count
+    return pairs.texts[start::process_count], pairs.labels[start::process_count]
+
+
 def write_jsonl(path, pairs: SilverPairs) -> None:
     """{"text1", "text2", "label"} per line (JSON: texts may hold tabs), for inspection and for
     the PyTorch reference run."""
