@@ -7,11 +7,11 @@ Same model (all-MiniLM-L6-v2 + a fresh 1-label head), loss (BinaryCrossEntropyLo
 batch 16, AdamW (weight decay 0.01 except biases/LayerNorm, eps 1e-8), 10% linear warmup then
 linear decay, grad-norm clip 1.0, seed 12, max_length 256. The preset's silver pairs are mined
 with the same code as `xenc train` (gold rows first, then silver), so both train on the same
-pairs. The preset's layer-wise lr decay,
-head lr scale and weight EMA (when set) are mirrored too: one torch param group per lr (decay
-groups from HF's `get_decay_parameter_names`), and an EMA updated by a TrainerCallback after each
-optimizer step, with the same ramp as xenc_jax. The final model (the EMA when one is kept) is
-scored. Prints one JSON line with dev/test Pearson/Spearman and the training throughput.
+pairs. The preset's layer-wise lr decay, head lr scale and weight EMA (when set) are mirrored
+too: one torch param group per lr (decay groups from HF's `get_decay_parameter_names`), and an
+EMA updated by a TrainerCallback after each optimizer step, with the same ramp as xenc_jax.
+The final model (the EMA when one is kept) is scored. Prints one JSON line with dev/test
+Pearson/Spearman and the training throughput.
 """
 from __future__ import annotations
 

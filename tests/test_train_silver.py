@@ -84,7 +84,7 @@ def test_training_with_silver_equals_training_on_gold_plus_those_pairs(tmp_path)
     data = write_pairs(tmp_path / "pairs.tsv", n=40)
     cfg = tiny_config(model, data, tmp_path / "silver", max_steps=6, silver=SilverConfig(per_text=1, max_rank=2))
     got = train(cfg)
-    rows = [json.loads(l) for l in (tmp_path / "silver" / "silver_pairs.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (tmp_path / "silver" / "silver_pairs.jsonl").read_text().splitlines()[1:]]
     assert got["silver_pairs"] == len(rows) > 10
     gold = read_examples(cfg.train)
     again = mine(gold.texts, gold.labels, _tiny_embed(model), 1, 2)
@@ -124,3 +124,28 @@ def test_each_process_gets_the_silver_rows_it_would_read_from_one_file(tmp_path)
             texts, labels = shard(silver, 7, pi, pc)
             want = read_examples(DataSource(path=str(both)), process_index=pi, process_count=pc)
             assert mine_g.texts + texts == want.texts and mine_g.labels + labels == want.labels
+
+
+def test_resume_reuses_the_saved_pairs_and_only_for_the_same_settings(tmp_path):
+    """A resumed run trains on the pairs saved with its checkpoints, not on pairs mined again
+    (which could differ at near-ties on other hardware). Shown by editing the saved file: the
+    resumed run sees the edit; with other silver settings the file is not used."""
+    from xenc_jax.train.loop import train
+    from xenc_jax.train.silver import meta_for, read_jsonl
+    model = make_tiny_model(tmp_path / "model")
+    data = write_pairs(tmp_path / "pairs.tsv", n=40)
+    out = tmp_path / "run"
+    cfg = tiny_config(model, data, out, max_steps=3, silver=SilverConfig(per_text=1, max_rank=2))
+    first = train(cfg)
+    saved = out / "silver_pairs.jsonl"
+    lines = saved.read_text().splitlines()
+    assert json.loads(lines[0])["meta"]["silver"]["per_text"] == 1
+    saved.write_text("\n".join(lines[:-2]) + "\n")  # drop the last two pairs
+    resumed = train(dataclasses.replace(cfg, max_steps=6))
+    assert resumed["steps_run_now"] == 3 and resumed["silver_pairs"] == first["silver_pairs"] - 2
+    gold = read_examples(cfg.train)
+    assert read_jsonl(saved, meta_for(cfg, len(gold))) is not None
+    other = dataclasses.replace(cfg, silver=SilverConfig(per_text=1, max_rank=3))
+    assert read_jsonl(saved, meta_for(other, len(gold))) is None
+    fresh = train(dataclasses.replace(other, output_dir=str(tmp_path / "other"), max_steps=1))
+    assert fresh["silver_pairs"] >= first["silver_pairs"]  # mined anew, over more candidates

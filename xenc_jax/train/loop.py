@@ -131,13 +131,20 @@ def train(cfg: TrainConfig) -> dict:
     silver = None
     if cfg.silver.per_text:  # mined from the whole split, then sharded like the gold rows
         full = train_ex if pc == 1 else read_examples(cfg.train)
-        silver = silver_pairs.for_config(cfg, full)
+        meta = silver_pairs.meta_for(cfg, len(full))
+        # A resumed run reuses the saved pairs: mined again on other hardware, a near-tie could
+        # flip and shift every later row, so the checkpoint's data position would not be exact.
+        silver = silver_pairs.read_jsonl(out / "silver_pairs.jsonl", meta) if cfg.resume else None
+        if silver is not None:
+            log.info("reusing %d silver pairs from %s", len(silver), out / "silver_pairs.jsonl")
+        else:
+            silver = silver_pairs.for_config(cfg, full)
+            if pi == 0:
+                out.mkdir(parents=True, exist_ok=True)
+                silver_pairs.write_jsonl(out / "silver_pairs.jsonl", silver, meta)
         texts, labels = silver_pairs.shard(silver, len(full), pi, pc)
         train_ex.texts += texts
         train_ex.labels += labels
-        if pi == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            silver_pairs.write_jsonl(out / "silver_pairs.jsonl", silver)
     # ---- model
     model_dir = Path(resolve_model(cfg.model))
     head = cfg.task == "cross_encoder"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -119,10 +121,33 @@ def shard(pairs: SilverPairs, n_gold: int, process_index: int, process_count: in
     return pairs.texts[start::process_count], pairs.labels[start::process_count]
 
 
-def write_jsonl(path, pairs: SilverPairs) -> None:
-    """{"text1", "text2", "label"} per line (JSON: texts may hold tabs), for inspection and for
-    the PyTorch reference run."""
-    with open(path, "w", encoding="utf-8") as f:
+def write_jsonl(path, pairs: SilverPairs, meta: dict) -> None:
+    """First line {"meta": ...}, then {"text1", "text2", "label"} per pair (JSON: texts may hold
+    tabs). Written to a temporary name, then renamed: a killed process leaves no partial file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"meta": meta}) + "\n")
         for (t1, t2), y in zip(pairs.texts, pairs.labels):
             f.write(json.dumps({"text1": t1, "text2": t2, "label": y}) + "\n")
+    os.replace(tmp, path)
 
+
+def read_jsonl(path, meta: dict) -> SilverPairs | None:
+    """The pairs saved by `write_jsonl` for the same `meta`; None when there is no such file or it
+    was written for other settings."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        if json.loads(f.readline() or "{}").get("meta") != json.loads(json.dumps(meta)):
+            return None
+        rows = [json.loads(line) for line in f]
+    return SilverPairs([(r["text1"], r["text2"]) for r in rows], [float(r["label"]) for r in rows],
+                       float("nan"), float("nan"))
+
+
+def meta_for(cfg, n_gold: int) -> dict:
+    """What the pairs depend on: a saved file is reused on resume only when all of it matches."""
+    return {"silver": dataclasses.asdict(cfg.silver), "model": cfg.model, "max_length": cfg.max_length,
+            "train": dataclasses.asdict(cfg.train), "gold_pairs": n_gold}
