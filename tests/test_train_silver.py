@@ -12,7 +12,7 @@ import pytest
 from test_train_utils import make_tiny_model, tiny_config, write_pairs
 from xenc_jax.train.config import ConfigError, apply_overrides
 from xenc_jax.train.data import DataSource, read_examples
-from xenc_jax.train.silver import SilverConfig, mine
+from xenc_jax.train.silver import SilverConfig, for_config, mine
 
 
 def _reference(texts, labels, emb, per_text, max_rank):
@@ -86,8 +86,7 @@ def test_training_with_silver_equals_training_on_gold_plus_those_pairs(tmp_path)
     got = train(cfg)
     rows = [json.loads(l) for l in (tmp_path / "silver" / "silver_pairs.jsonl").read_text().splitlines()[1:]]
     assert got["silver_pairs"] == len(rows) > 10
-    gold = read_examples(cfg.train)
-    again = mine(gold.texts, gold.labels, _tiny_embed(model), 1, 2)
+    again = for_config(cfg, read_examples(cfg.train))
     assert [(r["text1"], r["text2"]) for r in rows] == again.texts
     assert [r["label"] for r in rows] == again.labels
     # The same run on a file holding gold rows then the silver rows, silver off: same weights.
@@ -103,13 +102,6 @@ def test_training_with_silver_equals_training_on_gold_plus_those_pairs(tmp_path)
     assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in
                zip(jax.tree.leaves(a), jax.tree.leaves(train(dataclasses.replace(
                    cfg, silver=SilverConfig(), output_dir=str(tmp_path / "gold")))["state"].params)))
-
-
-def _tiny_embed(model):
-    from xenc_jax.bi_encoder import BiEncoder
-    enc = BiEncoder(str(model))
-    enc.max_seq_length = min(enc.max_seq_length, 64)
-    return lambda s: enc.encode(list(s), batch_size=64)
 
 
 def test_each_process_gets_the_silver_rows_it_would_read_from_one_file(tmp_path):
