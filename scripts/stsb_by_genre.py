@@ -53,7 +53,7 @@ def main() -> int:
         cross = np.asarray(ce.predict([(r[3], r[4]) for r in rows], batch_size=64))
         a = np.asarray(bi.encode([r[3] for r in rows]))
         b = np.asarray(bi.encode([r[4] for r in rows]))
-        cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        cos = bi.similarity_pairwise(a, b)
         groups = collections.defaultdict(list)
         for i, r in enumerate(rows):
             groups[(r[0], r[1])].append(i)

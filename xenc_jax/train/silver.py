@@ -64,16 +64,16 @@ class SilverPairs:
 def mine(texts: Sequence[tuple[str, str]], labels: Sequence[float],
          embed: Callable[[list[str]], np.ndarray], per_text: int, max_rank: int) -> SilverPairs:
     """Silver pairs for gold `texts`/`labels`; `embed(list of str) -> [n, dim]` is the teacher."""
-    from ..search import semantic_search
+    from ..search import pairwise_similarity, semantic_search
     if len(texts) < 2:
         raise ValueError(f"silver pairs need at least 2 gold pairs to fit the label line, got {len(texts)}")
     sents = sorted({t for pair in texts for t in pair})
     index = {s: i for i, s in enumerate(sents)}
     emb = np.asarray(embed(sents), np.float32)
-    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     a = np.array([index[p[0]] for p in texts])
     b = np.array([index[p[1]] for p in texts])
-    gold_cos = np.sum(unit[a].astype(np.float64) * unit[b], axis=1)
+    # The same cosine as the search scores below, so the line maps like for like.
+    gold_cos = np.asarray(pairwise_similarity(emb[a], emb[b], "cosine"), np.float64)
     y = np.asarray(labels, np.float64)
     if np.ptp(gold_cos) == 0 or np.ptp(y) == 0:
         raise ValueError("silver pairs: the gold pairs' cosines or labels are all equal, so no line maps "
