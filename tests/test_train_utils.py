@@ -55,3 +55,26 @@ def tiny_config(model: Path, data: Path, out: Path, **kw):
                        log_every=5, progress=False, async_checkpoint=False,
                        optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.1))
     return dataclasses.replace(base, **kw)
+
+
+def max_abs_diff(a, b) -> float:
+    """Largest |a - b| over all leaves of two pytrees of arrays with the same structure."""
+    import jax
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def max_abs(tree) -> float:
+    import jax
+    return max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(tree))
+
+
+# Why tests compare gradients, and params only after SGD: Adam's first update is about
+# lr * g / (|g| + eps) per entry, so for an entry whose gradient is near zero a last-bit change in g
+# (another reduction order, another XLA:CPU kernel on another CPU) moves the update by up to ~lr.
+# Params after Adam steps are therefore ill-conditioned in the gradient; SGD's update lr * g is not.
+# fp32 gradients summed in another order differ by a few ulp of the largest summands, so
+# gradients are compared relative to the largest gradient entry (GRAD_RTOL); 1e-5 is ~80 ulp of
+# it, room for the reordering of sums over a few hundred tokens, and far below any real
+# difference (a dropped row or a wrong mask changes gradients by percents).
+GRAD_RTOL = 1e-5
