@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -123,7 +124,8 @@ def _check_max_length(tokenizer, max_length, pair: bool) -> int:
         raise TypeError(f"max_length must be an int, got {_describe(max_length)}")
     # HF silently skips truncation when max_length cannot even hold the special tokens, which
     # would hand make_batches sequences longer than max_length: refuse it here instead.
-    special = tokenizer.num_special_tokens_to_add(pair=pair)
+    with TOKENIZER_LOCK:
+        special = tokenizer.num_special_tokens_to_add(pair=pair)
     if max_length < max(1, special):
         raise ValueError(f"max_length={max_length} is too small: the tokenizer adds {special} "
                          f"special tokens to each {'pair' if pair else 'text'}; use at least "
@@ -133,13 +135,27 @@ def _check_max_length(tokenizer, max_length, pair: bool) -> int:
 
 # ----------------------------------------------------------------------------- tokenization
 
+# A HF fast tokenizer call first sets truncation/padding on the shared Rust object, then encodes
+# with the GIL released: another thread can change the settings in between (wrong max_length)
+# or collide with it ("Already borrowed"). Every use of a tokenizer here holds this lock; the
+# Rust side already encodes a batch on all cores, so serializing calls costs little.
+TOKENIZER_LOCK = threading.RLock()
+
+
+def copy_tokenizer(tokenizer):
+    """A deep copy taken under TOKENIZER_LOCK (copying pickles the Rust object, which borrows it)."""
+    with TOKENIZER_LOCK:
+        return copy.deepcopy(tokenizer)
+
+
 def _encode(tokenizer, first, second, max_length: int) -> list[Encoding]:
     out: list[Encoding] = []
     for start in range(0, len(first), _TOKENIZE_CHUNK):
         stop = start + _TOKENIZE_CHUNK
-        enc = tokenizer(first[start:stop], None if second is None else second[start:stop],
-                        truncation="longest_first", max_length=max_length, padding=False,
-                        return_attention_mask=False)
+        with TOKENIZER_LOCK:
+            enc = tokenizer(first[start:stop], None if second is None else second[start:stop],
+                            truncation="longest_first", max_length=max_length, padding=False,
+                            return_attention_mask=False)
         types = enc.get("token_type_ids")
         for k, ids in enumerate(enc["input_ids"]):
             tt = (np.asarray(types[k], dtype=np.int32) if types is not None
@@ -186,6 +202,11 @@ def _lowercasing(tokenizer):
     sigma) that the Rust normalizer does not, and pre-lowercased text would no longer match
     added tokens such as "[SEP]", which are matched before normalization.
     """
+    with TOKENIZER_LOCK:  # one copy per tokenizer even when threads race to make it
+        return _lowercased_locked(tokenizer)
+
+
+def _lowercased_locked(tokenizer):
     try:
         return _LOWERCASED[tokenizer]
     except (KeyError, TypeError):

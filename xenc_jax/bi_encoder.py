@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .batching import BucketConfig, make_batches, scatter_results, tokenize_texts, unique_encodings
+from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_results, tokenize_texts, unique_encodings
 from .hf.checkpoint_files import read_checkpoint, write_safetensors
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
@@ -337,7 +337,7 @@ class BiEncoder:
     def save(self, path: str | os.PathLike) -> Path:
         """Write an ST model folder that PyTorch `SentenceTransformer(path)` loads with equal embeddings."""
         path = Path(path)
-        cfg, tok = self.config, self.tokenizer
+        cfg, tok = self.config, copy_tokenizer(self.tokenizer)  # never mutate the live tokenizer
         tok.model_max_length = self.max_seq_length
         save_pretrained(path, cfg, {"encoder": jax.device_get(self.params["encoder"])}, tok, head=False)
         (path / "sentence_bert_config.json").write_text(json.dumps(

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from .batching import BucketConfig, make_batches, scatter_results, tokenize_pairs, unique_encodings
+from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_results, tokenize_pairs, unique_encodings
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
@@ -212,6 +212,7 @@ class CrossEncoder:
         if self.activation_name in _ST_PATHS:
             raw["sentence_transformers"] = {**(raw.get("sentence_transformers") or {}),
                                             "activation_fn": _ST_PATHS[self.activation_name]}
-        self.tokenizer.model_max_length = self.max_length
+        tok = copy_tokenizer(self.tokenizer)  # a copy: other threads may be tokenizing with the live one
+        tok.model_max_length = self.max_length
         cfg = dataclasses.replace(cfg, raw_json=json.dumps(raw))
-        return save_pretrained(path, cfg, jax.device_get(self.params), self.tokenizer, head=True)
+        return save_pretrained(path, cfg, jax.device_get(self.params), tok, head=True)

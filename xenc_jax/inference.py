@@ -115,9 +115,11 @@ class BucketedRunner:
             raise ValueError(f"streams must be >= 1, got {streams!r}")
         self._compiled: set = set()
         self._compile_lock = threading.Lock()
+        count_lock = threading.Lock()  # `+=` is not atomic; a retrace may run outside _compile_lock
 
         def traced(params, arrays):
-            self.compile_count += 1  # Python side effect: runs once per trace, never per call
+            with count_lock:  # Python side effect: runs once per trace, never per call
+                self.compile_count += 1
             return fn(params, arrays)
 
         jit_kwargs = dict(jit_kwargs or {})
