@@ -133,7 +133,7 @@ def test_resume_reuses_the_saved_pairs_and_only_for_the_same_settings(tmp_path):
     lines = saved.read_text().splitlines()
     assert json.loads(lines[0])["meta"]["silver"]["per_text"] == 1
     saved.write_text("\n".join(lines[:-2]) + "\n")  # drop the last two pairs
-    resumed = train(dataclasses.replace(cfg, max_steps=6))
+    resumed = train(dataclasses.replace(cfg, max_steps=6, resume_may_change=("max_steps",)))
     assert resumed["steps_run_now"] == 3 and resumed["silver_pairs"] == first["silver_pairs"] - 2
     gold = read_examples(cfg.train)
     assert read_jsonl(saved, meta_for(cfg, len(gold))) is not None

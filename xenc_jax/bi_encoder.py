@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .atomic import atomic_dir
 from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_results, tokenize_texts, unique_encodings
 from .hf.checkpoint_files import read_checkpoint, write_safetensors
 from .hf.hub import resolve_model_dir
@@ -335,8 +336,14 @@ class BiEncoder:
         return pairwise_similarity(a, b, self.similarity_fn_name)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write an ST model folder that PyTorch `SentenceTransformer(path)` loads with equal embeddings."""
+        """Write an ST model folder that PyTorch `SentenceTransformer(path)` loads with equal embeddings.
+        Atomic: an existing folder at `path` is replaced only once the new one is complete."""
         path = Path(path)
+        with atomic_dir(path) as tmp:
+            self._save_into(tmp)
+        return path
+
+    def _save_into(self, path: Path) -> None:
         cfg, tok = self.config, copy_tokenizer(self.tokenizer)  # never mutate the live tokenizer
         tok.model_max_length = self.max_seq_length
         save_pretrained(path, cfg, {"encoder": jax.device_get(self.params["encoder"])}, tok, head=False)
@@ -377,4 +384,3 @@ class BiEncoder:
         (path / "config_sentence_transformers.json").write_text(json.dumps({
             "model_type": "SentenceTransformer", "similarity_fn_name": self.similarity_fn_name,
             "prompts": self.prompts, "default_prompt_name": self.default_prompt_name}, indent=2) + "\n")
-        return path

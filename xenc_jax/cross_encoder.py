@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from .atomic import atomic_dir
 from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_results, tokenize_pairs, unique_encodings
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
@@ -206,7 +207,8 @@ class CrossEncoder:
         return results
 
     def save(self, path: str | os.PathLike) -> Path:
-        """HF directory (config, safetensors, tokenizer) that PyTorch sentence-transformers loads."""
+        """HF directory (config, safetensors, tokenizer) that PyTorch sentence-transformers loads.
+        Atomic: an existing directory at `path` is replaced only once the new one is complete."""
         cfg = self.config
         raw = cfg.raw_dict
         if self.activation_name in _ST_PATHS:
@@ -215,4 +217,6 @@ class CrossEncoder:
         tok = copy_tokenizer(self.tokenizer)  # a copy: other threads may be tokenizing with the live one
         tok.model_max_length = self.max_length
         cfg = dataclasses.replace(cfg, raw_json=json.dumps(raw))
-        return save_pretrained(path, cfg, jax.device_get(self.params), tok, head=True)
+        with atomic_dir(path) as tmp:
+            save_pretrained(tmp, cfg, jax.device_get(self.params), tok, head=True)
+        return Path(path)

@@ -191,3 +191,72 @@ def merge_parts(prefix: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{prefix}: parts {missing} of {count} are missing")
     parts = [np.load(found[(i, count)]) for i in range(count)]
     return _interleave(parts, sum(p.shape[0] for p in parts))
+
+
+class ProcessFailed(ValueError):
+    """A step failed on some process; every process raises this with the same message."""
+
+
+_MSG_BYTES = 4096
+
+
+def raise_together(fn, *args, what: str = "a step", **kw):
+    """Run `fn` on every process and agree on the outcome with one all-gather: if it raised on any
+    process, every process raises ProcessFailed with the same message (the lowest failing
+    process's error), instead of the healthy ones waiting in the next collective until the
+    coordination timeout. Single process: `fn`'s own exception, unchanged."""
+    import jax
+    err, result = None, None
+    try:
+        result = fn(*args, **kw)
+    except Exception as e:  # noqa: BLE001 - any failure must reach the other processes
+        err = e
+    if jax.process_count() == 1:
+        if err is not None:
+            raise err
+        return result
+    from jax.experimental import multihost_utils
+    text = "" if err is None else f"{type(err).__name__}: {err}"
+    raw = text.encode("utf-8")[:_MSG_BYTES]
+    buf = np.zeros(_MSG_BYTES + 1, np.uint8)
+    buf[0], buf[1:1 + len(raw)] = (err is not None), np.frombuffer(raw, np.uint8)
+    got = np.asarray(multihost_utils.process_allgather(buf))
+    failed = [i for i in range(got.shape[0]) if got[i, 0]]
+    if not failed:
+        return result
+    i = failed[0]
+    msg = bytes(got[i, 1:]).rstrip(b"\0").decode("utf-8", "replace")
+    others = f" (and processes {failed[1:]})" if len(failed) > 1 else ""
+    raise ProcessFailed(f"{what} failed on process {i} of {got.shape[0]}{others}: {msg}") from err
+
+
+def check_shared_dir(path: str | os.PathLike) -> None:
+    """Every process must see the same `path` (checkpoints and exports are written by process 0,
+    or jointly by orbax, and read back by all): process 0 writes a token file, every process
+    looks for it. A directory that is not shared is a clear error on every process at start,
+    not a hang at the first checkpoint."""
+    import jax
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    path = Path(path).absolute()
+    token = int(multihost_utils.broadcast_one_to_all(np.asarray(np.random.randint(1, 2**31 - 1), np.int64)))
+    probe = path / f".xenc-shared-{token}"
+    if jax.process_index() == 0:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_text(str(token))
+    multihost_utils.sync_global_devices("xenc-shared-dir-written")
+
+    def look():
+        if not probe.is_file():
+            raise FileNotFoundError(
+                f"output_dir {path} is not shared: process 0 wrote {probe.name} there and process "
+                f"{jax.process_index()} does not see it. Every process of a training run must use the "
+                "same output_dir on a shared filesystem (NFS, GCS FUSE, ...): checkpoints are "
+                "written jointly and read back by all")
+    try:
+        raise_together(look, what="checking output_dir")
+    finally:
+        multihost_utils.sync_global_devices("xenc-shared-dir-checked")
+        if jax.process_index() == 0:
+            probe.unlink(missing_ok=True)

@@ -22,15 +22,20 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "(-1 = the rest); default: one device, or 'auto' with several processes")
     g.add_argument("--sharding", default="dp", choices=["dp", "fsdp", "tp", "fsdp_tp"],
                    help="param sharding over the mesh (default: %(default)s = replicated)")
+    add_process_args(g)
+    g.add_argument("--output-parts", action="store_true",
+                   help="each process writes OUTPUT.part-0000k-of-0000N.npy (its slice, raw arrays) "
+                        "instead of gathering; merge with `xenc merge-parts OUTPUT -o FILE`")
+
+
+def add_process_args(g) -> None:
+    """The flags that join a multi-process run (also used by `xenc train`)."""
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="process 0's address for a multi-process run (or $XENC_COORDINATOR)")
     g.add_argument("--num-processes", type=int, default=None, help="processes in the run (or $XENC_NUM_PROCESSES)")
     g.add_argument("--process-id", type=int, default=None, help="this process, 0..N-1 (or $XENC_PROCESS_ID)")
     g.add_argument("--init-timeout", type=int, default=300, metavar="SECONDS",
                    help="give up when not all processes joined within this time (default: %(default)s)")
-    g.add_argument("--output-parts", action="store_true",
-                   help="each process writes OUTPUT.part-0000k-of-0000N.npy (its slice, raw arrays) "
-                        "instead of gathering; merge with `xenc merge-parts OUTPUT -o FILE`")
 
 
 class Run:
@@ -70,7 +75,8 @@ def run_merge(args) -> int:
     from .score import write_scores
     merged = multihost.merge_parts(args.prefix)
     if args.output.endswith(".npy"):
-        np.save(args.output, merged)
+        from ..atomic import save_npy
+        save_npy(args.output, merged)
     else:
         write_scores(merged, args.output, args.output_format)
     print(f"merged {merged.shape[0]} results from {args.prefix}.part-* -> {args.output}", file=sys.stderr)

@@ -31,8 +31,9 @@ def open_in(path: str):
 def open_out(path: str | None):
     if path in (None, "-"):
         yield sys.stdout
-    else:
-        with open(path, "w", encoding="utf-8") as f:
+    else:  # atomic: the file appears complete or not at all
+        from ..atomic import atomic_file
+        with atomic_file(path, "w", encoding="utf-8") as f:
             yield f
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import distributed
+from ..atomic import save_npy
 from .io import open_in, open_out, read_texts
 
 
@@ -69,7 +70,7 @@ def run_encode(args) -> int:
     if emb is None:  # parts written, or not process 0
         return 0
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.output, emb)
+    save_npy(args.output, emb)  # atomic: a kill never leaves a torn .npy
     print(f"encoded {emb.shape[0]} texts -> {args.output} ({emb.shape[0]} x {emb.shape[1]}, float32)",
           file=sys.stderr)
     return 0

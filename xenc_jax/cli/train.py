@@ -17,6 +17,8 @@ def run_train(args) -> int:
         from ..train.config import to_dict
         print(json.dumps(to_dict(cfg), indent=2, default=str))
         return 0
+    from .. import multihost
+    multihost.initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=args.init_timeout)
     from ..train.loop import train
     summary = train(cfg)
     summary.pop("state", None)
@@ -49,6 +51,8 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted for nested: optim.learning_rate=3e-5); repeatable")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    from .distributed import add_process_args
+    add_process_args(p.add_argument_group("processes (multi-host training; see docs/multihost.md)"))
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("eval", help="evaluate a trained model with a preset's evaluator")

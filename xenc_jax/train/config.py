@@ -68,7 +68,8 @@ class TrainConfig:
     checkpoint_every: int = 500   # micro-steps (0 = only at the end)
     keep_checkpoints: int = 2
     async_checkpoint: bool = True
-    resume: bool = True
+    resume: bool = True           # false: existing checkpoints are moved aside (never deleted), start at 0
+    resume_may_change: tuple = ()  # config-digest keys a resume may change, e.g. ("max_steps",); see digest.py
     log_every: int = 20
     eval_every: int = 0           # micro-steps; 0 = after each epoch
     export_best: bool = True
@@ -111,6 +112,12 @@ class TrainConfig:
             raise ConfigError(f"silver pairs are for a pair-regression cross-encoder (task cross_encoder, "
                               f"train.kind pairs, loss bce or mse), not task={self.task!r}, "
                               f"train.kind={self.train.kind!r}, loss={self.loss!r}; set silver.per_text=0")
+        if not all(isinstance(k, str) and k for k in self.resume_may_change):
+            raise ConfigError(f"resume_may_change must be a tuple of config keys, got {self.resume_may_change!r}")
+        valid = set(_keys(self)) | {"train.file", "model.files"}
+        if (bad := [k for k in self.resume_may_change if k not in valid and not k.startswith("model.files.")]):
+            raise ConfigError(f"resume_may_change: unknown keys {bad}; use config keys (e.g. max_steps, "
+                              f"batch_size, optim.learning_rate) or train.file / model.files")
         for ev in (self.evaluator, self.test):
             if ev is not None and ev.kind not in ("correlation", "classification", "reranking", "embedding_similarity"):
                 raise ConfigError(f"evaluator kind {ev.kind!r} unknown")
@@ -198,7 +205,9 @@ def _coerce(value, hint, key: str):
     if hint is tuple or origin is tuple:
         if isinstance(value, (list, tuple)):
             return tuple(value)
-        if isinstance(value, (int, str)):
+        if isinstance(value, str):  # a bare a,b,c (python literals were parsed before)
+            return tuple(x.strip() for x in value.split(",") if x.strip())
+        if isinstance(value, int):
             return (value,)
         raise ConfigError(f"{key} must be a tuple, got {value!r}")
     if hint is dict or origin is dict:

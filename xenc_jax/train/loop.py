@@ -15,11 +15,14 @@ import jax
 import numpy as np
 
 from .. import host_memory
+from ..atomic import atomic_dir, recover_dir
+from ..multihost import check_shared_dir, raise_together
 from ..hf.pretrained import load_pretrained, save_pretrained
 from ..inference import as_dtype
 from . import step as S
 from .checkpoint import Checkpointer
 from .config import TrainConfig, resolve_model, to_dict
+from .digest import config_digest
 from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather, read_examples
 from .evaluators import Scorer, build_evaluator
 from .optim import make_optimizer, make_schedule
@@ -121,13 +124,20 @@ def train(cfg: TrainConfig) -> dict:
         log.info("malloc tuning: %s", why)
     pi, pc = jax.process_index(), jax.process_count()
     out = cfg.out_dir()
-    # ---- data first: every file and label is checked before any model compute
-    train_ex = read_examples(cfg.train, process_index=pi, process_count=pc)
-    check_labels(train_ex, cfg.loss, cfg.num_labels)
-    evaluators = {}
-    for role, ev in (("eval", cfg.evaluator), ("test", cfg.test)):
-        if ev is not None:
-            evaluators[role] = (build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or role), ev)
+    check_shared_dir(out)  # several processes: all must see one output_dir, checked before any work
+
+    # ---- data first: every file and label is checked before any model compute. Each process
+    # reads its own share, so a bad row is seen by one process: raise_together makes every
+    # process stop with that error, instead of the others waiting in the first collective.
+    def read_data():
+        train_ex = read_examples(cfg.train, process_index=pi, process_count=pc)
+        check_labels(train_ex, cfg.loss, cfg.num_labels)
+        evaluators = {}
+        for role, ev in (("eval", cfg.evaluator), ("test", cfg.test)):
+            if ev is not None:
+                evaluators[role] = (build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or role), ev)
+        return train_ex, evaluators
+    train_ex, evaluators = raise_together(read_data, what="reading the data")
     silver = None
     if cfg.silver.per_text:  # mined from the whole split, then sharded like the gold rows
         full = train_ex if pc == 1 else read_examples(cfg.train)
@@ -148,14 +158,19 @@ def train(cfg: TrainConfig) -> dict:
     # ---- model
     model_dir = Path(resolve_model(cfg.model))
     head = cfg.task == "cross_encoder"
-    pt = load_pretrained(model_dir, head=head, num_labels=cfg.num_labels if head else None, seed=cfg.seed)
-    if cfg.dropout is not None:
-        pt = with_dropout(pt, cfg.dropout)
+
+    def load_model():
+        pt = load_pretrained(model_dir, head=head, num_labels=cfg.num_labels if head else None, seed=cfg.seed)
+        if cfg.dropout is not None:
+            pt = with_dropout(pt, cfg.dropout)
+        limit = pt.config.max_position_embeddings - pt.config.position_offset
+        if cfg.max_length > limit:
+            raise ValueError(f"max_length {cfg.max_length} exceeds the model's position table ({limit})")
+        groups = make_groups(train_ex, pt.tokenizer, cfg.max_length, task=cfg.task,
+                             group_size=cfg.list_size or None)
+        return pt, groups, config_digest(cfg, model_dir)
+    pt, groups, digest = raise_together(load_model, what="loading the model")
     mcfg, tokenizer = pt.config, pt.tokenizer
-    limit = mcfg.max_position_embeddings - mcfg.position_offset
-    if cfg.max_length > limit:
-        raise ValueError(f"max_length {cfg.max_length} exceeds the model's position table ({limit})")
-    groups = make_groups(train_ex, tokenizer, cfg.max_length, task=cfg.task, group_size=cfg.list_size or None)
     from ..sharding import resolve_mesh
     plan = S.make_plan(cfg.sharding, resolve_mesh(cfg.mesh) if cfg.mesh else None)
     dp = plan.data_parallel_size
@@ -185,7 +200,7 @@ def train(cfg: TrainConfig) -> dict:
     best = {"metric": None, "value": None, "step": None}
     if cfg.resume:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-        restored = ckpt.restore_latest(abstract)
+        restored = ckpt.restore_latest(abstract, digest=digest, may_change=cfg.resume_may_change)
         if restored is not None:
             state, meta = restored
             stream.start_at(meta["data_position"])
@@ -193,8 +208,8 @@ def train(cfg: TrainConfig) -> dict:
                 raise ValueError("the checkpoint was written with another seed; use a new output_dir or the same seed")
             best = meta.get("best", best)
             log.info("resuming at step %d (epoch %d, batch %d)", int(state.step), *stream.position.values())
-    elif ckpt.all_steps():
-        raise ValueError(f"{out / 'checkpoints'} already holds checkpoints and resume=False; use a new output_dir")
+    else:
+        ckpt.set_aside()  # resume=false: the old checkpoints are kept, beside, never deleted
     # GradCache (cache_chunks > 1): the loss sees the whole batch, activations one mini-batch.
     train_step = S.make_train_step(S.cached_apply(apply_fn, cfg.cache_chunks), loss_fn, tx, plan, shardings,
                                    lr_schedule=make_schedule(cfg.optim, max(total // accum, 1)),
@@ -217,8 +232,14 @@ def train(cfg: TrainConfig) -> dict:
         return metrics
 
     def save(step: int, force=False):
-        ckpt.save(step, state, {"data_position": stream.position, "best": best,
+        ckpt.save(step, state, {"data_position": stream.position, "best": best, "config_digest": digest,
                                 "rng": np.asarray(jax.random.key_data(rng)).tolist()}, force=force)
+
+    def export(name: str, host) -> Path:
+        """Atomic: a kill during the export leaves the previous `name/` whole (atomic.py)."""
+        with atomic_dir(out / name) as tmp:
+            export_model(tmp, cfg, mcfg, host, tokenizer, model_dir)
+        return out / name
 
     step = int(jax.device_get(state.step))
     bar = _progress(total, step, cfg.progress)
@@ -255,7 +276,7 @@ def train(cfg: TrainConfig) -> dict:
                 if cfg.export_best:
                     host = host_params(state.eval_params())  # collective: all processes
                     if pi == 0:
-                        export_model(out / "best", cfg, mcfg, host, tokenizer, model_dir)
+                        export("best", host)
         save(step)
     if bar is not None:
         bar.close()
@@ -268,9 +289,10 @@ def train(cfg: TrainConfig) -> dict:
                "silver_pairs": len(silver) if silver is not None else 0}
     host = host_params(state.eval_params())  # collective: all processes
     if pi == 0:
-        summary["final_model"] = str(export_model(out / "final", cfg, mcfg, host, tokenizer, model_dir))
+        summary["final_model"] = str(export("final", host))
     if "test" in evaluators:
         summary["test_final"] = run_eval("test", state.eval_params(), step)
+        recover_dir(out / "best")  # a kill between the two renames of an export
         if best["step"] is not None and best["step"] != step and (out / "best").is_dir():
             best_params = load_pretrained(out / "best", head=head, with_tokenizer=False).params
             summary["test_best"] = run_eval("test", plan.put_params(best_params, shardings.params), step)

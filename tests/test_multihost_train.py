@@ -1,0 +1,59 @@
+"""Multi-process training fails together (issue 18): a bad row in one process's share of the data
+and an output_dir that the processes do not share both stop every process at start with the
+same message, well before the coordination timeout. Real local processes joined by
+jax.distributed (CPU, gloo), as in test_multihost.py."""
+from __future__ import annotations
+
+import sys
+import time
+
+from test_multihost import REPO, free_port, run_processes
+from test_train_utils import make_tiny_model, write_pairs
+
+CONFIG = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_train_utils import tiny_config
+CONFIG = tiny_config({model!r}, {data!r}, os.environ.get("TEST_OUT", {out!r}), max_steps=2)
+"""
+
+
+def _train_cmd(cfg, port: int, pid: int) -> list[str]:
+    return [sys.executable, "-c", "import sys; from xenc_jax.cli import main; sys.exit(main(sys.argv[1:]))",
+            "train", "--config", str(cfg), "--coordinator", f"localhost:{port}", "--num-processes", "2",
+            "--process-id", str(pid), "--init-timeout", "60"]
+
+
+def _error_line(err: str) -> str:
+    return next((l for l in err.splitlines() if "error:" in l), err[-2000:])
+
+
+def test_bad_row_in_one_share_and_unshared_output_dir_stop_both_processes(tmp_path):
+    model = make_tiny_model(tmp_path / "model")
+    data = write_pairs(tmp_path / "pairs.tsv", n=24)
+    lines = data.read_text().splitlines()
+    lines[7] = "a row with one column"  # row 7 -> process 7 % 2 = 1: process 0 never reads it
+    data.write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(CONFIG.format(tests=str(REPO / "tests"), model=str(model), data=str(data),
+                                 out=str(tmp_path / "out")))
+
+    t = time.monotonic()
+    port = free_port()
+    results = run_processes([_train_cmd(cfg, port, i) for i in range(2)], timeout=120)
+    seconds = time.monotonic() - t
+    msgs = [_error_line(err) for _, _, err in results]
+    assert all(rc != 0 for rc, _, _ in results), msgs
+    assert msgs[0] == msgs[1], msgs
+    assert "reading the data failed on process 1 of 2" in msgs[0] and f"{data}:8" in msgs[0], msgs[0]
+    # both stopped at start, not after the coordination timeout (minutes): start-up of two JAX
+    # processes on a loaded 2-core machine takes ~10-20 s
+    assert seconds < 30, f"took {seconds:.0f}s"
+
+    # each process with its own output_dir: refused on both, naming the directory problem
+    port = free_port()
+    results = run_processes([_train_cmd(cfg, port, i) for i in range(2)], timeout=120,
+                            envs=[{"TEST_OUT": str(tmp_path / f"out{i}")} for i in range(2)])
+    msgs = [_error_line(err) for _, _, err in results]
+    assert all(rc != 0 for rc, _, _ in results), msgs
+    assert msgs[0] == msgs[1] and "is not shared" in msgs[0], msgs

@@ -1,0 +1,94 @@
+"""The config digest written with every checkpoint: each setting that changes the data order or
+the math of a run, flattened to dotted keys, plus the identity (size and sha256) of the model's
+files and the training data file. A resume compares it with the checkpoint's and refuses to go on
+when a key differs, naming the keys, unless the config lists them in `resume_may_change`.
+
+Left out on purpose: where things go and how often (output_dir, name, log_every, eval_every,
+checkpoint_every, keep_checkpoints, async_checkpoint, export_best, progress), evaluation (it
+does not change the weights), and the mesh and sharding (a restore onto another mesh is exact up
+to float32 reduction order, and moving a run to other hardware is a normal thing to do). The
+paths of the model and the data are replaced by their contents' identity, so a moved or copied
+directory still resumes while an edited file does not.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .config import to_dict
+
+IGNORED = ("name", "output_dir", "resume", "resume_may_change", "log_every", "eval_every", "progress",
+           "checkpoint_every", "keep_checkpoints", "async_checkpoint", "export_best", "evaluator", "test",
+           "sharding", "mesh", "model", "train.path")
+FULL_HASH_BYTES = 256 << 20   # files up to this size are hashed whole
+SAMPLES, SAMPLE_BYTES = 32, 1 << 20  # larger ones: 32 evenly spaced MiB (reading 16 GB each start is too slow)
+
+
+def file_identity(path: str | os.PathLike) -> str:
+    """'<size>:<sha256>' of the whole file, or 'size:sampled-sha256' of evenly spaced blocks for a
+    large one (any edit that changes the size, the header or one of the blocks is caught)."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= FULL_HASH_BYTES:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return f"{size}:{h.hexdigest()}"
+        for i in range(SAMPLES):
+            f.seek((size - SAMPLE_BYTES) * i // (SAMPLES - 1))
+            h.update(f.read(SAMPLE_BYTES))
+    return f"{size}:sampled-{h.hexdigest()}"
+
+
+def model_identity(model_dir: str | os.PathLike) -> dict[str, str]:
+    """file_identity of every file in the model directory (config, weights, tokenizer, ST modules)."""
+    root = Path(model_dir)
+    return {str(p.relative_to(root)): file_identity(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = prefix + k
+        if isinstance(v, dict) and v and k != "loss_kwargs":
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _ignored(key: str) -> bool:
+    return any(key == i or key.startswith(i + ".") for i in IGNORED)
+
+
+def config_digest(cfg, model_dir: str | os.PathLike) -> dict:
+    """JSON-able {dotted key: value} of everything that makes a run what it is."""
+    flat = {k: v for k, v in _flatten(to_dict(cfg)).items() if not _ignored(k)}
+    flat = {k: (str(v) if not isinstance(v, (int, float, str, bool, list, dict, type(None))) else v)
+            for k, v in flat.items()}
+    for name, ident in model_identity(model_dir).items():
+        flat[f"model.files.{name}"] = ident
+    flat["train.file"] = file_identity(cfg.train.path)
+    return flat
+
+
+def may_change_matches(key: str, allowed) -> bool:
+    """`model.files` allows every model file; `optim` every optimizer key."""
+    return any(key == a or key.startswith(a + ".") for a in allowed)
+
+
+def differences(old: dict, new: dict, allowed=()) -> list[str]:
+    """'key: old -> new' for every key that differs and is not allowed to."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        if old.get(k, "<absent>") != new.get(k, "<absent>") and not may_change_matches(k, allowed):
+            out.append(f"{k}: {_short(old.get(k, '<absent>'))} -> {_short(new.get(k, '<absent>'))}")
+    return out
+
+
+def _short(v) -> str:
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
