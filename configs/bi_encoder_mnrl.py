@@ -1,5 +1,6 @@
 """Bi-encoder fine-tuning with MultipleNegativesRankingLoss (in-batch + hard negatives) from
-all-MiniLM-L6-v2 on the MS MARCO toy triplets (query, positive, negative), mean pooling, scale 20.
+all-MiniLM-L6-v2 on the MS MARCO toy triplets (query, positive, negative), through the model's own
+mean pooling and Normalize (exported as trained), scale 20.
 Evaluated by cosine Spearman on STS-B dev (a sanity check that embeddings stay useful)."""
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ CONFIG = TrainConfig(
     task="bi_encoder",
     loss="mnrl",
     loss_kwargs={"scale": 20.0},
-    pooling="mean",
+    pooling=None,                # the model folder's 1_Pooling (mean for all-MiniLM-L6-v2)
     max_length=256,
     train=DataSource(path=str(DATA / "msmarco-toy-triplets" / "triplets.tsv"), kind="triplets",
                      format="tsv", columns=(0, 1, 2), label_column=None),

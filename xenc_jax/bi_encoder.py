@@ -11,7 +11,6 @@ plain Hugging Face encoder folder (then `pooling=`, default mean, as ST does for
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -23,89 +22,18 @@ import numpy as np
 
 from .atomic import atomic_dir
 from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_results, tokenize_texts, unique_encodings
-from .hf.checkpoint_files import read_checkpoint, write_safetensors
+from .hf import st_folder
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
 from .inference import BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, loading_on_host, setup_sharding
 from .models import pooling as P
+from .models.pooling import DenseSpec  # noqa: F401  (re-exported: it used to live here)
 from .search import SCORE_FUNCTIONS, pairwise_similarity, similarity
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-# modules.json "type" -> our module kind. Both the legacy short paths and ST 6.2's full paths.
-_MODULE_KINDS = {"Transformer": "transformer", "Pooling": "pooling", "Dense": "dense",
-                 "Normalize": "normalize", "Dropout": "dropout"}
-_ST_TYPES = {"transformer": "sentence_transformers.base.modules.transformer.Transformer",
-             "pooling": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
-             "dense": "sentence_transformers.base.modules.dense.Dense",
-             "normalize": "sentence_transformers.base.modules.normalize.Normalize"}
-
-
-@dataclasses.dataclass(frozen=True)
-class DenseSpec:
-    in_features: int
-    out_features: int
-    bias: bool
-    activation: str  # torch class path, a key of pooling.DENSE_ACTIVATIONS
-    use_residual: bool = False
-
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} ({what}) is not valid JSON: {e}") from e
-    if not isinstance(data, (dict, list)):
-        raise ValueError(f"{path} ({what}) must hold a JSON object")
-    return data
-
-
-def _module_kind(entry, where: str) -> str:
-    typ = entry.get("type") if isinstance(entry, dict) else None
-    kind = _MODULE_KINDS.get(str(typ).rsplit(".", 1)[-1]) if isinstance(typ, str) else None
-    if kind is None or not typ.startswith("sentence_transformers."):
-        raise ValueError(f"{where}: unsupported module type {typ!r}; BiEncoder handles sentence-transformers' "
-                         f"{sorted(_MODULE_KINDS)} modules (a model with other modules cannot be run exactly here)")
-    return kind
-
-
-def _pooling_modes(cfg: dict, where: Path) -> tuple[tuple[str, ...], bool]:
-    if "pooling_mode" in cfg:
-        modes = cfg["pooling_mode"]
-    else:
-        modes = tuple(mode for key, mode in P.LEGACY_KEYS.items() if cfg.get(key)) or ("mean",)
-    try:
-        modes = P.check_modes(modes)
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
-    return modes, bool(cfg.get("include_prompt", True))
-
-
-def _dense_module(folder: Path) -> tuple[DenseSpec, dict]:
-    cfg = _read_json(folder / "config.json", "Dense config")
-    act = cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
-    if act not in P.DENSE_ACTIVATIONS:
-        raise ValueError(f"{folder}: Dense activation_function {act!r} is not supported; "
-                         f"supported: {sorted(P.DENSE_ACTIVATIONS)}")
-    for key in ("module_input_name", "module_output_name"):
-        if cfg.get(key, "sentence_embedding") != "sentence_embedding":
-            raise ValueError(f"{folder}: Dense {key}={cfg[key]!r} is not supported (only 'sentence_embedding')")
-    spec = DenseSpec(int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True)), act,
-                     bool(cfg.get("use_residual", False)))
-    tensors = read_checkpoint(folder)
-    want = {"linear.weight": (spec.out_features, spec.in_features)}
-    if spec.bias:
-        want["linear.bias"] = (spec.out_features,)
-    if spec.use_residual and spec.in_features != spec.out_features:
-        want["residual.weight"] = (spec.out_features, spec.in_features)
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if got != want:
-        raise ValueError(f"{folder}: Dense weights {got} do not match its config (expected {want})")
-    params = {"kernel": tensors["linear.weight"], "bias": tensors.get("linear.bias"),
-              "residual": tensors.get("residual.weight")}
-    return spec, {k: jnp.asarray(v, jnp.float32) for k, v in params.items() if v is not None}
 
 
 def _check_sentences(sentences) -> tuple[list[str], bool]:
@@ -151,51 +79,17 @@ class BiEncoder:
         model_dir = resolve_model_dir(model_name_or_path, revision)
         self.model_dir = model_dir
         self.similarity_fn_name, self.prompts, self.default_prompt_name = "cosine", {}, None
-        encoder_dir, modes, include_prompt, ops, dense_params = model_dir, ("mean",), True, [], []
-        st_cfg: dict = {}
-        if (model_dir / "modules.json").is_file():
-            entries = _read_json(model_dir / "modules.json", "module list")
-            if not isinstance(entries, list) or not entries:
-                raise ValueError(f"{model_dir / 'modules.json'} must be a non-empty JSON list of modules")
-            kinds = [_module_kind(e, f"{model_dir / 'modules.json'} entry {i}") for i, e in enumerate(entries)]
-            if kinds[0] != "transformer" or kinds.count("transformer") != 1 or kinds.count("pooling") != 1 \
-                    or kinds.index("pooling") != 1:
-                raise ValueError(f"{model_dir / 'modules.json'}: expected Transformer, Pooling, then Dense/Normalize "
-                                 f"modules; found {kinds}")
-            folders = [model_dir / (e.get("path") or "") for e in entries]
-            encoder_dir = folders[0]
-            st_cfg = self._read_transformer_config(encoder_dir)
-            pool_cfg = _read_json(folders[1] / "config.json", "Pooling config")
-            modes, include_prompt = _pooling_modes(pool_cfg, folders[1] / "config.json")
-            for kind, folder in zip(kinds[2:], folders[2:]):
-                if kind == "dense":
-                    spec, prm = _dense_module(folder)
-                    ops.append(("dense", spec))
-                    dense_params.append(prm)
-                elif kind == "normalize":
-                    ops.append(("normalize", None))
-                # dropout: identity at inference
-            if (model_dir / "config_sentence_transformers.json").is_file():
-                self._read_model_config(model_dir / "config_sentence_transformers.json")
-            dim_cfg = pool_cfg.get("embedding_dimension", pool_cfg.get("word_embedding_dimension"))
-        else:
-            dim_cfg = None
+        mods = st_folder.read_st_folder(model_dir, SCORE_FUNCTIONS)
+        if mods.model_config is not None:
+            self._read_model_config(mods.model_config)
         if pooling is not None:
-            modes, include_prompt = P.check_modes(pooling), True
+            mods = mods.with_pooling(pooling, include_prompt=True)
         with loading_on_host(mesh):  # sharded models are split from host memory
-            pt = load_pretrained(encoder_dir, head=False, revision=revision)
+            pt = load_pretrained(mods.encoder_dir, head=False, revision=revision)
         self.config, self.tokenizer = pt.config, pt.tokenizer
-        if dim_cfg is not None and int(dim_cfg) != self.config.hidden_size:
-            raise ValueError(f"Pooling embedding_dimension {dim_cfg} differs from the encoder's hidden size "
-                             f"{self.config.hidden_size}")
-        self.pooling_modes, self.include_prompt = modes, include_prompt
-        dim = len(modes) * self.config.hidden_size
-        for kind, spec in ops:
-            if kind == "dense":
-                if spec.in_features != dim:
-                    raise ValueError(f"Dense in_features {spec.in_features} != the incoming dimension {dim}")
-                dim = spec.out_features
-        self._ops, self._dim = tuple(ops), dim
+        self._dim = mods.output_dim(self.config.hidden_size)
+        self.pooling_modes, self.include_prompt, self._ops = mods.pooling_modes, mods.include_prompt, mods.ops
+        st_cfg = mods.transformer
         self.do_lower_case = bool(st_cfg.get("do_lower_case", False))
         limit = self.config.max_position_embeddings - self.config.position_offset
         if max_seq_length is None:
@@ -211,7 +105,8 @@ class BiEncoder:
         self.truncate_dim = truncate_dim
         self.dtype = as_dtype(dtype)
         self.buckets = buckets or default_buckets("texts")
-        self.params = {"encoder": pt.params["encoder"], "dense": dense_params}
+        self.params = {"encoder": pt.params["encoder"],
+                       "dense": [{k: jnp.asarray(v) for k, v in p.items()} for p in mods.dense_params]}
         if attention_impl is None:
             attention_impl = default_attention_impl(mesh)
         self._module = pt.module(dtype=self.dtype, attention_impl=attention_impl)
@@ -219,28 +114,9 @@ class BiEncoder:
             self._module, self.params, self.buckets, mesh, sharding)
         self._runner = BucketedRunner(self._embed, plan=self.plan, param_shardings=shardings)
 
-    # ---- reading an ST folder ----
-    @staticmethod
-    def _read_transformer_config(folder: Path) -> dict:
-        for name in ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
-                     "sentence_xlm-roberta_config.json"):
-            if (folder / name).is_file():
-                cfg = _read_json(folder / name, "Transformer config")
-                task = cfg.get("transformer_task", "feature-extraction")
-                if task != "feature-extraction" or cfg.get("module_output_name", "token_embeddings") != "token_embeddings":
-                    raise ValueError(f"{folder / name}: transformer_task {task!r} / module_output_name "
-                                     f"{cfg.get('module_output_name')!r} not supported (feature-extraction only)")
-                return cfg
-        return {}
-
-    def _read_model_config(self, path: Path) -> None:
-        cfg = _read_json(path, "model config")
-        if cfg.get("model_type", "SentenceTransformer") != "SentenceTransformer":
-            raise ValueError(f"{path}: model_type {cfg['model_type']!r} is not a SentenceTransformer (bi-encoder)")
-        name = cfg.get("similarity_fn_name") or "cosine"
-        if name not in SCORE_FUNCTIONS:
-            raise ValueError(f"{path}: unknown similarity_fn_name {name!r}; expected one of {SCORE_FUNCTIONS}")
-        self.similarity_fn_name = name
+    # ---- reading an ST folder (hf/st_folder.py) ----
+    def _read_model_config(self, cfg: dict) -> None:
+        self.similarity_fn_name = cfg.get("similarity_fn_name") or "cosine"
         self.prompts = {k: v or "" for k, v in (cfg.get("prompts") or {}).items()}
         self.default_prompt_name = cfg.get("default_prompt_name")
 
@@ -248,16 +124,8 @@ class BiEncoder:
     def _embed(self, params, a):
         h = self._module.apply({"params": {"encoder": params["encoder"]}}, a["input_ids"], a["attention_mask"],
                                a["token_type_ids"], a["position_ids"] + self.config.position_offset)
-        x = P.pool(self.pooling_modes, h, a["attention_mask"], a["position_ids"], a["cls_positions"])
-        dense_i = 0
-        for kind, spec in self._ops:
-            if kind == "dense":
-                prm = params["dense"][dense_i]
-                dense_i += 1
-                x = P.dense(x, prm["kernel"], prm.get("bias"), spec.activation, prm.get("residual"), spec.use_residual)
-            else:
-                x = P.l2_normalize(x)
-        return x.astype(jnp.float32)  # [B, P, D]
+        return P.sentence_head(self.pooling_modes, self._ops, params["dense"], h, a["attention_mask"],
+                               a["position_ids"], a["cls_positions"])  # [B, P, D]
 
     @property
     def compile_count(self) -> int:
@@ -347,40 +215,10 @@ class BiEncoder:
         cfg, tok = self.config, copy_tokenizer(self.tokenizer)  # never mutate the live tokenizer
         tok.model_max_length = self.max_seq_length
         save_pretrained(path, cfg, {"encoder": jax.device_get(self.params["encoder"])}, tok, head=False)
-        (path / "sentence_bert_config.json").write_text(json.dumps(
-            {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case}, indent=2) + "\n")
-        modules = [{"idx": 0, "name": "0", "path": "", "type": _ST_TYPES["transformer"]}]
-        pool_dir = path / "1_Pooling"
-        pool_dir.mkdir(exist_ok=True)
-        modes = self.pooling_modes[0] if len(self.pooling_modes) == 1 else list(self.pooling_modes)
-        (pool_dir / "config.json").write_text(json.dumps({
-            "embedding_dimension": cfg.hidden_size, "pooling_mode": modes,
-            "include_prompt": self.include_prompt}, indent=2) + "\n")
-        modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": _ST_TYPES["pooling"]})
-        dense_i = 0
-        for idx, (kind, spec) in enumerate(self._ops, start=2):
-            folder = path / f"{idx}_{kind.capitalize()}"
-            folder.mkdir(exist_ok=True)
-            if kind == "dense":
-                prm = jax.device_get(self.params["dense"][dense_i])
-                dense_i += 1
-                conf = {"in_features": spec.in_features, "out_features": spec.out_features, "bias": spec.bias,
-                        "activation_function": spec.activation, "module_input_name": "sentence_embedding",
-                        "module_output_name": "sentence_embedding"}
-                if spec.use_residual:
-                    conf["use_residual"] = True
-                tensors = {"linear.weight": prm["kernel"]}
-                if "bias" in prm:
-                    tensors["linear.bias"] = prm["bias"]
-                if "residual" in prm:
-                    tensors["residual.weight"] = prm["residual"]
-                write_safetensors({k: np.asarray(v, np.float32) for k, v in tensors.items()},
-                                  folder / "model.safetensors")
-            else:
-                conf = {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}
-            (folder / "config.json").write_text(json.dumps(conf, indent=2) + "\n")
-            modules.append({"idx": idx, "name": str(idx), "path": folder.name, "type": _ST_TYPES[kind]})
-        (path / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-        (path / "config_sentence_transformers.json").write_text(json.dumps({
-            "model_type": "SentenceTransformer", "similarity_fn_name": self.similarity_fn_name,
-            "prompts": self.prompts, "default_prompt_name": self.default_prompt_name}, indent=2) + "\n")
+        mods = st_folder.SentenceModules(
+            encoder_dir=path, pooling_modes=self.pooling_modes, include_prompt=self.include_prompt,
+            ops=self._ops).with_dense_params(jax.device_get(self.params["dense"]))
+        st_folder.write_st_folder(path, mods, hidden_size=cfg.hidden_size, max_seq_length=self.max_seq_length,
+                                  do_lower_case=self.do_lower_case, model_config={
+                                      "model_type": "SentenceTransformer", "similarity_fn_name": self.similarity_fn_name,
+                                      "prompts": self.prompts, "default_prompt_name": self.default_prompt_name})

@@ -16,6 +16,7 @@ host drops via example_ids). Unpacked batches are the P = 1 case. Accumulation i
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -110,6 +111,16 @@ DENSE_ACTIVATIONS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class DenseSpec:
+    """An ST Dense module: act(x @ W^T + b) (+ residual)."""
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str  # torch class path, a key of DENSE_ACTIVATIONS
+    use_residual: bool = False
+
+
 def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, activation: str,
           residual_kernel: jax.Array | None = None, use_residual: bool = False) -> jax.Array:
     """ST Dense: act(x @ W^T + b) (+ x or x @ R^T when use_residual). kernel is torch's [out, in]."""
@@ -120,3 +131,29 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, activation: s
     if use_residual:
         y = y + (x if residual_kernel is None else jnp.matmul(x, residual_kernel.T.astype(x.dtype), precision=_HI))
     return y
+
+
+def sentence_head(modes: Sequence[str] | str, ops: Sequence[tuple], dense_params: Sequence[dict],
+                  hidden: jax.Array, attention_mask: jax.Array, position_ids: jax.Array,
+                  cls_positions: jax.Array) -> jax.Array:
+    """What an ST model computes after its encoder: pool, then its Dense / Normalize ops in order.
+
+    ops: ("dense", DenseSpec) | ("normalize", None); dense_params: one {"kernel" [out, in],
+    "bias"?, "residual"?} per Dense op. Returns fp32 [B, P, D]. BiEncoder and the bi-encoder
+    train step both embed through this function.
+    """
+    x = pool(modes, hidden, attention_mask, position_ids, cls_positions)
+    n_dense = sum(kind == "dense" for kind, _ in ops)
+    if len(dense_params) != n_dense:
+        raise ValueError(f"{len(dense_params)} Dense param sets for {n_dense} Dense modules")
+    dense_i = 0
+    for kind, spec in ops:
+        if kind == "dense":
+            prm = dense_params[dense_i]
+            dense_i += 1
+            x = dense(x, prm["kernel"], prm.get("bias"), spec.activation, prm.get("residual"), spec.use_residual)
+        elif kind == "normalize":
+            x = l2_normalize(x)
+        else:
+            raise ValueError(f"unknown sentence op {kind!r} (dense | normalize)")
+    return x.astype(jnp.float32)

@@ -44,7 +44,12 @@ class TrainConfig:
     loss: str = "bce"             # see step.CROSS_LOSSES / step.BI_LOSSES
     loss_kwargs: dict = dataclasses.field(default_factory=dict)
     activation: str = ""          # exported CrossEncoder activation ("" = ST's default)
-    pooling: str = "mean"         # bi-encoder pooling: mean | cls
+    # bi-encoder head (see train/bi_head.py): pooling None = the source ST folder's 1_Pooling (a
+    # plain HF folder: mean), else a mode or tuple of modes of models.pooling.POOLING_MODES;
+    # dense "train" | "freeze" the source's Dense modules; normalize None = the source's.
+    pooling: tuple | str | None = None
+    dense: str = "train"
+    normalize: bool | None = None
     max_length: int = 256
     train: DataSource = dataclasses.field(default_factory=DataSource)
     silver: SilverConfig = dataclasses.field(default_factory=SilverConfig)  # extra pairs scored by a bi-encoder
@@ -103,6 +108,7 @@ class TrainConfig:
             raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.sharding not in ("dp", "fsdp", "tp", "fsdp_tp"):
             raise ConfigError(f"sharding must be dp, fsdp, tp or fsdp_tp, got {self.sharding!r}")
+        self._validate_bi_encoder_head()
         if not self.train.path:
             raise ConfigError("train.path is empty: set the training data file")
         if (why := check_silver(self.silver)) is not None:
@@ -122,6 +128,30 @@ class TrainConfig:
             if ev is not None and ev.kind not in ("correlation", "classification", "reranking", "embedding_similarity"):
                 raise ConfigError(f"evaluator kind {ev.kind!r} unknown")
         return self
+
+    def _validate_bi_encoder_head(self) -> None:
+        from ..models.pooling import POOLING_MODES, check_modes
+        if self.task != "bi_encoder":
+            if (self.pooling, self.dense, self.normalize) != (None, "train", None):
+                raise ConfigError(f"pooling / dense / normalize are bi-encoder settings; task={self.task!r} "
+                                  f"takes the defaults (None, 'train', None), got "
+                                  f"({self.pooling!r}, {self.dense!r}, {self.normalize!r})")
+            return
+        if self.pooling is not None:
+            ok = isinstance(self.pooling, str) or (isinstance(self.pooling, (tuple, list))
+                                                    and all(isinstance(m, str) for m in self.pooling))
+            try:
+                if not ok:
+                    raise ValueError(f"got {self.pooling!r}")
+                check_modes(self.pooling)
+            except ValueError as e:
+                raise ConfigError(f"pooling must be None (the model folder's), a mode or a tuple of modes "
+                                  f"from {POOLING_MODES}: {e}") from None
+        if self.dense not in ("train", "freeze"):
+            raise ConfigError(f"dense must be 'train' or 'freeze' (the source model's Dense modules), "
+                              f"got {self.dense!r}")
+        if self.normalize is not None and not isinstance(self.normalize, bool):
+            raise ConfigError(f"normalize must be None (the model folder's), true or false, got {self.normalize!r}")
 
 
 def resolve_model(name: str) -> str:

@@ -290,15 +290,16 @@ class Groups:
 
 
 def make_groups(ex: Examples, tokenizer, max_length: int, *, task: str = "cross_encoder",
-                group_size: int | None = None) -> Groups:
+                group_size: int | None = None, do_lower_case: bool = False) -> Groups:
     """Tokenize as ST does. cross_encoder: pairs -> G=1; triplets -> (q, pos), (q, neg)...;
-    lists -> (q, doc) per candidate. bi_encoder: every text column separately, G = columns."""
+    lists -> (q, doc) per candidate. bi_encoder: every text column separately, G = columns
+    (lowercased first when the model's sentence_bert_config says do_lower_case, as ST)."""
     if task == "bi_encoder":
         cols = len(ex.texts[0])
         if any(len(t) != cols for t in ex.texts):
             raise DataError(f"{ex.source}: rows have different numbers of texts")
         flat = [t for row in ex.texts for t in row]
-        encs = tokenize_texts(tokenizer, flat, max_length)
+        encs = tokenize_texts(tokenizer, flat, max_length, do_lower_case)
         G = cols
     else:
         if ex.kind == "pairs":

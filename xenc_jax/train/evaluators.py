@@ -30,6 +30,7 @@ class Scorer:
     position_offset: int = 0
     batch_size: int = 64
     bucket_lengths: tuple = (32, 64, 128, 256)
+    do_lower_case: bool = False  # texts (bi-encoder): the model's sentence_bert_config setting
 
     def _run(self, params, encodings) -> np.ndarray:
         if not encodings:
@@ -54,7 +55,7 @@ class Scorer:
         return self._run(params, tokenize_pairs(self.tokenizer, pairs, self.max_length))
 
     def embed(self, params, texts) -> np.ndarray:
-        return self._run(params, tokenize_texts(self.tokenizer, texts, self.max_length))
+        return self._run(params, tokenize_texts(self.tokenizer, texts, self.max_length, self.do_lower_case))
 
 
 def _sigmoid(x):

@@ -16,10 +16,12 @@ import numpy as np
 
 from .. import host_memory
 from ..atomic import atomic_dir, recover_dir
+from ..batching import copy_tokenizer
 from ..multihost import check_shared_dir, raise_together
 from ..hf.pretrained import load_pretrained, save_pretrained
 from ..inference import as_dtype
 from . import step as S
+from .bi_head import BiHead, build_head, encoder_dir
 from .checkpoint import Checkpointer
 from .config import TrainConfig, resolve_model, to_dict
 from .digest import config_digest
@@ -76,27 +78,24 @@ def host_params(params):
     return jax.device_get(params)
 
 
-def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, source_dir: Path) -> Path:
-    """HF directory that PyTorch sentence-transformers loads (CrossEncoder, or SentenceTransformer
-    for a bi-encoder: the source model's modules.json / pooling config are copied).
-    `params`: host arrays (see host_params)."""
-    tokenizer.model_max_length = cfg.max_length
+def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, source_dir: Path,
+                 head: "BiHead | None" = None) -> Path:
+    """HF directory that PyTorch sentence-transformers loads: a CrossEncoder, or for a bi-encoder
+    a SentenceTransformer folder of the modules that were trained (bi_head.BiHead.export: the
+    pooling modes used, the trained or frozen Dense weights, Normalize when used).
+    `params`: host arrays (see host_params); `head`: the run's BiHead (default: built from
+    cfg and source_dir)."""
     if cfg.task == "cross_encoder":
+        tok = copy_tokenizer(tokenizer)  # never mutate the live tokenizer
+        tok.model_max_length = cfg.max_length
         raw = model_cfg.raw_dict
         act = cfg.activation or ("sigmoid" if cfg.num_labels == 1 else "identity")
         raw["sentence_transformers"] = {**(raw.get("sentence_transformers") or {}), "activation_fn": _ST_ACTIVATION[act]}
         model_cfg = dataclasses.replace(model_cfg, raw_json=json.dumps(raw))
-        return save_pretrained(path, model_cfg, params, tokenizer, head=True)
-    out = save_pretrained(path, model_cfg, params, tokenizer, head=False)
-    import shutil
-    for name in ("modules.json", "config_sentence_transformers.json"):
-        if (source_dir / name).is_file():
-            shutil.copy(source_dir / name, out / name)
-    for sub in source_dir.iterdir():
-        if sub.is_dir() and sub.name[:1].isdigit() and "_" in sub.name:
-            shutil.copytree(sub, out / sub.name, dirs_exist_ok=True)
-    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": cfg.max_length, "do_lower_case": False}))
-    return out
+        return save_pretrained(path, model_cfg, params, tok, head=True)
+    if head is None:
+        head = build_head(cfg, source_dir, model_cfg)
+    return head.export(path, model_cfg, params, tokenizer, cfg.max_length)
 
 
 def with_dropout(pt, rate: float):
@@ -160,16 +159,18 @@ def train(cfg: TrainConfig) -> dict:
     head = cfg.task == "cross_encoder"
 
     def load_model():
-        pt = load_pretrained(model_dir, head=head, num_labels=cfg.num_labels if head else None, seed=cfg.seed)
+        pt = load_pretrained(model_dir if head else encoder_dir(model_dir), head=head,
+                             num_labels=cfg.num_labels if head else None, seed=cfg.seed)
         if cfg.dropout is not None:
             pt = with_dropout(pt, cfg.dropout)
+        bi = None if head else build_head(cfg, model_dir, pt.config)  # pooling, Dense, Normalize: trained and exported
         limit = pt.config.max_position_embeddings - pt.config.position_offset
         if cfg.max_length > limit:
             raise ValueError(f"max_length {cfg.max_length} exceeds the model's position table ({limit})")
         groups = make_groups(train_ex, pt.tokenizer, cfg.max_length, task=cfg.task,
-                             group_size=cfg.list_size or None)
-        return pt, groups, config_digest(cfg, model_dir)
-    pt, groups, digest = raise_together(load_model, what="loading the model")
+                             group_size=cfg.list_size or None, do_lower_case=bool(bi and bi.do_lower_case))
+        return pt, bi, groups, config_digest(cfg, model_dir)
+    pt, bi, groups, digest = raise_together(load_model, what="loading the model")
     mcfg, tokenizer = pt.config, pt.tokenizer
     from ..sharding import resolve_mesh
     plan = S.make_plan(cfg.sharding, resolve_mesh(cfg.mesh) if cfg.mesh else None)
@@ -184,16 +185,19 @@ def train(cfg: TrainConfig) -> dict:
     steps_per_epoch = stream.steps_per_epoch()
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     accum = int(cfg.optim.grad_accum_steps)
-    tx = make_optimizer(cfg.optim, max(total // accum, 1), pt.params)
+    params0 = pt.params if head else bi.init_params(pt.params)
+    tx = make_optimizer(cfg.optim, max(total // accum, 1), params0)
     module = pt.module(dtype=as_dtype(cfg.dtype))
+    p_sh = S.param_shardings(plan, module)
     if head:
         apply_fn = S.cross_encoder_apply(module)
         loss_fn = S.cross_encoder_loss(cfg.loss, **cfg.loss_kwargs)
     else:
-        apply_fn = S.bi_encoder_apply(module, cfg.pooling)
+        apply_fn = bi.apply_fn(module)
         loss_fn = S.bi_encoder_loss(cfg.loss, **cfg.loss_kwargs)
-    shardings = S.state_shardings(plan, tx, pt.params, S.param_shardings(plan, module), ema=cfg.ema_decay > 0)
-    state = S.create_state(plan, tx, pt.params, shardings)
+        p_sh = bi.param_shardings(plan, p_sh)
+    shardings = S.state_shardings(plan, tx, params0, p_sh, ema=cfg.ema_decay > 0)
+    state = S.create_state(plan, tx, params0, shardings)
     rng = jax.random.key(cfg.seed)
     ckpt = Checkpointer(out / "checkpoints", every_steps=cfg.checkpoint_every or total,
                         keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
@@ -216,7 +220,7 @@ def train(cfg: TrainConfig) -> dict:
                                    grad_accum_steps=accum, ema_decay=cfg.ema_decay)
     eval_step = S.make_eval_step(apply_fn, plan, shardings.params)
     scorer = Scorer(eval_step, plan, tokenizer, cfg.max_length, mcfg.position_offset,
-                    bucket_lengths=tuple(cfg.bucket_lengths))
+                    bucket_lengths=tuple(cfg.bucket_lengths), do_lower_case=bool(bi and bi.do_lower_case))
     writer = MetricsWriter(out, enabled=pi == 0)
     if pi == 0:
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, default=str) + "\n")
@@ -238,7 +242,7 @@ def train(cfg: TrainConfig) -> dict:
     def export(name: str, host) -> Path:
         """Atomic: a kill during the export leaves the previous `name/` whole (atomic.py)."""
         with atomic_dir(out / name) as tmp:
-            export_model(tmp, cfg, mcfg, host, tokenizer, model_dir)
+            export_model(tmp, cfg, mcfg, host, tokenizer, model_dir, bi)
         return out / name
 
     step = int(jax.device_get(state.step))
@@ -295,6 +299,8 @@ def train(cfg: TrainConfig) -> dict:
         recover_dir(out / "best")  # a kill between the two renames of an export
         if best["step"] is not None and best["step"] != step and (out / "best").is_dir():
             best_params = load_pretrained(out / "best", head=head, with_tokenizer=False).params
+            if bi is not None:
+                best_params = bi.load_exported(out / "best", best_params)
             summary["test_best"] = run_eval("test", plan.put_params(best_params, shardings.params), step)
     writer.close()
     if pi == 0:
@@ -308,11 +314,17 @@ def evaluate_model(cfg: TrainConfig, ev) -> dict:
     evaluator = build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or "test")
     head = cfg.task == "cross_encoder"
     model_dir = Path(resolve_model(cfg.model))
-    pt = load_pretrained(model_dir, head=head, num_labels=cfg.num_labels if head else None, seed=cfg.seed)
+    pt = load_pretrained(model_dir if head else encoder_dir(model_dir), head=head,
+                         num_labels=cfg.num_labels if head else None, seed=cfg.seed)
     module = pt.module(dtype=as_dtype(cfg.dtype))
-    apply_fn = S.cross_encoder_apply(module) if head else S.bi_encoder_apply(module, cfg.pooling)
     plan = S.make_plan("dp")
-    p_sh = S.param_shardings(plan, module)
+    p_sh, params = S.param_shardings(plan, module), pt.params
+    bi = None if head else build_head(cfg, model_dir, pt.config)
+    if head:
+        apply_fn = S.cross_encoder_apply(module)
+    else:
+        apply_fn, params, p_sh = bi.apply_fn(module), bi.init_params(params), bi.param_shardings(plan, p_sh)
     scorer = Scorer(S.make_eval_step(apply_fn, plan, p_sh), plan, pt.tokenizer, cfg.max_length,
-                    pt.config.position_offset, batch_size=ev.batch_size, bucket_lengths=tuple(cfg.bucket_lengths))
-    return {k: float(v) for k, v in evaluator(scorer, plan.put_params(pt.params, p_sh)).items()}
+                    pt.config.position_offset, batch_size=ev.batch_size, bucket_lengths=tuple(cfg.bucket_lengths),
+                    do_lower_case=bool(bi and bi.do_lower_case))
+    return {k: float(v) for k, v in evaluator(scorer, plan.put_params(params, p_sh)).items()}

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from ..models import pooling as P
 from . import losses as L
 
 CROSS_LOSSES = ("bce", "ce", "mse", "margin_mse", "mnrl", "listnet", "listmle", "lambda", "ranknet")
@@ -125,20 +126,31 @@ def cross_encoder_apply(module: nn.Module) -> Callable:
     return apply
 
 
-def bi_encoder_apply(module: nn.Module, pooling: str = "mean", normalize: bool = False) -> Callable:
-    """(params, batch, rng, deterministic) -> fp32 sentence embeddings [R, D] (masked mean or
-    CLS pooling of the encoder output, as ST's Pooling module)."""
+def bi_encoder_apply(module: nn.Module, pooling="mean", ops=(), *, position_offset: int = 0,
+                     frozen_dense=None) -> Callable:
+    """(params, batch, rng, deterministic) -> fp32 sentence embeddings [R, D]: the encoder, then
+    models.pooling.sentence_head (pooling modes, then the ST Dense / Normalize `ops`), the code
+    BiEncoder embeds with. One text per row. Dense weights: params["dense"] (trained), or
+    `frozen_dense` (constants: no gradient, no optimizer update). `position_offset`: what the
+    batch's position_ids carry on top of 0-based positions (RoBERTa's padding offset)."""
+    modes = P.check_modes(pooling)
+    ops = tuple(ops)
+    n_dense = sum(kind == "dense" for kind, _ in ops)
+    if frozen_dense is not None:
+        frozen_dense = [{k: jnp.asarray(v, jnp.float32) for k, v in p.items()} for p in frozen_dense]
+
     def apply(params, batch, rng=None, deterministic=True):
         rngs = None if deterministic else {"dropout": rng}
-        h = module.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+        h = module.apply({"params": {"encoder": params["encoder"]}}, batch["input_ids"], batch["attention_mask"],
                          batch["token_type_ids"], batch["position_ids"],
-                         deterministic=deterministic, rngs=rngs).astype(jnp.float32)
-        m = (batch["attention_mask"] > 0).astype(jnp.float32)[..., None]
-        if pooling == "cls":
-            e = h[:, 0]
-        else:
-            e = jnp.sum(h * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1e-9)
-        return L.cos_normalize(e) if normalize else e
+                         deterministic=deterministic, rngs=rngs)
+        dense = frozen_dense if frozen_dense is not None else params.get("dense", [])
+        if len(dense) != n_dense:
+            raise ValueError(f"{len(dense)} Dense param sets for {n_dense} Dense modules in {ops}")
+        segment = (batch["attention_mask"] > 0).astype(jnp.int32)  # one text (segment 1) per row
+        first = jnp.zeros((segment.shape[0], 1), jnp.int32)        # right-padded: it starts at 0
+        e = P.sentence_head(modes, ops, dense, h, segment, batch["position_ids"] - position_offset, first)
+        return e[:, 0]
     return apply
 
 

@@ -1,0 +1,252 @@
+"""sentence-transformers model folders: read and write the modules after the Transformer.
+
+An ST bi-encoder folder lists its modules in modules.json: Transformer (the HF encoder, plus
+sentence_bert_config.json: max_seq_length, do_lower_case), Pooling (1_Pooling/config.json),
+then any Dense (config.json + linear.weight [out, in], linear.bias), Normalize and Dropout.
+`read_st_folder` turns that into a `SentenceModules` record, `write_st_folder` writes one back
+in ST 6.x's format. BiEncoder (loading, save) and bi-encoder training (setup, export) both go
+through these two functions, so what is trained is what is exported and what is loaded.
+The math of the modules is models/pooling.py's `sentence_head`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..models import pooling as P
+from ..models.pooling import DenseSpec
+from .checkpoint_files import read_checkpoint, write_safetensors
+
+# modules.json "type" -> our module kind. Both the legacy short paths and ST 6.2's full paths.
+MODULE_KINDS = {"Transformer": "transformer", "Pooling": "pooling", "Dense": "dense",
+                "Normalize": "normalize", "Dropout": "dropout"}
+ST_TYPES = {"transformer": "sentence_transformers.base.modules.transformer.Transformer",
+            "pooling": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+            "dense": "sentence_transformers.base.modules.dense.Dense",
+            "normalize": "sentence_transformers.base.modules.normalize.Normalize"}
+TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json",
+                       "sentence_distilbert_config.json", "sentence_xlm-roberta_config.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class SentenceModules:
+    """What an ST folder computes after its encoder (a plain HF folder: ST's default, mean pooling).
+
+    ops: ("dense", DenseSpec) | ("normalize", None) in order (Dropout is identity at inference
+    and dropped); dense_params: one {"kernel" [out, in], "bias"?, "residual"?} float32 numpy
+    dict per Dense op. transformer: sentence_bert_config.json; model_config:
+    config_sentence_transformers.json as stored (None when absent).
+    """
+    encoder_dir: Path
+    pooling_modes: tuple[str, ...] = ("mean",)
+    include_prompt: bool = True
+    ops: tuple = ()
+    dense_params: tuple = ()
+    transformer: dict = dataclasses.field(default_factory=dict)
+    model_config: dict | None = None
+    pooling_dim: int | None = None
+    is_st: bool = False
+
+    @property
+    def normalize(self) -> bool:
+        return any(kind == "normalize" for kind, _ in self.ops)
+
+    def output_dim(self, hidden_size: int) -> int:
+        """The embedding size; checks Pooling's dimension and every Dense in_features on the way."""
+        if self.pooling_dim is not None and int(self.pooling_dim) != hidden_size:
+            raise ValueError(f"Pooling embedding_dimension {self.pooling_dim} differs from the encoder's hidden size "
+                             f"{hidden_size}")
+        dim = len(self.pooling_modes) * hidden_size
+        for kind, spec in self.ops:
+            if kind == "dense":
+                if spec.in_features != dim:
+                    raise ValueError(f"Dense in_features {spec.in_features} != the incoming dimension {dim} "
+                                     f"(pooling {self.pooling_modes} of hidden size {hidden_size})")
+                dim = spec.out_features
+        return dim
+
+    def with_pooling(self, modes, include_prompt: bool | None = None) -> "SentenceModules":
+        return dataclasses.replace(self, pooling_modes=P.check_modes(modes),
+                                   include_prompt=self.include_prompt if include_prompt is None else include_prompt)
+
+    def with_normalize(self, normalize: bool) -> "SentenceModules":
+        """normalize=True: one Normalize at the end (kept if there); False: every Normalize dropped."""
+        if not normalize:
+            ops = tuple(op for op in self.ops if op[0] != "normalize")
+        elif self.ops and self.ops[-1][0] == "normalize":
+            ops = self.ops
+        else:
+            ops = self.ops + (("normalize", None),)
+        return dataclasses.replace(self, ops=ops)
+
+    def with_dense_params(self, dense_params) -> "SentenceModules":
+        dense_params = tuple(dense_params)
+        n = sum(kind == "dense" for kind, _ in self.ops)
+        if len(dense_params) != n:
+            raise ValueError(f"{len(dense_params)} Dense param sets for {n} Dense modules")
+        return dataclasses.replace(self, dense_params=tuple(
+            {k: np.asarray(v, np.float32) for k, v in p.items()} for p in dense_params))
+
+
+def read_json(path: Path, what: str):
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} ({what}) is not valid JSON: {e}") from e
+    if not isinstance(data, (dict, list)):
+        raise ValueError(f"{path} ({what}) must hold a JSON object")
+    return data
+
+
+def module_kind(entry, where: str) -> str:
+    typ = entry.get("type") if isinstance(entry, dict) else None
+    kind = MODULE_KINDS.get(str(typ).rsplit(".", 1)[-1]) if isinstance(typ, str) else None
+    if kind is None or not typ.startswith("sentence_transformers."):
+        raise ValueError(f"{where}: unsupported module type {typ!r}; BiEncoder handles sentence-transformers' "
+                         f"{sorted(MODULE_KINDS)} modules (a model with other modules cannot be run exactly here)")
+    return kind
+
+
+def pooling_modes(cfg: dict, where: Path) -> tuple[tuple[str, ...], bool]:
+    if "pooling_mode" in cfg:
+        modes = cfg["pooling_mode"]
+    else:
+        modes = tuple(mode for key, mode in P.LEGACY_KEYS.items() if cfg.get(key)) or ("mean",)
+    try:
+        modes = P.check_modes(modes)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return modes, bool(cfg.get("include_prompt", True))
+
+
+def read_dense(folder: Path) -> tuple[DenseSpec, dict]:
+    cfg = read_json(folder / "config.json", "Dense config")
+    act = cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
+    if act not in P.DENSE_ACTIVATIONS:
+        raise ValueError(f"{folder}: Dense activation_function {act!r} is not supported; "
+                         f"supported: {sorted(P.DENSE_ACTIVATIONS)}")
+    for key in ("module_input_name", "module_output_name"):
+        if cfg.get(key, "sentence_embedding") != "sentence_embedding":
+            raise ValueError(f"{folder}: Dense {key}={cfg[key]!r} is not supported (only 'sentence_embedding')")
+    spec = DenseSpec(int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True)), act,
+                     bool(cfg.get("use_residual", False)))
+    tensors = read_checkpoint(folder)
+    want = {"linear.weight": (spec.out_features, spec.in_features)}
+    if spec.bias:
+        want["linear.bias"] = (spec.out_features,)
+    if spec.use_residual and spec.in_features != spec.out_features:
+        want["residual.weight"] = (spec.out_features, spec.in_features)
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if got != want:
+        raise ValueError(f"{folder}: Dense weights {got} do not match its config (expected {want})")
+    params = {"kernel": tensors["linear.weight"], "bias": tensors.get("linear.bias"),
+              "residual": tensors.get("residual.weight")}
+    return spec, {k: np.asarray(v, np.float32) for k, v in params.items() if v is not None}
+
+
+def read_transformer_config(folder: Path) -> dict:
+    for name in TRANSFORMER_CONFIGS:
+        if (folder / name).is_file():
+            cfg = read_json(folder / name, "Transformer config")
+            task = cfg.get("transformer_task", "feature-extraction")
+            if task != "feature-extraction" or cfg.get("module_output_name", "token_embeddings") != "token_embeddings":
+                raise ValueError(f"{folder / name}: transformer_task {task!r} / module_output_name "
+                                 f"{cfg.get('module_output_name')!r} not supported (feature-extraction only)")
+            return cfg
+    return {}
+
+
+def read_model_config(path: Path, score_functions) -> dict:
+    """config_sentence_transformers.json, checked: a SentenceTransformer with a known similarity."""
+    cfg = read_json(path, "model config")
+    if cfg.get("model_type", "SentenceTransformer") != "SentenceTransformer":
+        raise ValueError(f"{path}: model_type {cfg['model_type']!r} is not a SentenceTransformer (bi-encoder)")
+    name = cfg.get("similarity_fn_name") or "cosine"
+    if name not in score_functions:
+        raise ValueError(f"{path}: unknown similarity_fn_name {name!r}; expected one of {score_functions}")
+    return cfg
+
+
+def read_st_folder(model_dir: Path, score_functions=("cosine", "dot", "euclidean", "manhattan")) -> SentenceModules:
+    """The modules of an ST folder (modules.json), or ST's defaults for a plain HF folder."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "modules.json").is_file():
+        return SentenceModules(encoder_dir=model_dir)
+    entries = read_json(model_dir / "modules.json", "module list")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{model_dir / 'modules.json'} must be a non-empty JSON list of modules")
+    kinds = [module_kind(e, f"{model_dir / 'modules.json'} entry {i}") for i, e in enumerate(entries)]
+    if kinds[0] != "transformer" or kinds.count("transformer") != 1 or kinds.count("pooling") != 1 \
+            or kinds.index("pooling") != 1:
+        raise ValueError(f"{model_dir / 'modules.json'}: expected Transformer, Pooling, then Dense/Normalize "
+                         f"modules; found {kinds}")
+    folders = [model_dir / (e.get("path") or "") for e in entries]
+    pool_cfg = read_json(folders[1] / "config.json", "Pooling config")
+    modes, include_prompt = pooling_modes(pool_cfg, folders[1] / "config.json")
+    ops, dense_params = [], []
+    for kind, folder in zip(kinds[2:], folders[2:]):
+        if kind == "dense":
+            spec, prm = read_dense(folder)
+            ops.append(("dense", spec))
+            dense_params.append(prm)
+        elif kind == "normalize":
+            ops.append(("normalize", None))
+        # dropout: identity at inference
+    model_cfg = None
+    if (model_dir / "config_sentence_transformers.json").is_file():
+        model_cfg = read_model_config(model_dir / "config_sentence_transformers.json", score_functions)
+    dim = pool_cfg.get("embedding_dimension", pool_cfg.get("word_embedding_dimension"))
+    return SentenceModules(encoder_dir=folders[0], pooling_modes=modes, include_prompt=include_prompt,
+                           ops=tuple(ops), dense_params=tuple(dense_params),
+                           transformer=read_transformer_config(folders[0]), model_config=model_cfg,
+                           pooling_dim=None if dim is None else int(dim), is_st=True)
+
+
+def write_st_folder(path: Path, mods: SentenceModules, *, hidden_size: int, max_seq_length: int,
+                    do_lower_case: bool, model_config: dict | None = None) -> Path:
+    """Write everything of an ST folder but the encoder (config.json, weights, tokenizer, which
+    save_pretrained writes in `path`): sentence_bert_config.json, 1_Pooling, one folder per
+    Dense / Normalize op (Dense weights in ST's layout), modules.json and
+    config_sentence_transformers.json (`model_config`, default cosine similarity)."""
+    path = Path(path)
+    mods.output_dim(hidden_size)  # the dimensions chain
+    (path / "sentence_bert_config.json").write_text(json.dumps(
+        {"max_seq_length": int(max_seq_length), "do_lower_case": bool(do_lower_case)}, indent=2) + "\n")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": ST_TYPES["transformer"]}]
+    pool_dir = path / "1_Pooling"
+    pool_dir.mkdir(exist_ok=True)
+    modes = mods.pooling_modes[0] if len(mods.pooling_modes) == 1 else list(mods.pooling_modes)
+    (pool_dir / "config.json").write_text(json.dumps({
+        "embedding_dimension": hidden_size, "pooling_mode": modes,
+        "include_prompt": mods.include_prompt}, indent=2) + "\n")
+    modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_TYPES["pooling"]})
+    dense = iter(mods.dense_params)
+    for idx, (kind, spec) in enumerate(mods.ops, start=2):
+        folder = path / f"{idx}_{kind.capitalize()}"
+        folder.mkdir(exist_ok=True)
+        if kind == "dense":
+            prm = next(dense)
+            conf = {"in_features": spec.in_features, "out_features": spec.out_features, "bias": spec.bias,
+                    "activation_function": spec.activation, "module_input_name": "sentence_embedding",
+                    "module_output_name": "sentence_embedding"}
+            if spec.use_residual:
+                conf["use_residual"] = True
+            tensors = {"linear.weight": prm["kernel"]}
+            if "bias" in prm:
+                tensors["linear.bias"] = prm["bias"]
+            if "residual" in prm:
+                tensors["residual.weight"] = prm["residual"]
+            write_safetensors({k: np.asarray(v, np.float32) for k, v in tensors.items()}, folder / "model.safetensors")
+        else:
+            conf = {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}
+        (folder / "config.json").write_text(json.dumps(conf, indent=2) + "\n")
+        modules.append({"idx": idx, "name": str(idx), "path": folder.name, "type": ST_TYPES[kind]})
+    (path / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    model_config = dict(model_config or {})
+    model_config.setdefault("model_type", "SentenceTransformer")
+    model_config.setdefault("similarity_fn_name", "cosine")
+    (path / "config_sentence_transformers.json").write_text(json.dumps(model_config, indent=2) + "\n")
+    return path

@@ -1,0 +1,103 @@
+"""The bi-encoder head that training uses and exports: the source ST folder's Pooling, Dense and
+Normalize modules (hf/st_folder.py), as changed by the config's `pooling` / `dense` /
+`normalize` settings.
+
+The train and eval steps embed with step.bi_encoder_apply, which runs models.pooling's
+`sentence_head` (BiEncoder's own path), so the loss sees exactly the embeddings that
+BiEncoder and PyTorch sentence-transformers compute on the export. Trained Dense weights live
+in the params tree as params["dense"] (a list, one dict per Dense module); frozen ones are
+constants of the step (no gradient, no optimizer state, no weight decay).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ..batching import copy_tokenizer
+from ..hf import st_folder
+from ..hf.pretrained import save_pretrained
+from . import step as S
+
+
+@dataclasses.dataclass(frozen=True)
+class BiHead:
+    modules: st_folder.SentenceModules   # what is trained and exported (source Dense weights)
+    train_dense: bool
+    do_lower_case: bool
+    position_offset: int = 0
+
+    @property
+    def has_dense(self) -> bool:
+        return bool(self.modules.dense_params)
+
+    @property
+    def trains_dense(self) -> bool:
+        return self.train_dense and self.has_dense
+
+    def init_params(self, encoder_params: dict) -> dict:
+        """Training params: {"encoder": ...} (+ "dense": [...] when the Dense modules train)."""
+        params = dict(encoder_params)
+        if self.trains_dense:
+            params["dense"] = [dict(p) for p in self.modules.dense_params]
+        return params
+
+    def param_shardings(self, plan, encoder_shardings: dict) -> dict:
+        """The encoder's shardings plus replicated Dense weights (small)."""
+        sh = dict(encoder_shardings)
+        if self.trains_dense:
+            sh["dense"] = jax.tree.map(lambda _: plan.replicated, [dict(p) for p in self.modules.dense_params])
+        return sh
+
+    def apply_fn(self, module):
+        frozen = None if self.trains_dense else list(self.modules.dense_params)
+        return S.bi_encoder_apply(module, self.modules.pooling_modes, self.modules.ops,
+                                  position_offset=self.position_offset, frozen_dense=frozen)
+
+    def dense_params(self, params) -> list:
+        """Host Dense weights to export: the trained ones, or the frozen source weights."""
+        if self.trains_dense:
+            return [{k: np.asarray(v, np.float32) for k, v in p.items()} for p in params["dense"]]
+        return list(self.modules.dense_params)
+
+    def export(self, path: Path, model_cfg, params, tokenizer, max_length: int) -> Path:
+        """An ST folder of exactly this head: encoder (save_pretrained), modules.json, Pooling with
+        the modes used, Dense with the weights used, Normalize when used, sentence_bert_config
+        (max_seq_length, the source's do_lower_case), the source's config_sentence_transformers."""
+        tok = copy_tokenizer(tokenizer)  # never mutate the live tokenizer
+        tok.model_max_length = max_length
+        out = save_pretrained(path, model_cfg, {"encoder": params["encoder"]}, tok, head=False)
+        mods = self.modules.with_dense_params(self.dense_params(params))
+        st_folder.write_st_folder(out, mods, hidden_size=model_cfg.hidden_size, max_seq_length=max_length,
+                                  do_lower_case=self.do_lower_case, model_config=self.modules.model_config)
+        return out
+
+    def load_exported(self, path: Path, encoder_params: dict) -> dict:
+        """Training params of an export (e.g. the best model) from its encoder params and folder."""
+        params = dict(encoder_params)
+        if self.trains_dense:
+            params["dense"] = [dict(p) for p in st_folder.read_st_folder(path).dense_params]
+        return params
+
+
+def build_head(cfg, model_dir: Path, model_cfg) -> BiHead:
+    """The head of a bi-encoder TrainConfig on the model at model_dir (checked dimensions)."""
+    mods = st_folder.read_st_folder(model_dir)
+    if cfg.pooling is not None:
+        mods = mods.with_pooling(cfg.pooling)
+    if cfg.normalize is not None:
+        mods = mods.with_normalize(cfg.normalize)
+    try:
+        mods.output_dim(model_cfg.hidden_size)
+    except ValueError as e:
+        raise ValueError(f"{model_dir} with pooling={cfg.pooling!r}: {e}") from None
+    return BiHead(mods, train_dense=cfg.dense == "train",
+                  do_lower_case=bool(mods.transformer.get("do_lower_case", False)),
+                  position_offset=model_cfg.position_offset)
+
+
+def encoder_dir(model_dir: Path) -> Path:
+    """Where the encoder of an ST folder (or a plain HF folder) is."""
+    return st_folder.read_st_folder(model_dir).encoder_dir
