@@ -90,13 +90,14 @@ def _check_text(x, where: str, fix: str) -> str:
     return str(x)  # np.str_ and other subclasses -> plain str
 
 
-def _split_pairs(pairs) -> tuple[list[str], list[str]]:
+def _split_pairs(pairs, offset: int = 0) -> tuple[list[str], list[str]]:
+    """`offset`: the index of pairs[0] in the whole input (a chunk of a stream), for messages."""
     pairs = _as_sequence(pairs, "pairs", "[(query, passage), ...]")
-    if len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
+    if offset == 0 and len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
         raise TypeError("pairs looks like one pair of two strings, not a list of pairs; "
                         "wrap it in a list: [(text_a, text_b)]")
     first, second = [], []
-    for i, pair in enumerate(pairs):
+    for i, pair in enumerate(pairs, offset):
         # Fast path for the common case; the slow path below only runs to explain an error.
         if type(pair) in (tuple, list) and len(pair) == 2:
             a, b = pair
@@ -164,18 +165,21 @@ def _encode(tokenizer, first, second, max_length: int) -> list[Encoding]:
     return out
 
 
-def tokenize_pairs(tokenizer, pairs, max_length: int) -> list[Encoding]:
-    """Token ids of each (text_a, text_b) pair exactly as ST 6.2 `CrossEncoder.predict` makes them."""
-    first, second = _split_pairs(pairs)
+def tokenize_pairs(tokenizer, pairs, max_length: int, offset: int = 0) -> list[Encoding]:
+    """Token ids of each (text_a, text_b) pair exactly as ST 6.2 `CrossEncoder.predict` makes them.
+    `offset`: the index of pairs[0] in the whole input, for error messages."""
+    first, second = _split_pairs(pairs, offset)
     max_length = _check_max_length(tokenizer, max_length, pair=True)
     return _encode(tokenizer, first, second, max_length) if first else []
 
 
-def tokenize_texts(tokenizer, texts, max_length: int, do_lower_case: bool = False) -> list[Encoding]:
-    """Token ids of each text exactly as ST 6.2's `Transformer` module makes them."""
+def tokenize_texts(tokenizer, texts, max_length: int, do_lower_case: bool = False,
+                   offset: int = 0) -> list[Encoding]:
+    """Token ids of each text exactly as ST 6.2's `Transformer` module makes them.
+    `offset`: the index of texts[0] in the whole input, for error messages."""
     texts = _as_sequence(texts, "texts", "[text, ...]")
     clean = []
-    for i, t in enumerate(texts):
+    for i, t in enumerate(texts, offset):
         if type(t) is not str:
             if isinstance(t, _SEQ_TYPES):
                 raise TypeError(f"texts[{i}] is {_describe(t)}, not a str; tokenize_texts takes "

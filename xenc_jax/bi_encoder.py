@@ -14,13 +14,14 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .atomic import atomic_dir
+from .streaming import DEFAULT_CHUNK_SIZE, PairBar, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
 from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_results, tokenize_texts, unique_encodings
 from .hf import st_folder
 from .hf.hub import resolve_model_dir
@@ -74,7 +75,7 @@ class BiEncoder:
                  max_seq_length: int | None = None, truncate_dim: int | None = None, dtype="float32",
                  buckets: BucketConfig | None = None, revision: str | None = None,
                  attention_impl: str | None = None, compilation_cache: str | None = None,
-                 mesh=None, sharding: str = "dp"):
+                 mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE):
         enable_compilation_cache(compilation_cache)
         model_dir = resolve_model_dir(model_name_or_path, revision)
         self.model_dir = model_dir
@@ -113,6 +114,7 @@ class BiEncoder:
         self.plan, self.params, shardings, self.buckets = setup_sharding(
             self._module, self.params, self.buckets, mesh, sharding)
         self._runner = BucketedRunner(self._embed, plan=self.plan, param_shardings=shardings)
+        self.chunk_size = check_chunk_size(chunk_size)  # texts per chunk in encode / encode_stream
 
     # ---- reading an ST folder (hf/st_folder.py) ----
     def _read_model_config(self, cfg: dict) -> None:
@@ -149,17 +151,7 @@ class BiEncoder:
         self._runner.warmup(self.params, shapes, cfg.segments)
         return len(shapes)
 
-    def encode(self, sentences: str | Sequence[str], batch_size: int | None = None,
-               normalize_embeddings: bool = False, show_progress_bar: bool | None = None,
-               prompt: str | None = None, prompt_name: str | None = None, convert_to_numpy: bool = True,
-               truncate_dim: int | None = None):
-        """Embeddings float32 [N, D] in input order ([D] for a single str, [0, D] for an empty list).
-
-        batch_size: fixed rows per batch (None = the bucket config's token budget).
-        prompt / prompt_name: text prepended to every sentence (as ST; the model's
-        default_prompt_name applies when neither is given). convert_to_numpy=False returns a jax.Array.
-        """
-        texts, single = _check_sentences(sentences)
+    def _resolve_prompt(self, prompt, prompt_name):
         if prompt is None and prompt_name is not None:
             if prompt_name not in self.prompts:
                 raise ValueError(f"prompt_name {prompt_name!r} not in the model's prompts {sorted(self.prompts)}")
@@ -171,26 +163,69 @@ class BiEncoder:
         if prompt and not self.include_prompt:
             raise NotImplementedError("this model's Pooling has include_prompt=False (prompt tokens excluded "
                                       "from pooling), which BiEncoder does not implement yet")
+        return prompt
+
+    # ---- one chunk: tokenize + bucket (background thread), then embed (device) ----
+    def _prepare(self, start: int, texts: list, cfg: BucketConfig, prompt: str | None):
         if prompt:
-            texts = [prompt + t for t in texts]
-        dim = truncate_dim if truncate_dim is not None else self.truncate_dim
+            texts = [prompt + t if isinstance(t, str) else t for t in texts]  # non-str: tokenize_texts explains
         encodings, inverse = unique_encodings(
-            tokenize_texts(self.tokenizer, texts, self.max_seq_length, self.do_lower_case))
-        if not encodings and jax.process_count() == 1:  # other processes may still need this one
-            out = np.zeros((0, dim or self._dim), np.float32)
-        else:
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            cfg = self._bucket_config(batch_size)
-            batches = make_batches(encodings, cfg, self.max_seq_length, pad)
-            outputs = self._runner.run(self.params, batches, show_progress=show_progress_bar,
-                                       shapes=cfg.resolve(self.max_seq_length)[::-1], segments=cfg.segments)
-            out = (scatter_results(outputs, len(encodings))[inverse] if encodings
-                   else np.zeros((0, dim or self._dim), np.float32))
-            if dim is not None:
-                out = out[:, :dim]
-            if normalize_embeddings:
-                out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
-        out = np.ascontiguousarray(out, dtype=np.float32)
+            tokenize_texts(self.tokenizer, texts, self.max_seq_length, self.do_lower_case, offset=start))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return encodings, inverse, (make_batches(encodings, cfg, self.max_seq_length, pad) if encodings else [])
+
+    def _embed_prepared(self, prep, cfg: BucketConfig, dim: int | None, normalize: bool) -> np.ndarray:
+        encodings, inverse, batches = prep
+        if not encodings and jax.process_count() == 1:  # other processes may still need the call
+            return np.zeros((0, dim or self._dim), np.float32)
+        outputs = self._runner.run(self.params, batches, show_progress=False,
+                                   shapes=cfg.resolve(self.max_seq_length)[::-1], segments=cfg.segments)
+        if not encodings:
+            return np.zeros((0, dim or self._dim), np.float32)
+        out = scatter_results(outputs, len(encodings))[inverse]
+        if dim is not None:
+            out = out[:, :dim]
+        if normalize:
+            out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def encode_stream(self, sentences, chunk_size: int | None = None, batch_size: int | None = None,
+                      normalize_embeddings: bool = False, show_progress_bar: bool | None = None,
+                      prompt: str | None = None, prompt_name: str | None = None,
+                      truncate_dim: int | None = None) -> Iterator[np.ndarray]:
+        """Embeddings float32 [n, D] per chunk of `chunk_size` texts, in input order, for any
+        iterable of texts: memory is bounded by the chunk size, not the input; the next chunk is
+        tokenized and bucketed in a background thread while the device embeds this one. The
+        concatenated chunks equal `encode(list(sentences))` bit for bit."""
+        it = check_stream_input(sentences, "sentences", "'a text'")
+        prompt = self._resolve_prompt(prompt, prompt_name)
+        dim = truncate_dim if truncate_dim is not None else self.truncate_dim
+        cfg = self._bucket_config(batch_size)
+        bar = PairBar(len(sentences) if hasattr(sentences, "__len__") else None, "Encoding", show_progress_bar,
+                      unit="text")
+        try:
+            yield from run_chunks(numbered_chunks(it, check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)),
+                                  lambda start, chunk: self._prepare(start, chunk, cfg, prompt),
+                                  lambda prep: self._embed_prepared(prep, cfg, dim, normalize_embeddings), bar=bar)
+        finally:
+            bar.close()
+
+    def encode(self, sentences: str | Sequence[str], batch_size: int | None = None,
+               normalize_embeddings: bool = False, show_progress_bar: bool | None = None,
+               prompt: str | None = None, prompt_name: str | None = None, convert_to_numpy: bool = True,
+               truncate_dim: int | None = None, chunk_size: int | None = None):
+        """Embeddings float32 [N, D] in input order ([D] for a single str, [0, D] for an empty list).
+
+        batch_size: fixed rows per batch (None = the bucket config's token budget).
+        prompt / prompt_name: text prepended to every sentence (as ST; the model's
+        default_prompt_name applies when neither is given). convert_to_numpy=False returns a jax.Array.
+        Embedded in chunks of `chunk_size` texts (default self.chunk_size), exactly as encode_stream.
+        """
+        texts, single = _check_sentences(sentences)
+        dim = truncate_dim if truncate_dim is not None else self.truncate_dim
+        parts = list(self.encode_stream(texts, chunk_size, batch_size, normalize_embeddings, show_progress_bar,
+                                        prompt, prompt_name, truncate_dim))
+        out = np.concatenate(parts) if parts else np.zeros((0, dim or self._dim), np.float32)
         if single:
             out = out[0]
         return out if convert_to_numpy else jnp.asarray(out)

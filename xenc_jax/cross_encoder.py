@@ -10,13 +10,15 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import jax
 import numpy as np
 
 from .atomic import atomic_dir
-from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_results, tokenize_pairs, unique_encodings
+from .batching import (BucketConfig, _as_sequence, copy_tokenizer, make_batches, scatter_results, tokenize_pairs,
+                       unique_encodings)
+from .streaming import DEFAULT_CHUNK_SIZE, PairBar, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
@@ -78,6 +80,8 @@ class CrossEncoder:
         sizes are then per process.
       sharding: how params are split over the mesh: "dp" (replicated), "fsdp", "tp", "fsdp_tp"
         (see the rules table in sharding.py).
+      chunk_size: pairs per chunk in predict / predict_stream: each chunk is tokenized and
+        bucketed while the device scores the previous one; host memory grows with it.
     """
 
     def __init__(self, model_name_or_path: str | os.PathLike = DEFAULT_MODEL, num_labels: int | None = None,
@@ -85,7 +89,7 @@ class CrossEncoder:
                  buckets: BucketConfig | None = None, revision: str | None = None,
                  ignore_config_keys: tuple[str, ...] = (), seed: int = 0,
                  attention_impl: str | None = None, compilation_cache: str | None = None,
-                 mesh=None, sharding: str = "dp"):
+                 mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE):
         enable_compilation_cache(compilation_cache)
         model_dir = resolve_model_dir(model_name_or_path, revision)
         raw = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
@@ -115,6 +119,7 @@ class CrossEncoder:
         self.plan, self.params, shardings, self.buckets = setup_sharding(
             self._module, self.params, self.buckets, mesh, sharding)
         self._runner = BucketedRunner(self._score, plan=self.plan, param_shardings=shardings)
+        self.chunk_size = check_chunk_size(chunk_size)
 
     # ---- the pure function ----
     def _score(self, params, arrays):
@@ -143,34 +148,73 @@ class CrossEncoder:
         self._runner.warmup(self.params, shapes, cfg.segments)
         return len(shapes)
 
-    def logits(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None) -> np.ndarray:
-        """Raw fp32 logits [N, num_labels] in input order."""
-        encodings, inverse = unique_encodings(tokenize_pairs(self.tokenizer, pairs, self.max_length))
-        if not encodings and jax.process_count() == 1:  # other processes may still need this one
+    # ---- one chunk: tokenize + bucket (background thread), then score (device) ----
+    def _prepare(self, start: int, pairs: list, cfg: BucketConfig):
+        encodings, inverse = unique_encodings(tokenize_pairs(self.tokenizer, pairs, self.max_length, offset=start))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return encodings, inverse, (make_batches(encodings, cfg, self.max_length, pad) if encodings else [])
+
+    def _score_prepared(self, prep, cfg: BucketConfig) -> np.ndarray:
+        encodings, inverse, batches = prep
+        if not encodings and jax.process_count() == 1:  # other processes may still need the call
             return np.zeros((0, self.num_labels), np.float32)
-        cfg = self._bucket_config(batch_size)
-        batches = make_batches(encodings, cfg, self.max_length,
-                               self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
-        outputs = self._runner.run(self.params, batches, show_progress=show_progress_bar,
+        outputs = self._runner.run(self.params, batches, show_progress=False,
                                    shapes=cfg.resolve(self.max_length)[::-1], segments=cfg.segments)
         if not encodings:
             return np.zeros((0, self.num_labels), np.float32)
         return scatter_results(outputs, len(encodings))[inverse]
 
-    def predict(self, pairs, batch_size: int | None = None, activation_fn=None, apply_softmax: bool = False,
-                show_progress_bar: bool | None = None, convert_to_numpy: bool = True):
-        """Scores in input order: [N] for 1 label, [N, C] otherwise (a single pair -> one score)."""
-        single = _is_single_pair(pairs)
-        logits = self.logits([tuple(pairs)] if single else pairs, batch_size, show_progress_bar)
+    def logits_stream(self, pairs, batch_size: int | None = None, chunk_size: int | None = None,
+                      show_progress_bar: bool | None = None) -> Iterator[np.ndarray]:
+        """Raw fp32 logits [n, num_labels] per chunk of `chunk_size` pairs, in input order. `pairs`:
+        any iterable (a generator, a file reader), read one chunk at a time; the next chunk is
+        tokenized and bucketed in a background thread while the device scores this one."""
+        it = check_stream_input(pairs, "pairs", "(query, passage)")
+        cfg = self._bucket_config(batch_size)
+        bar = PairBar(len(pairs) if hasattr(pairs, "__len__") else None, "Scoring", show_progress_bar)
+        try:
+            yield from run_chunks(numbered_chunks(it, check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)),
+                                  lambda start, chunk: self._prepare(start, chunk, cfg),
+                                  lambda prep: self._score_prepared(prep, cfg), bar=bar)
+        finally:
+            bar.close()
+
+    def logits(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None,
+               chunk_size: int | None = None) -> np.ndarray:
+        """Raw fp32 logits [N, num_labels] in input order."""
+        pairs = _as_sequence(pairs, "pairs", "[(query, passage), ...]")
+        if len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
+            tokenize_pairs(self.tokenizer, pairs, self.max_length)  # raises: one pair, not a list
+        parts = list(self.logits_stream(pairs, batch_size, chunk_size, show_progress_bar))
+        return np.concatenate(parts) if parts else np.zeros((0, self.num_labels), np.float32)
+
+    def _activate(self, logits: np.ndarray, activation_fn, apply_softmax: bool) -> np.ndarray:
         act = self.activation_fn if activation_fn is None else _resolve_activation(activation_fn)[1]
         scores = np.asarray(act(logits), np.float32)
         if self.num_labels == 1:
-            scores = scores[:, 0]
-        elif apply_softmax:
-            scores = _softmax(scores).astype(np.float32)
+            return scores[:, 0]
+        return _softmax(scores).astype(np.float32) if apply_softmax else scores
+
+    def predict(self, pairs, batch_size: int | None = None, activation_fn=None, apply_softmax: bool = False,
+                show_progress_bar: bool | None = None, convert_to_numpy: bool = True,
+                chunk_size: int | None = None):
+        """Scores in input order: [N] for 1 label, [N, C] otherwise (a single pair -> one score).
+        Scored in chunks of `chunk_size` pairs (default self.chunk_size), exactly as predict_stream."""
+        single = _is_single_pair(pairs)
+        logits = self.logits([tuple(pairs)] if single else pairs, batch_size, show_progress_bar, chunk_size)
+        scores = self._activate(logits, activation_fn, apply_softmax)
         if single:
             return scores[0]
         return scores if convert_to_numpy else list(scores)
+
+    def predict_stream(self, pairs, chunk_size: int | None = None, batch_size: int | None = None,
+                       activation_fn=None, apply_softmax: bool = False,
+                       show_progress_bar: bool | None = None) -> Iterator[np.ndarray]:
+        """Scores per chunk, in input order, for any iterable of pairs: memory is bounded by the
+        chunk size, not the input. The concatenated chunks equal `predict(list(pairs))` bit for
+        bit (predict scores in the same chunks)."""
+        for logits in self.logits_stream(pairs, batch_size, chunk_size, show_progress_bar):
+            yield self._activate(logits, activation_fn, apply_softmax)
 
     def rank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
              batch_size: int | None = None, activation_fn=None, show_progress_bar: bool | None = None) -> list[dict]:

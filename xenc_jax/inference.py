@@ -49,9 +49,13 @@ BATCH_FIELDS = ("input_ids", "attention_mask", "token_type_ids", "position_ids",
 def enable_compilation_cache(path: str | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache so a second process reuses compiled buckets.
 
-    `path` defaults to $XENC_COMPILATION_CACHE; nothing happens when neither is set.
+    `path` defaults to $XENC_COMPILATION_CACHE; nothing happens when neither is set, or when
+    the variable is "0" (off, also over a path given here).
     """
-    path = path or os.environ.get("XENC_COMPILATION_CACHE")
+    env = os.environ.get("XENC_COMPILATION_CACHE")
+    if env is not None and env.strip().lower() in ("0", "off", "false", "no"):
+        return None
+    path = path or env
     if not path:
         return None
     os.makedirs(path, exist_ok=True)
@@ -60,6 +64,35 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def _cpu_key() -> str:
+    """The CPU model and its feature flags, hashed: XLA:CPU compiles for the host's instruction
+    set, so a cache shared between machines (a home directory on NFS) must not hand AVX-512 code
+    to a CPU without it."""
+    import hashlib
+    import platform
+    text = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            info = f.read(1 << 16)
+        fields = {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in info.splitlines()[:40])}
+        text += fields.get("model name", "") + fields.get("flags", fields.get("Features", ""))
+    except OSError:
+        pass
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def default_compilation_cache() -> str:
+    """The CLI's cache directory: $XDG_CACHE_HOME (or ~/.cache)/xenc_jax/jax-<version>-<cpu>."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "xenc_jax", f"jax-{jax.__version__}-{jax.default_backend()}-{_cpu_key()}")
+
+
+def cli_compilation_cache() -> str | None:
+    """On by default for the CLI (a second run does not compile again): $XENC_COMPILATION_CACHE
+    if set ("0" turns it off), else default_compilation_cache()."""
+    return enable_compilation_cache(os.environ.get("XENC_COMPILATION_CACHE") or default_compilation_cache())
 
 
 def progress(iterable, total: int, desc: str, show: bool | None):

@@ -193,6 +193,15 @@ def merge_parts(prefix: str | os.PathLike) -> np.ndarray:
     return _interleave(parts, sum(p.shape[0] for p in parts))
 
 
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is True on any (a collective: all must call it)."""
+    import jax
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([bool(flag)], np.int32))))
+
+
 class ProcessFailed(ValueError):
     """A step failed on some process; every process raises this with the same message."""
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from . import distributed
-from .io import open_out, read_jsonl, read_pairs, read_texts
+from .io import ByteCounter, iter_pairs, open_out, read_jsonl, read_pairs, read_texts
 
 
 def _model_args(p):
@@ -23,11 +23,13 @@ def _model_args(p):
 def _load(args, run=None):
     import dataclasses
 
-    from ..inference import default_buckets
+    from ..inference import cli_compilation_cache, default_buckets
     from ..cross_encoder import CrossEncoder
     buckets = dataclasses.replace(default_buckets("pairs"), pack=bool(args.pack)) if args.pack is not None else None
     sharded = {} if run is None else {"mesh": run.mesh, "sharding": run.sharding}
-    return CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype, buckets=buckets, **sharded)
+    extra = {"chunk_size": args.chunk_size} if getattr(args, "chunk_size", None) else {}
+    return CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype, buckets=buckets,
+                        compilation_cache=cli_compilation_cache(), **sharded, **extra)
 
 
 def _write(out, rows: list[dict], fmt: str, columns: list[str]):
@@ -39,28 +41,46 @@ def _write(out, rows: list[dict], fmt: str, columns: list[str]):
 
 
 def run_score(args) -> int:
+    from .streamed import output_format
+    args.output_format = output_format(args.output, args.output_format)
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
-    pairs = read_pairs(args.input, args.input_format)
+    if run.count > 1:  # not streamed yet: each process reads the input and keeps its slice
+        pairs = read_pairs(args.input, args.input_format, _columns(args))
+        model = _load(args, run)
+        scores = model.predict(run.local(pairs), batch_size=args.batch_size, show_progress_bar=args.progress,
+                               activation_fn="identity" if args.raw else None, apply_softmax=args.softmax)
+        scores = run.finish(np.asarray(scores), len(pairs), args.output)
+        if scores is not None:  # process 0 writes the gathered scores
+            write_scores(scores, args.output, args.output_format)
+        return 0
+    from .streamed import stream_job
     model = _load(args, run)
-    scores = model.predict(run.local(pairs), batch_size=args.batch_size, show_progress_bar=args.progress,
-                           activation_fn="identity" if args.raw else None, apply_softmax=args.softmax)
-    scores = run.finish(np.asarray(scores), len(pairs), args.output)
-    if scores is not None:  # process 0 (or the only one) writes the gathered scores
-        write_scores(scores, args.output, args.output_format)
-    return 0
+    counter = ByteCounter(args.input)
+    source = iter_pairs(args.input, args.input_format, _columns(args), counter)
+    return stream_job(args, model, source, counter, what="pairs", settings={
+        "raw": args.raw, "softmax": args.softmax},
+        score=lambda items, chunk: model.predict_stream(
+            items, chunk_size=chunk, batch_size=args.batch_size, show_progress_bar=False,
+            activation_fn="identity" if args.raw else None, apply_softmax=args.softmax))
+
+
+def _columns(args):
+    return [c.strip() for c in args.columns.split(",")] if getattr(args, "columns", None) else None
 
 
 def write_scores(scores: np.ndarray, output: str, fmt: str) -> None:
-    rows = []
-    for i, s in enumerate(scores):
-        rows.append({"index": i, "score": float(s) if np.ndim(s) == 0 else [float(x) for x in s]})
+    """All scores at once (multi-process runs, merge-parts)."""
+    from .streamed import score_rows_text
+    if fmt == "parquet":
+        from .streamed import write_scores_parquet
+        from ..atomic import atomic_file
+        with atomic_file(output, "wb") as f:
+            write_scores_parquet(scores, 0, f)
+        return
     with open_out(output) as out:
-        if fmt == "tsv":
-            for r in rows:
-                s = r["score"]
-                out.write((f"{s:.7g}" if isinstance(s, float) else "\t".join(f"{x:.7g}" for x in s)) + "\n")
-        else:
-            _write(out, rows, "jsonl", [])
+        out.write(score_rows_text(scores, 0, fmt))
 
 
 def run_rank(args) -> int:
@@ -92,10 +112,21 @@ def run_rank(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("score", help="score text pairs with a cross-encoder")
-    p.add_argument("input", nargs="?", default="-", help="TSV (text1<TAB>text2) or JSONL file; '-' = stdin")
-    p.add_argument("--input-format", choices=["tsv", "jsonl"], default=None, help="default: from the file name")
-    p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")
-    p.add_argument("--output-format", choices=["jsonl", "tsv"], default="jsonl")
+    p.add_argument("input", nargs="?", default="-",
+                   help="TSV (text1<TAB>text2), JSONL or Parquet file; '-' = stdin. Read in chunks: memory "
+                        "does not grow with the input")
+    p.add_argument("--input-format", choices=["tsv", "jsonl", "parquet"], default=None,
+                   help="default: from the file name")
+    p.add_argument("--columns", default=None, metavar="A,B", help="Parquet: the two text columns "
+                   "(default: the first of query,document / text1,text2 / sentence1,sentence2 / ...)")
+    p.add_argument("--output", "-o", default="-",
+                   help="output file (default: stdout). A file is written in resumable parts: after a crash "
+                        "or kill, the same command continues where it stopped")
+    p.add_argument("--output-format", choices=["jsonl", "tsv", "parquet"], default=None,
+                   help="default: from the output file name (.parquet, .tsv), else jsonl")
+    p.add_argument("--chunk-size", type=int, default=None, help="pairs per chunk (default: 8192)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the finished parts of a different earlier job instead of refusing")
     p.add_argument("--raw", action="store_true", help="raw logits, no activation")
     p.add_argument("--softmax", action="store_true", help="softmax over labels (num_labels > 1)")
     _model_args(p)

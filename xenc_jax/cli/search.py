@@ -52,16 +52,35 @@ def _load_bi_encoder(args, run=None):
     pooling = args.pooling.split(",") if args.pooling else None
     buckets = dataclasses.replace(default_buckets("texts"), pack=args.pack) if args.pack is not None else None
     sharded = {} if run is None else {"mesh": run.mesh, "sharding": run.sharding}
+    extra = {"chunk_size": args.chunk_size} if getattr(args, "chunk_size", None) else {}
+    if getattr(args, "chunk_size", None) is not None and args.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    from ..inference import cli_compilation_cache
     return BiEncoder(args.model or default_bi_encoder(), pooling=pooling, max_seq_length=args.max_seq_length,
-                     dtype=args.dtype, buckets=buckets, **sharded)
+                     dtype=args.dtype, buckets=buckets, compilation_cache=cli_compilation_cache(), **sharded, **extra)
 
 
 def run_encode(args) -> int:
     if not args.output:
-        raise ValueError("--output FILE.npy is required (embeddings are binary)")
-    if not str(args.output).endswith(".npy"):
-        raise ValueError(f"--output {args.output} must end with .npy (numpy would append it silently)")
+        raise ValueError("--output FILE.npy (or FILE.parquet) is required (embeddings are binary)")
+    if not str(args.output).endswith((".npy", ".parquet")):
+        raise ValueError(f"--output {args.output} must end with .npy or .parquet (numpy would append .npy "
+                         "silently)")
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
+    if run.count == 1:
+        from .io import ByteCounter, iter_texts
+        from .streamed import stream_job
+        model = _load_bi_encoder(args, run)
+        counter = ByteCounter(args.input)
+        args.output_format = "npy" if str(args.output).endswith(".npy") else "embeddings-parquet"
+        args.overwrite = getattr(args, "overwrite", False)
+        return stream_job(args, model, iter_texts(args.input, args.input_format, key=args.key, counter=counter),
+                          counter, what="texts", settings={"normalize": args.normalize, "prompt": args.prompt},
+                          score=lambda items, chunk: model.encode_stream(
+                              items, chunk_size=chunk, batch_size=args.batch_size,
+                              normalize_embeddings=args.normalize, show_progress_bar=False, prompt=args.prompt))
+    if str(args.output).endswith(".parquet"):
+        raise ValueError("multi-process encode writes .npy (or --output-parts); Parquet output is single-process")
     texts = read_texts(args.input, args.input_format, key=args.key)
     model = _load_bi_encoder(args, run)
     emb = model.encode(run.local(texts), batch_size=args.batch_size, normalize_embeddings=args.normalize,
@@ -175,9 +194,15 @@ def register(sub) -> None:
     p = sub.add_parser("encode", help="embed texts with a bi-encoder into a .npy file")
     p.add_argument("input", nargs="?", default="-",
                    help="texts: one per line (TSV: first column) or JSONL with --key; '-' = stdin")
-    p.add_argument("--input-format", choices=["tsv", "jsonl"], default=None, help="default: from the file name")
-    p.add_argument("--key", default="text", help="JSONL field holding the text (default: %(default)s)")
-    p.add_argument("--output", "-o", required=False, help="output .npy file, float32 [N, D] in input order")
+    p.add_argument("--input-format", choices=["tsv", "jsonl", "parquet"], default=None,
+                   help="default: from the file name")
+    p.add_argument("--key", default="text", help="JSONL field / Parquet column holding the text (default: %(default)s)")
+    p.add_argument("--output", "-o", required=False,
+                   help="output .npy (float32 [N, D] in input order) or .parquet (index, embedding); written in "
+                        "resumable parts: after a crash or kill the same command continues where it stopped")
+    p.add_argument("--chunk-size", type=int, default=None, help="texts per chunk (default: 8192)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the finished parts of a different earlier job instead of refusing")
     p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     p.add_argument("--prompt", default=None, help="text prepended to every input (e.g. 'query: ')")
     _model_args(p)

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ..multihost import any_process
+
 log = logging.getLogger(__name__)
 
 
@@ -37,14 +39,6 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(CheckpointError, ValueError):
     """The checkpoint is intact but was written by a run with other settings or another state."""
-
-
-def _any_process(flag: bool) -> bool:
-    """True on every process when `flag` is True on any (a collective: all must call it)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
 
 
 def _barrier(name: str) -> None:
@@ -233,7 +227,7 @@ class Checkpointer:
         for step in reversed(self.all_steps()):
             got = self._try_step(step, abstract_state, digest, may_change)
             damaged = isinstance(got, str)
-            if _any_process(damaged):  # every process drops the step if any process found damage
+            if any_process(damaged):  # every process drops the step if any process found damage
                 self._quarantine(step, got if damaged else "another process could not restore it")
                 continue
             log.info("restored checkpoint step %d from %s", step, self.directory)

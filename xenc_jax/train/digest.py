@@ -12,41 +12,13 @@ directory still resumes while an edited file does not.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
-
+from ..identity import file_identity, model_identity
 from .config import to_dict
 
 IGNORED = ("name", "output_dir", "resume", "resume_may_change", "log_every", "eval_every", "progress",
            "checkpoint_every", "keep_checkpoints", "async_checkpoint", "export_best", "evaluator", "test",
            "sharding", "mesh", "model", "train.path")
-FULL_HASH_BYTES = 256 << 20   # files up to this size are hashed whole
-SAMPLES, SAMPLE_BYTES = 32, 1 << 20  # larger ones: 32 evenly spaced MiB (reading 16 GB each start is too slow)
-
-
-def file_identity(path: str | os.PathLike) -> str:
-    """'<size>:<sha256>' of the whole file, or 'size:sampled-sha256' of evenly spaced blocks for a
-    large one (any edit that changes the size, the header or one of the blocks is caught)."""
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        if size <= FULL_HASH_BYTES:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-            return f"{size}:{h.hexdigest()}"
-        for i in range(SAMPLES):
-            f.seek((size - SAMPLE_BYTES) * i // (SAMPLES - 1))
-            h.update(f.read(SAMPLE_BYTES))
-    return f"{size}:sampled-{h.hexdigest()}"
-
-
-def model_identity(model_dir: str | os.PathLike) -> dict[str, str]:
-    """file_identity of every file in the model directory (config, weights, tokenizer, ST modules)."""
-    root = Path(model_dir)
-    return {str(p.relative_to(root)): file_identity(p) for p in sorted(root.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)}
+__all__ = ["config_digest", "differences", "file_identity", "model_identity"]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -64,7 +36,7 @@ def _ignored(key: str) -> bool:
     return any(key == i or key.startswith(i + ".") for i in IGNORED)
 
 
-def config_digest(cfg, model_dir: str | os.PathLike) -> dict:
+def config_digest(cfg, model_dir) -> dict:
     """JSON-able {dotted key: value} of everything that makes a run what it is."""
     flat = {k: v for k, v in _flatten(to_dict(cfg)).items() if not _ignored(k)}
     flat = {k: (str(v) if not isinstance(v, (int, float, str, bool, list, dict, type(None))) else v)

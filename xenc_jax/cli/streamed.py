@@ -1,0 +1,232 @@
+"""The streamed CLI job shared by `xenc score` and `xenc encode`: read the input one chunk at a
+time, score it (the library tokenizes the next chunk while the device runs this one), write each
+chunk's output in the background, in resumable parts when the output is a file (jobs.py).
+Progress: a bar with items/s and an ETA (the total estimated from the bytes read so far when
+the input is a file), off when stderr is not a terminal; always a one-line summary at the end.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .jobs import PartsJob, concat
+
+
+def output_format(output: str | None, fmt: str | None, allowed=("jsonl", "tsv", "parquet")) -> str:
+    if fmt:
+        return fmt
+    name = str(output or "")
+    for ext, f in ((".parquet", "parquet"), (".tsv", "tsv"), (".npy", "npy")):
+        if name.endswith(ext) and f in allowed:
+            return f
+    return allowed[0]
+
+
+# ----------------------------------------------------------------------------- score rows
+
+def score_rows_text(scores: np.ndarray, start: int, fmt: str) -> str:
+    """JSON Lines {"index", "score"} or TSV (the scores only) for rows start, start+1, ..."""
+    out = []
+    for i, s in enumerate(scores, start):
+        if fmt == "tsv":
+            out.append(f"{float(s):.7g}" if np.ndim(s) == 0 else "\t".join(f"{float(x):.7g}" for x in s))
+        else:
+            score = float(s) if np.ndim(s) == 0 else [float(x) for x in s]
+            out.append(json.dumps({"index": i, "score": score}, ensure_ascii=False))
+    return "".join(x + "\n" for x in out)
+
+
+def _pa():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError("Parquet output needs pyarrow: pip install 'xenc_jax[parquet]'") from None
+    return pa, pq
+
+
+def _score_table(scores: np.ndarray, start: int):
+    pa, _ = _pa()
+    scores = np.asarray(scores, np.float32)
+    index = pa.array(np.arange(start, start + len(scores), dtype=np.int64))
+    if scores.ndim == 1:
+        col = pa.array(scores)
+    else:
+        col = pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1)), scores.shape[1])
+    return pa.table({"index": index, "score": col})
+
+
+def write_scores_parquet(scores: np.ndarray, start: int, f) -> None:
+    _, pq = _pa()
+    pq.write_table(_score_table(scores, start), f)
+
+
+def _embedding_table(emb: np.ndarray, start: int):
+    pa, _ = _pa()
+    emb = np.asarray(emb, np.float32)
+    return pa.table({"index": pa.array(np.arange(start, start + len(emb), dtype=np.int64)),
+                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])})
+
+
+def concat_parquet(parts: list[Path], f) -> None:
+    """One Parquet file from part files (a row group per part; one part in memory at a time)."""
+    _, pq = _pa()
+    writer = None
+    try:
+        for p in parts:
+            table = pq.read_table(p)
+            if writer is None:
+                writer = pq.ParquetWriter(f, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def concat_npy(parts: list[Path], f) -> None:
+    """One .npy [N, D] float32 from part .npy files, streamed (never all in memory)."""
+    shapes = [np.load(p, mmap_mode="r").shape for p in parts]
+    dim = shapes[0][1] if shapes else 0
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+              "shape": (sum(s[0] for s in shapes), dim)}
+    np.lib.format.write_array_header_1_0(f, header)
+    for p in parts:
+        f.write(np.ascontiguousarray(np.load(p, mmap_mode="r"), np.float32).tobytes())
+
+
+def _encoder(fmt: str):
+    """(part file extension, write(result, start, f), assemble(parts, f)) for a format."""
+    if fmt in ("jsonl", "tsv"):
+        return fmt, lambda r, start, f: f.write(score_rows_text(r, start, fmt).encode("utf-8")), concat
+    if fmt == "parquet":
+        return "parquet", lambda r, start, f: _pa()[1].write_table(_score_table(r, start), f), concat_parquet
+    if fmt == "npy":
+        return "npy", lambda r, start, f: np.save(f, np.asarray(r, np.float32)), concat_npy
+    if fmt == "embeddings-parquet":
+        return "parquet", lambda r, start, f: _pa()[1].write_table(_embedding_table(r, start), f), concat_parquet
+    raise ValueError(f"unknown output format {fmt!r}")
+
+
+# ----------------------------------------------------------------------------- progress
+
+class Progress:
+    def __init__(self, counter, show: bool | None, unit: str, initial: int = 0):
+        self.counter, self.bar = counter, None
+        if show is None:
+            show = sys.stderr.isatty()
+        if show:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=None, initial=initial, unit=unit, unit_scale=True, dynamic_ncols=True)
+
+    def update(self, n: int, items_read: int) -> None:
+        if self.bar is None:
+            return
+        c = self.counter
+        if c.total and c.read:  # items so far x bytes in the file / bytes read so far
+            self.bar.total = max(int(items_read * c.total / c.read), self.bar.n + n)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Counted:
+    """Counts the items the reader has handed out (they run ahead of the scoring)."""
+
+    def __init__(self, it):
+        self.it, self.n = it, 0
+
+    def __iter__(self):
+        for x in self.it:
+            self.n += 1
+            yield x
+
+
+# ----------------------------------------------------------------------------- the job
+
+def job_identity(args, model, what: str, settings: dict) -> dict:
+    """Everything the output depends on: input and model by content, settings, versions."""
+    import jax
+
+    import xenc_jax
+    from ..identity import file_identity, model_identity
+    return {"job": what, "input": {"path": str(Path(args.input).resolve()), "file": file_identity(args.input),
+                                   "format": getattr(args, "input_format", None),
+                                   "columns": getattr(args, "columns", None), "key": getattr(args, "key", None)},
+            "model": model_identity(model.model_dir),
+            "settings": {**settings, "max_length": getattr(args, "max_length", None),
+                         "max_seq_length": getattr(args, "max_seq_length", None), "batch_size": args.batch_size,
+                         "dtype": args.dtype, "pack": args.pack, "chunk_size": model.chunk_size,
+                         "output_format": args.output_format},
+            "versions": {"xenc_jax": getattr(xenc_jax, "__version__", "?"), "jax": jax.__version__}}
+
+
+def stream_job(args, model, source, counter, *, what: str, settings: dict, score) -> int:
+    """score(items_iterable, chunk_size) -> iterator of per-chunk results (arrays)."""
+    fmt = args.output_format
+    ext, write, assemble = _encoder(fmt)
+    chunk = model.chunk_size
+    to_stdout = args.output in (None, "-")
+    if to_stdout and fmt not in ("jsonl", "tsv"):
+        raise ValueError(f"{fmt} output is binary: give --output FILE")
+    t0, done = time.time(), 0
+    job = None
+    if not to_stdout:
+        if args.input in (None, "-"):  # stdin cannot be read again: parts of this run only
+            import uuid
+            job = PartsJob(args.output, {"job": what, "input": "stdin", "run": uuid.uuid4().hex}, ext, overwrite=True)
+        else:
+            job = PartsJob(args.output, job_identity(args, model, what, settings), ext, overwrite=args.overwrite)
+        done = job.done
+        if done:
+            print(f"xenc: resuming {args.output}: {done} finished part(s) of {chunk} {what} each in {job.dir}",
+                  file=sys.stderr, flush=True)
+    items = _Counted(source)
+    it = iter(items)
+    skipped = sum(1 for _ in itertools.islice(it, done * chunk))  # read, not scored
+    if skipped != done * chunk:
+        raise ValueError(f"{args.input} has {skipped} {what}, fewer than the {done} finished parts hold; "
+                         "the input changed: use --overwrite")
+    bar = Progress(counter, args.progress, unit=what[:-1] if what.endswith("s") else what, initial=skipped)
+    n = skipped
+    pool = ThreadPoolExecutor(1, thread_name_prefix="xenc-writer")  # writes chunk k-1 while k is scored
+    pending = None
+    try:
+        for k, result in enumerate(score(it, chunk), start=done):
+            start, n = n, n + len(result)
+
+            def out(result=result, start=start, k=k):
+                if job is not None:
+                    job.write_part(k, lambda f: write(result, start, f))
+                else:
+                    sys.stdout.write(score_rows_text(result, start, fmt))
+                    sys.stdout.flush()
+            if pending is not None:
+                pending.result()  # at most one write in flight (bounded memory), errors surface here
+            pending = pool.submit(out)
+            bar.update(len(result), items.n)
+        if pending is not None:
+            pending.result()
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+    if n == 0 and args.input not in (None, "-"):
+        if job is not None:
+            import shutil
+            shutil.rmtree(job.dir, ignore_errors=True)
+        raise ValueError(f"{args.input}: no {what} found (the file is empty or has only blank lines)")
+    if job is not None:
+        job.finish(assemble)
+    seconds = time.time() - t0
+    scored = n - skipped
+    print(f"xenc {what}: {n} in {seconds:.1f}s ({scored / max(seconds, 1e-9):.0f} {what}/s scored now"
+          f"{f', {skipped} from finished parts' if skipped else ''}, {model.compile_count} compiles)"
+          f"{'' if to_stdout else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
+    return 0
