@@ -192,3 +192,37 @@ def test_encode_streams_to_npy_and_parquet(tmp_path, capsys):
     table = pq.read_table(tmp_path / "e.parquet")
     assert np.array_equal(np.asarray(table.column("embedding").to_pylist(), np.float32), want)
     assert "xenc texts: 500 in" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_stream_their_shares_into_one_output(model, tmp_path):
+    """Each process reads only its byte range of the file (shares.py); the merged output equals
+    one process's (indices exactly; scores to fp32 rounding: other chunks and another mesh). A
+    malformed line in the second half stops both processes with the same message naming it."""
+    from test_multihost import free_port, run_processes
+    tsv = write_tsv(tmp_path / "pairs.tsv", 900, seed=5)
+    one = tmp_path / "one.jsonl"
+    assert main(["score", str(tsv), "--model", str(model), "--chunk-size", "100", "-o", str(one)]) == 0
+
+    def both(out: Path):
+        port = free_port()
+        return run_processes([XENC + ["score", str(tsv), "--model", str(model), "--chunk-size", "100", "-o", str(out),
+                                      "--coordinator", f"localhost:{port}", "--num-processes", "2",
+                                      "--process-id", str(i), "--init-timeout", "60"] for i in range(2)], timeout=300)
+    results = both(tmp_path / "two.jsonl")
+    assert all(rc == 0 for rc, _, _ in results), [e[-2000:] for _, _, e in results]
+    # each process scored about half: its own share, not a slice of the whole
+    counts = [int(e.split("of 2: ")[1].split()[0]) for _, _, e in results]
+    assert sum(counts) == 900 and min(counts) > 300, counts
+    a = [json.loads(l) for l in one.read_text().splitlines()]
+    b = [json.loads(l) for l in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in b] == [r["index"] for r in a] == list(range(900))
+    np.testing.assert_allclose([r["score"] for r in b], [r["score"] for r in a], rtol=0, atol=1e-6)
+
+    lines = tsv.read_text().splitlines()
+    lines[700] = "a malformed line"
+    tsv.write_text("\n".join(lines) + "\n")
+    results = both(tmp_path / "bad.jsonl")
+    errs = [next((l for l in e.splitlines() if "error:" in l), e[-1000:]) for _, _, e in results]
+    assert all(rc != 0 for rc, _, _ in results) and errs[0] == errs[1], errs
+    assert f"{tsv}:701: expected two tab-separated texts" in errs[0] and "process 1 of 2" in errs[0], errs[0]

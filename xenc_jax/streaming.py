@@ -107,9 +107,10 @@ def run_chunks(numbered: Iterable[tuple[int, list]], prepare: Callable, run: Cal
     background thread, run (the device) in the caller's. `bar.update(len(chunk))` after each.
 
     With several processes every process must make the same device calls: each round, the
-    processes agree (one all-gather) on whether any of them still has a chunk; one that has run
-    out scores `prepare(start, [])`, an empty chunk (its runner pads with empty batches), and
-    yields nothing for it.
+    processes agree (all-gathers of a status, no data) on whether reading failed anywhere (then
+    all raise multihost.ProcessFailed with that message) and whether any of them still has a
+    chunk; one that has run out scores `prepare(start, [])`, an empty chunk (its runner pads
+    with empty batches), and yields nothing for it.
     """
     import jax
 
@@ -118,7 +119,11 @@ def run_chunks(numbered: Iterable[tuple[int, list]], prepare: Callable, run: Cal
     multi = jax.process_count() > 1
     try:
         while True:
-            got = next(prepared, None)
+            if multi:  # a bad row on any process stops all of them, with its message, not a hang
+                from .multihost import raise_together
+                got = raise_together(next, prepared, None, what="reading the input")
+            else:
+                got = next(prepared, None)
             if multi and not any_process(got is not None):
                 return
             if got is None:

@@ -48,14 +48,24 @@ class ByteCounter:
         self.total = Path(path).stat().st_size if path not in (None, "-") and Path(path).is_file() else None
 
 
-def _lines(path: str, counter: ByteCounter | None = None):
+def _share_lines(f, share):
+    f.seek(share.start)
+    while f.tell() < share.end:
+        raw = f.readline()
+        if not raw:
+            return
+        yield raw
+
+
+def _lines(path: str, counter: ByteCounter | None = None, share=None):
     """(where, line) for each non-blank line, where = "path:line number" for error messages.
-    Read as bytes and decoded per line, so a non-UTF-8 byte names its line."""
+    Read as bytes and decoded per line, so a non-UTF-8 byte names its line. `share`: only this
+    process's byte range (shares.Share), numbered from its first line."""
     if path not in (None, "-") and not Path(path).is_file():
         raise FileNotFoundError(f"input file {path} does not exist")
     f = sys.stdin.buffer if path in (None, "-") else open(path, "rb")
     try:
-        for n, raw in enumerate(f, 1):
+        for n, raw in enumerate(f if share is None else _share_lines(f, share), 1 if share is None else share.first_line):
             if counter is not None:
                 counter.read += len(raw)
             try:
@@ -71,8 +81,10 @@ def _lines(path: str, counter: ByteCounter | None = None):
             f.close()
 
 
-def _parquet_rows(path: str, columns: list[str], counter: ByteCounter | None = None, batch_rows: int = 8192):
-    """(where, values) per row of the given columns, read one record batch at a time."""
+def _parquet_rows(path: str, columns: list[str], counter: ByteCounter | None = None, batch_rows: int = 8192,
+                  share=None):
+    """(where, values) per row of the given columns, read one record batch at a time. `share`:
+    only this process's row groups (shares.Share)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -90,8 +102,11 @@ def _parquet_rows(path: str, columns: list[str], counter: ByteCounter | None = N
                          "(choose with --columns A,B or --key)")
     if pf.metadata.num_rows == 0:
         raise ValueError(f"{path}: the Parquet file has no rows")
-    row = 0
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+    row = 0 if share is None else share.first_line
+    groups = None if share is None else list(range(share.start, share.end))
+    if groups == []:
+        return
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, row_groups=groups):
         cols = [batch.column(c).to_pylist() for c in columns]
         for k, values in enumerate(zip(*cols)):
             where = f"{path}: row {row + k}"
@@ -122,14 +137,14 @@ def parquet_pair_columns(path: str, columns: list[str] | None) -> list[str]:
 
 
 def iter_pairs(path: str, fmt: str | None = None, columns: list[str] | None = None,
-               counter: ByteCounter | None = None):
+               counter: ByteCounter | None = None, share=None):
     """Pairs from TSV (text1<TAB>text2[<TAB>ignored...]), JSON Lines or Parquet, one at a time."""
     fmt = _fmt(path, fmt)
     if fmt == "parquet":
-        for _, values in _parquet_rows(path, parquet_pair_columns(path, columns), counter):
+        for _, values in _parquet_rows(path, parquet_pair_columns(path, columns), counter, share=share):
             yield values
         return
-    for where, line in _lines(path, counter):
+    for where, line in _lines(path, counter, share):
         if fmt == "jsonl":
             yield _pair_from_json(_json(line, where), where)
         else:
@@ -139,14 +154,15 @@ def iter_pairs(path: str, fmt: str | None = None, columns: list[str] | None = No
             yield cols[0], cols[1]
 
 
-def iter_texts(path: str, fmt: str | None = None, key: str = "text", counter: ByteCounter | None = None):
+def iter_texts(path: str, fmt: str | None = None, key: str = "text", counter: ByteCounter | None = None,
+               share=None):
     """One text per line (plain/TSV: first column), JSON Lines objects with `key`, or a Parquet column."""
     fmt = _fmt(path, fmt)
     if fmt == "parquet":
-        for _, (text,) in _parquet_rows(path, [key], counter):
+        for _, (text,) in _parquet_rows(path, [key], counter, share=share):
             yield text
         return
-    for where, line in _lines(path, counter):
+    for where, line in _lines(path, counter, share):
         if fmt != "jsonl":
             yield line.split("\t")[0]
             continue

@@ -37,19 +37,27 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 class PartsJob:
     """Parts of one output. `identity`: JSON-able dict of everything the output depends on."""
 
-    def __init__(self, output: str | Path, identity: dict, ext: str, *, overwrite: bool = False):
+    def __init__(self, output: str | Path, identity: dict, ext: str, *, overwrite: bool = False,
+                 process: int | None = None):
+        """process: this process's index in a multi-process job (parts part-p0000k-000000.ext, and
+        only process 0 creates or replaces the manifest; the others call after it, via join)."""
         self.output = Path(output)
         self.dir = self.output.with_name(self.output.name + ".parts")
         self.ext = ext
+        self.prefix = "part-" if process is None else f"part-p{process:05d}-"
         manifest = {"version": VERSION, **identity}
         path = self.dir / MANIFEST
-        if self.dir.is_dir():
+        if process not in (None, 0):
+            if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != manifest:
+                raise ValueError(f"{path} does not match this process's job: is the output directory shared "
+                                 "by all processes, and do they run the same command?")
+        elif self.dir.is_dir():
             old = None
             try:
                 old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
             except (OSError, json.JSONDecodeError):
                 old = None  # the manifest is written atomically: unreadable means not ours
-            finished = any(self.dir.glob(f"part-*.{ext}"))
+            finished = any(self.dir.glob(f"part-*.{ext}"))  # any process's
             if old != manifest:  # parts of another job: refused, unless there are none to lose
                 if old is not None and finished and not overwrite:
                     diff = _diff(old, manifest)
@@ -67,7 +75,11 @@ class PartsJob:
             self.done += 1
 
     def part(self, k: int) -> Path:
-        return self.dir / f"part-{k:06d}.{self.ext}"
+        return self.dir / f"{self.prefix}{k:06d}.{self.ext}"
+
+    def all_parts(self) -> list[Path]:
+        """Every process's parts in input order (process 0's first: shares are contiguous)."""
+        return sorted(self.dir.glob(f"part-*.{self.ext}"))
 
     def parts(self) -> list[Path]:
         return [self.part(k) for k in range(self.done)]
@@ -78,10 +90,10 @@ class PartsJob:
             write(f)
         self.done = max(self.done, k + 1)
 
-    def finish(self, assemble) -> Path:
+    def finish(self, assemble, parts: list[Path] | None = None) -> Path:
         """assemble(parts, f) writes the output from the parts; then the parts are removed."""
         with atomic_file(self.output, "wb") as f:
-            assemble(self.parts(), f)
+            assemble(self.parts() if parts is None else parts, f)
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.output
 

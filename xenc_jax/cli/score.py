@@ -46,7 +46,8 @@ def run_score(args) -> int:
     if args.chunk_size is not None and args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
-    if run.count > 1:  # not streamed yet: each process reads the input and keeps its slice
+    if run.count > 1 and (run.parts or args.input in (None, "-") or args.output in (None, "-")):
+        # --output-parts, stdin or stdout: every process reads the input and keeps its slice
         pairs = read_pairs(args.input, args.input_format, _columns(args))
         model = _load(args, run)
         scores = model.predict(run.local(pairs), batch_size=args.batch_size, show_progress_bar=args.progress,
@@ -58,12 +59,12 @@ def run_score(args) -> int:
     from .streamed import stream_job
     model = _load(args, run)
     counter = ByteCounter(args.input)
-    source = iter_pairs(args.input, args.input_format, _columns(args), counter)
-    return stream_job(args, model, source, counter, what="pairs", settings={
-        "raw": args.raw, "softmax": args.softmax},
-        score=lambda items, chunk: model.predict_stream(
-            items, chunk_size=chunk, batch_size=args.batch_size, show_progress_bar=False,
-            activation_fn="identity" if args.raw else None, apply_softmax=args.softmax))
+    return stream_job(args, model, lambda share: iter_pairs(args.input, args.input_format, _columns(args), counter,
+                                                            share), counter, what="pairs",
+                      settings={"raw": args.raw, "softmax": args.softmax}, run=run,
+                      score=lambda items, chunk: model.predict_stream(
+                          items, chunk_size=chunk, batch_size=args.batch_size, show_progress_bar=False,
+                          activation_fn="identity" if args.raw else None, apply_softmax=args.softmax))
 
 
 def _columns(args):

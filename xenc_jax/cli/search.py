@@ -67,20 +67,20 @@ def run_encode(args) -> int:
         raise ValueError(f"--output {args.output} must end with .npy or .parquet (numpy would append .npy "
                          "silently)")
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
-    if run.count == 1:
+    if not (run.count > 1 and (run.parts or args.input in (None, "-"))):
         from .io import ByteCounter, iter_texts
         from .streamed import stream_job
         model = _load_bi_encoder(args, run)
         counter = ByteCounter(args.input)
         args.output_format = "npy" if str(args.output).endswith(".npy") else "embeddings-parquet"
-        args.overwrite = getattr(args, "overwrite", False)
-        return stream_job(args, model, iter_texts(args.input, args.input_format, key=args.key, counter=counter),
+        return stream_job(args, model, lambda share: iter_texts(args.input, args.input_format, key=args.key,
+                                                                counter=counter, share=share),
                           counter, what="texts", settings={"normalize": args.normalize, "prompt": args.prompt},
-                          score=lambda items, chunk: model.encode_stream(
+                          run=run, score=lambda items, chunk: model.encode_stream(
                               items, chunk_size=chunk, batch_size=args.batch_size,
                               normalize_embeddings=args.normalize, show_progress_bar=False, prompt=args.prompt))
     if str(args.output).endswith(".parquet"):
-        raise ValueError("multi-process encode writes .npy (or --output-parts); Parquet output is single-process")
+        raise ValueError("--output-parts and stdin input write .npy parts; Parquet output needs an input file")
     texts = read_texts(args.input, args.input_format, key=args.key)
     model = _load_bi_encoder(args, run)
     emb = model.encode(run.local(texts), batch_size=args.batch_size, normalize_embeddings=args.normalize,

@@ -168,17 +168,36 @@ def job_identity(args, model, what: str, settings: dict) -> dict:
             "versions": {"xenc_jax": getattr(xenc_jax, "__version__", "?"), "jax": jax.__version__}}
 
 
-def stream_job(args, model, source, counter, *, what: str, settings: dict, score) -> int:
-    """score(items_iterable, chunk_size) -> iterator of per-chunk results (arrays)."""
+def stream_job(args, model, make_source, counter, *, what: str, settings: dict, score, run=None) -> int:
+    """make_source(share) -> iterator of input items (share: None, or this process's part of the
+    file in a multi-process run, see shares.py); score(items_iterable, chunk_size) -> iterator of
+    per-chunk results (arrays)."""
     fmt = args.output_format
     ext, write, assemble = _encoder(fmt)
     chunk = model.chunk_size
     to_stdout = args.output in (None, "-")
     if to_stdout and fmt not in ("jsonl", "tsv"):
         raise ValueError(f"{fmt} output is binary: give --output FILE")
-    t0, done = time.time(), 0
+    multi = run is not None and run.count > 1
+    if multi and (to_stdout or args.input in (None, "-")):
+        raise ValueError("a multi-process streamed job reads an input file and writes --output FILE (every process "
+                         "reads only its share of the file)")
+    t0, done, share, first = time.time(), 0, None, 0
     job = None
-    if not to_stdout:
+    if multi:
+        from ..multihost import raise_together
+        from .io import _fmt
+        from .shares import my_share
+        share = my_share(args.input, _fmt(args.input, getattr(args, "input_format", None)), run.index, run.count)
+        first = share.first_item
+        identity = {**job_identity(args, model, what, settings), "processes": run.count}
+        # process 0 checks (or replaces) the manifest first; then the others join it
+        job = raise_together(lambda: PartsJob(args.output, identity, ext, overwrite=args.overwrite, process=0)
+                             if run.index == 0 else None, what="opening the output parts")
+        job = raise_together(lambda: job or PartsJob(args.output, identity, ext, process=run.index),
+                             what="opening the output parts")
+        done = job.done
+    elif not to_stdout:
         if args.input in (None, "-"):  # stdin cannot be read again: parts of this run only
             import uuid
             job = PartsJob(args.output, {"job": what, "input": "stdin", "run": uuid.uuid4().hex}, ext, overwrite=True)
@@ -188,14 +207,14 @@ def stream_job(args, model, source, counter, *, what: str, settings: dict, score
         if done:
             print(f"xenc: resuming {args.output}: {done} finished part(s) of {chunk} {what} each in {job.dir}",
                   file=sys.stderr, flush=True)
-    items = _Counted(source)
+    items = _Counted(make_source(share))
     it = iter(items)
     skipped = sum(1 for _ in itertools.islice(it, done * chunk))  # read, not scored
     if skipped != done * chunk:
         raise ValueError(f"{args.input} has {skipped} {what}, fewer than the {done} finished parts hold; "
                          "the input changed: use --overwrite")
     bar = Progress(counter, args.progress, unit=what[:-1] if what.endswith("s") else what, initial=skipped)
-    n = skipped
+    n = first + skipped
     pool = ThreadPoolExecutor(1, thread_name_prefix="xenc-writer")  # writes chunk k-1 while k is scored
     pending = None
     try:
@@ -217,6 +236,8 @@ def stream_job(args, model, source, counter, *, what: str, settings: dict, score
     finally:
         pool.shutdown(wait=True)
         bar.close()
+    if multi:
+        return _finish_multi(args, job, assemble, run, model, what, n - first, skipped, time.time() - t0)
     if n == 0 and args.input not in (None, "-"):
         if job is not None:
             import shutil
@@ -229,4 +250,18 @@ def stream_job(args, model, source, counter, *, what: str, settings: dict, score
     print(f"xenc {what}: {n} in {seconds:.1f}s ({scored / max(seconds, 1e-9):.0f} {what}/s scored now"
           f"{f', {skipped} from finished parts' if skipped else ''}, {model.compile_count} compiles)"
           f"{'' if to_stdout else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _finish_multi(args, job, assemble, run, model, what, mine, skipped, seconds) -> int:
+    """All parts written (a barrier), then process 0 assembles them in input order."""
+    from jax.experimental import multihost_utils
+
+    from ..multihost import raise_together
+    multihost_utils.sync_global_devices("xenc-stream-parts-written")
+    raise_together(lambda: job.finish(assemble, job.all_parts()) if run.index == 0 else None,
+                   what="assembling the output")
+    print(f"xenc {what}: process {run.index} of {run.count}: {mine} in {seconds:.1f}s "
+          f"({(mine - skipped) / max(seconds, 1e-9):.0f} {what}/s scored now, {model.compile_count} compiles)"
+          f"{' -> ' + str(args.output) if run.index == 0 else ''}", file=sys.stderr, flush=True)
     return 0
