@@ -226,3 +226,26 @@ def test_two_processes_stream_their_shares_into_one_output(model, tmp_path):
     errs = [next((l for l in e.splitlines() if "error:" in l), e[-1000:]) for _, _, e in results]
     assert all(rc != 0 for rc, _, _ in results) and errs[0] == errs[1], errs
     assert f"{tsv}:701: expected two tab-separated texts" in errs[0] and "process 1 of 2" in errs[0], errs[0]
+
+
+def test_rank_input_streams_whole_queries_in_parts(model, tmp_path, capsys):
+    """`xenc rank --input` reads queries a chunk at a time (whole queries per chunk) and gives the
+    scores of rank_many over everything."""
+    from xenc_jax.cross_encoder import CrossEncoder
+    rng = np.random.default_rng(2)
+    items = [{"qid": f"q{i}", "query": " ".join(rng.choice(WORDS, 3)),
+              "documents": [" ".join(rng.choice(WORDS, rng.integers(2, 20))) for _ in range(rng.integers(1, 9))]}
+             for i in range(60)]
+    inp = tmp_path / "q.jsonl"
+    inp.write_text("".join(json.dumps(it) + "\n" for it in items))
+    out = tmp_path / "ranked.jsonl"
+    assert main(["rank", "--input", str(inp), "--model", str(model), "--chunk-size", "40", "-o", str(out)]) == 0
+    assert "xenc rank: 60 queries" in capsys.readouterr().err
+    got = {(r["qid"], r["corpus_id"]): (r["rank"], r["score"]) for r in map(json.loads, out.read_text().splitlines())}
+    want = CrossEncoder(str(model)).rank_many([it["query"] for it in items], [it["documents"] for it in items])
+    assert len(got) == sum(len(it["documents"]) for it in items)
+    for it, hits in zip(items, want):
+        for r, h in enumerate(hits):
+            rank, score = got[(it["qid"], h["corpus_id"])]
+            assert abs(score - h["score"]) <= 1e-6
+    assert not (tmp_path / "ranked.jsonl.parts").exists()

@@ -93,22 +93,93 @@ def run_rank(args) -> int:
             raise ValueError("--query needs --documents FILE (one document per line, or JSON Lines with 'text')")
         queries, docs = [args.query], [read_texts(args.documents)]
         qids = [0]
-    else:
-        items = read_jsonl(args.input)
-        for n, it in enumerate(items, 1):
-            if "query" not in it or not isinstance(it.get("documents", it.get("candidates")), list):
-                raise ValueError(f"{args.input}:{n}: expected {{'query': str, 'documents': [str, ...]}}")
-        queries = [it["query"] for it in items]
-        docs = [it.get("documents", it.get("candidates")) for it in items]
-        qids = [it.get("qid", n) for n, it in enumerate(items)]
-    model = _load(args)
-    ranked = model.rank_many(queries, docs, top_k=args.top_k, return_documents=True,
-                             batch_size=args.batch_size, show_progress_bar=args.progress)
+        model = _load(args)
+        ranked = model.rank_many(queries, docs, top_k=args.top_k, return_documents=True,
+                                 batch_size=args.batch_size, show_progress_bar=args.progress)
+        with open_out(args.output) as out:
+            out.write(_rank_rows(qids, ranked, args.output_format))
+        return 0
+    return _rank_stream(args)
+
+
+def _rank_rows(qids, ranked, fmt: str) -> str:
+    import io
     rows = [{"qid": qid, "rank": r + 1, "corpus_id": h["corpus_id"], "score": h["score"], "text": h["text"]}
             for qid, hits in zip(qids, ranked) for r, h in enumerate(hits)]
-    with open_out(args.output) as out:
-        _write(out, rows, args.output_format, ["qid", "rank", "corpus_id", "score", "text"])
+    buf = io.StringIO()
+    _write(buf, rows, fmt, ["qid", "rank", "corpus_id", "score", "text"])
+    return buf.getvalue()
+
+
+def _query_items(path: str, counter=None):
+    """(qid, query, documents) per JSON line, read lazily."""
+    from .io import _json, _lines
+    for n, (where, line) in enumerate(_lines(path, counter)):
+        it = _json(line, where)
+        docs = it.get("documents", it.get("candidates")) if isinstance(it, dict) else None
+        if not isinstance(it, dict) or "query" not in it or not isinstance(docs, list):
+            raise ValueError(f"{where}: expected {{'query': str, 'documents': [str, ...]}}")
+        yield it.get("qid", n), it["query"], docs
+
+
+def _query_chunks(items, pairs_per_chunk: int):
+    """Whole queries, cut once a chunk holds pairs_per_chunk pairs (depends on the input alone)."""
+    chunk, pairs = [], 0
+    for it in items:
+        chunk.append(it)
+        pairs += len(it[2])
+        if pairs >= pairs_per_chunk:
+            yield chunk
+            chunk, pairs = [], 0
+    if chunk:
+        yield chunk
+
+
+def _rank_stream(args) -> int:
+    """`xenc rank --input`: queries read and ranked a chunk at a time, written in resumable parts."""
+    import sys
+    import time
+
+    from ..streaming import prefetch
+    from .jobs import PartsJob, concat
+    from .streamed import job_identity
+    fmt = args.output_format or "jsonl"
+    model = _load(args)
+    t0 = time.time()
+    chunks = prefetch(_query_chunks(_query_items(args.input), model.chunk_size), lambda c: c)  # reads ahead
+    job = None
+    if args.output not in (None, "-"):
+        args.output_format = fmt
+        job = PartsJob(args.output, job_identity(args, model, "queries", {"top_k": args.top_k}), fmt,
+                       overwrite=args.overwrite)
+    queries = 0
+    with (open_out(args.output) if job is None else _nothing()) as out:
+        for k, chunk in enumerate(chunks):
+            queries += len(chunk)
+            if job is not None and k < job.done:
+                continue  # finished part: read, not scored
+            ranked = model.rank_many([q for _, q, _ in chunk], [d for _, _, d in chunk], top_k=args.top_k,
+                                     return_documents=True, batch_size=args.batch_size, show_progress_bar=False)
+            text = _rank_rows([qid for qid, _, _ in chunk], ranked, fmt)
+            if job is None:
+                out.write(text)
+            else:
+                job.write_part(k, lambda f: f.write(text.encode("utf-8")))
+    if queries == 0:
+        raise ValueError(f"{args.input}: no queries found (the file is empty or has only blank lines)")
+    if job is not None:
+        job.finish(concat)
+    print(f"xenc rank: {queries} queries in {time.time() - t0:.1f}s ({model.compile_count} compiles)"
+          f"{'' if job is None else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
     return 0
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def register(sub) -> None:
@@ -139,8 +210,12 @@ def register(sub) -> None:
     p.add_argument("--documents", help="documents file: one per line, or JSONL with 'text'")
     p.add_argument("--input", help="JSONL, one {'query', 'documents'[, 'qid']} object per line")
     p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--output", "-o", default="-")
+    p.add_argument("--output", "-o", default="-", help="output file (default: stdout); with --input, written in "
+                   "resumable parts")
     p.add_argument("--output-format", choices=["jsonl", "tsv"], default="jsonl")
+    p.add_argument("--chunk-size", type=int, default=None, help="pairs per chunk, whole queries (default: 8192)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the finished parts of a different earlier job instead of refusing")
     _model_args(p)
     p.set_defaults(func=run_rank)
     distributed.register(sub)
