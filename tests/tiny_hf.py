@@ -85,4 +85,4 @@ def mpnet_tokenizer(minilm_dir: Path):
     tokens = ["<s>", "<pad>", "</s>", "<unk>"] + vocab + ["<mask>"]
     return tf.MPNetTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True,
                              bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
-                             unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+                             unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512)
