@@ -28,6 +28,8 @@ def tiny_config(family: str, num_labels: int = 1, **overrides):
                                   pad_token_id=1, hidden_act="gelu_new")
     elif family == "electra":
         cfg = tf.ElectraConfig(**_COMMON, embedding_size=16, type_vocab_size=2)
+    elif family == "camembert":  # an alias of RoBERTa in hf/registry.py
+        cfg = tf.CamembertConfig(**{**_COMMON, "max_position_embeddings": 66}, type_vocab_size=1, pad_token_id=1)
     elif family == "mpnet":  # positions start at padding_idx + 1 = 2, like RoBERTa
         cfg = tf.MPNetConfig(**{**_COMMON, "max_position_embeddings": 66}, pad_token_id=1)
     elif family == "distilbert":
@@ -65,7 +67,7 @@ def make_tiny(family: str, path: Path, *, head: bool = True, num_labels: int = 1
 def random_batch(family: str, lengths=(9, 4, 13, 1), vocab=120, seed=0):
     """input_ids / attention_mask / token_type_ids with real right-padding of different lengths."""
     rng = np.random.default_rng(seed)
-    pad = 1 if family in ("roberta", "xlm-roberta", "mpnet") else 0
+    pad = 1 if family in ("roberta", "xlm-roberta", "camembert", "mpnet") else 0
     L = max(lengths)
     ids = np.full((len(lengths), L), pad, np.int64)
     mask = np.zeros((len(lengths), L), np.int64)

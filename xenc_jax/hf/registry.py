@@ -12,6 +12,7 @@ FAMILIES: dict[str, Family] = {
     "bert": BERT,
     "roberta": ROBERTA,
     "xlm-roberta": alias(ROBERTA, "XLMRoberta"),
+    "camembert": alias(ROBERTA, "Camembert"),
     "electra": ELECTRA,
     "distilbert": DISTILBERT,
     "mpnet": MPNET,
