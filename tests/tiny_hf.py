@@ -28,6 +28,10 @@ def tiny_config(family: str, num_labels: int = 1, **overrides):
                                   pad_token_id=1, hidden_act="gelu_new")
     elif family == "electra":
         cfg = tf.ElectraConfig(**_COMMON, embedding_size=16, type_vocab_size=2)
+    elif family == "camembert":  # an alias of RoBERTa in hf/registry.py
+        cfg = tf.CamembertConfig(**{**_COMMON, "max_position_embeddings": 66}, type_vocab_size=1, pad_token_id=1)
+    elif family == "mpnet":  # positions start at padding_idx + 1 = 2, like RoBERTa
+        cfg = tf.MPNetConfig(**{**_COMMON, "max_position_embeddings": 66}, pad_token_id=1)
     elif family == "distilbert":
         cfg = tf.DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
                                   max_position_embeddings=64)
@@ -63,7 +67,7 @@ def make_tiny(family: str, path: Path, *, head: bool = True, num_labels: int = 1
 def random_batch(family: str, lengths=(9, 4, 13, 1), vocab=120, seed=0):
     """input_ids / attention_mask / token_type_ids with real right-padding of different lengths."""
     rng = np.random.default_rng(seed)
-    pad = 1 if family in ("roberta", "xlm-roberta") else 0
+    pad = 1 if family in ("roberta", "xlm-roberta", "camembert", "mpnet") else 0
     L = max(lengths)
     ids = np.full((len(lengths), L), pad, np.int64)
     mask = np.zeros((len(lengths), L), np.int64)
@@ -74,3 +78,13 @@ def random_batch(family: str, lengths=(9, 4, 13, 1), vocab=120, seed=0):
         if family in ("bert", "electra"):
             types[r, n // 2:n] = 1
     return ids, mask, types
+
+
+def mpnet_tokenizer(minilm_dir: Path):
+    """An MPNet tokenizer as all-mpnet-base-v2's is built: <s> <pad> </s> <unk>, the uncased
+    WordPiece vocabulary (here all-MiniLM-L6-v2's), <mask> (30527 tokens, pad id 1)."""
+    vocab = (Path(minilm_dir) / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    tokens = ["<s>", "<pad>", "</s>", "<unk>"] + vocab + ["<mask>"]
+    return tf.MPNetTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True,
+                             bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+                             unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512)

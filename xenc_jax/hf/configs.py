@@ -1,4 +1,7 @@
-"""Hugging Face config.json <-> our frozen, validated EncoderConfig.
+"""Hugging Face config.json <-> the family's frozen, validated config (models/config.py).
+
+Generic checks live here; what each family reads from config.json is its record's read_config
+(hf/tables/<name>.py, found through hf/registry.py).
 
 Strict on purpose (DESIGN principle 4): an attribute that changes the math and that we do not
 implement is an error naming the attribute, its value and what we support. Attributes that only
@@ -8,12 +11,19 @@ the scores; `ignore_keys=` lets a user who checked it load anyway.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
+from ..models.config import EncoderConfig
+from .registry import FAMILIES as _REGISTRY
+from .registry import family as _family
+from .tables.common import ConfigError
+
+FAMILIES = tuple(_REGISTRY)
+__all__ = ["ConfigError", "EncoderConfig", "FAMILIES", "SUPPORTED_ACTIVATIONS", "config_from_dict",
+           "config_to_dict", "load_config"]
+
 
 # HF activation names we implement exactly (see models/layers.py:ACTIVATIONS).
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
@@ -39,55 +49,12 @@ _HARMLESS = {
     "cross_attention_hidden_size", "is_decoder_only", "add_pooling_layer",
 }
 
-# Keys that change the math: value must be one we implement.
+# Keys that change the math in any family: value must be one we implement. Family-specific
+# ones are in the family's record (must_equal).
 _MUST_EQUAL = {
-    "position_embedding_type": ("absolute",),
     "is_decoder": (False,),
     "add_cross_attention": (False,),
-    "sinusoidal_pos_embds": (False, True),  # HF stores the (fixed) table as a weight either way
 }
-
-
-class ConfigError(ValueError):
-    """config.json cannot be represented exactly by our modules."""
-
-
-@dataclasses.dataclass(frozen=True)
-class EncoderConfig:
-    family: str                 # HF model_type
-    vocab_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    hidden_act: str
-    max_position_embeddings: int
-    type_vocab_size: int        # 0: no token-type embeddings (DistilBERT)
-    layer_norm_eps: float
-    pad_token_id: int
-    embedding_size: int         # == hidden_size except ELECTRA-small-style projection
-    num_labels: int
-    hidden_dropout: float
-    attention_dropout: float
-    classifier_dropout: float
-    head_activation: str        # tanh (BERT pooler, RoBERTa), gelu (ELECTRA), relu (DistilBERT)
-    raw_json: str = dataclasses.field(default="", compare=False, repr=False)  # the original config.json
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def position_offset(self) -> int:
-        """Added to 0-based positions: RoBERTa-style models start at padding_idx + 1."""
-        return self.pad_token_id + 1 if self.family in ("roberta", "xlm-roberta") else 0
-
-    @property
-    def raw_dict(self) -> dict[str, Any]:
-        return json.loads(self.raw_json) if self.raw_json else {}
-
-    def with_num_labels(self, num_labels: int) -> "EncoderConfig":
-        return dataclasses.replace(self, num_labels=int(num_labels))
 
 
 def _num_labels(d: dict) -> int:
@@ -96,51 +63,13 @@ def _num_labels(d: dict) -> int:
     return int(d.get("num_labels", 2))  # PretrainedConfig's default
 
 
-def _require(d: dict, key: str, family: str):
-    if key not in d:
-        raise ConfigError(f"config.json of a {family!r} model lacks the required attribute {key!r}")
-    return d[key]
-
-
 def config_from_dict(d: dict, *, ignore_keys: tuple[str, ...] = ()) -> EncoderConfig:
     """Validate an HF config dict and turn it into an EncoderConfig."""
     family = d.get("model_type")
-    if family is None:
-        raise ConfigError("config.json has no 'model_type'; cannot tell which architecture this is")
-    if family not in FAMILIES:
-        raise ConfigError(f"unknown model_type {family!r}: xenc_jax supports {', '.join(FAMILIES)}")
-    if family == "distilbert":
-        keys = {
-            "vocab_size": "vocab_size", "hidden_size": "dim", "num_layers": "n_layers",
-            "num_heads": "n_heads", "intermediate_size": "hidden_dim", "hidden_act": "activation",
-            "max_position_embeddings": "max_position_embeddings", "pad_token_id": "pad_token_id",
-            "hidden_dropout": "dropout", "attention_dropout": "attention_dropout",
-        }
-        v = {ours: _require(d, theirs, family) if theirs != "pad_token_id" else d.get(theirs, 0)
-             for ours, theirs in keys.items()}
-        v.update(type_vocab_size=0, layer_norm_eps=1e-12, embedding_size=v["hidden_size"],
-                 classifier_dropout=float(d.get("seq_classif_dropout", 0.2)), head_activation="relu")
-        used = set(keys.values()) | {"seq_classif_dropout"}
-    else:
-        keys = {
-            "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_layers": "num_hidden_layers",
-            "num_heads": "num_attention_heads", "intermediate_size": "intermediate_size",
-            "hidden_act": "hidden_act", "max_position_embeddings": "max_position_embeddings",
-            "type_vocab_size": "type_vocab_size", "layer_norm_eps": "layer_norm_eps",
-            "hidden_dropout": "hidden_dropout_prob", "attention_dropout": "attention_probs_dropout_prob",
-        }
-        v = {ours: _require(d, theirs, family) for ours, theirs in keys.items()}
-        v["pad_token_id"] = d.get("pad_token_id", 1 if family in ("roberta", "xlm-roberta") else 0)
-        v["embedding_size"] = d.get("embedding_size", v["hidden_size"]) if family == "electra" else v["hidden_size"]
-        cd = d.get("classifier_dropout")
-        v["classifier_dropout"] = float(v["hidden_dropout"] if cd is None else cd)
-        v["head_activation"] = "gelu" if family == "electra" else "tanh"
-        used = set(keys.values()) | {"pad_token_id", "classifier_dropout", "embedding_size"}
-        if "embedding_size" in d and family != "electra" and d["embedding_size"] != v["hidden_size"]:
-            raise ConfigError(f"{family!r} config has embedding_size={d['embedding_size']} != hidden_size; "
-                              "only ELECTRA projects embeddings")
-
-    for key, allowed in _MUST_EQUAL.items():
+    record = _family(family)
+    v, used = record.read_config(d, family)
+    must_equal = {**_MUST_EQUAL, **record.must_equal}
+    for key, allowed in must_equal.items():
         if key in d and d[key] not in allowed and d[key] is not None:
             raise ConfigError(f"config attribute {key}={d[key]!r} changes the math and is not supported "
                               f"(supported: {allowed}); this model cannot be run exactly by xenc_jax")
@@ -148,7 +77,7 @@ def config_from_dict(d: dict, *, ignore_keys: tuple[str, ...] = ()) -> EncoderCo
         raise ConfigError(f"hidden_act={v['hidden_act']!r} is not supported (supported: {SUPPORTED_ACTIVATIONS})")
     if v["hidden_size"] % v["num_heads"]:
         raise ConfigError(f"hidden_size={v['hidden_size']} is not divisible by num_attention_heads={v['num_heads']}")
-    unknown = sorted(set(d) - used - _HARMLESS - set(_MUST_EQUAL) - set(ignore_keys))
+    unknown = sorted(set(d) - used - _HARMLESS - record.harmless - set(must_equal) - set(ignore_keys))
     if unknown:
         raise ConfigError(
             f"config.json has attributes xenc_jax does not handle: {unknown}. They may change the "
@@ -159,8 +88,7 @@ def config_from_dict(d: dict, *, ignore_keys: tuple[str, ...] = ()) -> EncoderCo
         v[k] = int(v[k])
     for k in ("layer_norm_eps", "hidden_dropout", "attention_dropout"):
         v[k] = float(v[k])
-    return EncoderConfig(family=family, num_labels=_num_labels(d),
-                         raw_json=json.dumps(d), **v)
+    return record.config_cls(family=family, num_labels=_num_labels(d), raw_json=json.dumps(d), **v)
 
 
 def load_config(model_dir: str | Path, *, ignore_keys: tuple[str, ...] = ()) -> EncoderConfig:
@@ -175,16 +103,12 @@ def load_config(model_dir: str | Path, *, ignore_keys: tuple[str, ...] = ()) -> 
     return config_from_dict(d, ignore_keys=ignore_keys)
 
 
-_ARCH = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "electra": "Electra",
-         "distilbert": "DistilBert"}
-
-
 def config_to_dict(cfg: EncoderConfig, *, head: bool) -> dict[str, Any]:
     """The HF config.json for `cfg`: the original attributes, with architecture and labels updated."""
     d = cfg.raw_dict
     if not d:
         raise ConfigError("this EncoderConfig was not made from a config.json; cannot write one")
-    d["architectures"] = [_ARCH[cfg.family] + ("ForSequenceClassification" if head else "Model")]
+    d["architectures"] = [_family(cfg.family).architecture + ("ForSequenceClassification" if head else "Model")]
     if head:
         old = d.get("id2label") or {}
         if len(old) != cfg.num_labels:

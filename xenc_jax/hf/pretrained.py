@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models import BareEncoder, ClassificationHead, SequenceClassifier
+from ..models import BareEncoder, SequenceClassifier
 from .checkpoint_files import read_checkpoint, write_safetensors
 from .configs import EncoderConfig, config_to_dict, load_config
 from .hub import resolve_model_dir
@@ -53,7 +53,7 @@ def param_shapes(cfg: EncoderConfig, *, head: bool, param_dtype=jnp.float32) -> 
 
 def init_head_params(cfg: EncoderConfig, seed: int, param_dtype=jnp.float32) -> dict:
     """A freshly initialised head, as HF does for a checkpoint without one (N(0, 0.02), zero bias)."""
-    head = ClassificationHead(cfg, param_dtype=param_dtype)
+    head = cfg.head_module(cfg, param_dtype=param_dtype)
     return nn.meta.unbox(head.init(jax.random.key(seed), jnp.zeros((1, cfg.hidden_size), param_dtype))["params"])
 
 

@@ -12,113 +12,20 @@ from typing import Callable
 
 import numpy as np
 
-from .configs import EncoderConfig
+from ..models.config import EncoderConfig
+from .registry import FAMILIES, family
+from .tables.common import TRANSFORMS, FamilyTable, Rule
+
+__all__ = ["WeightsError", "TRANSFORMS", "Rule", "FamilyTable", "TABLES", "expected_keys", "params_from_hf",
+           "params_to_hf"]
 
 
 class WeightsError(ValueError):
     """A checkpoint does not fit the model: missing/unexpected tensors or wrong shapes."""
 
 
-# ---- named transforms: (to_ours, to_hf), each a function of (array, cfg) ----
-def _heads(cfg):
-    return cfg.num_heads, cfg.head_dim
-
-
-TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
-    "identity": (lambda x, c: x, lambda x, c: x),
-    # torch Linear stores [out, in]; flax kernels are [in, out]
-    "linear": (lambda x, c: x.T, lambda x, c: x.T),
-    # q/k/v: [heads*head_dim, embed] -> [embed, heads, head_dim] so `heads` can be sharded
-    "split_heads": (lambda x, c: x.T.reshape(x.shape[1], *_heads(c)),
-                    lambda x, c: x.reshape(x.shape[0], -1).T),
-    "split_heads_bias": (lambda x, c: x.reshape(*_heads(c)), lambda x, c: x.reshape(-1)),
-    # attention output: [embed, heads*head_dim] -> [heads, head_dim, embed]
-    "merge_heads": (lambda x, c: x.T.reshape(*_heads(c), x.shape[0]),
-                    lambda x, c: x.reshape(-1, x.shape[-1]).T),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    hf: str             # HF key, "{i}" = layer index; relative to the base prefix for encoder rules
-    ours: str           # our param path, "/"-separated, "{i}" = layer index
-    transform: str = "identity"
-
-
-def _linear(hf: str, ours: str, kernel="linear", bias="identity") -> list[Rule]:
-    return [Rule(f"{hf}.weight", f"{ours}/kernel", kernel), Rule(f"{hf}.bias", f"{ours}/bias", bias)]
-
-
-def _norm(hf: str, ours: str) -> list[Rule]:
-    return [Rule(f"{hf}.weight", f"{ours}/scale"), Rule(f"{hf}.bias", f"{ours}/bias")]
-
-
-def _attention(q, k, v, o) -> list[Rule]:
-    at = "encoder/layer_{i}/attention"
-    return (_linear(q, f"{at}/query", "split_heads", "split_heads_bias")
-            + _linear(k, f"{at}/key", "split_heads", "split_heads_bias")
-            + _linear(v, f"{at}/value", "split_heads", "split_heads_bias")
-            + _linear(o, f"{at}/out", "merge_heads"))
-
-
-_EMB = "encoder/embeddings"
-_L = "encoder/layer_{i}"
-
-_BERT_LIKE_ENCODER = (
-    [Rule("embeddings.word_embeddings.weight", f"{_EMB}/word/embedding"),
-     Rule("embeddings.position_embeddings.weight", f"{_EMB}/position/embedding"),
-     Rule("embeddings.token_type_embeddings.weight", f"{_EMB}/token_type/embedding")]
-    + _norm("embeddings.LayerNorm", f"{_EMB}/norm")
-    + _attention(*(f"encoder.layer.{{i}}.attention.self.{n}" for n in ("query", "key", "value")),
-                 "encoder.layer.{i}.attention.output.dense")
-    + _norm("encoder.layer.{i}.attention.output.LayerNorm", f"{_L}/attention_norm")
-    + _linear("encoder.layer.{i}.intermediate.dense", f"{_L}/mlp_in")
-    + _linear("encoder.layer.{i}.output.dense", f"{_L}/mlp_out")
-    + _norm("encoder.layer.{i}.output.LayerNorm", f"{_L}/mlp_norm")
-)
-
-_DISTILBERT_ENCODER = (
-    [Rule("embeddings.word_embeddings.weight", f"{_EMB}/word/embedding"),
-     Rule("embeddings.position_embeddings.weight", f"{_EMB}/position/embedding")]
-    + _norm("embeddings.LayerNorm", f"{_EMB}/norm")
-    + _attention(*(f"transformer.layer.{{i}}.attention.{n}" for n in ("q_lin", "k_lin", "v_lin", "out_lin")))
-    + _norm("transformer.layer.{i}.sa_layer_norm", f"{_L}/attention_norm")
-    + _linear("transformer.layer.{i}.ffn.lin1", f"{_L}/mlp_in")
-    + _linear("transformer.layer.{i}.ffn.lin2", f"{_L}/mlp_out")
-    + _norm("transformer.layer.{i}.output_layer_norm", f"{_L}/mlp_norm")
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class FamilyTable:
-    prefix: str                 # base-model prefix inside task checkpoints ("bert" -> "bert.embeddings...")
-    encoder: tuple[Rule, ...]   # keys relative to the prefix
-    head: tuple[Rule, ...]      # top-level keys of the head ("{p}" = the prefix, if the checkpoint has one)
-    ignored: tuple[str, ...]    # regexes of tensors that are harmless to drop, on purpose
-
-
-_BUFFERS = (r"(.*\.)?embeddings\.position_ids", r"(.*\.)?embeddings\.token_type_ids")
-
-TABLES: dict[str, FamilyTable] = {
-    "bert": FamilyTable(
-        "bert", tuple(_BERT_LIKE_ENCODER),
-        tuple(_linear("{p}pooler.dense", "head/dense") + _linear("classifier", "head/out")),
-        _BUFFERS + (r"cls\..*",)),  # pre-training heads (MLM/NSP) of bert-base-style checkpoints
-    "roberta": FamilyTable(
-        "roberta", tuple(_BERT_LIKE_ENCODER),
-        tuple(_linear("classifier.dense", "head/dense") + _linear("classifier.out_proj", "head/out")),
-        # RobertaModel's pooler is not used by RobertaForSequenceClassification; lm_head = MLM head
-        _BUFFERS + (r"(roberta\.)?pooler\..*", r"lm_head\..*")),
-    "electra": FamilyTable(
-        "electra", tuple(_BERT_LIKE_ENCODER + _linear("embeddings_project", "encoder/embeddings_project")),
-        tuple(_linear("classifier.dense", "head/dense") + _linear("classifier.out_proj", "head/out")),
-        _BUFFERS + (r"discriminator_predictions\..*", r"generator_predictions\..*", r"generator_lm_head\..*")),
-    "distilbert": FamilyTable(
-        "distilbert", tuple(_DISTILBERT_ENCODER),
-        tuple(_linear("pre_classifier", "head/dense") + _linear("classifier", "head/out")),
-        _BUFFERS + (r"vocab_transform\..*", r"vocab_layer_norm\..*", r"vocab_projector\..*")),
-}
-TABLES["xlm-roberta"] = TABLES["roberta"]
+# model_type -> weight table (each family's own is in hf/tables/<name>.py)
+TABLES: dict[str, FamilyTable] = {name: f.table for name, f in FAMILIES.items()}
 
 
 def _legacy_rename(key: str) -> str:
@@ -136,7 +43,7 @@ def _needs_rule(rule: Rule, cfg: EncoderConfig) -> bool:
 
 def expected_keys(cfg: EncoderConfig, *, head: bool, prefixed: bool) -> dict[str, Rule]:
     """HF key -> rule (with layer index filled in) for this config."""
-    table = TABLES[cfg.family]
+    table = family(cfg.family).table
     p = table.prefix + "." if prefixed else ""
     out: dict[str, Rule] = {}
     for rule in table.encoder:
@@ -186,7 +93,7 @@ class Conversion:
 def params_from_hf(tensors: dict[str, np.ndarray], cfg: EncoderConfig, *, head: bool,
                    shapes: dict[str, tuple] | None = None) -> Conversion:
     """Map HF tensors onto our param tree. `shapes`: our path -> expected shape (from eval_shape)."""
-    table = TABLES[cfg.family]
+    table = family(cfg.family).table
     tensors = {_legacy_rename(k): v for k, v in tensors.items()}
     prefixed = any(k.startswith(table.prefix + ".") for k in tensors)
     want = expected_keys(cfg, head=True, prefixed=prefixed)

@@ -1,10 +1,9 @@
-"""The encoder for every supported family, and the full sequence-classification model.
+"""Shared encoder blocks (embeddings, the post-LayerNorm layer stack) and the two model wrappers
+every family uses: the bare encoder (bi-encoders) and encoder + classification head.
 
-BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT compute the same post-LayerNorm transformer;
-they differ in embeddings (token types or not, RoBERTa's position offset, ELECTRA's projection)
-and in the classification head. Those differences are config fields here; the differing HF
-*names* live only in hf/weights.py. One module therefore serves all families (DistilBERT's
-layout differs only in names, so it gets no module of its own).
+A family is a config class (models/config.py) naming its encoder and head modules; each family's
+encoder (models/families/<name>.py) composes the blocks here and in layers.py / positions.py.
+The wrappers only read `cfg.encoder_module` and `cfg.head_module`, so they need no family list.
 """
 from __future__ import annotations
 
@@ -12,21 +11,22 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ..hf.configs import EncoderConfig
-from .heads import ClassificationHead
-from .layers import Dtype, TransformerLayer, attention_mask_4d, constrain, dense, embed, layer_norm
+from .config import EncoderConfig
+from .layers import Dtype, TransformerLayer, attention_mask_4d, embed, layer_norm
 
 
 def default_position_ids(cfg: EncoderConfig, input_ids: jax.Array) -> jax.Array:
     """Position ids exactly as HF derives them when none are given."""
-    if cfg.family in ("roberta", "xlm-roberta"):
+    if cfg.position_offset:
         # create_position_ids_from_input_ids: count non-pad tokens, start at padding_idx + 1.
-        not_pad = (input_ids != cfg.pad_token_id).astype(jnp.int32)
-        return jnp.cumsum(not_pad, axis=1) * not_pad + cfg.pad_token_id
+        pad = cfg.position_offset - 1
+        not_pad = (input_ids != pad).astype(jnp.int32)
+        return jnp.cumsum(not_pad, axis=1) * not_pad + pad
     return jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
 
 
 class Embeddings(nn.Module):
+    """word + absolute position (+ token type when type_vocab_size > 0) -> LayerNorm -> dropout."""
     cfg: EncoderConfig
     dtype: Dtype
     param_dtype: Dtype
@@ -43,50 +43,27 @@ class Embeddings(nn.Module):
         return x
 
 
-class Encoder(nn.Module):
-    """(input_ids, attention_mask, ...) -> last hidden state [B, L, hidden]."""
-    cfg: EncoderConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
+def post_norm_layers(cfg: EncoderConfig, dtype: Dtype, param_dtype: Dtype, attention_impl: str | None,
+                     x, attention_mask, deterministic: bool, query_positions=None, bias=None):
+    """cfg.num_layers post-LayerNorm layers, created as layer_{i} in the calling module.
 
-    @nn.compact
-    def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
-                 deterministic: bool = True, query_positions=None):
-        """attention_mask: int [B, L]; 0 = padding, else a segment number (see attention_mask_4d).
-        position_ids: HF position ids (already including RoBERTa's offset); None = HF's default.
-        query_positions: int [B, P] or None. When given, the last layer computes only these
-        positions and the result is [B, P, hidden]: a classifier reads one token per pair, and
-        the last layer's other rows (its query projection, attention output, feed-forward)
-        would be thrown away, 1/num_layers of the compute less a little. Keys and values still
-        come from every token, so the rows computed are exactly the full encoder's.
-        """
-        cfg = self.cfg
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = default_position_ids(cfg, input_ids)
-        x = Embeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
-            input_ids, token_type_ids, position_ids, deterministic)
-        if cfg.embedding_size != cfg.hidden_size:
-            x = dense(cfg.hidden_size, ("embed_proj", "embed"), "embeddings_project",
-                      self.dtype, self.param_dtype)(x)
-        x = constrain(x, ("batch", "length", "embed"))
-        mask4 = attention_mask_4d(attention_mask)
-        for i in range(cfg.num_layers):
-            last = i == cfg.num_layers - 1 and query_positions is not None
-            x = TransformerLayer(
-                cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps,
-                cfg.hidden_dropout, cfg.attention_dropout, self.dtype, self.param_dtype,
-                self.attention_impl, name=f"layer_{i}")(
-                    x, attention_mask_4d(attention_mask, query_positions) if last else mask4,
-                    deterministic, query_positions if last else None)
-        return x
+    bias: an additive attention bias [B or 1, heads, L, L] shared by every layer (relative
+    positions), or None. query_positions [B, P]: the last layer computes only these rows.
+    """
+    mask4 = attention_mask_4d(attention_mask)
+    for i in range(cfg.num_layers):
+        last = i == cfg.num_layers - 1 and query_positions is not None
+        layer = TransformerLayer(
+            cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps,
+            cfg.hidden_dropout, cfg.attention_dropout, dtype, param_dtype, attention_impl, name=f"layer_{i}")
+        x = layer(x, attention_mask_4d(attention_mask, query_positions) if last else mask4,
+                  deterministic, query_positions if last else None, bias)
+    return x
 
 
 class BareEncoder(nn.Module):
-    """Encoder alone, with its params under "encoder" like SequenceClassifier's, so one param
-    tree (and one HF conversion table) serves both."""
+    """The family's encoder alone, with its params under "encoder" like SequenceClassifier's, so
+    one param tree (and one HF conversion table) serves both."""
     cfg: EncoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -95,12 +72,13 @@ class BareEncoder(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
                  deterministic: bool = True):
-        return Encoder(self.cfg, self.dtype, self.param_dtype, self.attention_impl, name="encoder")(
-            input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+        encoder = self.cfg.encoder_module(self.cfg, self.dtype, self.param_dtype, self.attention_impl,
+                                          name="encoder")
+        return encoder(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
 
 
 class SequenceClassifier(nn.Module):
-    """Encoder + the family's classification head -> logits.
+    """The family's encoder + its classification head -> logits.
 
     cls_positions None: logits [B, num_labels] read at token 0 (as HF).
     cls_positions [B, P]: logits [B, P, num_labels], one per packed segment.
@@ -116,8 +94,9 @@ class SequenceClassifier(nn.Module):
         positions = (jnp.zeros((input_ids.shape[0], 1), jnp.int32) if cls_positions is None
                      else cls_positions.astype(jnp.int32))
         # Only the rows the head reads are computed in the last layer: [B, P, hidden].
-        h = Encoder(self.cfg, self.dtype, self.param_dtype, self.attention_impl, name="encoder")(
-            input_ids, attention_mask, token_type_ids, position_ids, deterministic, positions)
+        encoder = self.cfg.encoder_module(self.cfg, self.dtype, self.param_dtype, self.attention_impl,
+                                          name="encoder")
+        h = encoder(input_ids, attention_mask, token_type_ids, position_ids, deterministic, positions)
         first = h[:, 0] if cls_positions is None else h
-        logits = ClassificationHead(self.cfg, self.dtype, self.param_dtype, name="head")(first, deterministic)
+        logits = self.cfg.head_module(self.cfg, self.dtype, self.param_dtype, name="head")(first, deterministic)
         return logits.astype(jnp.float32)  # scores are always fp32 before any activation

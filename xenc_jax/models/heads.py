@@ -1,18 +1,18 @@
 """Sequence-classification heads, exactly as Hugging Face defines them per family.
 
-All four are `dropout -> dense -> act -> dropout -> out` on the first token's hidden state:
+All are `dropout -> dense -> act -> dropout -> out` on the first token's hidden state:
   BERT:       pooler (dense + tanh) -> dropout -> classifier     (no dropout before the pooler)
-  RoBERTa/XLM-R: dropout -> dense -> tanh -> dropout -> out_proj
+  RoBERTa/XLM-R, MPNet: dropout -> dense -> tanh -> dropout -> out_proj
   ELECTRA:    dropout -> dense -> gelu -> dropout -> out_proj
   DistilBERT: pre_classifier -> relu -> dropout -> classifier    (no dropout before dense)
-so one module with the family's activation and dropout placement covers them.
+so one module with the family's activation and dropout placement (config values) covers them.
 """
 from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ..hf.configs import EncoderConfig
+from .config import EncoderConfig
 from .layers import ACTIVATIONS, Dtype, dense
 
 
@@ -26,7 +26,7 @@ class ClassificationHead(nn.Module):
         cfg = self.cfg
         drop = nn.Dropout(cfg.classifier_dropout)
         x = first_token
-        if cfg.family in ("roberta", "xlm-roberta", "electra"):
+        if cfg.head_dropout_first:
             x = drop(x, deterministic=deterministic)
         x = dense(cfg.hidden_size, ("embed", "embed_out"), "dense", self.dtype, self.param_dtype)(x)
         x = ACTIVATIONS[cfg.head_activation](x)

@@ -1,0 +1,102 @@
+"""What every family's HF record is made of: the record itself, weight rules, named transforms
+(each a load and a save direction) and small helpers the tables share.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+from ...models.config import EncoderConfig
+
+
+class ConfigError(ValueError):
+    """config.json cannot be represented exactly by our modules."""
+
+
+def require(d: dict, key: str, family: str):
+    if key not in d:
+        raise ConfigError(f"config.json of a {family!r} model lacks the required attribute {key!r}")
+    return d[key]
+
+
+# ---- named transforms: (to_ours, to_hf), each a function of (array, cfg) ----
+def _heads(cfg):
+    return cfg.num_heads, cfg.head_dim
+
+
+TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
+    "identity": (lambda x, c: x, lambda x, c: x),
+    # torch Linear stores [out, in]; flax kernels are [in, out]
+    "linear": (lambda x, c: x.T, lambda x, c: x.T),
+    # q/k/v: [heads*head_dim, embed] -> [embed, heads, head_dim] so `heads` can be sharded
+    "split_heads": (lambda x, c: x.T.reshape(x.shape[1], *_heads(c)),
+                    lambda x, c: x.reshape(x.shape[0], -1).T),
+    "split_heads_bias": (lambda x, c: x.reshape(*_heads(c)), lambda x, c: x.reshape(-1)),
+    # attention output: [embed, heads*head_dim] -> [heads, head_dim, embed]
+    "merge_heads": (lambda x, c: x.T.reshape(*_heads(c), x.shape[0]),
+                    lambda x, c: x.reshape(-1, x.shape[-1]).T),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    hf: str             # HF key, "{i}" = layer index; relative to the base prefix for encoder rules
+    ours: str           # our param path, "/"-separated, "{i}" = layer index
+    transform: str = "identity"
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyTable:
+    prefix: str                 # base-model prefix inside task checkpoints ("bert" -> "bert.embeddings...")
+    encoder: tuple[Rule, ...]   # keys relative to the prefix
+    head: tuple[Rule, ...]      # top-level keys of the head ("{p}" = the prefix, if the checkpoint has one)
+    ignored: tuple[str, ...]    # regexes of tensors that are harmless to drop, on purpose
+
+
+ConfigReader = Callable[[dict, str], tuple[dict, set]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """Everything xenc_jax knows about one HF model_type.
+
+    config_cls: the models/ dataclass (it names the Flax encoder and head modules).
+    read_config(d, model_type) -> (field values, the config.json keys it read); generic checks
+      (activations, unknown keys, num_labels) are hf/configs.py's.
+    table: the weight conversion table (load and save), with the tensors it drops on purpose.
+    architecture: HF class-name stem, "{architecture}Model" / "{architecture}ForSequenceClassification".
+    must_equal: config keys that change the math -> the values we implement.
+    harmless: config keys of this family that never change the forward pass.
+    """
+    config_cls: type[EncoderConfig]
+    read_config: ConfigReader
+    table: FamilyTable
+    architecture: str
+    must_equal: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+    harmless: frozenset[str] = frozenset()
+
+
+def alias(family: Family, architecture: str) -> Family:
+    """The same model under another model_type and class names (e.g. CamemBERT = RoBERTa)."""
+    return dataclasses.replace(family, architecture=architecture)
+
+
+def linear(hf: str, ours: str, kernel="linear", bias="identity") -> list[Rule]:
+    return [Rule(f"{hf}.weight", f"{ours}/kernel", kernel), Rule(f"{hf}.bias", f"{ours}/bias", bias)]
+
+
+def norm(hf: str, ours: str) -> list[Rule]:
+    return [Rule(f"{hf}.weight", f"{ours}/scale"), Rule(f"{hf}.bias", f"{ours}/bias")]
+
+
+def attention(q, k, v, o) -> list[Rule]:
+    at = "encoder/layer_{i}/attention"
+    return (linear(q, f"{at}/query", "split_heads", "split_heads_bias")
+            + linear(k, f"{at}/key", "split_heads", "split_heads_bias")
+            + linear(v, f"{at}/value", "split_heads", "split_heads_bias")
+            + linear(o, f"{at}/out", "merge_heads"))
+
+
+EMB = "encoder/embeddings"
+LAYER = "encoder/layer_{i}"
+BUFFERS = (r"(.*\.)?embeddings\.position_ids", r"(.*\.)?embeddings\.token_type_ids")

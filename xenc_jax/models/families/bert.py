@@ -1,0 +1,58 @@
+"""BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT: one post-LayerNorm transformer with
+absolute position embeddings. They differ in embeddings (token types or not, RoBERTa's position
+offset, ELECTRA's projection) and in the head's activation and dropout placement, all config
+values; the differing HF *names* live only in hf/tables/bert.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ..config import EncoderConfig
+from ..encoder import Embeddings, default_position_ids, post_norm_layers
+from ..heads import ClassificationHead
+from ..layers import Dtype, constrain, dense
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig(EncoderConfig):
+    """No switches beyond EncoderConfig's."""
+
+
+class BertEncoder(nn.Module):
+    """(input_ids, attention_mask, ...) -> last hidden state [B, L, hidden]."""
+    cfg: EncoderConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
+                 deterministic: bool = True, query_positions=None):
+        """attention_mask: int [B, L]; 0 = padding, else a segment number (see attention_mask_4d).
+        position_ids: HF position ids (already including RoBERTa's offset); None = HF's default.
+        query_positions: int [B, P] or None. When given, the last layer computes only these
+        positions and the result is [B, P, hidden]: a classifier reads one token per pair, and
+        the last layer's other rows (its query projection, attention output, feed-forward)
+        would be thrown away, 1/num_layers of the compute less a little. Keys and values still
+        come from every token, so the rows computed are exactly the full encoder's.
+        """
+        cfg = self.cfg
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = default_position_ids(cfg, input_ids)
+        x = Embeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
+            input_ids, token_type_ids, position_ids, deterministic)
+        if cfg.embedding_size != cfg.hidden_size:
+            x = dense(cfg.hidden_size, ("embed_proj", "embed"), "embeddings_project",
+                      self.dtype, self.param_dtype)(x)
+        x = constrain(x, ("batch", "length", "embed"))
+        return post_norm_layers(cfg, self.dtype, self.param_dtype, self.attention_impl,
+                                x, attention_mask, deterministic, query_positions)
+
+
+BertConfig.encoder_module = BertEncoder
+BertConfig.head_module = ClassificationHead

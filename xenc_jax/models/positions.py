@@ -1,0 +1,58 @@
+"""Relative position bias (T5-style buckets, as MPNet uses them): a position part that families
+compose with the shared layer stack. Computed once per forward and shared by every layer.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .layers import Dtype, _normal
+
+
+def relative_position_buckets(max_distance_in_input: int, num_buckets: int = 32,
+                              max_distance: int = 128) -> np.ndarray:
+    """Bucket of every relative position r = key - query in [-D, D] (D = max_distance_in_input),
+    indexed by r + D: HF MPNetEncoder.relative_position_bucket, in float32 like torch (checked
+    against it in tests/test_family_mpnet.py). A host constant: the in-graph work is one gather.
+    """
+    n = -np.arange(-max_distance_in_input, max_distance_in_input + 1, dtype=np.int64)
+    half = num_buckets // 2
+    ret = (n < 0).astype(np.int64) * half
+    n = np.abs(n)
+    max_exact = half // 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        large = max_exact + (np.log(n.astype(np.float32) / np.float32(max_exact))
+                             / np.float32(math.log(max_distance / max_exact))
+                             * np.float32(half - max_exact))
+    large = np.where(n < max_exact, 0, large).astype(np.int64)  # log(0) rows are not used
+    large = np.minimum(large, half - 1)
+    return (ret + np.where(n < max_exact, n, large)).astype(np.int32)
+
+
+class RelativePositionBias(nn.Module):
+    """positions [B or 1, L] -> additive attention bias [B or 1, heads, L, L] (fp32).
+
+    The relative position of key j to query i is positions[j] - positions[i]. With per-segment
+    position ids (packed pairs restart at 0) that is the distance inside the segment; pairs of
+    tokens in different segments get some bucket, but attention masks them anyway.
+    """
+    table_size: int          # rows of the learnt table (HF relative_attention_num_buckets)
+    num_heads: int
+    param_dtype: Dtype
+    num_buckets: int = 32    # buckets the bucketing uses (HF always passes its default, 32)
+    max_distance: int = 128
+
+    @nn.compact
+    def __call__(self, positions: jax.Array) -> jax.Array:
+        length = positions.shape[-1]
+        table = self.param("embedding", nn.with_logical_partitioning(_normal(0.02), (None, "heads")),
+                           (self.table_size, self.num_heads), self.param_dtype)
+        buckets = jnp.asarray(relative_position_buckets(length - 1, self.num_buckets, self.max_distance))
+        rel = positions[:, None, :].astype(jnp.int32) - positions[:, :, None].astype(jnp.int32)
+        bucket = buckets[jnp.clip(rel, -(length - 1), length - 1) + (length - 1)]   # [B, L, L]
+        bias = jnp.asarray(table, jnp.float32)[bucket]                               # [B, L, L, H]
+        return bias.transpose(0, 3, 1, 2)
