@@ -249,3 +249,27 @@ def test_rank_input_streams_whole_queries_in_parts(model, tmp_path, capsys):
             rank, score = got[(it["qid"], h["corpus_id"])]
             assert abs(score - h["score"]) <= 1e-6
     assert not (tmp_path / "ranked.jsonl.parts").exists()
+
+
+def test_cli_compilation_cache_is_on_by_default_and_can_be_turned_off(model, tmp_path):
+    """Without XENC_COMPILATION_CACHE the CLI caches compiled buckets under $XDG_CACHE_HOME/xenc_jax
+    (one directory per jax version, backend and CPU); a second run adds no entries (every bucket
+    came from the cache); XENC_COMPILATION_CACHE=0 writes nothing."""
+    tsv = write_tsv(tmp_path / "p.tsv", 200)
+    env = {k: v for k, v in _env(tmp_path).items() if k != "XENC_COMPILATION_CACHE"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    cmd = XENC + ["score", str(tsv), "--model", str(model), "-o", str(tmp_path / "s.jsonl")]
+
+    def entries():
+        root = tmp_path / "xdg" / "xenc_jax"
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    for _ in range(2):
+        got = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert got.returncode == 0, got.stderr[-2000:]
+        if _ == 0:
+            first = entries()
+    assert first and all(e.startswith("jax-") for e in first), first
+    assert entries() == first  # nothing compiled the second time
+    off = subprocess.run(cmd, env={**env, "XENC_COMPILATION_CACHE": "0", "XDG_CACHE_HOME": str(tmp_path / "xdg2")},
+                         capture_output=True, text=True, timeout=300)
+    assert off.returncode == 0 and not (tmp_path / "xdg2").exists()

@@ -192,7 +192,7 @@ class BiEncoder:
     def encode_stream(self, sentences, chunk_size: int | None = None, batch_size: int | None = None,
                       normalize_embeddings: bool = False, show_progress_bar: bool | None = None,
                       prompt: str | None = None, prompt_name: str | None = None,
-                      truncate_dim: int | None = None) -> Iterator[np.ndarray]:
+                      truncate_dim: int | None = None, stats: dict | None = None) -> Iterator[np.ndarray]:
         """Embeddings float32 [n, D] per chunk of `chunk_size` texts, in input order, for any
         iterable of texts: memory is bounded by the chunk size, not the input; the next chunk is
         tokenized and bucketed in a background thread while the device embeds this one. The
@@ -206,7 +206,8 @@ class BiEncoder:
         try:
             yield from run_chunks(numbered_chunks(it, check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)),
                                   lambda start, chunk: self._prepare(start, chunk, cfg, prompt),
-                                  lambda prep: self._embed_prepared(prep, cfg, dim, normalize_embeddings), bar=bar)
+                                  lambda prep: self._embed_prepared(prep, cfg, dim, normalize_embeddings), bar=bar,
+                                  stats=stats)
         finally:
             bar.close()
 

@@ -165,17 +165,18 @@ class CrossEncoder:
         return scatter_results(outputs, len(encodings))[inverse]
 
     def logits_stream(self, pairs, batch_size: int | None = None, chunk_size: int | None = None,
-                      show_progress_bar: bool | None = None) -> Iterator[np.ndarray]:
+                      show_progress_bar: bool | None = None, stats: dict | None = None) -> Iterator[np.ndarray]:
         """Raw fp32 logits [n, num_labels] per chunk of `chunk_size` pairs, in input order. `pairs`:
         any iterable (a generator, a file reader), read one chunk at a time; the next chunk is
-        tokenized and bucketed in a background thread while the device scores this one."""
+        tokenized and bucketed in a background thread while the device scores this one. `stats`
+        (a dict) gets "host_wait_s": how long scoring waited for the host's next chunk."""
         it = check_stream_input(pairs, "pairs", "(query, passage)")
         cfg = self._bucket_config(batch_size)
         bar = PairBar(len(pairs) if hasattr(pairs, "__len__") else None, "Scoring", show_progress_bar)
         try:
             yield from run_chunks(numbered_chunks(it, check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)),
                                   lambda start, chunk: self._prepare(start, chunk, cfg),
-                                  lambda prep: self._score_prepared(prep, cfg), bar=bar)
+                                  lambda prep: self._score_prepared(prep, cfg), bar=bar, stats=stats)
         finally:
             bar.close()
 
@@ -209,11 +210,11 @@ class CrossEncoder:
 
     def predict_stream(self, pairs, chunk_size: int | None = None, batch_size: int | None = None,
                        activation_fn=None, apply_softmax: bool = False,
-                       show_progress_bar: bool | None = None) -> Iterator[np.ndarray]:
+                       show_progress_bar: bool | None = None, stats: dict | None = None) -> Iterator[np.ndarray]:
         """Scores per chunk, in input order, for any iterable of pairs: memory is bounded by the
         chunk size, not the input. The concatenated chunks equal `predict(list(pairs))` bit for
         bit (predict scores in the same chunks)."""
-        for logits in self.logits_stream(pairs, batch_size, chunk_size, show_progress_bar):
+        for logits in self.logits_stream(pairs, batch_size, chunk_size, show_progress_bar, stats):
             yield self._activate(logits, activation_fn, apply_softmax)
 
     def rank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,

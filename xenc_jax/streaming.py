@@ -51,10 +51,13 @@ class _Failure:
         self.error = error
 
 
-def prefetch(chunked: Iterable[T], prepare: Callable[[T], R], depth: int = 2) -> Iterator[R]:
+def prefetch(chunked: Iterable[T], prepare: Callable[[T], R], depth: int = 2,
+             stats: dict | None = None) -> Iterator[R]:
     """prepare(chunk) for each chunk, computed ahead in one background thread, in order.
 
     Closing the generator (or an exception in the consumer) stops the thread at its next chunk.
+    `stats`: gets "host_wait_s", the seconds the consumer waited for a prepared chunk (the
+    device idle on the host, when the consumer is the device loop).
     """
     q: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
@@ -80,9 +83,13 @@ def prefetch(chunked: Iterable[T], prepare: Callable[[T], R], depth: int = 2) ->
 
     thread = threading.Thread(target=work, name="xenc-prefetch", daemon=True)
     thread.start()
+    import time
     try:
         while True:
+            t = time.perf_counter()
             item = q.get()
+            if stats is not None:
+                stats["host_wait_s"] = stats.get("host_wait_s", 0.0) + time.perf_counter() - t
             if item is _DONE:
                 return
             if isinstance(item, _Failure):
@@ -102,7 +109,7 @@ def numbered_chunks(items: Iterable[T], size: int) -> Iterator[tuple[int, list[T
 
 
 def run_chunks(numbered: Iterable[tuple[int, list]], prepare: Callable, run: Callable, *,
-               bar=None, depth: int = 2) -> Iterator:
+               bar=None, depth: int = 2, stats: dict | None = None) -> Iterator:
     """run(prepare(start, chunk)) for each chunk, in order: prepare (tokenize, bucket) in the
     background thread, run (the device) in the caller's. `bar.update(len(chunk))` after each.
 
@@ -115,7 +122,7 @@ def run_chunks(numbered: Iterable[tuple[int, list]], prepare: Callable, run: Cal
     import jax
 
     from .multihost import any_process
-    prepared = prefetch(numbered, lambda sc: (len(sc[1]), prepare(*sc)), depth)
+    prepared = prefetch(numbered, lambda sc: (len(sc[1]), prepare(*sc)), depth, stats)
     multi = jax.process_count() > 1
     try:
         while True:

@@ -62,9 +62,9 @@ def run_score(args) -> int:
     return stream_job(args, model, lambda share: iter_pairs(args.input, args.input_format, _columns(args), counter,
                                                             share), counter, what="pairs",
                       settings={"raw": args.raw, "softmax": args.softmax}, run=run,
-                      score=lambda items, chunk: model.predict_stream(
+                      score=lambda items, chunk, stats: model.predict_stream(
                           items, chunk_size=chunk, batch_size=args.batch_size, show_progress_bar=False,
-                          activation_fn="identity" if args.raw else None, apply_softmax=args.softmax))
+                          activation_fn="identity" if args.raw else None, apply_softmax=args.softmax, stats=stats))
 
 
 def _columns(args):

@@ -76,9 +76,10 @@ def run_encode(args) -> int:
         return stream_job(args, model, lambda share: iter_texts(args.input, args.input_format, key=args.key,
                                                                 counter=counter, share=share),
                           counter, what="texts", settings={"normalize": args.normalize, "prompt": args.prompt},
-                          run=run, score=lambda items, chunk: model.encode_stream(
+                          run=run, score=lambda items, chunk, stats: model.encode_stream(
                               items, chunk_size=chunk, batch_size=args.batch_size,
-                              normalize_embeddings=args.normalize, show_progress_bar=False, prompt=args.prompt))
+                              normalize_embeddings=args.normalize, show_progress_bar=False, prompt=args.prompt,
+                              stats=stats))
     if str(args.output).endswith(".parquet"):
         raise ValueError("--output-parts and stdin input write .npy parts; Parquet output needs an input file")
     texts = read_texts(args.input, args.input_format, key=args.key)

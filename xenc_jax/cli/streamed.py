@@ -170,8 +170,8 @@ def job_identity(args, model, what: str, settings: dict) -> dict:
 
 def stream_job(args, model, make_source, counter, *, what: str, settings: dict, score, run=None) -> int:
     """make_source(share) -> iterator of input items (share: None, or this process's part of the
-    file in a multi-process run, see shares.py); score(items_iterable, chunk_size) -> iterator of
-    per-chunk results (arrays)."""
+    file in a multi-process run, see shares.py); score(items_iterable, chunk_size, stats) ->
+    iterator of per-chunk results (arrays), filling stats["host_wait_s"]."""
     fmt = args.output_format
     ext, write, assemble = _encoder(fmt)
     chunk = model.chunk_size
@@ -182,7 +182,7 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
     if multi and (to_stdout or args.input in (None, "-")):
         raise ValueError("a multi-process streamed job reads an input file and writes --output FILE (every process "
                          "reads only its share of the file)")
-    t0, done, share, first = time.time(), 0, None, 0
+    t0, done, share, first, stats = time.time(), 0, None, 0, {}
     job = None
     if multi:
         from ..multihost import raise_together
@@ -218,7 +218,8 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
     pool = ThreadPoolExecutor(1, thread_name_prefix="xenc-writer")  # writes chunk k-1 while k is scored
     pending = None
     try:
-        for k, result in enumerate(score(it, chunk), start=done):
+        t_scoring = time.time()
+        for k, result in enumerate(score(it, chunk, stats), start=done):
             start, n = n, n + len(result)
 
             def out(result=result, start=start, k=k):
@@ -236,6 +237,8 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
     finally:
         pool.shutdown(wait=True)
         bar.close()
+    t_scoring = time.time() - t_scoring
+    wait = f", device waited on the host {100 * stats.get('host_wait_s', 0.0) / max(t_scoring, 1e-9):.0f}% of it"
     if multi:
         return _finish_multi(args, job, assemble, run, model, what, n - first, skipped, time.time() - t0)
     if n == 0 and args.input not in (None, "-"):
@@ -248,7 +251,8 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
     seconds = time.time() - t0
     scored = n - skipped
     print(f"xenc {what}: {n} in {seconds:.1f}s ({scored / max(seconds, 1e-9):.0f} {what}/s scored now"
-          f"{f', {skipped} from finished parts' if skipped else ''}, {model.compile_count} compiles)"
+          f"{f', {skipped} from finished parts' if skipped else ''}, {model.compile_count} compiles; "
+          f"streaming {t_scoring:.1f}s{wait})"
           f"{'' if to_stdout else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
     return 0
 

@@ -1,0 +1,162 @@
+"""Streaming batch scoring: `xenc score` on a file against the host's upper bound (the
+tokenizer alone) and against `predict` on an in-memory list, with peak memory and the share of
+the streaming time the device waited on the host.
+
+    python scripts/bench_stream.py                          # 1M pairs tiny model, 50k pairs MiniLM-L6
+    python scripts/bench_stream.py --tiny-pairs 200000 --minilm-pairs 10000
+
+Tiny model: a 2-layer BERT (hidden 64) with MiniLM's tokenizer on generated pairs, so the
+device is fast and the host (reading, tokenizing, writing) is what is measured: the aim is at
+least 80% of the tokenizer-only rate. MiniLM-L6: all-MiniLM-L6-v2's encoder with a seeded head
+on real MS MARCO pairs (../shared/data): the aim is predict's pairs/s. Every number comes with
+the CPU it was measured on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+def cpu_line() -> str:
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and name in ("", platform.machine(), platform.processor()):
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_vnni") if f in flags]
+    import jax
+    import tokenizers
+    return (f"{name}, {os.cpu_count()} cores, flags {'/'.join(keep) or 'none of avx2/avx512'}; "
+            f"jax {jax.__version__}, tokenizers {tokenizers.__version__}, python {platform.python_version()}")
+
+
+def tiny_model(out: Path) -> Path:
+    import transformers as tf
+    from test_train_utils import minilm_path
+    from tiny_hf import make_tiny
+    tok = tf.AutoTokenizer.from_pretrained(str(minilm_path()))
+    make_tiny("bert", out, num_labels=1, seed=1, vocab_size=tok.vocab_size, max_position_embeddings=512,
+              hidden_size=64, intermediate_size=128, num_attention_heads=2, num_hidden_layers=2)
+    tok.save_pretrained(str(out))
+    return out
+
+
+def generated_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    from test_train_utils import WORDS
+    rng = np.random.default_rng(seed)
+    words = np.asarray(WORDS)
+    return [(" ".join(words[rng.integers(0, len(words), rng.integers(2, 8))]),
+             " ".join(words[rng.integers(0, len(words), rng.integers(10, 60))])) for _ in range(n)]
+
+
+def write_tsv(path: Path, pairs) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for a, b in pairs:
+            f.write(f"{a}\t{b}\n")
+    return path
+
+
+def tokenizer_rate(model_dir: Path, pairs, max_length: int) -> float:
+    """Pairs/s of tokenization alone, in the chunks the stream uses: the host's upper bound."""
+    import transformers as tf
+    from xenc_jax.batching import tokenize_pairs
+    tok = tf.AutoTokenizer.from_pretrained(str(model_dir))
+    t = time.perf_counter()
+    for i in range(0, len(pairs), 8192):
+        tokenize_pairs(tok, pairs[i:i + 8192], max_length)
+    return len(pairs) / (time.perf_counter() - t)
+
+
+def cli_run(tsv: Path, model_dir: Path, out: Path, env: dict) -> dict:
+    script = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stderr=subprocess.PIPE, text=True); "
+              "sys.stderr.write(r.stderr); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); "
+              "sys.exit(r.returncode)")
+    cmd = [sys.executable, "-c", script, sys.executable, "-c",
+           "import sys; from xenc_jax.cli import main; sys.exit(main(sys.argv[1:]))",
+           "score", str(tsv), "--model", str(model_dir), "-o", str(out)]
+    t = time.perf_counter()
+    got = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if got.returncode:
+        raise SystemExit(got.stderr[-3000:])
+    line = next(l for l in got.stderr.splitlines() if l.startswith("xenc pairs:"))
+    m = re.search(r"streaming ([\d.]+)s, device waited on the host (\d+)%", line)
+    n = int(line.split("xenc pairs: ")[1].split()[0])
+    return {"pairs": n, "wall_s": wall, "stream_s": float(m[1]), "pairs_per_s_stream": n / float(m[1]),
+            "pairs_per_s_wall": n / wall, "host_wait_pct": int(m[2]),
+            "peak_rss_mb": float(got.stdout.split()[-1]), "summary": line}
+
+
+def predict_rate(model_dir: Path, pairs, repeats: int = 2) -> float:
+    from xenc_jax.cross_encoder import CrossEncoder
+    ce = CrossEncoder(str(model_dir))
+    ce.predict(pairs[:2000])  # compile the buckets
+    best = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        ce.predict(pairs)
+        best.append(time.perf_counter() - t)
+    return len(pairs) / float(np.median(best))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny-pairs", type=int, default=1_000_000)
+    ap.add_argument("--minilm-pairs", type=int, default=50_000)
+    ap.add_argument("--data-dir", default=os.environ.get("XENC_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    args = ap.parse_args()
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_line()}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+               "PYTHONPATH": str(REPO), "XENC_COMPILATION_CACHE": str(tmp / "cache")}
+        if args.tiny_pairs:
+            model = tiny_model(tmp / "tiny")
+            pairs = generated_pairs(args.tiny_pairs)
+            tsv = write_tsv(tmp / "tiny.tsv", pairs)
+            tok = tokenizer_rate(model, pairs[:200_000], 512)
+            r = cli_run(tsv, model, tmp / "tiny.jsonl", env)
+            rows.append(("tiny 2-layer, generated", r, tok, None))
+        if args.minilm_pairs:
+            from bench_cross_encoder import default_model, load_pairs
+            model = default_model(tmp / "minilm")
+            pairs = load_pairs(Path(args.data_dir), args.minilm_pairs, seed=0)
+            tsv = write_tsv(tmp / "minilm.tsv", [(a.replace("\t", " ").replace("\n", " "),
+                                                   b.replace("\t", " ").replace("\n", " ")) for a, b in pairs])
+            pairs = [tuple(l.split("\t")) for l in tsv.read_text(encoding="utf-8").splitlines()]
+            tok = tokenizer_rate(model, pairs, 512)
+            r = cli_run(tsv, model, tmp / "minilm.jsonl", env)
+            rows.append(("MiniLM-L6, MS MARCO", r, tok, predict_rate(model, pairs)))
+    print("| model, pairs | N | xenc score pairs/s (streaming / wall) | tokenizer only | stream / tokenizer | "
+          "predict, in memory | device waited on host | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r, tok, pred in rows:
+        print(f"| {name} | {r['pairs']} | {r['pairs_per_s_stream']:.0f} / {r['pairs_per_s_wall']:.0f} | {tok:.0f} | "
+              f"{r['pairs_per_s_stream'] / tok:.2f} | {'-' if pred is None else f'{pred:.0f}'} | "
+              f"{r['host_wait_pct']}% | {r['peak_rss_mb']:.0f} MB |")
+    print(json.dumps([{"name": n, **r, "tokenizer_pairs_per_s": t, "predict_pairs_per_s": p} for n, r, t, p in rows]))
+
+
+if __name__ == "__main__":
+    main()
