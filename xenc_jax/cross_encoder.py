@@ -19,6 +19,7 @@ from .atomic import atomic_dir
 from .batching import (BucketConfig, _as_sequence, copy_tokenizer, make_batches, scatter_results, tokenize_pairs,
                        unique_encodings)
 from .streaming import DEFAULT_CHUNK_SIZE, PairBar, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
+from .hf import st_folder
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
@@ -31,10 +32,7 @@ _NP_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": lambda x: x,
     "tanh": np.tanh,
 }
-# How sentence-transformers stores activations in config.json ("sentence_transformers.activation_fn").
-_ST_NAMES = {"torch.nn.modules.activation.Sigmoid": "sigmoid", "torch.nn.modules.linear.Identity": "identity",
-             "torch.nn.modules.activation.Tanh": "tanh"}
-_ST_PATHS = {v: k for k, v in _ST_NAMES.items()}
+_ST_NAMES, _ST_PATHS = st_folder.CE_ACTIVATIONS, st_folder.CE_ACTIVATION_PATHS
 
 
 def _resolve_activation(fn) -> tuple[str, Callable]:
@@ -107,8 +105,7 @@ class CrossEncoder:
         if not isinstance(max_length, int) or not 2 < max_length <= limit:
             raise ValueError(f"max_length must be an int in 3..{limit} (the model's position table), got {max_length!r}")
         self.max_length = max_length
-        stored = (raw.get("sentence_transformers") or {}).get("activation_fn") or raw.get(
-            "sbert_ce_default_activation_function")
+        stored = st_folder.stored_ce_activation(raw)
         if activation_fn is None:
             activation_fn = stored if stored in _ST_NAMES else ("sigmoid" if self.num_labels == 1 else "identity")
         self.activation_name, self.activation_fn = _resolve_activation(activation_fn)
@@ -257,8 +254,7 @@ class CrossEncoder:
         cfg = self.config
         raw = cfg.raw_dict
         if self.activation_name in _ST_PATHS:
-            raw["sentence_transformers"] = {**(raw.get("sentence_transformers") or {}),
-                                            "activation_fn": _ST_PATHS[self.activation_name]}
+            raw = st_folder.with_ce_activation(raw, self.activation_name)
         tok = copy_tokenizer(self.tokenizer)  # a copy: other threads may be tokenizing with the live one
         tok.model_max_length = self.max_length
         cfg = dataclasses.replace(cfg, raw_json=json.dumps(raw))

@@ -30,6 +30,24 @@ ST_TYPES = {"transformer": "sentence_transformers.base.modules.transformer.Trans
 TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json",
                        "sentence_distilbert_config.json", "sentence_xlm-roberta_config.json")
 
+# A CrossEncoder folder keeps its activation in config.json: "sentence_transformers.activation_fn"
+# (ST >= 4) or "sbert_ce_default_activation_function" (older), as a torch class path.
+CE_ACTIVATIONS = {"torch.nn.modules.activation.Sigmoid": "sigmoid", "torch.nn.modules.linear.Identity": "identity",
+                  "torch.nn.modules.activation.Tanh": "tanh"}
+CE_ACTIVATION_PATHS = {v: k for k, v in CE_ACTIVATIONS.items()}
+
+
+def stored_ce_activation(raw_config: dict) -> str | None:
+    """The torch class path of the activation a CrossEncoder's config.json stores, if any."""
+    return ((raw_config.get("sentence_transformers") or {}).get("activation_fn")
+            or raw_config.get("sbert_ce_default_activation_function"))
+
+
+def with_ce_activation(raw_config: dict, name: str) -> dict:
+    """config.json with activation `name` (sigmoid / identity / tanh) stored the way ST 6 reads it."""
+    return {**raw_config, "sentence_transformers": {**(raw_config.get("sentence_transformers") or {}),
+                                                    "activation_fn": CE_ACTIVATION_PATHS[name]}}
+
 
 @dataclasses.dataclass(frozen=True)
 class SentenceModules:

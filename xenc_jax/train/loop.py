@@ -19,6 +19,7 @@ from ..atomic import atomic_dir, recover_dir
 from ..batching import copy_tokenizer
 from ..multihost import check_shared_dir, raise_together
 from ..hf.pretrained import load_pretrained, save_pretrained
+from ..hf.st_folder import with_ce_activation
 from ..inference import as_dtype
 from . import step as S
 from .bi_head import BiHead, build_head, encoder_dir
@@ -31,9 +32,6 @@ from .optim import make_optimizer, make_schedule
 from . import silver as silver_pairs
 
 log = logging.getLogger(__name__)
-
-_ST_ACTIVATION = {"sigmoid": "torch.nn.modules.activation.Sigmoid",
-                  "identity": "torch.nn.modules.linear.Identity", "tanh": "torch.nn.modules.activation.Tanh"}
 
 
 class MetricsWriter:
@@ -90,7 +88,7 @@ def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, sou
         tok.model_max_length = cfg.max_length
         raw = model_cfg.raw_dict
         act = cfg.activation or ("sigmoid" if cfg.num_labels == 1 else "identity")
-        raw["sentence_transformers"] = {**(raw.get("sentence_transformers") or {}), "activation_fn": _ST_ACTIVATION[act]}
+        raw = with_ce_activation(raw, act)
         model_cfg = dataclasses.replace(model_cfg, raw_json=json.dumps(raw))
         return save_pretrained(path, model_cfg, params, tok, head=True)
     if head is None:
