@@ -49,7 +49,7 @@ def test_encode_writes_npy_in_input_order(models, tmp_path, capsys):
     want = BiEncoder(models["bi"]).encode([texts[0], texts[1], texts[3]], normalize_embeddings=True)
     assert got.shape == (3, 32) and got.dtype == np.float32
     assert np.abs(got - want).max() <= 1e-6
-    assert "encoded 3 texts" in capsys.readouterr().err
+    assert "xenc texts: 3 in" in capsys.readouterr().err  # the one-line summary
     # JSONL with a key, and --batch-size
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in ["x", "y z"]))
     assert main(["encode", str(tmp_path / "in.jsonl"), "--key", "body", "--model", models["bi"],

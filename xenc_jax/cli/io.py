@@ -40,6 +40,12 @@ def open_out(path: str | None):
             yield f
 
 
+def check_input(path: str | None) -> None:
+    """Before any model is loaded: a missing input file is a one-line error, not a traceback."""
+    if path not in (None, "-") and not Path(path).is_file():
+        raise FileNotFoundError(f"input file {path} does not exist")
+
+
 class ByteCounter:
     """How far a reader has got in its input file, for a progress estimate of unknown totals."""
 

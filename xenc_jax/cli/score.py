@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from . import distributed
-from .io import ByteCounter, iter_pairs, open_out, read_jsonl, read_pairs, read_texts
+from .io import ByteCounter, check_input, iter_pairs, open_out, read_jsonl, read_pairs, read_texts
 
 
 def _model_args(p):
@@ -45,6 +45,7 @@ def run_score(args) -> int:
     args.output_format = output_format(args.output, args.output_format)
     if args.chunk_size is not None and args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    check_input(args.input)
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
     if run.count > 1 and (run.parts or args.input in (None, "-") or args.output in (None, "-")):
         # --output-parts, stdin or stdout: every process reads the input and keeps its slice
@@ -144,6 +145,7 @@ def _rank_stream(args) -> int:
     from .jobs import PartsJob, concat
     from .streamed import job_identity
     fmt = args.output_format or "jsonl"
+    check_input(args.input)
     model = _load(args)
     t0 = time.time()
     chunks = prefetch(_query_chunks(_query_items(args.input), model.chunk_size), lambda c: c)  # reads ahead

@@ -66,6 +66,8 @@ def run_encode(args) -> int:
     if not str(args.output).endswith((".npy", ".parquet")):
         raise ValueError(f"--output {args.output} must end with .npy or .parquet (numpy would append .npy "
                          "silently)")
+    from .io import check_input
+    check_input(args.input)
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
     if not (run.count > 1 and (run.parts or args.input in (None, "-"))):
         from .io import ByteCounter, iter_texts
