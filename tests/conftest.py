@@ -6,11 +6,22 @@ not a skip, so the tests that need them always run there.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One persistent XLA compilation cache for the whole test run, and for the subprocesses it starts
+# (they inherit the environment; jax reads these variables at import, which is after this).
+# The suite builds the same tiny models in many tests, and on a 2-core machine compiling them
+# is most of the run. A cache hit returns the executable compiled for the very same program,
+# so no result changes. Tests of the cache itself set their own directories. A variable
+# already set outside wins.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="xenc-tests-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 def _missing(reason: str):

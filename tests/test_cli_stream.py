@@ -256,7 +256,7 @@ def test_cli_compilation_cache_is_on_by_default_and_can_be_turned_off(model, tmp
     (one directory per jax version, backend and CPU); a second run adds no entries (every bucket
     came from the cache); XENC_COMPILATION_CACHE=0 writes nothing."""
     tsv = write_tsv(tmp_path / "p.tsv", 200)
-    env = {k: v for k, v in _env(tmp_path).items() if k != "XENC_COMPILATION_CACHE"}
+    env = {k: v for k, v in _env(tmp_path).items() if k not in ("XENC_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR")}
     env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
     cmd = XENC + ["score", str(tsv), "--model", str(model), "-o", str(tmp_path / "s.jsonl")]
 

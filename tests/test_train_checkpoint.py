@@ -50,7 +50,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny, tmp_path):
     """With an EMA of the weights (ema_decay), so the exported final model (the EMA) depends on
     every step's params: the EMA must be checkpointed and resumed exactly too."""
     model, data = tiny
-    steps, every = 150, 10
+    steps, every = 60, 10  # killed after step 30: half the run replays from a checkpoint
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     cfgs = {}
     for name in ("a", "b"):

@@ -56,7 +56,7 @@ def export(path, *a, **kw):
 
 log = Path({log!r})
 loop.build_evaluator, loop.export_model = build, export
-cfg = tiny_config({model!r}, {data!r}, {out!r}, max_steps=8, checkpoint_every=2, eval_every=2,
+cfg = tiny_config({model!r}, {data!r}, {out!r}, max_steps=6, checkpoint_every=2, eval_every=2,
                   evaluator=EvalConfig(kind="correlation", data=DataSource(path={data!r}, format="tsv"),
                                        metric="calls"))
 loop.train(cfg)
