@@ -142,9 +142,8 @@ def main() -> None:
             from bench_cross_encoder import default_model, load_pairs
             model = default_model(tmp / "minilm")
             pairs = load_pairs(Path(args.data_dir), args.minilm_pairs, seed=0)
-            tsv = write_tsv(tmp / "minilm.tsv", [(a.replace("\t", " ").replace("\n", " "),
-                                                   b.replace("\t", " ").replace("\n", " ")) for a, b in pairs])
-            pairs = [tuple(l.split("\t")) for l in tsv.read_text(encoding="utf-8").splitlines()]
+            pairs = [(" ".join(a.split()), " ".join(b.split())) for a, b in pairs]  # one line, one tab each
+            tsv = write_tsv(tmp / "minilm.tsv", pairs)
             tok = tokenizer_rate(model, pairs, 512)
             r = cli_run(tsv, model, tmp / "minilm.jsonl", env)
             rows.append(("MiniLM-L6, MS MARCO", r, tok, predict_rate(model, pairs)))
