@@ -50,7 +50,10 @@ def recover_dir(path: str | os.PathLike) -> None:
         else:
             os.replace(old, path)
     for stale in path.parent.glob(f".{path.name}{TMP_TAG}*") if path.parent.is_dir() else ():
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

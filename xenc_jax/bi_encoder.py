@@ -21,13 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .atomic import atomic_dir
-from .streaming import DEFAULT_CHUNK_SIZE, PairBar, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
+from .streaming import DEFAULT_CHUNK_SIZE, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
 from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_results, tokenize_texts, unique_encodings
 from .hf import st_folder
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
-from .inference import BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, loading_on_host, setup_sharding
+from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, loading_on_host, progress,
+                        setup_sharding)
 from .models import pooling as P
 from .models.pooling import DenseSpec  # noqa: F401  (re-exported: it used to live here)
 from .search import SCORE_FUNCTIONS, pairwise_similarity, similarity
@@ -201,8 +202,8 @@ class BiEncoder:
         prompt = self._resolve_prompt(prompt, prompt_name)
         dim = truncate_dim if truncate_dim is not None else self.truncate_dim
         cfg = self._bucket_config(batch_size)
-        bar = PairBar(len(sentences) if hasattr(sentences, "__len__") else None, "Encoding", show_progress_bar,
-                      unit="text")
+        bar = progress(None, len(sentences) if hasattr(sentences, "__len__") else None, "Encoding",
+                       show_progress_bar, "text")
         try:
             yield from run_chunks(numbered_chunks(it, check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)),
                                   lambda start, chunk: self._prepare(start, chunk, cfg, prompt),

@@ -18,12 +18,13 @@ import numpy as np
 from .atomic import atomic_dir
 from .batching import (BucketConfig, _as_sequence, copy_tokenizer, make_batches, scatter_results, tokenize_pairs,
                        unique_encodings)
-from .streaming import DEFAULT_CHUNK_SIZE, PairBar, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
+from .streaming import DEFAULT_CHUNK_SIZE, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
 from .hf import st_folder
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
-from .inference import BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, loading_on_host, setup_sharding
+from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, loading_on_host, progress,
+                        setup_sharding)
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 
@@ -169,7 +170,7 @@ class CrossEncoder:
         (a dict) gets "host_wait_s": how long scoring waited for the host's next chunk."""
         it = check_stream_input(pairs, "pairs", "(query, passage)")
         cfg = self._bucket_config(batch_size)
-        bar = PairBar(len(pairs) if hasattr(pairs, "__len__") else None, "Scoring", show_progress_bar)
+        bar = progress(None, len(pairs) if hasattr(pairs, "__len__") else None, "Scoring", show_progress_bar, "pair")
         try:
             yield from run_chunks(numbered_chunks(it, check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)),
                                   lambda start, chunk: self._prepare(start, chunk, cfg),

@@ -95,15 +95,15 @@ def cli_compilation_cache() -> str | None:
     return enable_compilation_cache(os.environ.get("XENC_COMPILATION_CACHE") or default_compilation_cache())
 
 
-def progress(iterable, total: int, desc: str, show: bool | None):
+def progress(iterable, total: int | None, desc: str, show: bool | None, unit: str = "batch"):
     """tqdm when asked, or by default only on an interactive terminal. With iterable=None, a
-    bar to `update()` by hand (a no-op stand-in when hidden)."""
+    bar to `update()` by hand (a no-op stand-in when hidden). total None: unknown (a stream)."""
     if show is None:
-        show = sys.stderr.isatty() and total > 1
+        show = sys.stderr.isatty() and (total is None or total > 1)
     if not show:
         return iterable if iterable is not None else _NoBar()
     from tqdm.auto import tqdm
-    return tqdm(iterable, total=total, desc=desc, unit="batch")
+    return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit != "batch")
 
 
 class _NoBar:

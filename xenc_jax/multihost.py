@@ -166,9 +166,8 @@ def write_part(prefix: str | os.PathLike, local: np.ndarray, index: int | None =
                count: int | None = None) -> Path:
     path = part_path(prefix, index, count)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, np.asarray(local))
-    os.replace(tmp, path)  # a reader never sees a half-written part
+    from .atomic import save_npy
+    save_npy(path, local)  # a reader never sees a half-written part
     return path
 
 

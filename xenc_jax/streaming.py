@@ -145,25 +145,3 @@ def run_chunks(numbered: Iterable[tuple[int, list]], prepare: Callable, run: Cal
             yield out
     finally:
         prepared.close()
-
-
-class PairBar:
-    """tqdm over items (pairs/texts) with items/s and an ETA when the total is known; off when
-    stderr is not a terminal (or show=False)."""
-
-    def __init__(self, total: int | None, desc: str, show: bool | None, unit: str = "pair"):
-        import sys
-        if show is None:
-            show = sys.stderr.isatty()
-        self.bar = None
-        if show:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
