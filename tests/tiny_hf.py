@@ -32,6 +32,10 @@ def tiny_config(family: str, num_labels: int = 1, **overrides):
         cfg = tf.CamembertConfig(**{**_COMMON, "max_position_embeddings": 66}, type_vocab_size=1, pad_token_id=1)
     elif family == "mpnet":  # positions start at padding_idx + 1 = 2, like RoBERTa
         cfg = tf.MPNetConfig(**{**_COMMON, "max_position_embeddings": 66}, pad_token_id=1)
+    elif family == "deberta-v2":  # DeBERTa-v3's switches (relative, log buckets, shared keys, normed table)
+        cfg = tf.DebertaV2Config(**_COMMON, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                 position_buckets=8, max_relative_positions=32, share_att_key=True,
+                                 norm_rel_ebd="layer_norm", position_biased_input=False, type_vocab_size=0)
     elif family == "distilbert":
         cfg = tf.DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
                                   max_position_embeddings=64)

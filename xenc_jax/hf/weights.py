@@ -38,7 +38,7 @@ def _needs_rule(rule: Rule, cfg: EncoderConfig) -> bool:
         return False
     if "embeddings_project" in rule.ours and cfg.embedding_size == cfg.hidden_size:
         return False
-    return True
+    return all(holds(cfg) for pattern, holds in family(cfg.family).table.needs if re.fullmatch(pattern, rule.ours))
 
 
 def expected_keys(cfg: EncoderConfig, *, head: bool, prefixed: bool) -> dict[str, Rule]:

@@ -51,6 +51,10 @@ class FamilyTable:
     encoder: tuple[Rule, ...]   # keys relative to the prefix
     head: tuple[Rule, ...]      # top-level keys of the head ("{p}" = the prefix, if the checkpoint has one)
     ignored: tuple[str, ...]    # regexes of tensors that are harmless to drop, on purpose
+    # (regex of our param path, predicate(cfg)): tensors that exist only under some configs
+    # (e.g. DeBERTa's absolute positions only when position_biased_input); a rule whose path
+    # matches is expected (loaded, saved) only when the predicate holds
+    needs: tuple[tuple[str, Callable[[EncoderConfig], bool]], ...] = ()
 
 
 ConfigReader = Callable[[dict, str], tuple[dict, set]]

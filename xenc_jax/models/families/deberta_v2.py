@@ -1,0 +1,240 @@
+"""DeBERTa-v2/v3 (HF DebertaV2Model / DebertaV2ForSequenceClassification): post-LayerNorm layers
+whose attention is disentangled: besides content-to-content (q.k) it adds content-to-position
+(q . key-projected relative embedding, "c2p") and position-to-content (k . query-projected
+relative embedding, "p2c"), all scaled by sqrt(head_dim * (1 + number of those terms)). The
+relative embedding table [2 * span, hidden] (optionally LayerNorm'ed) is shared by every layer;
+a relative distance picks its row after optional log-bucketing (position_buckets).
+
+Relative distances come from the position ids (query minus key), not the token index, so packed
+pairs (positions restarting per segment) see exactly their unpacked distances; on a right-padded
+unpacked row the two are equal, so this is HF's math there.
+
+HF details kept on purpose (checked against PyTorch in tests/test_family_deberta.py):
+- the embeddings are multiplied by the padding mask after their LayerNorm;
+- the attention mask is m[i] * m[j] applied with masked_fill, so a padding query attends
+  uniformly to every key (its row is all finfo.min); real tokens never see padding;
+- the score scale counts the c2p/p2c entries of pos_att_type even when relative_attention is
+  off (then no relative term is added, but the scale is still sqrt(head_dim * factor)).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import EncoderConfig
+from ..layers import ACTIVATIONS, Dtype, _accumulate_fp32, _normal, constrain, dense, embed, layer_norm
+
+
+@dataclasses.dataclass(frozen=True)
+class DebertaV2Config(EncoderConfig):
+    relative_attention: bool = False
+    pos_att_type: tuple[str, ...] = ()      # subset of ("c2p", "p2c")
+    position_buckets: int = -1              # <= 0: no log buckets
+    max_relative_positions: int = 512       # resolved: HF's -1 means max_position_embeddings
+    share_att_key: bool = False             # c2p/p2c reuse key_proj/query_proj for the relative embedding
+    norm_rel_ebd: bool = False              # LayerNorm on the relative embedding table
+    position_biased_input: bool = True      # absolute position embeddings added to the input
+    pooler_dropout: float = 0.0             # ContextPooler's dropout (before its dense)
+
+    @property
+    def att_span(self) -> int:
+        """Relative distances kept: the table has 2 * att_span rows."""
+        return self.position_buckets if self.position_buckets > 0 else self.max_relative_positions
+
+    @property
+    def score_factor(self) -> int:
+        return 1 + ("c2p" in self.pos_att_type) + ("p2c" in self.pos_att_type)
+
+
+def log_bucket_position(rel: np.ndarray, bucket_size: int, max_position: int) -> np.ndarray:
+    """HF make_log_bucket_position, in float32 like torch (checked against it in the tests):
+    distances below bucket_size // 2 stay exact, larger ones are log-spaced up to max_position."""
+    rel = np.asarray(rel, np.int64)
+    sign = np.sign(rel)
+    mid = bucket_size // 2
+    abs_pos = np.where((rel < mid) & (rel > -mid), mid - 1, np.abs(rel))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_pos = (np.ceil(np.log(abs_pos.astype(np.float32) / np.float32(mid))
+                           / np.log(np.float32((max_position - 1) / mid)) * np.float32(mid - 1))
+                   + np.float32(mid))
+    return np.where(abs_pos <= mid, rel.astype(np.float32), log_pos * sign).astype(np.int64)
+
+
+def relative_index_table(cfg: DebertaV2Config, max_distance: int) -> np.ndarray:
+    """Row of the relative embedding table for every distance r = query - key in [-D, D]
+    (indexed by r + D): the (bucketed) distance shifted by att_span and clamped, as HF's c2p
+    gather. p2c uses the same row (HF gathers with -r(key, query), and bucketing is odd)."""
+    rel = np.arange(-max_distance, max_distance + 1)
+    if cfg.position_buckets > 0 and cfg.max_relative_positions > 0:
+        rel = log_bucket_position(rel, cfg.position_buckets, cfg.max_relative_positions)
+    span = cfg.att_span
+    return np.clip(rel + span, 0, 2 * span - 1).astype(np.int32)
+
+
+def _bias_free_dense(features: int, axes: tuple, name: str, dtype: Dtype, param_dtype: Dtype):
+    low = jnp.dtype(dtype) != jnp.dtype(jnp.float32)
+    return nn.Dense(features, use_bias=False, dtype=dtype, param_dtype=param_dtype, name=name,
+                    dot_general=_accumulate_fp32(dtype) if low else jax.lax.dot_general,
+                    kernel_init=nn.with_logical_partitioning(_normal(0.02), axes))
+
+
+class DebertaV2Embeddings(nn.Module):
+    """word (+ absolute position) (+ token type) -> projection when embedding_size != hidden
+    -> LayerNorm -> times the padding mask -> dropout."""
+    cfg: DebertaV2Config
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, position_ids, attention_mask, deterministic: bool):
+        cfg = self.cfg
+        x = embed(cfg.vocab_size, cfg.embedding_size, "word", self.param_dtype)(input_ids)
+        if cfg.position_biased_input:
+            x = x + embed(cfg.max_position_embeddings, cfg.embedding_size, "position", self.param_dtype)(position_ids)
+        if cfg.type_vocab_size > 0:
+            types = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+            x = x + embed(cfg.type_vocab_size, cfg.embedding_size, "token_type", self.param_dtype)(types)
+        if cfg.embedding_size != cfg.hidden_size:
+            x = _bias_free_dense(cfg.hidden_size, ("embed_proj", "embed"), "project", self.dtype, self.param_dtype)(x)
+        x = layer_norm(cfg.layer_norm_eps, "norm", self.param_dtype)(x)
+        x = x * (attention_mask != 0)[..., None].astype(x.dtype)   # segment numbers count as 1
+        return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
+
+
+class DisentangledSelfAttention(nn.Module):
+    """x [B, L, embed] (queries xq [B, Lq, embed] or None = x), allowed [B, 1, Lq, L] bool,
+    rel_index [B, Lq, L] rows of rel_table [2 * span, hidden] (or None) -> [B, Lq, embed]."""
+    cfg: DebertaV2Config
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x, allowed, rel_index, rel_table, deterministic: bool, xq=None):
+        cfg = self.cfg
+        axes, shape = ("embed", "heads", "kv"), (cfg.num_heads, cfg.head_dim)
+        proj = lambda name: dense(shape, axes, name, self.dtype, self.param_dtype)
+        query, key = proj("query"), proj("key")
+        q = query(x if xq is None else xq)
+        k = key(x)
+        v = proj("value")(x)
+        q, k, v = (constrain(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
+        scale = jnp.sqrt(jnp.float32(cfg.head_dim * cfg.score_factor))
+        f32 = dict(preferred_element_type=jnp.float32)
+        s = jnp.einsum("bqhd,bkhd->bhqk", q, k, **f32) / scale
+        if cfg.relative_attention and cfg.pos_att_type:
+            r = nn.Dropout(cfg.hidden_dropout)(rel_table, deterministic=deterministic)   # HF pos_dropout
+            index = jnp.broadcast_to(rel_index[:, None], s.shape)
+            if "c2p" in cfg.pos_att_type:
+                pos_key = key(r) if cfg.share_att_key else proj("pos_key")(r)            # [2S, H, D]
+                c2p = jnp.einsum("bqhd,rhd->bhqr", q, pos_key, **f32)
+                s = s + jnp.take_along_axis(c2p, index, axis=-1) / scale
+            if "p2c" in cfg.pos_att_type:
+                pos_query = query(r) if cfg.share_att_key else proj("pos_query")(r)
+                p2c = jnp.einsum("bkhd,rhd->bhrk", k, pos_query, **f32)                 # [B, H, 2S, L]
+                s = s + jnp.take_along_axis(p2c, index, axis=-2) / scale
+        # masked_fill, not an additive mask: a row with no allowed key is uniform (HF's padding rows)
+        s = jnp.where(allowed, s, jnp.finfo(jnp.float32).min)
+        p = jax.nn.softmax(s, axis=-1)
+        p = nn.Dropout(cfg.attention_dropout)(p, deterministic=deterministic)
+        out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v, **f32).astype(v.dtype)
+        return dense(x.shape[-1], ("heads", "kv", "embed"), "out", self.dtype, self.param_dtype,
+                     in_axis=(-2, -1))(out)
+
+
+class DebertaV2Layer(nn.Module):
+    """Post-LayerNorm layer around the disentangled attention (the BERT layer's math otherwise)."""
+    cfg: DebertaV2Config
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x, allowed, rel_index, rel_table, deterministic: bool, query_positions=None):
+        cfg = self.cfg
+        xq = None if query_positions is None else jnp.take_along_axis(
+            x, query_positions[..., None].astype(jnp.int32), axis=1)
+        h = DisentangledSelfAttention(cfg, self.dtype, self.param_dtype, name="attention")(
+            x, allowed, rel_index, rel_table, deterministic, xq)
+        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
+        x = x if xq is None else xq
+        x = layer_norm(cfg.layer_norm_eps, "attention_norm", self.param_dtype)(x + h).astype(self.dtype)
+        x = constrain(x, ("batch", "length", "embed"))
+        h = dense(cfg.intermediate_size, ("embed", "mlp"), "mlp_in", self.dtype, self.param_dtype)(x)
+        h = constrain(ACTIVATIONS[cfg.hidden_act](h), ("batch", "length", "mlp"))
+        h = dense(x.shape[-1], ("mlp", "embed"), "mlp_out", self.dtype, self.param_dtype)(h)
+        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
+        x = layer_norm(cfg.layer_norm_eps, "mlp_norm", self.param_dtype)(x + h).astype(self.dtype)
+        return constrain(x, ("batch", "length", "embed"))
+
+
+def _allowed(attention_mask, query_positions=None):
+    """[B, 1, Lq, L] bool: both tokens real and in the same segment (HF: m[i] * m[j])."""
+    q = attention_mask if query_positions is None else jnp.take_along_axis(
+        attention_mask, query_positions.astype(jnp.int32), axis=1)
+    q, k = q[:, None, :, None], attention_mask[:, None, None, :]
+    return (q != 0) & (k != 0) & (q == k)
+
+
+class DebertaV2Encoder(nn.Module):
+    """(input_ids, attention_mask, ...) -> last hidden state [B, L, hidden]; arguments as
+    BertEncoder's. attention_impl is accepted for the common signature; the disentangled
+    scores are always written out (no fused kernel computes c2p/p2c)."""
+    cfg: DebertaV2Config
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
+                 deterministic: bool = True, query_positions=None):
+        cfg = self.cfg
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+        x = DebertaV2Embeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
+            input_ids, token_type_ids, position_ids, attention_mask, deterministic)
+        x = constrain(x, ("batch", "length", "embed"))
+        rel_index = rel_table = None
+        if cfg.relative_attention:
+            rel_table = self.param("rel_embeddings", nn.with_logical_partitioning(_normal(0.02), (None, "embed")),
+                                   (2 * cfg.att_span, cfg.hidden_size), self.param_dtype)
+            if cfg.norm_rel_ebd:
+                rel_table = layer_norm(cfg.layer_norm_eps, "rel_norm", self.param_dtype)(rel_table)
+            rel_table = rel_table.astype(self.dtype)
+            d = input_ids.shape[1] - 1
+            rows = jnp.asarray(relative_index_table(cfg, d))
+            pos = position_ids.astype(jnp.int32)
+            rel_index = rows[jnp.clip(pos[:, :, None] - pos[:, None, :], -d, d) + d]       # [B, L, L]
+        allowed = _allowed(attention_mask)
+        for i in range(cfg.num_layers):
+            last = i == cfg.num_layers - 1 and query_positions is not None
+            index = rel_index
+            if last and rel_index is not None:
+                index = jnp.take_along_axis(rel_index, query_positions[:, :, None].astype(jnp.int32), axis=1)
+            x = DebertaV2Layer(cfg, self.dtype, self.param_dtype, name=f"layer_{i}")(
+                x, _allowed(attention_mask, query_positions) if last else allowed, index, rel_table,
+                deterministic, query_positions if last else None)
+        return x
+
+
+class ContextPooler(nn.Module):
+    """DebertaV2ForSequenceClassification's head: first token -> dropout(pooler_dropout) -> dense
+    -> pooler_hidden_act -> dropout(cls_dropout, else hidden dropout) -> classifier."""
+    cfg: DebertaV2Config
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, first_token, deterministic: bool = True):
+        cfg = self.cfg
+        x = nn.Dropout(cfg.pooler_dropout)(first_token, deterministic=deterministic)
+        x = dense(cfg.hidden_size, ("embed", "embed_out"), "dense", self.dtype, self.param_dtype)(x)
+        x = ACTIVATIONS[cfg.head_activation](x)
+        x = nn.Dropout(cfg.classifier_dropout)(x, deterministic=deterministic)
+        return dense(cfg.num_labels, ("embed", "labels"), "out", self.dtype, self.param_dtype)(x)
+
+
+DebertaV2Config.encoder_module = DebertaV2Encoder
+DebertaV2Config.head_module = ContextPooler
