@@ -71,7 +71,7 @@ def make_tiny(family: str, path: Path, *, head: bool = True, num_labels: int = 1
 def random_batch(family: str, lengths=(9, 4, 13, 1), vocab=120, seed=0):
     """input_ids / attention_mask / token_type_ids with real right-padding of different lengths."""
     rng = np.random.default_rng(seed)
-    pad = 1 if family in ("roberta", "xlm-roberta", "camembert", "mpnet") else 0
+    pad = 1 if family in ("roberta", "xlm-roberta", "camembert", "mpnet") else 0  # deberta-v2: 0
     L = max(lengths)
     ids = np.full((len(lengths), L), pad, np.int64)
     mask = np.zeros((len(lengths), L), np.int64)
@@ -92,3 +92,11 @@ def mpnet_tokenizer(minilm_dir: Path):
     return tf.MPNetTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True,
                              bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
                              unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512)
+
+
+def deberta_tokenizer(minilm_dir: Path):
+    """A stand-in for DeBERTa-v3's SentencePiece tokenizer (not available offline): the uncased
+    WordPiece vocabulary of all-MiniLM-L6-v2 as a fast tokenizer, with DeBERTa's special token
+    names ([CLS] [SEP] [PAD]=0 [UNK] [MASK]); AutoTokenizer reads it back from tokenizer.json."""
+    return tf.BertTokenizerFast(vocab_file=str(Path(minilm_dir) / "vocab.txt"), do_lower_case=True,
+                                model_max_length=512)
