@@ -50,6 +50,14 @@ def variants(tmp_path_factory):
     return get
 
 
+def _apply(pt, *args, **kw):
+    """pt's module applied under one jit (eager dispatch compiles each op separately: slower)."""
+    import jax
+    import jax.numpy as jnp
+    fn = jax.jit(lambda params, *a: pt.module().apply({"params": params}, *a, **kw))
+    return fn(pt.params, *(jnp.asarray(a) for a in args))
+
+
 def _batch(pt, lengths=LENGTHS, seed=0):
     from tiny_hf import random_batch
     ids, mask, types = random_batch("deberta-v2", lengths=lengths, seed=seed)
@@ -97,8 +105,8 @@ def _layer_alone(pt, i, x, mask, rel_table):
     index = relative_index_table(pt.config, n - 1)[np.arange(n)[:, None] - np.arange(n)[None, :] + n - 1]
     index = jnp.broadcast_to(jnp.asarray(index), (x.shape[0], n, n))
     layer = DebertaV2Layer(pt.config, jnp.float32, jnp.float32)
-    return layer.apply({"params": pt.params["encoder"][f"layer_{i}"]}, jnp.asarray(x),
-                       _allowed(jnp.asarray(mask)), index, rel_table, True)
+    return layer.apply({"params": pt.params["encoder"][f"layer_{i}"]}, jnp.asarray(x), _allowed(jnp.asarray(mask)),
+                       index, rel_table, True)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -119,6 +127,7 @@ def test_parity_per_module_and_end_to_end(name, variants):
         out = ref(**t, output_hidden_states=True)
         rel_table = ref.deberta.encoder.get_rel_embedding()
         rel_table = None if rel_table is None else jnp.asarray(rel_table.numpy())
+    # eager here: the variants share shapes, so op-by-op dispatch reuses its compilations
     hidden, inter = bare.module().apply({"params": bare.params}, jnp.asarray(ids), jnp.asarray(mask),
                                         jnp.asarray(types), capture_intermediates=True, mutable=["intermediates"])
     emb = np.asarray(inter["intermediates"]["encoder"]["embeddings"]["__call__"][0])
@@ -134,9 +143,10 @@ def test_parity_per_module_and_end_to_end(name, variants):
     assert np.abs(np.asarray(logits) - out.logits.numpy()).max() <= END_TOL
 
 
-@pytest.mark.parametrize("name", ["v3", "separate"])
+@pytest.mark.parametrize("name", ["separate"])   # v3-style packing: the ST tests below
 def test_packed_rows_equal_unpacked(name, variants):
-    """Two texts in one row, positions restarting: relative distances stay inside each segment."""
+    """Two texts in one row, positions restarting: relative distances stay inside each segment,
+    absolute positions and token types restart too."""
     import jax.numpy as jnp
 
     from xenc_jax.hf.pretrained import load_pretrained
@@ -144,16 +154,16 @@ def test_packed_rows_equal_unpacked(name, variants):
     pt = load_pretrained(path, head=True, with_tokenizer=False)
     bare = load_pretrained(path, head=False, with_tokenizer=False)
     ids, mask, types = _batch(pt, lengths=(70, 45), seed=5)
-    alone = np.asarray(bare.module().apply({"params": bare.params}, ids, mask, types))
-    alone_logits = np.asarray(pt.module().apply({"params": pt.params}, ids, mask, types))
+    alone = np.asarray(_apply(bare, ids, mask, types))
+    alone_logits = np.asarray(_apply(pt, ids, mask, types))
     cat = lambda a: jnp.asarray(np.concatenate([a[0, :70], a[1, :45], np.zeros(5, a.dtype)])[None])
     row, row_types = cat(ids), cat(types)
     seg = jnp.asarray([[1] * 70 + [2] * 45 + [0] * 5])
     pos = jnp.asarray(np.concatenate([np.arange(70), np.arange(45), np.zeros(5, int)])[None])
-    packed = np.asarray(bare.module().apply({"params": bare.params}, row, seg, row_types, pos))
+    packed = np.asarray(_apply(bare, row, seg, row_types, pos))
     assert np.abs(packed[0, :70] - alone[0, :70]).max() <= MODULE_TOL
     assert np.abs(packed[0, 70:115] - alone[1, :45]).max() <= MODULE_TOL
-    logits = np.asarray(pt.module().apply({"params": pt.params}, row, seg, row_types, pos, jnp.asarray([[0, 70]])))
+    logits = np.asarray(_apply(pt, row, seg, row_types, pos, np.asarray([[0, 70]])))
     assert np.abs(logits[0] - alone_logits).max() <= MODULE_TOL
 
 
@@ -174,7 +184,7 @@ def test_round_trip_save_then_pytorch_loads_same_logits(name, variants, tmp_path
     with torch.no_grad():
         want = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                    token_type_ids=torch.tensor(types)).logits.numpy()
-    got = np.asarray(pt.module().apply({"params": pt.params}, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types)))
+    got = np.asarray(_apply(pt, ids, mask, types))
     assert np.abs(got - want).max() <= END_TOL
     a, b = load_file(str(path / "model.safetensors")), load_file(str(tmp_path / "saved" / "model.safetensors"))
     assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
@@ -326,9 +336,9 @@ def test_bf16_compute_and_training(deberta_dirs, texts, tmp_path):
     from xenc_jax.train import step as S
     ce_dir, _ = deberta_dirs
     pairs = _pairs(texts)[:12]
-    buckets = BucketConfig(lengths=BUCKETS, pack=False)
-    fp32 = CrossEncoder(ce_dir, buckets=buckets).predict(pairs)
-    bf16 = CrossEncoder(ce_dir, buckets=buckets, dtype="bfloat16").predict(pairs)
+    buckets = BucketConfig(lengths=(128,), pack=False)
+    fp32 = CrossEncoder(ce_dir, max_length=128, buckets=buckets).predict(pairs)
+    bf16 = CrossEncoder(ce_dir, max_length=128, buckets=buckets, dtype="bfloat16").predict(pairs)
     assert np.abs(bf16 - fp32).max() <= 0.05 * (1 + np.abs(fp32).max()), np.abs(bf16 - fp32).max()
 
     pt = load_pretrained(ce_dir, head=True)
@@ -345,16 +355,16 @@ def test_bf16_compute_and_training(deberta_dirs, texts, tmp_path):
     apply = S.cross_encoder_apply(pt.module())
     loss = S.cross_encoder_loss("bce")
     step = S.make_train_step(apply, loss, tx, plan, sh, lr_schedule=O.make_schedule(ocfg, 10))
-    before = float(loss(apply(pt.params, batch), batch))
+    losses = []
     for k in range(6):
         state, metrics = step(state, plan.place_batch(batch), jax.random.key(k))
-    after = float(loss(apply(state.params, batch), batch))
-    assert np.isfinite(float(metrics["loss"])) and after < before, (before, after)
+        losses.append(float(metrics["loss"]))
+    assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), state.params, pt.params)
     assert all(v > 0 for v in jax.tree.leaves(moved["encoder"]["layer_0"]["attention"]))
 
 
-# ---- 8 forced CPU devices: dp and fsdp equal one device ----
+# ---- 8 forced CPU devices: dp, fsdp (and tp for the cross-encoder) equal one device ----
 
 def test_dp_and_fsdp_on_8_devices_equal_one_device(deberta_dirs):
     from forced_devices import run_on_devices
@@ -378,18 +388,18 @@ def _main(ce_dir: str, st_dir: str) -> int:
     text = lambda n: " ".join(rng.choice(words, n))
     pairs = [(text(int(rng.integers(1, 8))), text(int(rng.integers(1, 90)))) for _ in range(27)] + [("", "")]
     failures = []
-    buckets = BucketConfig(lengths=(32, 128), batch_size=8)
+    buckets = BucketConfig(lengths=(128,), batch_size=8)
     meshes = (("data=8", "dp", lambda: make_mesh(8, 1)), ("fsdp=8", "fsdp", lambda: make_mesh(1, 1, fsdp=8)),
               ("data=4,model=2", "tp", lambda: make_mesh(4, 2)))
-    for pack in (False, True):
-        b = dataclasses.replace(buckets, pack=pack, max_segments=4) if pack else buckets
-        want = CrossEncoder(ce_dir, max_length=128, buckets=b).predict(pairs)
-        for name, strategy, mesh in meshes:
-            got = CrossEncoder(ce_dir, max_length=128, buckets=b, mesh=mesh(), sharding=strategy).predict(pairs)
-            diff = float(np.abs(got - want).max())
-            print(f"deberta cross-encoder {name} {strategy} pack={pack}: max diff {diff:.2e}")
-            if got.shape != want.shape or diff > 1e-5:
-                failures.append(f"CE {strategy} pack={pack}: {diff}")
+    # the cross-encoder packed (segments, restarting positions), the bi-encoder not: both paths
+    packed = dataclasses.replace(buckets, pack=True, max_segments=4)
+    want = CrossEncoder(ce_dir, max_length=128, buckets=packed).predict(pairs)
+    for name, strategy, mesh in meshes:
+        got = CrossEncoder(ce_dir, max_length=128, buckets=packed, mesh=mesh(), sharding=strategy).predict(pairs)
+        diff = float(np.abs(got - want).max())
+        print(f"deberta cross-encoder {name} {strategy} packed: max diff {diff:.2e}")
+        if got.shape != want.shape or diff > 1e-5:
+            failures.append(f"CE {strategy} packed: {diff}")
     sentences = [p[1] for p in pairs]
     want = BiEncoder(st_dir, buckets=buckets).encode(sentences)
     for name, strategy, mesh in meshes[:2]:
