@@ -322,7 +322,7 @@ def test_bi_encoder_equals_sentence_transformers(deberta_dirs, texts, tmp_path):
     assert np.abs(reloaded.encode(sentences, batch_size=8) - got).max() <= END_TOL
 
 
-def test_bf16_compute_and_training(deberta_dirs, texts, tmp_path):
+def test_bf16_compute_and_training(deberta_dirs, texts, minilm_dir, tmp_path):
     """bf16 scores stay near fp32 (fp32 params, fp32 softmax); a few train steps with dropout lower
     the loss (every param, position projections included, gets a finite gradient)."""
     import jax
@@ -341,7 +341,13 @@ def test_bf16_compute_and_training(deberta_dirs, texts, tmp_path):
     bf16 = CrossEncoder(ce_dir, max_length=128, buckets=buckets, dtype="bfloat16").predict(pairs)
     assert np.abs(bf16 - fp32).max() <= 0.05 * (1 + np.abs(fp32).max()), np.abs(bf16 - fp32).max()
 
-    pt = load_pretrained(ce_dir, head=True)
+    # training on a one-layer copy of the cross-encoder's config (compiling the step is the cost)
+    from tiny_hf import deberta_tokenizer, make_tiny
+    tok = deberta_tokenizer(minilm_dir)
+    make_tiny("deberta-v2", tmp_path / "train", num_labels=1, seed=5, num_hidden_layers=1, share_att_key=False,
+              type_vocab_size=2, vocab_size=len(tok), intermediate_size=64, max_position_embeddings=512)
+    tok.save_pretrained(str(tmp_path / "train"))
+    pt = load_pretrained(tmp_path / "train", head=True)
     groups = D.make_groups(D.read_examples(D.DataSource(path=str(write_pairs(tmp_path / "p.tsv", n=16)))),
                            pt.tokenizer, 64)
     stream = D.BatchStream(groups, D.StreamConfig(batch_size=8, bucket_lengths=(64,), max_length=64, seed=1))
