@@ -105,12 +105,34 @@ class DebertaV2Embeddings(nn.Module):
         return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
 
 
+def _disentangled(q, k, v, allowed, index, pos_key, pos_query, scale, dropout=None):
+    """softmax(q.k + c2p + p2c, masked_fill) v: q [B, Lq, H, D], k/v [B, L, H, D], allowed
+    [B, 1, Lq, L], index [B, 1, Lq, L] rows of the relative table, pos_key / pos_query
+    [2 * span, H, D] or None (that term off) -> [B, Lq, H, D]. Scores and softmax in fp32."""
+    f32 = dict(preferred_element_type=jnp.float32)
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, **f32) / scale
+    if pos_key is not None:
+        c2p = jnp.einsum("bqhd,rhd->bhqr", q, pos_key, **f32)                       # [B, H, Lq, 2S]
+        s = s + jnp.take_along_axis(c2p, index, axis=-1) / scale
+    if pos_query is not None:
+        p2c = jnp.einsum("bkhd,rhd->bhrk", k, pos_query, **f32)                     # [B, H, 2S, L]
+        s = s + jnp.take_along_axis(p2c, index, axis=-2) / scale
+    # masked_fill, not an additive mask: a row with no allowed key is uniform (HF's padding rows)
+    p = jax.nn.softmax(jnp.where(allowed, s, jnp.finfo(jnp.float32).min), axis=-1)
+    if dropout is not None:
+        p = dropout(p)
+    return jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v, **f32).astype(v.dtype)
+
+
 class DisentangledSelfAttention(nn.Module):
     """x [B, L, embed] (queries xq [B, Lq, embed] or None = x), allowed [B, 1, Lq, L] bool,
-    rel_index [B, Lq, L] rows of rel_table [2 * span, hidden] (or None) -> [B, Lq, embed]."""
+    rel_index [B, Lq, L] rows of rel_table [2 * span, hidden] (or None) -> [B, Lq, embed].
+    attention_impl 'xla_chunked': groups of ~512 key tokens' rows one after another (lax.map),
+    as layers.SelfAttention does on CPU: the [B, heads, Lq, L] scores stay small."""
     cfg: DebertaV2Config
     dtype: Dtype
     param_dtype: Dtype
+    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, x, allowed, rel_index, rel_table, deterministic: bool, xq=None):
@@ -122,25 +144,31 @@ class DisentangledSelfAttention(nn.Module):
         k = key(x)
         v = proj("value")(x)
         q, k, v = (constrain(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
-        scale = jnp.sqrt(jnp.float32(cfg.head_dim * cfg.score_factor))
-        f32 = dict(preferred_element_type=jnp.float32)
-        s = jnp.einsum("bqhd,bkhd->bhqk", q, k, **f32) / scale
+        pos_key = pos_query = index = None
         if cfg.relative_attention and cfg.pos_att_type:
             r = nn.Dropout(cfg.hidden_dropout)(rel_table, deterministic=deterministic)   # HF pos_dropout
-            index = jnp.broadcast_to(rel_index[:, None], s.shape)
             if "c2p" in cfg.pos_att_type:
                 pos_key = key(r) if cfg.share_att_key else proj("pos_key")(r)            # [2S, H, D]
-                c2p = jnp.einsum("bqhd,rhd->bhqr", q, pos_key, **f32)
-                s = s + jnp.take_along_axis(c2p, index, axis=-1) / scale
             if "p2c" in cfg.pos_att_type:
                 pos_query = query(r) if cfg.share_att_key else proj("pos_query")(r)
-                p2c = jnp.einsum("bkhd,rhd->bhrk", k, pos_query, **f32)                 # [B, H, 2S, L]
-                s = s + jnp.take_along_axis(p2c, index, axis=-2) / scale
-        # masked_fill, not an additive mask: a row with no allowed key is uniform (HF's padding rows)
-        s = jnp.where(allowed, s, jnp.finfo(jnp.float32).min)
-        p = jax.nn.softmax(s, axis=-1)
-        p = nn.Dropout(cfg.attention_dropout)(p, deterministic=deterministic)
-        out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v, **f32).astype(v.dtype)
+            index = rel_index[:, None]
+        else:
+            index = jnp.zeros(allowed.shape, jnp.int32)   # unused; keeps lax.map's operands uniform
+        scale = jnp.sqrt(jnp.float32(cfg.head_dim * cfg.score_factor))
+        if not (deterministic or cfg.attention_dropout == 0.0):
+            drop = nn.Dropout(cfg.attention_dropout)
+            out = _disentangled(q, k, v, allowed, index, pos_key, pos_query, scale,
+                                lambda p: drop(p, deterministic=False))
+        elif self.attention_impl == "xla_chunked":
+            rows, length = q.shape[0], k.shape[1]
+            group = max(d for d in range(1, max(1, 512 // length) + 1) if rows % d == 0)
+            split = lambda t: t.reshape((rows // group, group) + t.shape[1:])
+            index = jnp.broadcast_to(index, (rows,) + index.shape[1:])
+            out = jax.lax.map(lambda t: _disentangled(*t, pos_key, pos_query, scale),
+                              tuple(split(t) for t in (q, k, v, allowed, index)))
+            out = out.reshape(q.shape)
+        else:
+            out = _disentangled(q, k, v, allowed, index, pos_key, pos_query, scale)
         return dense(x.shape[-1], ("heads", "kv", "embed"), "out", self.dtype, self.param_dtype,
                      in_axis=(-2, -1))(out)
 
@@ -150,13 +178,14 @@ class DebertaV2Layer(nn.Module):
     cfg: DebertaV2Config
     dtype: Dtype
     param_dtype: Dtype
+    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, x, allowed, rel_index, rel_table, deterministic: bool, query_positions=None):
         cfg = self.cfg
         xq = None if query_positions is None else jnp.take_along_axis(
             x, query_positions[..., None].astype(jnp.int32), axis=1)
-        h = DisentangledSelfAttention(cfg, self.dtype, self.param_dtype, name="attention")(
+        h = DisentangledSelfAttention(cfg, self.dtype, self.param_dtype, self.attention_impl, name="attention")(
             x, allowed, rel_index, rel_table, deterministic, xq)
         h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
         x = x if xq is None else xq
@@ -180,8 +209,9 @@ def _allowed(attention_mask, query_positions=None):
 
 class DebertaV2Encoder(nn.Module):
     """(input_ids, attention_mask, ...) -> last hidden state [B, L, hidden]; arguments as
-    BertEncoder's. attention_impl is accepted for the common signature; the disentangled
-    scores are always written out (no fused kernel computes c2p/p2c)."""
+    BertEncoder's. The disentangled scores are always written out (no fused kernel computes
+    c2p/p2c); attention_impl 'xla_chunked' computes them a group of rows at a time, others
+    (None / 'xla' / 'cudnn') the whole batch at once."""
     cfg: DebertaV2Config
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -213,7 +243,7 @@ class DebertaV2Encoder(nn.Module):
             index = rel_index
             if last and rel_index is not None:
                 index = jnp.take_along_axis(rel_index, query_positions[:, :, None].astype(jnp.int32), axis=1)
-            x = DebertaV2Layer(cfg, self.dtype, self.param_dtype, name=f"layer_{i}")(
+            x = DebertaV2Layer(cfg, self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")(
                 x, _allowed(attention_mask, query_positions) if last else allowed, index, rel_table,
                 deterministic, query_positions if last else None)
         return x
