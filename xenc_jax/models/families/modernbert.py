@@ -62,6 +62,27 @@ def segment_mean(h, attention_mask, query_positions):
     return (total / jnp.maximum(member.sum(-1, keepdims=True), 1.0)).astype(h.dtype)
 
 
+def layer_inputs(cfg: ModernBertConfig, kind: str, attention_mask, position_ids, rows=None):
+    """(mask4, rotate) of a GLOBAL or LOCAL layer: the segment-aware mask (AND the window of
+    local_attention // 2 each side for LOCAL) and the rotary hook with that kind's theta.
+    rows [B, P]: only those query rows (the last layer for the head)."""
+    mask4 = attention_mask_4d(attention_mask, rows)
+    if kind == LOCAL:
+        q_pos = position_ids if rows is None else jnp.take_along_axis(position_ids, rows.astype(jnp.int32), 1)
+        mask4 = mask4 & sliding_window_mask(q_pos, position_ids, cfg.local_attention // 2)
+    theta = cfg.global_rope_theta if kind == GLOBAL else cfg.local_rope_theta
+    return mask4, RotaryPositions(cfg.head_dim, theta).hook(position_ids, rows)
+
+
+def make_layer(cfg: ModernBertConfig, i: int, dtype: Dtype, param_dtype: Dtype, attention_impl=None,
+               name: str | None = None) -> PreNormLayer:
+    """Layer i (layer 0 has no attention norm: HF's nn.Identity, right after the embeddings' norm)."""
+    return PreNormLayer(
+        cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps,
+        cfg.norm_bias, cfg.attention_bias, cfg.mlp_bias, i > 0, cfg.hidden_dropout, cfg.attention_dropout,
+        dtype, param_dtype, attention_impl, name=f"layer_{i}" if name is None else name)
+
+
 class ModernBertEncoder(nn.Module):
     """(input_ids, attention_mask, ...) -> final-normed hidden states [B, L, hidden]; arguments as
     BertEncoder's (token_type_ids is accepted and unused: ModernBERT has no token types).
@@ -86,20 +107,10 @@ class ModernBertEncoder(nn.Module):
         x = constrain(x, ("batch", "length", "embed"))
         mean = cfg.classifier_pooling == "mean"
         rows = None if mean else query_positions   # the rows the last layer computes
-        window = cfg.local_attention // 2
-        rope = {GLOBAL: RotaryPositions(cfg.head_dim, cfg.global_rope_theta),
-                LOCAL: RotaryPositions(cfg.head_dim, cfg.local_rope_theta)}
         for i, kind in enumerate(cfg.layer_types):
             q = rows if i == cfg.num_layers - 1 else None
-            mask4 = attention_mask_4d(attention_mask, q)
-            if kind == LOCAL:
-                q_pos = position_ids if q is None else jnp.take_along_axis(position_ids, q.astype(jnp.int32), 1)
-                mask4 = mask4 & sliding_window_mask(q_pos, position_ids, window)
-            layer = PreNormLayer(
-                cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps,
-                cfg.norm_bias, cfg.attention_bias, cfg.mlp_bias, i > 0, cfg.hidden_dropout, cfg.attention_dropout,
-                self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")
-            x = layer(x, mask4, deterministic, q, rope[kind].hook(position_ids, q))
+            mask4, rotate = layer_inputs(cfg, kind, attention_mask, position_ids, q)
+            x = make_layer(cfg, i, self.dtype, self.param_dtype, self.attention_impl)(x, mask4, deterministic, q, rotate)
         x = layer_norm(cfg.layer_norm_eps, "final_norm", self.param_dtype, use_bias=cfg.norm_bias)(x)
         x = constrain(x.astype(self.dtype), ("batch", "length", "embed"))
         if mean and query_positions is not None:
