@@ -224,6 +224,43 @@ def test_packed_segments_equal_alone(pooling, tmp_path):
     assert _max(h_packed[0, 40:63], h_alone[1, :23]) <= MODULE_TOL
 
 
+def test_bf16_compute_and_training_step(tmp_path):
+    """bf16 compute stays close to fp32 (the bar of test_parity.py's bf16 check), and the library's
+    train step (dropout on everywhere HF has it) lowers the loss with finite gradients."""
+    import jax
+    import jax.numpy as jnp
+    from tiny_hf import make_tiny, random_batch
+
+    from xenc_jax.hf.pretrained import load_pretrained
+    from xenc_jax.train import optim as O
+    from xenc_jax.train import step as S
+    make_tiny("modernbert", tmp_path, head=True, num_labels=1, seed=12, classifier_pooling="mean",
+              attention_dropout=0.1, mlp_dropout=0.1, embedding_dropout=0.1, classifier_dropout=0.1, **BIASES)
+    pt = load_pretrained(tmp_path, head=True, with_tokenizer=False)
+    ids, mask, _ = random_batch("modernbert", lengths=(30, 12, 25, 7), seed=13)
+    f32 = _run(pt.module(), pt.params, jnp.asarray(ids), jnp.asarray(mask))
+    b16 = _run(pt.module(dtype=jnp.bfloat16), pt.params, jnp.asarray(ids), jnp.asarray(mask))
+    assert b16.dtype == jnp.float32
+    rel = _max(b16, f32) / float(np.abs(np.asarray(f32)).max())
+    assert rel <= 2e-2, rel
+    batch = {"input_ids": jnp.asarray(ids, jnp.int32), "attention_mask": jnp.asarray(mask, jnp.int32),
+             "token_type_ids": jnp.zeros(ids.shape, jnp.int32),
+             "position_ids": jnp.broadcast_to(jnp.arange(ids.shape[1], dtype=jnp.int32), ids.shape),
+             "labels": jnp.asarray([[1.0], [0.0], [1.0], [0.0]]), "valid": jnp.ones(4, bool)}
+    ocfg = O.OptimConfig(learning_rate=3e-3, warmup_steps=0)
+    tx = O.make_optimizer(ocfg, 10, pt.params)
+    plan = S.make_plan("dp")
+    sh = S.state_shardings(plan, tx, pt.params, S.param_shardings(plan, pt.module()))
+    state = S.create_state(plan, tx, pt.params, sh)
+    step = S.make_train_step(S.cross_encoder_apply(pt.module()), S.cross_encoder_loss("bce"), tx, plan, sh)
+    loss = jax.jit(lambda params: S.cross_encoder_loss("bce")(S.cross_encoder_apply(pt.module())(params, batch), batch))
+    before = loss(pt.params)
+    for _ in range(6):
+        state, metrics = step(state, plan.place_batch(batch), jax.random.key(0))
+        assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+    assert float(loss(state.params)) < float(before)
+
+
 def test_round_trip_save_then_pytorch_loads_same_logits(tmp_path):
     import jax.numpy as jnp
     import torch
