@@ -266,7 +266,7 @@ def test_round_trip_save_then_pytorch_loads_same_logits(tmp_path):
     import torch
     import transformers as tf
     from safetensors.numpy import load_file
-    from tiny_hf import make_tiny, random_batch
+    from tiny_hf import make_tiny, random_batch, randomize_, tiny_config
 
     from xenc_jax.hf.pretrained import load_pretrained, save_pretrained
     for name, switches in (("plain", {}), ("bias", dict(classifier_pooling="mean", **BIASES))):
@@ -290,6 +290,16 @@ def test_round_trip_save_then_pytorch_loads_same_logits(tmp_path):
     assert json.loads((bare_saved / "config.json").read_text())["architectures"] == ["ModernBertModel"]
     a, b = load_file(str(bare / "model.safetensors")), load_file(str(bare_saved / "model.safetensors"))
     assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    # a ModernBertForMaskedLM checkpoint (how the hub's base models come) loads as a bare encoder:
+    # its prediction head and decoder are dropped by name
+    mlm = tf.AutoModelForMaskedLM.from_config(tiny_config("modernbert"), attn_implementation="eager")
+    randomize_(mlm, 11)
+    mlm.eval().save_pretrained(str(tmp_path / "mlm"))
+    enc = load_pretrained(tmp_path / "mlm", head=False, with_tokenizer=False)
+    ids, mask, _ = random_batch("modernbert", lengths=LENGTHS, seed=12)
+    with torch.no_grad():
+        want = mlm.model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state
+    assert _max(_run(enc.module(), enc.params, jnp.asarray(ids), jnp.asarray(mask)), want) <= END_TOL
 
 
 def test_hub_4x_config_spelling_reads_the_same(tmp_path):
