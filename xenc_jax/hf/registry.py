@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .tables.bert import BERT, DISTILBERT, ELECTRA, ROBERTA
 from .tables.common import ConfigError, Family, alias
+from .tables.modernbert import MODERNBERT
 from .tables.mpnet import MPNET
 
 FAMILIES: dict[str, Family] = {
@@ -16,6 +17,7 @@ FAMILIES: dict[str, Family] = {
     "electra": ELECTRA,
     "distilbert": DISTILBERT,
     "mpnet": MPNET,
+    "modernbert": MODERNBERT,
 }
 
 
