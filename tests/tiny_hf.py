@@ -101,3 +101,10 @@ def mpnet_tokenizer(minilm_dir: Path):
     return tf.MPNetTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True,
                              bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
                              unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512)
+
+
+def modernbert_tokenizer(minilm_dir: Path):
+    """all-MiniLM-L6-v2's uncased WordPiece vocabulary with ModernBERT's model inputs (no token
+    type ids): the tokenizer is not what is under test, the vocabulary only needs real text."""
+    return tf.BertTokenizerFast(vocab_file=str(Path(minilm_dir) / "vocab.txt"), do_lower_case=True,
+                                model_input_names=["input_ids", "attention_mask"], model_max_length=8192)
