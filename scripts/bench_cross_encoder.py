@@ -121,7 +121,10 @@ def main() -> None:
         model_dir = Path(args.model) if args.model else default_model(Path(tmp) / "model")
     pairs = load_pairs(Path(args.data_dir), args.pairs, seed=0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}  cpus={os.cpu_count()}  "
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import cpu_description
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_description()}  "
           f"jax {jax.__version__} ({jax.devices()[0].platform})  torch {torch.__version__} ({device})  "
           f"transformers {transformers.__version__}  sentence-transformers {sentence_transformers.__version__}")
     print(f"# model {model_dir}  pairs {len(pairs)}  repeats {args.repeats} (median)")
