@@ -3,6 +3,7 @@ one process, medians over repeats.
 
     python scripts/bench_cross_encoder.py --pairs 2000 --repeats 3
     python scripts/bench_cross_encoder.py --variants fp32,bf16,fp32-pack,bf16-pack --st-dtype float16   # GPU
+    python scripts/bench_cross_encoder.py --family modernbert --pairs 300    # base-shaped random model
 
 Pairs are real MS MARCO queries x passages (../shared/data/msmarco-dl19-subset, or
 $XENC_DATA_DIR). The model defaults to all-MiniLM-L6-v2's real encoder with a seeded 1-label
@@ -86,6 +87,8 @@ def real_flops(cfg, lengths: np.ndarray) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="cross-encoder directory (default: MiniLM + seeded head)")
+    p.add_argument("--family", default=None, help="a base-shaped random model of this family instead "
+                   "(deberta-v2, modernbert, mpnet: scripts/family_models.py)")
     p.add_argument("--data-dir", default=os.environ.get("XENC_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     p.add_argument("--pairs", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)
@@ -109,10 +112,19 @@ def main() -> None:
     from xenc_jax.batching import make_batches, tokenize_pairs
 
     tmp = tempfile.mkdtemp()
-    model_dir = Path(args.model) if args.model else default_model(Path(tmp) / "model")
+    if args.family:
+        import sys
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from family_models import make_base_shaped
+        model_dir = make_base_shaped(args.family, Path(tmp) / args.family)
+    else:
+        model_dir = Path(args.model) if args.model else default_model(Path(tmp) / "model")
     pairs = load_pairs(Path(args.data_dir), args.pairs, seed=0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}  cpus={os.cpu_count()}  "
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import cpu_description
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_description()}  "
           f"jax {jax.__version__} ({jax.devices()[0].platform})  torch {torch.__version__} ({device})  "
           f"transformers {transformers.__version__}  sentence-transformers {sentence_transformers.__version__}")
     print(f"# model {model_dir}  pairs {len(pairs)}  repeats {args.repeats} (median)")

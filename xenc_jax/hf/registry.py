@@ -7,6 +7,7 @@ from __future__ import annotations
 from .tables.bert import BERT, DISTILBERT, ELECTRA, ROBERTA
 from .tables.common import ConfigError, Family, alias
 from .tables.deberta_v2 import DEBERTA_V2
+from .tables.modernbert import MODERNBERT
 from .tables.mpnet import MPNET
 
 FAMILIES: dict[str, Family] = {
@@ -18,6 +19,7 @@ FAMILIES: dict[str, Family] = {
     "distilbert": DISTILBERT,
     "mpnet": MPNET,
     "deberta-v2": DEBERTA_V2,
+    "modernbert": MODERNBERT,
 }
 
 

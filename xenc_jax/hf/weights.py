@@ -14,9 +14,9 @@ import numpy as np
 
 from ..models.config import EncoderConfig
 from .registry import FAMILIES, family
-from .tables.common import TRANSFORMS, FamilyTable, Rule
+from .tables.common import TRANSFORMS, FamilyTable, Fused, Rule
 
-__all__ = ["WeightsError", "TRANSFORMS", "Rule", "FamilyTable", "TABLES", "expected_keys", "params_from_hf",
+__all__ = ["WeightsError", "TRANSFORMS", "Rule", "Fused", "FamilyTable", "TABLES", "expected_keys", "params_from_hf",
            "params_to_hf"]
 
 
@@ -38,26 +38,63 @@ def _needs_rule(rule: Rule, cfg: EncoderConfig) -> bool:
         return False
     if "embeddings_project" in rule.ours and cfg.embedding_size == cfg.hidden_size:
         return False
-    return all(holds(cfg) for pattern, holds in family(cfg.family).table.needs if re.fullmatch(pattern, rule.ours))
+    return True
 
 
-def expected_keys(cfg: EncoderConfig, *, head: bool, prefixed: bool) -> dict[str, Rule]:
+def _filled(rule: Rule | Fused, key: str, fill: Callable[[str], str]) -> Rule | Fused:
+    if isinstance(rule, Fused):
+        return Fused(key, tuple((fill(path), t) for path, t in rule.parts))
+    return Rule(key, fill(rule.ours), rule.transform)
+
+
+def _paths(rule: Rule | Fused) -> tuple[str, ...]:
+    return rule.paths if isinstance(rule, Fused) else (rule.ours,)
+
+
+def expected_keys(cfg: EncoderConfig, *, head: bool, prefixed: bool) -> dict[str, Rule | Fused]:
     """HF key -> rule (with layer index filled in) for this config."""
     table = family(cfg.family).table
     p = table.prefix + "." if prefixed else ""
-    out: dict[str, Rule] = {}
+    wanted = (lambda r: True) if table.needs is None else (lambda r: table.needs(r.ours, cfg))
+    out: dict[str, Rule | Fused] = {}
     for rule in table.encoder:
         if not _needs_rule(rule, cfg):
             continue
         layers = range(cfg.num_layers) if "{i}" in rule.hf else [None]
         for i in layers:
             fill = (lambda s: s.format(i=i)) if i is not None else (lambda s: s)
-            out[p + fill(rule.hf)] = Rule(p + fill(rule.hf), fill(rule.ours), rule.transform)
+            filled = _filled(rule, p + fill(rule.hf), fill)
+            if wanted(filled):
+                out[filled.hf] = filled
     if head:
         for rule in table.head:
-            key = rule.hf.format(p=p)
-            out[key] = Rule(key, rule.ours, rule.transform)
+            filled = _filled(rule, rule.hf.format(p=p), lambda s: s)
+            if wanted(filled):
+                out[filled.hf] = filled
     return out
+
+
+def _to_ours(rule: Rule | Fused, tensor: np.ndarray, cfg: EncoderConfig, shapes) -> tuple[list, list[str]]:
+    """[(our path, value)] of one HF tensor, and shape problems (our path -> expected shape)."""
+    if isinstance(rule, Fused):
+        n = len(rule.parts)
+        if tensor.ndim == 0 or tensor.shape[0] % n:
+            return [], [f"{rule.hf} {tuple(tensor.shape)}: first axis not {n} equal parts "
+                        f"({', '.join(rule.paths)})"]
+        pieces = [(path, TRANSFORMS[t][0](chunk, cfg))
+                  for (path, t), chunk in zip(rule.parts, np.split(tensor, n, axis=0))]
+    else:
+        pieces = [(rule.ours, TRANSFORMS[rule.transform][0](tensor, cfg))]
+    bad = [f"{rule.hf} {tuple(tensor.shape)} -> {path} {tuple(v.shape)}, expected {tuple(shapes[path])}"
+           for path, v in pieces
+           if shapes is not None and path in shapes and tuple(v.shape) != tuple(shapes[path])]
+    return pieces, bad
+
+
+def _to_hf(rule: Rule | Fused, ours: dict, cfg: EncoderConfig) -> np.ndarray:
+    if isinstance(rule, Fused):
+        return np.concatenate([TRANSFORMS[t][1](np.asarray(ours[path]), cfg) for path, t in rule.parts], axis=0)
+    return TRANSFORMS[rule.transform][1](np.asarray(ours[rule.ours]), cfg)
 
 
 def _set(tree: dict, path: str, value) -> None:
@@ -108,11 +145,10 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: EncoderConfig, *, head: 
             if is_head:
                 missing_head.append(rule.ours)
             continue
-        value = TRANSFORMS[rule.transform][0](np.asarray(tensors[key]), cfg)
-        if shapes is not None and rule.ours in shapes and tuple(value.shape) != tuple(shapes[rule.ours]):
-            bad_shapes.append(f"{key} {tuple(tensors[key].shape)} -> {rule.ours} {tuple(value.shape)}, "
-                              f"expected {tuple(shapes[rule.ours])}")
-        _set(params, rule.ours, value)
+        pieces, bad = _to_ours(rule, np.asarray(tensors[key]), cfg, shapes)
+        bad_shapes += bad
+        for path, value in pieces:
+            _set(params, path, value)
         used.add(key)
     patterns = [re.compile(p) for p in table.ignored]
     unexpected = []
@@ -144,10 +180,11 @@ def params_to_hf(params: dict, cfg: EncoderConfig, *, head: bool) -> dict[str, n
     ours = _flat_paths(params)
     rules = expected_keys(cfg, head=head, prefixed=head)
     for key, rule in rules.items():
-        if rule.ours not in ours:
-            raise WeightsError(f"param {rule.ours} (for HF key {key}) is missing from the params")
-        out[key] = np.ascontiguousarray(TRANSFORMS[rule.transform][1](np.asarray(ours[rule.ours]), cfg))
-    leftover = set(ours) - {r.ours for r in rules.values()}
+        for path in _paths(rule):
+            if path not in ours:
+                raise WeightsError(f"param {path} (for HF key {key}) is missing from the params")
+        out[key] = np.ascontiguousarray(_to_hf(rule, ours, cfg))
+    leftover = set(ours) - {path for r in rules.values() for path in _paths(r)}
     if head and leftover:
         raise WeightsError(f"params with no HF name: {sorted(leftover)}")
     return out

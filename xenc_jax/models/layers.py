@@ -64,22 +64,23 @@ def _accumulate_fp32(dtype: Dtype):
     return dot_general
 
 
-def dense(features, axes: tuple, name: str, dtype: Dtype, param_dtype: Dtype, in_axis=-1, std=0.02):
+def dense(features, axes: tuple, name: str, dtype: Dtype, param_dtype: Dtype, in_axis=-1, std=0.02,
+          use_bias: bool = True):
     """DenseGeneral with logically named kernel/bias (HF init: N(0, 0.02), zero bias)."""
     n_out = 1 if isinstance(features, int) else len(features)
     low = jnp.dtype(dtype) != jnp.dtype(jnp.float32)
     return nn.DenseGeneral(
-        features=features, axis=in_axis, dtype=dtype, param_dtype=param_dtype, name=name,
+        features=features, axis=in_axis, dtype=dtype, param_dtype=param_dtype, name=name, use_bias=use_bias,
         dot_general=_accumulate_fp32(dtype) if low else jax.lax.dot_general,
         kernel_init=_boxed_init(_normal(std), axes),
         bias_init=_boxed_init(nn.initializers.zeros_init(), axes[-n_out:]),
     )
 
 
-def layer_norm(eps: float, name: str, param_dtype: Dtype):
+def layer_norm(eps: float, name: str, param_dtype: Dtype, use_bias: bool = True):
     # Statistics in fp32 whatever the compute dtype: bf16 mean/var loses too much.
     return nn.LayerNorm(
-        epsilon=eps, dtype=jnp.float32, param_dtype=param_dtype, name=name,
+        epsilon=eps, dtype=jnp.float32, param_dtype=param_dtype, name=name, use_bias=use_bias,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
     )
@@ -103,6 +104,19 @@ def attention_mask_4d(attention_mask: jax.Array, query_positions: jax.Array | No
         attention_mask, query_positions.astype(jnp.int32), axis=1)
     q, k = q[:, None, :, None], attention_mask[:, None, None, :]
     return (k != 0) & ((q == k) | (q == 0))
+
+
+def sliding_window_mask(q_positions: jax.Array, k_positions: jax.Array, half_window: int) -> jax.Array:
+    """[B, Lq], [B, L] position ids -> [B, 1, Lq, L] bool: |position(q) - position(k)| <= half_window.
+
+    HF ModernBERT's local layers (masking_utils.sliding_window_bidirectional_overlay with
+    config.sliding_window = local_attention // 2): a window of half_window tokens on each side,
+    both ends included. AND it with attention_mask_4d: distances are taken on position ids, which
+    restart per packed segment, so inside a segment they are token distances and across segments
+    the segment mask already says no.
+    """
+    d = q_positions[:, :, None].astype(jnp.int32) - k_positions[:, None, :].astype(jnp.int32)
+    return (jnp.abs(d) <= half_window)[:, None]
 
 
 def _attention(q, k, v, mask4, dropout=None, bias=None):
@@ -162,16 +176,22 @@ class SelfAttention(nn.Module):
     # None/'xla'/'cudnn': jax.nn.dot_product_attention over the whole batch (cuDNN flash
     # attention on GPU when asked). 'xla_chunked': _attention one small group of rows at a time.
     implementation: str | None = None
+    use_bias: bool = True   # False: q/k/v/out projections without biases (ModernBERT attention_bias)
 
     @nn.compact
-    def __call__(self, x, mask4, deterministic: bool, xq=None, bias=None):
+    def __call__(self, x, mask4, deterministic: bool, xq=None, bias=None, rotate=None):
         """xq: the rows that ask (queries), [B, Lq, embed]; None = every row of x.
-        bias: additive attention bias [B or 1, heads, Lq, L] (relative positions), or None."""
+        bias: additive attention bias [B or 1, heads, Lq, L] (relative positions), or None.
+        rotate: None, or (q, k) -> (q, k) applied to the projected [B, L, heads, kv] queries and
+        keys before the scores (rotary positions, models/positions.py:RotaryPositions)."""
         qkv_axes = ("embed", "heads", "kv")
         shape = (self.num_heads, self.head_dim)
-        q = dense(shape, qkv_axes, "query", self.dtype, self.param_dtype)(x if xq is None else xq)
-        k = dense(shape, qkv_axes, "key", self.dtype, self.param_dtype)(x)
-        v = dense(shape, qkv_axes, "value", self.dtype, self.param_dtype)(x)
+        b = self.use_bias
+        q = dense(shape, qkv_axes, "query", self.dtype, self.param_dtype, use_bias=b)(x if xq is None else xq)
+        k = dense(shape, qkv_axes, "key", self.dtype, self.param_dtype, use_bias=b)(x)
+        v = dense(shape, qkv_axes, "value", self.dtype, self.param_dtype, use_bias=b)(x)
+        if rotate is not None:
+            q, k = rotate(q, k)
         q, k, v = (constrain(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
         if not (deterministic or self.dropout == 0.0):
             # HF applies dropout to the attention probabilities.
@@ -184,7 +204,7 @@ class SelfAttention(nn.Module):
                 q, k, v, mask=mask4, implementation=self.implementation,
                 bias=None if bias is None else bias.astype(q.dtype))
         return dense(x.shape[-1], ("heads", "kv", "embed"), "out", self.dtype, self.param_dtype,
-                     in_axis=(-2, -1))(out)
+                     in_axis=(-2, -1), use_bias=b)(out)
 
 
 class TransformerLayer(nn.Module):
@@ -223,3 +243,64 @@ class TransformerLayer(nn.Module):
         h = nn.Dropout(self.hidden_dropout)(h, deterministic=deterministic)
         x = layer_norm(self.eps, "mlp_norm", self.param_dtype)(x + h).astype(self.dtype)
         return constrain(x, ("batch", "length", "embed"))
+
+
+class GatedMLP(nn.Module):
+    """GLU MLP: out(drop(act(input(x)) * gate(x))) (ModernBERT's GeGLU: HF's fused Wi holds
+    input and gate as its first and second halves; the table splits it)."""
+    intermediate_size: int
+    act: str
+    dropout: float
+    use_bias: bool
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        mk = lambda n, axes, f: dense(f, axes, n, self.dtype, self.param_dtype, use_bias=self.use_bias)
+        h = ACTIVATIONS[self.act](mk("input", ("embed", "mlp"), self.intermediate_size)(x))
+        h = constrain(h * mk("gate", ("embed", "mlp"), self.intermediate_size)(x), ("batch", "length", "mlp"))
+        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        return mk("out", ("mlp", "embed"), x.shape[-1])(h)
+
+
+class PreNormLayer(nn.Module):
+    """Pre-LayerNorm layer (ModernBERT): x + attn(attn_norm(x)), then x + mlp(mlp_norm(x)).
+
+    attn_norm=False: no norm before attention (HF ModernBERT's layer 0 has nn.Identity there,
+    the embeddings' norm comes right before it). Dropouts as HF: attention probabilities and
+    the attention output both use attention_dropout; the MLP's own dropout is inside GatedMLP.
+    """
+    num_heads: int
+    head_dim: int
+    intermediate_size: int
+    act: str
+    eps: float
+    norm_bias: bool
+    attention_bias: bool
+    mlp_bias: bool
+    attn_norm: bool
+    mlp_dropout: float
+    attention_dropout: float
+    dtype: Dtype
+    param_dtype: Dtype
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x, mask4, deterministic: bool, query_positions=None, rotate=None):
+        """query_positions [B, P]: only these rows' outputs -> [B, P, embed] (mask4 [B, 1, P, L],
+        and `rotate` must rotate the queries at these rows' positions)."""
+        norm = lambda name: layer_norm(self.eps, name, self.param_dtype, use_bias=self.norm_bias)
+        h = norm("attn_norm")(x).astype(self.dtype) if self.attn_norm else x
+        hq = None if query_positions is None else jnp.take_along_axis(
+            h, query_positions[..., None].astype(jnp.int32), axis=1)
+        if query_positions is not None:
+            x = jnp.take_along_axis(x, query_positions[..., None].astype(jnp.int32), axis=1)
+        a = SelfAttention(self.num_heads, self.head_dim, self.attention_dropout, self.dtype, self.param_dtype,
+                          self.attention_impl, use_bias=self.attention_bias, name="attention")(
+                              h, mask4, deterministic, hq, None, rotate)
+        x = x + nn.Dropout(self.attention_dropout)(a, deterministic=deterministic)
+        x = constrain(x, ("batch", "length", "embed"))
+        m = GatedMLP(self.intermediate_size, self.act, self.mlp_dropout, self.mlp_bias, self.dtype,
+                     self.param_dtype, name="mlp")(norm("mlp_norm")(x).astype(self.dtype), deterministic)
+        return constrain((x + m).astype(self.dtype), ("batch", "length", "embed"))

@@ -1,9 +1,12 @@
-"""Relative position bias (T5-style buckets, as MPNet uses them): a position part that families
-compose with the shared layer stack. Computed once per forward and shared by every layer.
+"""Position parts that families compose with the shared layer stacks: the relative position bias
+(T5-style buckets, as MPNet uses them; computed once per forward and shared by every layer) and
+rotary positions (RoPE, as ModernBERT uses them; applied to queries and keys in each layer).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -56,3 +59,46 @@ class RelativePositionBias(nn.Module):
         bucket = buckets[jnp.clip(rel, -(length - 1), length - 1) + (length - 1)]   # [B, L, L]
         bias = jnp.asarray(table, jnp.float32)[bucket]                               # [B, L, L, H]
         return bias.transpose(0, 3, 1, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class RotaryPositions:
+    """Rotary position embedding with base `theta` over the whole head (HF's "default" rope type:
+    cat(freqs, freqs) layout, rotate_half). No params; its hook is SelfAttention's `rotate`.
+
+    Angles come from position ids, so packed segments (positions restarting) rotate exactly as
+    they would alone. The rotation is done in fp32 and cast back, as HF's apply_rotary_pos_emb.
+    """
+    head_dim: int
+    theta: float
+
+    def inv_freq(self) -> np.ndarray:
+        """1 / theta^(2i/d), rounded once to float32 (host constant; checked against HF's)."""
+        exponent = np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim
+        return (1.0 / (float(self.theta) ** exponent)).astype(np.float32)
+
+    def cos_sin(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """positions [B, L] -> cos, sin [B, L, 1, head_dim] fp32 (broadcast over heads)."""
+        freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(self.inv_freq())
+        emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+        return jnp.cos(emb), jnp.sin(emb)
+
+    def hook(self, positions: jax.Array, query_positions: jax.Array | None = None) -> Callable:
+        """(q [B, Lq, H, D], k [B, L, H, D]) -> rotated (q, k). Keys sit at `positions` [B, L];
+        queries too, or at the rows `query_positions` [B, P] of them when only those are asked."""
+        positions = jnp.asarray(positions)
+        q_pos = positions if query_positions is None else jnp.take_along_axis(
+            jnp.broadcast_to(positions, (query_positions.shape[0], positions.shape[1])),
+            query_positions.astype(jnp.int32), axis=1)
+        (cq, sq), (ck, sk) = self.cos_sin(q_pos), self.cos_sin(positions)
+
+        def rotate(q, k):
+            return _rotate(q, cq, sq), _rotate(k, ck, sk)
+        return rotate
+
+
+def _rotate(x, cos, sin):
+    half = x.shape[-1] // 2
+    x32 = x.astype(jnp.float32)
+    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)   # HF rotate_half
+    return (x32 * cos + rotated * sin).astype(x.dtype)

@@ -46,15 +46,33 @@ class Rule:
 
 
 @dataclasses.dataclass(frozen=True)
+class Fused:
+    """One HF tensor that is several params here (ModernBERT's Wqkv -> query/key/value, Wi ->
+    input/gate): on load it is cut into len(parts) equal chunks along its first axis (torch
+    Linear's out axis), chunk n going through parts[n]'s transform to parts[n]'s path; on save
+    the parts are turned back and concatenated in the same order, so the tensor round-trips."""
+    hf: str
+    parts: tuple[tuple[str, str], ...]   # (our path, transform) per chunk, in HF order; "{i}" = layer
+
+    @property
+    def ours(self) -> str:
+        """The first part's path (what path-based filters look at; all parts go together)."""
+        return self.parts[0][0]
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(p for p, _ in self.parts)
+
+
+@dataclasses.dataclass(frozen=True)
 class FamilyTable:
     prefix: str                 # base-model prefix inside task checkpoints ("bert" -> "bert.embeddings...")
-    encoder: tuple[Rule, ...]   # keys relative to the prefix
-    head: tuple[Rule, ...]      # top-level keys of the head ("{p}" = the prefix, if the checkpoint has one)
+    encoder: tuple[Rule | Fused, ...]   # keys relative to the prefix
+    head: tuple[Rule | Fused, ...]      # top-level keys of the head ("{p}" = the prefix, if the checkpoint has one)
     ignored: tuple[str, ...]    # regexes of tensors that are harmless to drop, on purpose
-    # (regex of our param path, predicate(cfg)): tensors that exist only under some configs
-    # (e.g. DeBERTa's absolute positions only when position_biased_input); a rule whose path
-    # matches is expected (loaded, saved) only when the predicate holds
-    needs: tuple[tuple[str, Callable[[EncoderConfig], bool]], ...] = ()
+    # (our param path with the layer filled in, cfg) -> whether this config has that param; for
+    # tensors a config switch removes (ModernBERT: biases off, no norm before layer 0). None: all.
+    needs: Callable[[str, EncoderConfig], bool] | None = None
 
 
 ConfigReader = Callable[[dict, str], tuple[dict, set]]

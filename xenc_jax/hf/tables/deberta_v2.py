@@ -5,6 +5,8 @@ projections): the table's `needs` says which.
 """
 from __future__ import annotations
 
+import re
+
 from ...models.families.deberta_v2 import DebertaV2Config
 from .common import BUFFERS, EMB, LAYER, ConfigError, Family, FamilyTable, Rule, attention, linear, norm, require
 
@@ -99,8 +101,8 @@ _ENCODER = (
 )
 
 # our param path (regex) -> when the config has that tensor (as DebertaV2Embeddings /
-# DebertaV2Encoder / DisentangledSelfAttention create them)
-_NEEDS = (
+# DebertaV2Encoder / DisentangledSelfAttention create them); every other param always exists
+_CONDITIONAL = (
     (f"{EMB}/position/.*", lambda c: c.position_biased_input),
     (f"{EMB}/project/.*", lambda c: c.embedding_size != c.hidden_size),
     ("encoder/rel_embeddings", lambda c: c.relative_attention),
@@ -108,6 +110,11 @@ _NEEDS = (
     (r".*/attention/pos_key/.*", lambda c: c.relative_attention and not c.share_att_key and "c2p" in c.pos_att_type),
     (r".*/attention/pos_query/.*", lambda c: c.relative_attention and not c.share_att_key and "p2c" in c.pos_att_type),
 )
+
+
+def _needs(path: str, cfg: DebertaV2Config) -> bool:
+    return all(holds(cfg) for pattern, holds in _CONDITIONAL if re.fullmatch(pattern, path))
+
 
 DEBERTA_V2 = Family(
     DebertaV2Config, _read,
@@ -120,6 +127,6 @@ DEBERTA_V2 = Family(
                     # HF creates encoder.LayerNorm for norm_rel_ebd even without relative attention, unused then
                     r"(deberta\.)?encoder\.LayerNorm\.(weight|bias)",
                     r"cls\..*", r"lm_predictions\..*", r"mask_predictions\..*"),   # pre-training heads
-                needs=_NEEDS),
+                needs=_needs),
     "DebertaV2",
     harmless=frozenset({"legacy", "conv_groups", "conv_act"}))   # conv_* only matter with conv_kernel_size > 0

@@ -1,0 +1,138 @@
+"""Every family trains like the BERT family: the BCE gradient of a padded pair batch equals
+PyTorch's (mapped through the family's own weight table), a few optimizer steps lower the loss,
+the trained model saved by us scores alike in PyTorch sentence-transformers, and bf16 compute
+stays close to fp32.
+
+One tiny seeded random model per family with a real tokenizer (all-MiniLM-L6-v2's WordPiece
+vocabulary; MPNet's special tokens around it, as all-mpnet-base-v2 builds its own; ModernBERT's
+without token type ids). Adding a family: one entry in FAMILY_MODELS.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+import optax
+import pytest
+import torch
+import transformers as tf
+
+from test_train_utils import GRAD_RTOL, write_pairs
+from tiny_hf import deberta_tokenizer, make_tiny, modernbert_tokenizer, mpnet_tokenizer
+from xenc_jax.cross_encoder import CrossEncoder
+from xenc_jax.hf.pretrained import load_pretrained, save_pretrained
+from xenc_jax.hf.weights import params_from_hf
+from xenc_jax.train import data as D
+from xenc_jax.train import step as S
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+# family -> (make_tiny overrides, tokenizer from the MiniLM folder)
+FAMILY_MODELS = {
+    "bert": ({"type_vocab_size": 2, "max_position_embeddings": 128, "classifier_dropout": 0.0, **NO_DROPOUT},
+             lambda d: tf.AutoTokenizer.from_pretrained(str(d))),
+    "mpnet": ({"max_position_embeddings": 130, **NO_DROPOUT}, mpnet_tokenizer),
+    # pad 0, [CLS] 101, [SEP] 102 in this vocabulary; a window of 16 < the 32-token rows; biases on
+    "modernbert": ({"max_position_embeddings": 128, "pad_token_id": 0, "cls_token_id": 101, "sep_token_id": 102,
+                    "bos_token_id": 101, "eos_token_id": 102, "local_attention": 16, "num_hidden_layers": 3,
+                    "attention_bias": True, "mlp_bias": True, "norm_bias": True}, modernbert_tokenizer),
+    # separate position projections (their gradients too), token types, absolute positions, log buckets
+    "deberta-v2": ({"max_position_embeddings": 128, "share_att_key": False, "type_vocab_size": 2,
+                    "position_biased_input": True, "position_buckets": 8, "max_relative_positions": 16,
+                    **NO_DROPOUT}, deberta_tokenizer),
+}
+END_TOL = 1e-4  # fp32 whole model, the project bound
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    return write_pairs(tmp_path_factory.mktemp("data") / "pairs.tsv", n=16)
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILY_MODELS))
+def family_model(request, tmp_path_factory, minilm_dir, pairs_file):
+    family = request.param
+    overrides, make_tokenizer = FAMILY_MODELS[family]
+    path = tmp_path_factory.mktemp(family)
+    tok = make_tokenizer(minilm_dir)
+    torch_model = make_tiny(family, path, num_labels=1, seed=11, vocab_size=len(tok), **overrides)
+    tok.save_pretrained(str(path))
+    pt = load_pretrained(path, head=True)
+    groups = D.make_groups(D.read_examples(D.DataSource(path=str(pairs_file))), pt.tokenizer, 64)
+    stream = D.BatchStream(groups, D.StreamConfig(batch_size=16, bucket_lengths=(32,), max_length=64,
+                                                  pad_token_id=tok.pad_token_id,
+                                                  position_offset=pt.config.position_offset, shuffle=False))
+    stream.start_at({"epoch": 0, "index": 0})
+    return family, path, torch_model, pt, next(stream)
+
+
+def _torch_bce_grads(family, torch_model, batch):
+    """PyTorch's forward on the same right-padded rows (it derives its own positions), the same
+    mean BCE over real rows, and the gradient of every named parameter."""
+    torch_model.zero_grad()
+    kw = {"input_ids": torch.as_tensor(batch["input_ids"], dtype=torch.long),
+          "attention_mask": torch.as_tensor(batch["attention_mask"], dtype=torch.long)}
+    if getattr(torch_model.config, "type_vocab_size", 0):
+        kw["token_type_ids"] = torch.as_tensor(batch["token_type_ids"], dtype=torch.long)
+    logits = torch_model(**kw).logits[:, 0]
+    valid = torch.as_tensor(np.asarray(batch["valid"]).reshape(-1), dtype=torch.bool)
+    labels = torch.as_tensor(np.asarray(batch["labels"], np.float32).reshape(-1))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[valid], labels[valid])
+    loss.backward()
+    return float(loss.detach()), {k: p.grad.numpy() for k, p in torch_model.named_parameters()}
+
+
+def test_bce_gradient_equals_pytorch(family_model):
+    """Our gradient of the library's BCE loss equals PyTorch's, leaf by leaf, relative to the
+    largest gradient entry (GRAD_RTOL, test_train_utils: a reordering of fp32 sums, far below a
+    wrong mask or a dropped term). The weight table maps PyTorch's gradients onto our tree: its
+    transforms are linear (transposes, reshapes, splits), so gradients map as weights do."""
+    family, _, torch_model, pt, batch = family_model
+    apply = S.cross_encoder_apply(pt.module())
+    loss_fn = S.cross_encoder_loss("bce")
+    ours_loss, grads = jax.value_and_grad(lambda p: loss_fn(apply(p, batch), batch))(pt.params)
+    want_loss, torch_grads = _torch_bce_grads(family, torch_model, batch)
+    assert abs(float(ours_loss) - want_loss) <= 1e-5, (float(ours_loss), want_loss)
+    want = params_from_hf(torch_grads, pt.config, head=True).params
+    ours_flat = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
+    want_flat = dict(jax.tree_util.tree_flatten_with_path(want)[0])
+    assert set(ours_flat) == set(want_flat)
+    scale = max(float(np.abs(g).max()) for g in want_flat.values())
+    assert scale > 1e-4  # a real gradient, not a dead model
+    worst = max(float(np.abs(np.asarray(ours_flat[k]) - want_flat[k]).max()) for k in want_flat)
+    assert worst <= GRAD_RTOL * scale, (family, worst, scale)
+
+
+def test_steps_lower_the_loss_and_the_saved_model_scores_alike_in_st(family_model, tmp_path):
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+    family, path, _, pt, batch = family_model
+    tx = optax.adamw(1e-3)
+    plan = S.make_plan("dp")
+    sh = S.state_shardings(plan, tx, pt.params, S.param_shardings(plan, pt.module()))
+    state = S.create_state(plan, tx, pt.params, sh)
+    step = S.make_train_step(S.cross_encoder_apply(pt.module()), S.cross_encoder_loss("bce"), tx, plan, sh)
+    losses = []
+    for _ in range(8):
+        state, metrics = step(state, plan.place_batch(batch), jax.random.key(0))
+        losses.append(float(metrics["loss"]))
+    # fitting one batch of 16: Adam at 1e-3 drops the loss steadily on every family's tiny model
+    assert losses[-1] < 0.9 * losses[0], losses
+    out = save_pretrained(tmp_path / "trained", pt.config, state.params, pt.tokenizer)
+    pairs = [("a man is playing a guitar", "a man plays the guitar"), ("two dogs", "a red car in the street"),
+             ("the cat", "the cat is eating food on the street in the park " * 3)]
+    ours = CrossEncoder(out).predict(pairs)
+    theirs = STCrossEncoder(str(out), device="cpu").predict(pairs)
+    assert np.abs(ours - theirs).max() <= END_TOL
+    assert np.abs(ours - CrossEncoder(path).predict(pairs)).max() > 1e-3  # the trained params were saved
+
+
+def test_bf16_compute_close_to_fp32(family_model):
+    """bf16 keeps 8 significant bits (2^-9 relative rounding per op); with fp32 accumulation,
+    two layers move a logit by a few of those. 2e-2 of the largest logit is ~10x that and far
+    below what wrong math does (the same bound as test_parity's BERT/RoBERTa check)."""
+    _, path, _, _, _ = family_model
+    pairs = [("query %d about dogs" % i, "a passage about cats and dogs " * (i % 5 + 1)) for i in range(12)]
+    f32 = CrossEncoder(path).predict(pairs)
+    b16 = CrossEncoder(path, dtype="bfloat16").predict(pairs)
+    assert b16.dtype == np.float32
+    rel = np.abs(b16 - f32).max() / np.abs(f32).max()
+    assert rel <= 2e-2, rel

@@ -1,0 +1,139 @@
+"""ModernBERT (HF ModernBertModel / ModernBertForSequenceClassification): word embeddings and a
+LayerNorm (no position table), pre-LayerNorm layers with rotary positions on q/k, alternating
+global and sliding-window ("local") attention, a GeGLU MLP, a final LayerNorm; norms and
+projections optionally without biases. Its head pools (first token or mean), then
+dense -> act -> LayerNorm -> dropout -> classifier.
+
+Positions are the position ids (per packed segment, restarting at 0) or the token index, as HF
+(ModernBertModel defaults to arange). Rotary angles and the local window are both taken from
+them, so a packed segment sees exactly what it would see alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ..config import EncoderConfig
+from ..layers import ACTIVATIONS, Dtype, PreNormLayer, attention_mask_4d, constrain, dense, embed, layer_norm, \
+    sliding_window_mask
+from ..positions import RotaryPositions
+
+GLOBAL, LOCAL = "full_attention", "sliding_attention"   # HF's layer_types names
+
+
+@dataclasses.dataclass(frozen=True)
+class ModernBertConfig(EncoderConfig):
+    layer_types: tuple[str, ...] = ()    # GLOBAL / LOCAL per layer
+    global_rope_theta: float = 160_000.0
+    local_rope_theta: float = 10_000.0
+    local_attention: int = 128           # HF's full window: local layers see local_attention // 2 each side
+    norm_bias: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    classifier_bias: bool = False        # the head's dense only; the classifier always has a bias in HF
+    classifier_pooling: str = "cls"      # "cls" | "mean"
+    embedding_dropout: float = 0.0
+
+
+class ModernBertEmbeddings(nn.Module):
+    cfg: ModernBertConfig
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, input_ids, deterministic: bool):
+        cfg = self.cfg
+        x = embed(cfg.vocab_size, cfg.hidden_size, "word", self.param_dtype)(input_ids)
+        x = layer_norm(cfg.layer_norm_eps, "norm", self.param_dtype, use_bias=cfg.norm_bias)(x)
+        return nn.Dropout(cfg.embedding_dropout)(x, deterministic=deterministic).astype(self.dtype)
+
+
+def segment_mean(h, attention_mask, query_positions):
+    """Mean of h [B, L, D] over the segment of each query row [B, P] -> [B, P, D] (fp32 sums).
+
+    With a 0/1 mask and query 0 this is HF's classifier_pooling="mean"; with packed segment
+    numbers it is the same per segment. A row of padding only gets zeros (HF would give 0/0).
+    """
+    seg = jnp.take_along_axis(attention_mask, query_positions.astype(jnp.int32), axis=1)      # [B, P]
+    member = ((attention_mask[:, None, :] == seg[:, :, None]) & (seg[:, :, None] != 0)).astype(jnp.float32)
+    total = jnp.einsum("bpl,bld->bpd", member, h.astype(jnp.float32))
+    return (total / jnp.maximum(member.sum(-1, keepdims=True), 1.0)).astype(h.dtype)
+
+
+def layer_inputs(cfg: ModernBertConfig, kind: str, attention_mask, position_ids, rows=None):
+    """(mask4, rotate) of a GLOBAL or LOCAL layer: the segment-aware mask (AND the window of
+    local_attention // 2 each side for LOCAL) and the rotary hook with that kind's theta.
+    rows [B, P]: only those query rows (the last layer for the head)."""
+    mask4 = attention_mask_4d(attention_mask, rows)
+    if kind == LOCAL:
+        q_pos = position_ids if rows is None else jnp.take_along_axis(position_ids, rows.astype(jnp.int32), 1)
+        mask4 = mask4 & sliding_window_mask(q_pos, position_ids, cfg.local_attention // 2)
+    theta = cfg.global_rope_theta if kind == GLOBAL else cfg.local_rope_theta
+    return mask4, RotaryPositions(cfg.head_dim, theta).hook(position_ids, rows)
+
+
+def make_layer(cfg: ModernBertConfig, i: int, dtype: Dtype, param_dtype: Dtype, attention_impl=None,
+               name: str | None = None) -> PreNormLayer:
+    """Layer i (layer 0 has no attention norm: HF's nn.Identity, right after the embeddings' norm)."""
+    return PreNormLayer(
+        cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps,
+        cfg.norm_bias, cfg.attention_bias, cfg.mlp_bias, i > 0, cfg.hidden_dropout, cfg.attention_dropout,
+        dtype, param_dtype, attention_impl, name=f"layer_{i}" if name is None else name)
+
+
+class ModernBertEncoder(nn.Module):
+    """(input_ids, attention_mask, ...) -> final-normed hidden states [B, L, hidden]; arguments as
+    BertEncoder's (token_type_ids is accepted and unused: ModernBERT has no token types).
+
+    query_positions [B, P] (from SequenceClassifier): the pooled rows the head reads, [B, P, hidden]:
+    with classifier_pooling "cls" the hidden state at those rows (the last layer computes only
+    them), with "mean" the mean over each of those rows' segment (the last layer computes all).
+    """
+    cfg: ModernBertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
+                 deterministic: bool = True, query_positions=None):
+        cfg = self.cfg
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+        position_ids = jnp.asarray(position_ids, jnp.int32)
+        x = ModernBertEmbeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(input_ids, deterministic)
+        x = constrain(x, ("batch", "length", "embed"))
+        mean = cfg.classifier_pooling == "mean"
+        rows = None if mean else query_positions   # the rows the last layer computes
+        for i, kind in enumerate(cfg.layer_types):
+            q = rows if i == cfg.num_layers - 1 else None
+            mask4, rotate = layer_inputs(cfg, kind, attention_mask, position_ids, q)
+            x = make_layer(cfg, i, self.dtype, self.param_dtype, self.attention_impl)(x, mask4, deterministic, q, rotate)
+        x = layer_norm(cfg.layer_norm_eps, "final_norm", self.param_dtype, use_bias=cfg.norm_bias)(x)
+        x = constrain(x.astype(self.dtype), ("batch", "length", "embed"))
+        if mean and query_positions is not None:
+            x = segment_mean(x, attention_mask, query_positions)
+        return x
+
+
+class ModernBertHead(nn.Module):
+    """HF ModernBertPredictionHead + drop + classifier on the pooled hidden state [..., hidden]."""
+    cfg: ModernBertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, pooled, deterministic: bool = True):
+        cfg = self.cfg
+        x = dense(cfg.hidden_size, ("embed", "embed_out"), "dense", self.dtype, self.param_dtype,
+                  use_bias=cfg.classifier_bias)(pooled)
+        x = ACTIVATIONS[cfg.head_activation](x)
+        x = layer_norm(cfg.layer_norm_eps, "norm", self.param_dtype, use_bias=cfg.norm_bias)(x).astype(self.dtype)
+        x = nn.Dropout(cfg.classifier_dropout)(x, deterministic=deterministic)
+        return dense(cfg.num_labels, ("embed", "labels"), "out", self.dtype, self.param_dtype)(x)
+
+
+ModernBertConfig.encoder_module = ModernBertEncoder
+ModernBertConfig.head_module = ModernBertHead
