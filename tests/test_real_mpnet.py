@@ -37,8 +37,8 @@ def mpnet(mpnet_base_dir):
 
 
 def test_embeddings_equal_sentence_transformers_and_published_stsb(mpnet, mpnet_base_dir, stsb_test):
-    """Every STS-B test sentence through ours; a sample (the longest and some short ones, both
-    packed and unpacked) also through ST. Cosine Spearman: MTEB's STSBenchmark 0.8342 for this
+    """Every STS-B test sentence through ours (packed rows, the CPU default); a sample (the
+    longest and the shortest) also through ST. Cosine Spearman: MTEB's STSBenchmark 0.8342 for this
     model (we get 0.83422); 0.0005 is the rounding of the published 4 digits."""
     from sentence_transformers import SentenceTransformer
     s1, s2, gold = stsb_test
@@ -50,8 +50,6 @@ def test_embeddings_equal_sentence_transformers_and_published_stsb(mpnet, mpnet_
     st = SentenceTransformer(str(mpnet_base_dir), device="cpu")
     want = st.encode([(s1 + s2)[i] for i in sample], batch_size=32)
     assert np.abs(emb[sample] - want).max() <= TOL
-    unpacked = BiEncoder(mpnet_base_dir, buckets=BucketConfig(pack=False)).encode([(s1 + s2)[i] for i in sample])
-    assert np.abs(unpacked - want).max() <= TOL
 
 
 def test_cross_encoder_on_real_weights_equals_sentence_transformers(mpnet_base_dir, stsb_test, tmp_path):
@@ -66,6 +64,7 @@ def test_cross_encoder_on_real_weights_equals_sentence_transformers(mpnet_base_d
     s1, s2, _ = stsb_test
     pairs = list(zip(s1[:24], s2[:24])) + [(s1[-1], s2[-1] + " " + s1[-2] * 8)]  # one truncated
     want = STCrossEncoder(str(folder), device="cpu", max_length=256).predict(pairs, batch_size=32)
-    for pack in (True, False):
-        ours = CrossEncoder(folder, max_length=256, buckets=BucketConfig(pack=pack))
-        assert np.abs(ours.predict(pairs) - want).max() <= TOL, pack
+    # unpacked here (the bi-encoder above ran packed, the CPU default; both layouts are checked
+    # on every family's tiny models)
+    ours = CrossEncoder(folder, max_length=256, buckets=BucketConfig(pack=False))
+    assert np.abs(ours.predict(pairs) - want).max() <= TOL
