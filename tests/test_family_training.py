@@ -14,7 +14,6 @@ import numpy as np
 import optax
 import pytest
 import torch
-import transformers as tf
 
 from test_train_utils import GRAD_RTOL, write_pairs
 from tiny_hf import deberta_tokenizer, make_tiny, modernbert_tokenizer, mpnet_tokenizer
@@ -27,9 +26,8 @@ from xenc_jax.train import step as S
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 # family -> (make_tiny overrides, tokenizer from the MiniLM folder)
+# (BERT-family training has its own tests: test_train_*.py)
 FAMILY_MODELS = {
-    "bert": ({"type_vocab_size": 2, "max_position_embeddings": 128, "classifier_dropout": 0.0, **NO_DROPOUT},
-             lambda d: tf.AutoTokenizer.from_pretrained(str(d))),
     "mpnet": ({"max_position_embeddings": 130, **NO_DROPOUT}, mpnet_tokenizer),
     # pad 0, [CLS] 101, [SEP] 102 in this vocabulary; a window of 16 < the 32-token rows; biases on
     "modernbert": ({"max_position_embeddings": 128, "pad_token_id": 0, "cls_token_id": 101, "sep_token_id": 102,
