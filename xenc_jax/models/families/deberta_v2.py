@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import EncoderConfig
+from ..encoder import default_position_ids
 from ..layers import ACTIVATIONS, Dtype, _accumulate_fp32, _normal, constrain, dense, embed, layer_norm
 
 
@@ -222,7 +223,7 @@ class DebertaV2Encoder(nn.Module):
                  deterministic: bool = True, query_positions=None):
         cfg = self.cfg
         if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+            position_ids = default_position_ids(cfg, input_ids)
         x = DebertaV2Embeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
             input_ids, token_type_ids, position_ids, attention_mask, deterministic)
         x = constrain(x, ("batch", "length", "embed"))

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ..config import EncoderConfig
+from ..encoder import default_position_ids
 from ..layers import ACTIVATIONS, Dtype, PreNormLayer, attention_mask_4d, constrain, dense, embed, layer_norm, \
     sliding_window_mask
 from ..positions import RotaryPositions
@@ -101,7 +102,7 @@ class ModernBertEncoder(nn.Module):
                  deterministic: bool = True, query_positions=None):
         cfg = self.cfg
         if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+            position_ids = default_position_ids(cfg, input_ids)
         position_ids = jnp.asarray(position_ids, jnp.int32)
         x = ModernBertEmbeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(input_ids, deterministic)
         x = constrain(x, ("batch", "length", "embed"))
