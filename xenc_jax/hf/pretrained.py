@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..models import BareEncoder, SequenceClassifier
+from .causal_score import logit_score_config, score_token_ids
 from .checkpoint_files import read_checkpoint, write_safetensors
 from .configs import EncoderConfig, config_to_dict, load_config
 from .hub import resolve_model_dir
@@ -83,11 +84,20 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
         if int(num_labels) < 1:
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         cfg = cfg.with_num_labels(num_labels)
+    tokenizer = load_tokenizer(model_dir) if with_tokenizer else None
+    if head and getattr(cfg, "head_kind", None) == "lm":   # a causal-LM reranker: which tokens it scores
+        if tokenizer is None and logit_score_config(model_dir) is None:
+            tokenizer = load_tokenizer(model_dir)
+        cfg = dataclasses.replace(cfg, score_token_ids=score_token_ids(model_dir, tokenizer))
     tensors = read_checkpoint(model_dir)
     conv = params_from_hf(tensors, cfg, head=head, shapes=param_shapes(cfg, head=head))
     params = conv.params
     if conv.ignored:
         log.info("ignored checkpoint tensors (harmless by name): %s", conv.ignored)
+    if head and conv.missing_head and getattr(cfg, "head_kind", None) == "lm":
+        from .weights import WeightsError
+        raise WeightsError(f"{model_dir} is a causal LM with untied embeddings but its checkpoint has no "
+                           f"LM head ({conv.missing_head}); an LM head cannot be initialised fresh")
     if head and conv.missing_head:
         log.warning("%s has no trained classification head (%s missing): initialised a new one with "
                     "seed %d; train it before trusting its scores", model_dir, conv.missing_head, seed)
@@ -96,7 +106,6 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
         params["head"] = {k: present[k] if set(present.get(k, {})) == set(fresh[k]) else fresh[k]
                           for k in fresh}
     params = jax.tree.map(lambda x: jnp.asarray(x, dtype=param_dtype), params)
-    tokenizer = load_tokenizer(model_dir) if with_tokenizer else None
     return Pretrained(cfg, params, tokenizer, model_dir, head)
 
 

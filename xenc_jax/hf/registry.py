@@ -9,6 +9,7 @@ from .tables.common import ConfigError, Family, alias
 from .tables.deberta_v2 import DEBERTA_V2
 from .tables.modernbert import MODERNBERT
 from .tables.mpnet import MPNET
+from .tables.qwen import QWEN2, QWEN3
 
 FAMILIES: dict[str, Family] = {
     "bert": BERT,
@@ -20,6 +21,8 @@ FAMILIES: dict[str, Family] = {
     "mpnet": MPNET,
     "deberta-v2": DEBERTA_V2,
     "modernbert": MODERNBERT,
+    "qwen2": QWEN2,
+    "qwen3": QWEN3,
 }
 
 

@@ -36,6 +36,16 @@ class EncoderConfig:
     # encoder_module(cfg, dtype, param_dtype, attention_impl) and head_module(cfg, dtype, param_dtype).
     encoder_module: ClassVar[type]
     head_module: ClassVar[type]
+    # Decoders (models/families/qwen.py) are read at each segment's last token, not its first.
+    reads_last_token: ClassVar[bool] = False
+
+    # HF class of the model with its head: "{architecture}{head_class_suffix}"
+    head_class_suffix: ClassVar[str] = "ForSequenceClassification"
+
+    def head_inputs(self, encoder) -> dict:
+        """Extra keyword arguments of the head, taken from the bound encoder (a tied LM head
+        reads the token table); none for encoders."""
+        return {}
 
     @property
     def head_dim(self) -> int:

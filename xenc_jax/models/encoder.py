@@ -15,6 +15,14 @@ from .config import EncoderConfig
 from .layers import Dtype, TransformerLayer, attention_mask_4d, embed, layer_norm
 
 
+def last_token_positions(attention_mask: jax.Array, starts: jax.Array) -> jax.Array:
+    """[B, L] segment mask (0 padding, else 1..P), [B, P] first columns -> [B, P] last columns
+    of each segment (an empty slot keeps its start: a row whose output nobody reads)."""
+    seg = jnp.arange(1, starts.shape[1] + 1, dtype=attention_mask.dtype)
+    counts = jnp.sum(attention_mask[:, None, :] == seg[None, :, None], axis=-1, dtype=jnp.int32)
+    return starts.astype(jnp.int32) + jnp.maximum(counts - 1, 0)
+
+
 def default_position_ids(cfg: EncoderConfig, input_ids: jax.Array) -> jax.Array:
     """Position ids exactly as HF derives them when none are given."""
     if cfg.position_offset:
@@ -93,10 +101,13 @@ class SequenceClassifier(nn.Module):
                  cls_positions=None, deterministic: bool = True):
         positions = (jnp.zeros((input_ids.shape[0], 1), jnp.int32) if cls_positions is None
                      else cls_positions.astype(jnp.int32))
+        if self.cfg.reads_last_token:   # decoders: each segment's last token
+            positions = last_token_positions(attention_mask, positions)
         # Only the rows the head reads are computed in the last layer: [B, P, hidden].
         encoder = self.cfg.encoder_module(self.cfg, self.dtype, self.param_dtype, self.attention_impl,
                                           name="encoder")
         h = encoder(input_ids, attention_mask, token_type_ids, position_ids, deterministic, positions)
         first = h[:, 0] if cls_positions is None else h
-        logits = self.cfg.head_module(self.cfg, self.dtype, self.param_dtype, name="head")(first, deterministic)
+        logits = self.cfg.head_module(self.cfg, self.dtype, self.param_dtype, name="head")(
+            first, deterministic, **self.cfg.head_inputs(encoder))
         return logits.astype(jnp.float32)  # scores are always fp32 before any activation

@@ -86,6 +86,14 @@ def layer_norm(eps: float, name: str, param_dtype: Dtype, use_bias: bool = True)
     )
 
 
+def rms_norm(eps: float, name: str, param_dtype: Dtype, axis_name: str = "embed"):
+    """RMSNorm over the last axis (HF Qwen2/Qwen3 RMSNorm: x * rsqrt(mean(x^2) + eps) * weight),
+    statistics in fp32 like layer_norm. axis_name: the logical name of the normed axis ("kv"
+    for Qwen3's per-head q/k norms)."""
+    return nn.RMSNorm(epsilon=eps, dtype=jnp.float32, param_dtype=param_dtype, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)))
+
+
 def embed(num: int, features: int, name: str, param_dtype: Dtype, std=0.02):
     return nn.Embed(
         num_embeddings=num, features=features, param_dtype=param_dtype, dtype=param_dtype, name=name,
@@ -167,6 +175,20 @@ def default_attention_impl(mesh=None) -> str | None:
     return "xla_chunked" if mesh is None and jax.default_backend() == "cpu" else None
 
 
+def attend(q, k, v, mask4, deterministic: bool, dropout: float, implementation: str | None, bias=None):
+    """Attention of projected q [B, Lq, H, D], k/v [B, L, H, D] -> [B, Lq, H, D] by the chosen
+    implementation (see SelfAttention); call it inside a module's compact method (the
+    attention-probability dropout is a submodule of the caller)."""
+    if not (deterministic or dropout == 0.0):
+        # HF applies dropout to the attention probabilities.
+        drop = nn.Dropout(dropout)
+        return _attention(q, k, v, mask4, lambda p: drop(p, deterministic=False), bias)
+    if implementation == "xla_chunked":
+        return _chunked_attention(q, k, v, mask4, bias)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask4, implementation=implementation,
+                                        bias=None if bias is None else bias.astype(q.dtype))
+
+
 class SelfAttention(nn.Module):
     num_heads: int
     head_dim: int
@@ -193,16 +215,7 @@ class SelfAttention(nn.Module):
         if rotate is not None:
             q, k = rotate(q, k)
         q, k, v = (constrain(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
-        if not (deterministic or self.dropout == 0.0):
-            # HF applies dropout to the attention probabilities.
-            drop = nn.Dropout(self.dropout)
-            out = _attention(q, k, v, mask4, lambda p: drop(p, deterministic=False), bias)
-        elif self.implementation == "xla_chunked":
-            out = _chunked_attention(q, k, v, mask4, bias)
-        else:
-            out = jax.nn.dot_product_attention(
-                q, k, v, mask=mask4, implementation=self.implementation,
-                bias=None if bias is None else bias.astype(q.dtype))
+        out = attend(q, k, v, mask4, deterministic, self.dropout, self.implementation, bias)
         return dense(x.shape[-1], ("heads", "kv", "embed"), "out", self.dtype, self.param_dtype,
                      in_axis=(-2, -1), use_bias=b)(out)
 

@@ -32,6 +32,10 @@ TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
     "split_heads": (lambda x, c: x.T.reshape(x.shape[1], *_heads(c)),
                     lambda x, c: x.reshape(x.shape[0], -1).T),
     "split_heads_bias": (lambda x, c: x.reshape(*_heads(c)), lambda x, c: x.reshape(-1)),
+    # grouped-query k/v (decoders): [kv_heads*head_dim, embed] -> [embed, kv_heads, head_dim]
+    "split_kv_heads": (lambda x, c: x.T.reshape(x.shape[1], c.num_kv_heads, c.head_dim),
+                       lambda x, c: x.reshape(x.shape[0], -1).T),
+    "split_kv_heads_bias": (lambda x, c: x.reshape(c.num_kv_heads, c.head_dim), lambda x, c: x.reshape(-1)),
     # attention output: [embed, heads*head_dim] -> [heads, head_dim, embed]
     "merge_heads": (lambda x, c: x.T.reshape(*_heads(c), x.shape[0]),
                     lambda x, c: x.reshape(-1, x.shape[-1]).T),

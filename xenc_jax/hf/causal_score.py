@@ -1,0 +1,79 @@
+"""Which tokens a causal-LM reranker scores, with sentence-transformers 6.2's rules
+(cross_encoder/model.py, cross_encoder/modules/logit_score.py):
+
+- a folder with modules.json whose second module is a LogitScore: its config's true_token_id and
+  false_token_id (mxbai-rerank-v2's "1"/"0"; false_token_id null: the true token alone);
+- otherwise (a plain *ForCausalLM folder): the tokenizer's "yes" and "no" vocabulary entries.
+
+The score is logit[true] - logit[false] (or logit[true]) at the last token; models/families/qwen.py.
+Stricter than ST on purpose: ST only checks that the lookup is not None, so a tokenizer with an
+unknown token would silently score the unknown token's logit; that is an error here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+LOGIT_SCORE_TYPE = "sentence_transformers.cross_encoder.modules.logit_score.LogitScore"
+
+
+def logit_score_config(model_dir: Path) -> dict | None:
+    """The LogitScore module's config of an ST folder, or None when it has none."""
+    modules = Path(model_dir) / "modules.json"
+    if not modules.is_file():
+        return None
+    for entry in json.loads(modules.read_text()):
+        if str(entry.get("type", "")).rsplit(".", 1)[-1] == "LogitScore":
+            path = Path(model_dir) / entry.get("path", "") / "config.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"{modules} lists a LogitScore module but {path} is missing")
+            return json.loads(path.read_text())
+    return None
+
+
+def _vocab_id(tokenizer, token: str) -> int | None:
+    i = tokenizer.convert_tokens_to_ids(token)
+    if i is None or (tokenizer.unk_token_id is not None and i == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        return None
+    return int(i)
+
+
+def score_token_ids(model_dir: Path, tokenizer) -> tuple[int, ...]:
+    """(true, false) or (true,) token ids of a causal-LM reranker folder."""
+    cfg = logit_score_config(model_dir)
+    if cfg is not None:
+        if cfg.get("true_token_id") is None:
+            raise ValueError(f"the LogitScore config of {model_dir} has no true_token_id")
+        false = cfg.get("false_token_id")
+        return (int(cfg["true_token_id"]),) if false is None else (int(cfg["true_token_id"]), int(false))
+    if tokenizer is None:
+        raise ValueError(f"{model_dir} is a causal LM without a LogitScore module: its tokenizer is needed to "
+                         "find the 'yes'/'no' tokens it is scored with")
+    ids = {t: _vocab_id(tokenizer, t) for t in ("yes", "no")}
+    missing = [t for t, i in ids.items() if i is None]
+    if missing:
+        raise ValueError(
+            f"{model_dir} is a causal LM ({'/'.join(missing)} not in its tokenizer's vocabulary): a causal-LM "
+            "reranker is scored with logit['yes'] - logit['no'] by default. Give it a LogitScore module "
+            "(modules.json + <dir>/config.json with true_token_id and false_token_id, as sentence-transformers "
+            "saves it), or load a *ForSequenceClassification checkpoint instead")
+    return ids["yes"], ids["no"]
+
+
+ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def copy_st_files(src: Path, dst: Path) -> None:
+    """Carry an ST folder's module files (modules.json, the LogitScore folder, the Transformer's
+    sentence_bert_config.json with its chat-template modality) into a saved copy, so ST loads the
+    copy with the same tokens and input format. A plain HF folder has none: ST's defaults apply."""
+    import shutil
+    src, dst = Path(src), Path(dst)
+    for name in ST_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    if (src / "modules.json").is_file():
+        for entry in json.loads((src / "modules.json").read_text()):
+            sub = entry.get("path", "")
+            if sub and (src / sub).is_dir() and not (dst / sub).exists():
+                shutil.copytree(src / sub, dst / sub)

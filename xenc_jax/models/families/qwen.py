@@ -1,0 +1,199 @@
+"""Qwen2 / Qwen3 decoders (HF Qwen{2,3}Model, ...ForCausalLM, ...ForSequenceClassification) as
+scorers and embedders: token embeddings, pre-RMSNorm layers with causal grouped-query attention
+and rotary positions, a SwiGLU MLP, a final RMSNorm. Qwen3 adds an RMSNorm per head on q and k
+(before the rotation); Qwen2 has biases on q/k/v; Qwen3's attention_bias puts biases on q/k/v/o.
+
+A decoder is read at the LAST real token of each (packed) segment, not the first: the score
+head (ForSequenceClassification's `score`, or the LM head of a causal-LM reranker) runs only
+there, and the last layer computes only those rows. The LM head never runs over the vocabulary:
+only the columns of the scoring tokens are taken, and the score is logit[true] - logit[false]
+(or logit[true] alone), as sentence-transformers' LogitScore.
+
+Packed rows: attention is block-causal (a token sees the earlier tokens of its own segment) and
+positions restart per segment, so each pair is scored exactly as alone. Rotary angles depend only
+on position differences, so HF's left padding (positions shifted by the padding) gives the same
+attention as our right padding up to rounding.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ..config import EncoderConfig
+from ..encoder import default_position_ids
+from ..layers import ACTIVATIONS, Dtype, GatedMLP, _accumulate_fp32, _normal, attend, attention_mask_4d, constrain, \
+    dense, embed, rms_norm
+from ..positions import RotaryPositions
+
+
+@dataclasses.dataclass(frozen=True)
+class QwenConfig(EncoderConfig):
+    num_kv_heads: int = 0              # grouped-query attention: query heads per kv head = num_heads // num_kv_heads
+    attn_head_dim: int = 0             # Qwen3's explicit head_dim (may differ from hidden // heads); 0: hidden // heads
+    rope_theta: float = 10_000.0
+    qk_norm: bool = False              # Qwen3: RMSNorm over head_dim on q and k
+    qkv_bias: bool = False             # biases on q/k/v (Qwen2 always; Qwen3 with attention_bias)
+    out_bias: bool = False             # bias on o_proj (Qwen3 with attention_bias)
+    tie_word_embeddings: bool = False  # the LM head is the token embedding table
+    head_kind: str = "score"           # "score": ForSequenceClassification's Linear; "lm": causal-LM columns
+    score_token_ids: tuple[int, ...] = ()   # "lm": (true,) or (true, false), resolved when loading
+    reads_last_token: ClassVar[bool] = True  # SequenceClassifier reads each segment's last token
+
+    @property
+    def head_dim(self) -> int:
+        return self.attn_head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def head_class_suffix(self) -> str:
+        return "ForCausalLM" if self.head_kind == "lm" else "ForSequenceClassification"
+
+    def head_inputs(self, encoder) -> dict:
+        """The tied LM head reads the decoder's token table (bound `encoder` after its call)."""
+        if self.head_kind == "lm" and self.tie_word_embeddings:
+            return {"tied_embedding": nn.meta.unbox(encoder.variables["params"]["word"]["embedding"])}
+        return {}
+
+
+def causal_mask_4d(attention_mask, query_positions=None):
+    """attention_mask_4d (segments, padding) AND key index <= query index: block-causal for
+    packed rows (segments are contiguous, so inside one the index order is the token order)."""
+    length = attention_mask.shape[1]
+    q_idx = (jnp.arange(length, dtype=jnp.int32)[None, :] if query_positions is None
+             else query_positions.astype(jnp.int32))
+    causal = jnp.arange(length, dtype=jnp.int32)[None, None, :] <= q_idx[:, :, None]
+    return attention_mask_4d(attention_mask, query_positions) & causal[:, None]
+
+
+class GroupedQueryAttention(nn.Module):
+    """Causal GQA with optional per-head q/k RMSNorm: q [embed, heads, kv], k/v [embed,
+    kv_heads, kv]. Each kv head serves num_heads // num_kv_heads consecutive query heads (HF
+    repeat_kv); k/v are repeated to the query heads before the shared attention kernels."""
+    cfg: QwenConfig
+    dtype: Dtype
+    param_dtype: Dtype
+    implementation: str | None = None
+
+    @nn.compact
+    def __call__(self, x, mask4, deterministic: bool, xq=None, rotate=None):
+        cfg, d = self.cfg, self.cfg.head_dim
+        mk = lambda n, shape, axes, bias: dense(shape, axes, n, self.dtype, self.param_dtype, use_bias=bias)
+        q = mk("query", (cfg.num_heads, d), ("embed", "heads", "kv"), cfg.qkv_bias)(x if xq is None else xq)
+        k = mk("key", (cfg.num_kv_heads, d), ("embed", "kv_heads", "kv"), cfg.qkv_bias)(x)
+        v = mk("value", (cfg.num_kv_heads, d), ("embed", "kv_heads", "kv"), cfg.qkv_bias)(x)
+        if cfg.qk_norm:
+            q = rms_norm(cfg.layer_norm_eps, "q_norm", self.param_dtype, "kv")(q).astype(self.dtype)
+            k = rms_norm(cfg.layer_norm_eps, "k_norm", self.param_dtype, "kv")(k).astype(self.dtype)
+        q, k = rotate(q, k)
+        groups = cfg.num_heads // cfg.num_kv_heads
+        if groups > 1:
+            k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+        q, k, v = (constrain(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
+        out = attend(q, k, v, mask4, deterministic, cfg.attention_dropout, self.implementation)
+        return dense(cfg.hidden_size, ("heads", "kv", "embed"), "out", self.dtype, self.param_dtype,
+                     in_axis=(-2, -1), use_bias=cfg.out_bias)(out)
+
+
+class DecoderLayer(nn.Module):
+    """x + attn(input_norm(x)), then x + mlp(mlp_norm(x)) (HF input_layernorm /
+    post_attention_layernorm). query_positions [B, P]: only those rows' outputs."""
+    cfg: QwenConfig
+    dtype: Dtype
+    param_dtype: Dtype
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x, mask4, deterministic: bool, query_positions=None, rotate=None):
+        cfg = self.cfg
+        h = rms_norm(cfg.layer_norm_eps, "input_norm", self.param_dtype)(x).astype(self.dtype)
+        hq = None
+        if query_positions is not None:
+            rows = query_positions[..., None].astype(jnp.int32)
+            hq, x = jnp.take_along_axis(h, rows, axis=1), jnp.take_along_axis(x, rows, axis=1)
+        a = GroupedQueryAttention(cfg, self.dtype, self.param_dtype, self.attention_impl, name="attention")(
+            h, mask4, deterministic, hq, rotate)
+        x = constrain(x + a, ("batch", "length", "embed"))
+        m = GatedMLP(cfg.intermediate_size, cfg.hidden_act, 0.0, False, self.dtype, self.param_dtype, name="mlp")(
+            rms_norm(cfg.layer_norm_eps, "mlp_norm", self.param_dtype)(x).astype(self.dtype), deterministic)
+        return constrain((x + m).astype(self.dtype), ("batch", "length", "embed"))
+
+
+class QwenDecoder(nn.Module):
+    """(input_ids, attention_mask, ...) -> final-normed hidden states [B, L, hidden]; arguments as
+    BertEncoder's (token_type_ids is accepted and unused). query_positions [B, P]: only those
+    rows, [B, P, hidden] (the last layer computes only them)."""
+    cfg: QwenConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
+                 deterministic: bool = True, query_positions=None):
+        cfg = self.cfg
+        if position_ids is None:
+            position_ids = default_position_ids(cfg, input_ids)
+        position_ids = jnp.asarray(position_ids, jnp.int32)
+        x = embed(cfg.vocab_size, cfg.hidden_size, "word", self.param_dtype)
+        x = nn.Dropout(cfg.hidden_dropout)(x(input_ids), deterministic=deterministic).astype(self.dtype)
+        x = constrain(x, ("batch", "length", "embed"))
+        rope = RotaryPositions(cfg.head_dim, cfg.rope_theta)
+        full = (causal_mask_4d(attention_mask), rope.hook(position_ids))
+        for i in range(cfg.num_layers):
+            last = i == cfg.num_layers - 1 and query_positions is not None
+            mask4, rotate = ((causal_mask_4d(attention_mask, query_positions),
+                              rope.hook(position_ids, query_positions)) if last else full)
+            x = DecoderLayer(cfg, self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")(
+                x, mask4, deterministic, query_positions if last else None, rotate)
+        x = rms_norm(cfg.layer_norm_eps, "final_norm", self.param_dtype)(x)
+        return constrain(x.astype(self.dtype), ("batch", "length", "embed"))
+
+
+class _TokenColumns(nn.Module):
+    """The LM head's kernel [embed, vocab] (HF lm_head.weight transposed); returns only the
+    columns of `ids`, [embed, len(ids)]."""
+    vocab_size: int
+    hidden_size: int
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, ids):
+        kernel = self.param("kernel", nn.with_logical_partitioning(_normal(0.02), ("embed", "vocab")),
+                            (self.hidden_size, self.vocab_size), self.param_dtype)
+        return jnp.take(kernel, ids, axis=1)
+
+
+class QwenHead(nn.Module):
+    """Score at the read token [..., hidden] -> [..., num_labels] (fp32 out).
+
+    "score": ForSequenceClassification's `score` Linear (no bias).
+    "lm": the causal LM's logits of cfg.score_token_ids only (one [hidden, n] matmul, not the
+    vocabulary): logit[true] - logit[false], or logit[true] alone. tied_embedding [vocab,
+    hidden]: the token table, when the LM head is tied to it (no params here then)."""
+    cfg: QwenConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, h, deterministic: bool = True, tied_embedding=None):
+        cfg = self.cfg
+        if cfg.head_kind == "score":
+            return dense(cfg.num_labels, ("embed", "labels"), "score", self.dtype, self.param_dtype,
+                         use_bias=False)(h)
+        ids = jnp.asarray(cfg.score_token_ids, jnp.int32)
+        if ids.size not in (1, 2):
+            raise ValueError(f"a causal-LM scorer needs 1 or 2 score_token_ids (true[, false]), got "
+                             f"{cfg.score_token_ids!r}")
+        if tied_embedding is not None:
+            cols = jnp.take(tied_embedding, ids, axis=0).T
+        else:
+            cols = _TokenColumns(cfg.vocab_size, cfg.hidden_size, self.param_dtype, name="lm")(ids)
+        dot = _accumulate_fp32(jnp.float32)
+        logits = dot(h.astype(self.dtype), cols.astype(self.dtype), (((h.ndim - 1,), (0,)), ((), ())))
+        return logits[..., :1] - logits[..., 1:2] if ids.size == 2 else logits
+
+
+QwenConfig.encoder_module = QwenDecoder
+QwenConfig.head_module = QwenHead
