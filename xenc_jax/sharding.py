@@ -94,7 +94,9 @@ MESH_AXES = ("data", "fsdp", "model")
 STRATEGIES = ("dp", "fsdp", "tp", "fsdp_tp")
 # Logical names the modules use that every strategy replicates; listed so the table is complete
 # (and a typo in a module shows up as "no rule" in tests rather than silently).
-_REPLICATED = ("length", "kv", "vocab", "labels", "embed_out", "embed_proj")
+# kv_heads (grouped-query k/v of decoders) stay whole under tp: there are often fewer kv heads
+# than the model axis, and the k/v projections are small; each device repeats them to its query heads.
+_REPLICATED = ("length", "kv", "kv_heads", "vocab", "labels", "embed_out", "embed_proj")
 
 
 # ----------------------------------------------------------------------------- meshes
