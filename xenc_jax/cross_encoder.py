@@ -19,7 +19,9 @@ from .atomic import atomic_dir
 from .batching import (BucketConfig, _as_sequence, copy_tokenizer, make_batches, scatter_results, tokenize_pairs,
                        unique_encodings)
 from .streaming import DEFAULT_CHUNK_SIZE, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
+from .chat_format import ChatPairFormatter, uses_chat_template
 from .hf import st_folder
+from .hf.causal_score import copy_st_files
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
@@ -49,6 +51,11 @@ def _resolve_activation(fn) -> tuple[str, Callable]:
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _read_st_model_config(model_dir: Path) -> dict:
+    path = Path(model_dir) / "config_sentence_transformers.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _is_single_pair(pairs) -> bool:
@@ -88,7 +95,9 @@ class CrossEncoder:
                  buckets: BucketConfig | None = None, revision: str | None = None,
                  ignore_config_keys: tuple[str, ...] = (), seed: int = 0,
                  attention_impl: str | None = None, compilation_cache: str | None = None,
-                 mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
+                 param_dtype="float32"):
         enable_compilation_cache(compilation_cache)
         model_dir = resolve_model_dir(model_name_or_path, revision)
         raw = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
@@ -97,7 +106,7 @@ class CrossEncoder:
             num_labels = 1  # a bare encoder becomes a 1-label cross-encoder, as in ST
         with loading_on_host(mesh):  # sharded models are split from host memory
             pt = load_pretrained(model_dir, head=True, num_labels=num_labels, revision=revision,
-                                 ignore_config_keys=ignore_config_keys, seed=seed)
+                                 ignore_config_keys=ignore_config_keys, seed=seed, param_dtype=as_dtype(param_dtype))
         self.model_dir, self.config, self.params, self.tokenizer = model_dir, pt.config, pt.params, pt.tokenizer
         self.dtype = as_dtype(dtype)
         limit = self.config.max_position_embeddings - self.config.position_offset
@@ -106,7 +115,16 @@ class CrossEncoder:
         if not isinstance(max_length, int) or not 2 < max_length <= limit:
             raise ValueError(f"max_length must be an int in 3..{limit} (the model's position table), got {max_length!r}")
         self.max_length = max_length
-        stored = st_folder.stored_ce_activation(raw)
+        st_cfg = _read_st_model_config(model_dir)
+        self.prompts = {**{k: v or "" for k, v in (st_cfg.get("prompts") or {}).items()}, **(prompts or {})}
+        self.default_prompt_name = default_prompt_name or st_cfg.get("default_prompt_name")
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
+                             f"{sorted(self.prompts)}")
+        # a decoder whose tokenizer has a chat template: pairs go through it (ST 6.2's message modality)
+        self._chat = (ChatPairFormatter(self.tokenizer, self.max_length, str(model_name_or_path))
+                      if self.config.reads_last_token and uses_chat_template(model_dir, self.tokenizer) else None)
+        stored = st_folder.stored_ce_activation(raw) or st_cfg.get("activation_fn")
         if activation_fn is None:
             activation_fn = stored if stored in _ST_NAMES else ("sigmoid" if self.num_labels == 1 else "identity")
         self.activation_name, self.activation_fn = _resolve_activation(activation_fn)
@@ -147,8 +165,30 @@ class CrossEncoder:
         return len(shapes)
 
     # ---- one chunk: tokenize + bucket (background thread), then score (device) ----
-    def _prepare(self, start: int, pairs: list, cfg: BucketConfig):
-        encodings, inverse = unique_encodings(tokenize_pairs(self.tokenizer, pairs, self.max_length, offset=start))
+    def _resolve_prompt(self, prompt, prompt_name) -> str | None:
+        """ST's rule: prompt= wins, else prompts[prompt_name], else the default prompt, else none."""
+        if prompt is None and prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise ValueError(f"prompt_name {prompt_name!r} not in the model's prompts {sorted(self.prompts)}")
+            prompt = self.prompts[prompt_name]
+        elif prompt is None and self.default_prompt_name is not None:
+            prompt = self.prompts.get(self.default_prompt_name)
+        if prompt is not None and not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        return prompt or None
+
+    def encode_pairs(self, pairs, prompt: str | None = None, offset: int = 0):
+        """Token ids of each pair as ST 6.2 makes them: through the chat template for a decoder
+        that has one (chat_format.py), else as a text pair with the prompt before the query."""
+        if self._chat is not None:
+            return self._chat.encode(pairs, prompt, offset)
+        if prompt:
+            pairs = [(prompt + p[0], *p[1:]) if isinstance(p, (tuple, list)) and p and isinstance(p[0], str) else p
+                     for p in pairs]
+        return tokenize_pairs(self.tokenizer, pairs, self.max_length, offset=offset)
+
+    def _prepare(self, start: int, pairs: list, cfg: BucketConfig, prompt: str | None = None):
+        encodings, inverse = unique_encodings(self.encode_pairs(pairs, prompt, offset=start))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         return encodings, inverse, (make_batches(encodings, cfg, self.max_length, pad) if encodings else [])
 
@@ -163,28 +203,32 @@ class CrossEncoder:
         return scatter_results(outputs, len(encodings))[inverse]
 
     def logits_stream(self, pairs, batch_size: int | None = None, chunk_size: int | None = None,
-                      show_progress_bar: bool | None = None, stats: dict | None = None) -> Iterator[np.ndarray]:
+                      show_progress_bar: bool | None = None, stats: dict | None = None, *,
+                      prompt: str | None = None, prompt_name: str | None = None) -> Iterator[np.ndarray]:
         """Raw fp32 logits [n, num_labels] per chunk of `chunk_size` pairs, in input order. `pairs`:
         any iterable (a generator, a file reader), read one chunk at a time; the next chunk is
         tokenized and bucketed in a background thread while the device scores this one. `stats`
         (a dict) gets "host_wait_s": how long scoring waited for the host's next chunk."""
         it = check_stream_input(pairs, "pairs", "(query, passage)")
         cfg = self._bucket_config(batch_size)
+        prompt = self._resolve_prompt(prompt, prompt_name)
         bar = progress(None, len(pairs) if hasattr(pairs, "__len__") else None, "Scoring", show_progress_bar, "pair")
         try:
             yield from run_chunks(numbered_chunks(it, check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)),
-                                  lambda start, chunk: self._prepare(start, chunk, cfg),
+                                  lambda start, chunk: self._prepare(start, chunk, cfg, prompt),
                                   lambda prep: self._score_prepared(prep, cfg), bar=bar, stats=stats)
         finally:
             bar.close()
 
     def logits(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None,
-               chunk_size: int | None = None) -> np.ndarray:
+               chunk_size: int | None = None, *, prompt: str | None = None,
+               prompt_name: str | None = None) -> np.ndarray:
         """Raw fp32 logits [N, num_labels] in input order."""
         pairs = _as_sequence(pairs, "pairs", "[(query, passage), ...]")
         if len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
             tokenize_pairs(self.tokenizer, pairs, self.max_length)  # raises: one pair, not a list
-        parts = list(self.logits_stream(pairs, batch_size, chunk_size, show_progress_bar))
+        parts = list(self.logits_stream(pairs, batch_size, chunk_size, show_progress_bar, prompt=prompt,
+                                        prompt_name=prompt_name))
         return np.concatenate(parts) if parts else np.zeros((0, self.num_labels), np.float32)
 
     def _activate(self, logits: np.ndarray, activation_fn, apply_softmax: bool) -> np.ndarray:
@@ -196,11 +240,12 @@ class CrossEncoder:
 
     def predict(self, pairs, batch_size: int | None = None, activation_fn=None, apply_softmax: bool = False,
                 show_progress_bar: bool | None = None, convert_to_numpy: bool = True,
-                chunk_size: int | None = None):
+                chunk_size: int | None = None, *, prompt: str | None = None, prompt_name: str | None = None):
         """Scores in input order: [N] for 1 label, [N, C] otherwise (a single pair -> one score).
         Scored in chunks of `chunk_size` pairs (default self.chunk_size), exactly as predict_stream."""
         single = _is_single_pair(pairs)
-        logits = self.logits([tuple(pairs)] if single else pairs, batch_size, show_progress_bar, chunk_size)
+        logits = self.logits([tuple(pairs)] if single else pairs, batch_size, show_progress_bar, chunk_size,
+                             prompt=prompt, prompt_name=prompt_name)
         scores = self._activate(logits, activation_fn, apply_softmax)
         if single:
             return scores[0]
@@ -208,22 +253,26 @@ class CrossEncoder:
 
     def predict_stream(self, pairs, chunk_size: int | None = None, batch_size: int | None = None,
                        activation_fn=None, apply_softmax: bool = False,
-                       show_progress_bar: bool | None = None, stats: dict | None = None) -> Iterator[np.ndarray]:
+                       show_progress_bar: bool | None = None, stats: dict | None = None, *,
+                       prompt: str | None = None, prompt_name: str | None = None) -> Iterator[np.ndarray]:
         """Scores per chunk, in input order, for any iterable of pairs: memory is bounded by the
         chunk size, not the input. The concatenated chunks equal `predict(list(pairs))` bit for
         bit (predict scores in the same chunks)."""
-        for logits in self.logits_stream(pairs, batch_size, chunk_size, show_progress_bar, stats):
+        for logits in self.logits_stream(pairs, batch_size, chunk_size, show_progress_bar, stats, prompt=prompt,
+                                         prompt_name=prompt_name):
             yield self._activate(logits, activation_fn, apply_softmax)
 
     def rank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
-             batch_size: int | None = None, activation_fn=None, show_progress_bar: bool | None = None) -> list[dict]:
+             batch_size: int | None = None, activation_fn=None, show_progress_bar: bool | None = None, *,
+             prompt: str | None = None, prompt_name: str | None = None) -> list[dict]:
         """[{"corpus_id", "score"(, "text")}] sorted by score, highest first (as ST)."""
         return self.rank_many([query], [documents], top_k, return_documents, batch_size, activation_fn,
-                              show_progress_bar)[0]
+                              show_progress_bar, prompt=prompt, prompt_name=prompt_name)[0]
 
     def rank_many(self, queries: Sequence[str], documents: Sequence[Sequence[str]], top_k: int | None = None,
                   return_documents: bool = False, batch_size: int | None = None, activation_fn=None,
-                  show_progress_bar: bool | None = None) -> list[list[dict]]:
+                  show_progress_bar: bool | None = None, *, prompt: str | None = None,
+                  prompt_name: str | None = None) -> list[list[dict]]:
         """Several queries, each with its own candidates, scored in one bucketed stream."""
         if self.num_labels != 1:
             raise ValueError(f"rank() needs a model with num_labels=1, this one has {self.num_labels}; "
@@ -239,7 +288,8 @@ class CrossEncoder:
                 raise TypeError(f"documents for query {qi} is a single string; pass a list of documents")
             pairs.extend((q, d) for d in docs)
             owner.extend([qi] * len(docs))
-        scores = self.predict(pairs, batch_size, activation_fn, show_progress_bar=show_progress_bar) if pairs else np.zeros(0)
+        scores = (self.predict(pairs, batch_size, activation_fn, show_progress_bar=show_progress_bar, prompt=prompt,
+                               prompt_name=prompt_name) if pairs else np.zeros(0))
         results, start = [], 0
         for qi, docs in enumerate(documents):
             s = scores[start:start + len(docs)]
@@ -261,4 +311,9 @@ class CrossEncoder:
         cfg = dataclasses.replace(cfg, raw_json=json.dumps(raw))
         with atomic_dir(path) as tmp:
             save_pretrained(tmp, cfg, jax.device_get(self.params), tok, head=True)
+            copy_st_files(self.model_dir, tmp)   # LogitScore tokens, chat-template modality, prompts
+            if self.prompts and not (Path(tmp) / "config_sentence_transformers.json").is_file():
+                (Path(tmp) / "config_sentence_transformers.json").write_text(json.dumps(
+                    {"model_type": "CrossEncoder", "prompts": self.prompts,
+                     "default_prompt_name": self.default_prompt_name}, indent=2) + "\n")
         return Path(path)
