@@ -6,7 +6,8 @@ per fixed bucket shape. Tokenization (batching.tokenize_texts) gives the same id
 are fixed-shape buckets (batching.make_batches), results come back in input order.
 
 Loads an ST model folder (modules.json: Transformer, Pooling, Dense, Normalize, Dropout) or a
-plain Hugging Face encoder folder (then `pooling=`, default mean, as ST does for such folders).
+plain Hugging Face encoder folder (then `pooling=`, default as ST's for such folders: lasttoken
+for a causal LM (architectures[0] "...ForCausalLM"), else mean).
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ class BiEncoder:
 
     Args:
       model_name_or_path: an ST model folder (modules.json) or a plain HF encoder folder, or hub id.
-      pooling: pooling mode(s) for a plain HF folder (default "mean"); for an ST folder, overrides
+      pooling: pooling mode(s) for a plain HF folder (default ST's: "lasttoken" for a ...ForCausalLM
+        checkpoint, else "mean"); for an ST folder, overrides
         its 1_Pooling config when given.
       max_seq_length: token limit; None = the folder's (sentence_bert_config.json, else the
         tokenizer's model_max_length capped by the position table, as ST).
@@ -172,18 +174,47 @@ class BiEncoder:
             texts = [prompt + t if isinstance(t, str) else t for t in texts]  # non-str: tokenize_texts explains
         encodings, inverse = unique_encodings(
             tokenize_texts(self.tokenizer, texts, self.max_seq_length, self.do_lower_case, offset=start))
+        # A decoder's tokenizer adds no special tokens, so "" has no tokens at all: it never
+        # reaches the model (see _empty_vector).
+        kept = np.flatnonzero(np.fromiter((len(e) > 0 for e in encodings), bool, len(encodings)))
+        if len(kept) < len(encodings):
+            self._check_empty_text(start, texts, encodings, inverse)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        return encodings, inverse, (make_batches(encodings, cfg, self.max_seq_length, pad) if encodings else [])
+        batches = make_batches([encodings[i] for i in kept], cfg, self.max_seq_length, pad) if len(kept) else []
+        return len(encodings), kept, inverse, batches
+
+    def _check_empty_text(self, start: int, texts: list, encodings: list, inverse: np.ndarray) -> None:
+        bad = [m for m in self.pooling_modes if m not in P.EMPTY_TEXT_MODES]
+        if bad:
+            i = next(k for k, j in enumerate(inverse) if len(encodings[j]) == 0)
+            raise ValueError(f"texts[{start + i}] ({texts[i][:40]!r}) tokenizes to no tokens (this tokenizer "
+                             f"adds no special tokens), and {bad[0]!r} pooling of an empty text is undefined; "
+                             f"drop it (pooling modes {P.EMPTY_TEXT_MODES} give ST's zero vector)")
+
+    def _empty_vector(self) -> np.ndarray:
+        """The embedding of a text with no tokens, as ST computes it: its row is all padding, the
+        pooled vector zero (P.EMPTY_TEXT_MODES), then the Dense / Normalize ops (Normalize keeps 0)."""
+        width = len(self.pooling_modes) * self.config.hidden_size  # not cached: params may be replaced
+        dense = jax.device_get(self.params["dense"])
+        return np.asarray(P.sentence_ops(self._ops, dense, jnp.zeros((1, width), jnp.float32)))[0]
 
     def _embed_prepared(self, prep, cfg: BucketConfig, dim: int | None, normalize: bool) -> np.ndarray:
-        encodings, inverse, batches = prep
-        if not encodings and jax.process_count() == 1:  # other processes may still need the call
+        n_unique, kept, inverse, batches = prep
+        if not len(kept) and jax.process_count() == 1:  # other processes may still need the call
+            outputs = []
+        else:
+            outputs = self._runner.run(self.params, batches, show_progress=False,
+                                       shapes=cfg.resolve(self.max_seq_length)[::-1], segments=cfg.segments)
+        if not n_unique:
             return np.zeros((0, dim or self._dim), np.float32)
-        outputs = self._runner.run(self.params, batches, show_progress=False,
-                                   shapes=cfg.resolve(self.max_seq_length)[::-1], segments=cfg.segments)
-        if not encodings:
-            return np.zeros((0, dim or self._dim), np.float32)
-        out = scatter_results(outputs, len(encodings))[inverse]
+        if len(kept) == n_unique:
+            out = scatter_results(outputs, n_unique)
+        else:
+            out = np.empty((n_unique, self._dim), np.float32)
+            out[:] = self._empty_vector()
+            if len(kept):
+                out[kept] = scatter_results(outputs, len(kept))
+        out = out[inverse]
         if dim is not None:
             out = out[:, :dim]
         if normalize:

@@ -109,3 +109,20 @@ def uses_chat_template(model_dir, tokenizer) -> bool:
         return True
     modality = json.loads(path.read_text()).get("modality_config")
     return modality is not None and "message" in modality
+
+
+def pair_encoder(model_dir, tokenizer, cfg, max_length: int):
+    """pairs, prompt=None, offset=0 -> Encodings, as ST 6.2 tokenizes pairs for this model: the
+    chat template for a decoder whose folder uses it (ChatPairFormatter), else a text pair with
+    the prompt before the query (batching.tokenize_pairs). One function for scoring, training
+    and evaluation, so a model is trained on the ids it is scored with."""
+    from .batching import tokenize_pairs
+    if cfg.reads_last_token and uses_chat_template(model_dir, tokenizer):
+        return ChatPairFormatter(tokenizer, max_length, str(model_dir)).encode
+
+    def encode(pairs, prompt: str | None = None, offset: int = 0):
+        if prompt:
+            pairs = [(prompt + p[0], *p[1:]) if isinstance(p, (tuple, list)) and p and isinstance(p[0], str) else p
+                     for p in pairs]
+        return tokenize_pairs(tokenizer, pairs, max_length, offset=offset)
+    return encode

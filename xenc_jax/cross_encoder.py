@@ -19,7 +19,7 @@ from .atomic import atomic_dir
 from .batching import (BucketConfig, _as_sequence, copy_tokenizer, make_batches, scatter_results, tokenize_pairs,
                        unique_encodings)
 from .streaming import DEFAULT_CHUNK_SIZE, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
-from .chat_format import ChatPairFormatter, uses_chat_template
+from .chat_format import pair_encoder
 from .hf import st_folder
 from .hf.causal_score import copy_st_files
 from .hf.hub import resolve_model_dir
@@ -122,8 +122,7 @@ class CrossEncoder:
             raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
                              f"{sorted(self.prompts)}")
         # a decoder whose tokenizer has a chat template: pairs go through it (ST 6.2's message modality)
-        self._chat = (ChatPairFormatter(self.tokenizer, self.max_length, str(model_name_or_path))
-                      if self.config.reads_last_token and uses_chat_template(model_dir, self.tokenizer) else None)
+        self._encode = pair_encoder(model_dir, self.tokenizer, self.config, self.max_length)
         stored = st_folder.stored_ce_activation(raw) or st_cfg.get("activation_fn")
         if activation_fn is None:
             activation_fn = stored if stored in _ST_NAMES else ("sigmoid" if self.num_labels == 1 else "identity")
@@ -180,12 +179,7 @@ class CrossEncoder:
     def encode_pairs(self, pairs, prompt: str | None = None, offset: int = 0):
         """Token ids of each pair as ST 6.2 makes them: through the chat template for a decoder
         that has one (chat_format.py), else as a text pair with the prompt before the query."""
-        if self._chat is not None:
-            return self._chat.encode(pairs, prompt, offset)
-        if prompt:
-            pairs = [(prompt + p[0], *p[1:]) if isinstance(p, (tuple, list)) and p and isinstance(p[0], str) else p
-                     for p in pairs]
-        return tokenize_pairs(self.tokenizer, pairs, self.max_length, offset=offset)
+        return self._encode(pairs, prompt, offset)
 
     def _prepare(self, start: int, pairs: list, cfg: BucketConfig, prompt: str | None = None):
         encodings, inverse = unique_encodings(self.encode_pairs(pairs, prompt, offset=start))

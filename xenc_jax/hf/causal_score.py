@@ -60,20 +60,24 @@ def score_token_ids(model_dir: Path, tokenizer) -> tuple[int, ...]:
     return ids["yes"], ids["no"]
 
 
-ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
-
-
 def copy_st_files(src: Path, dst: Path) -> None:
-    """Carry an ST folder's module files (modules.json, the LogitScore folder, the Transformer's
-    sentence_bert_config.json with its chat-template modality) into a saved copy, so ST loads the
-    copy with the same tokens and input format. A plain HF folder has none: ST's defaults apply."""
+    """Carry a CrossEncoder folder's ST files into a saved copy, so ST loads the copy with the
+    same tokens, input format and prompts: config_sentence_transformers.json of a CrossEncoder
+    (prompts), and for a causal-LM reranker saved by ST its modules.json, LogitScore folder and
+    the Transformer's sentence_bert_config.json (the chat-template modality). Nothing from a
+    bi-encoder folder (its Pooling modules would make ST load the copy as something else), and
+    nothing for a plain HF folder: ST's defaults then apply to both alike."""
     import shutil
     src, dst = Path(src), Path(dst)
-    for name in ST_FILES:
+    st_cfg = src / "config_sentence_transformers.json"
+    if st_cfg.is_file() and json.loads(st_cfg.read_text()).get("model_type") == "CrossEncoder":
+        shutil.copy2(st_cfg, dst / st_cfg.name)
+    if logit_score_config(src) is None:
+        return
+    for name in ("modules.json", "sentence_bert_config.json"):
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
-    if (src / "modules.json").is_file():
-        for entry in json.loads((src / "modules.json").read_text()):
-            sub = entry.get("path", "")
-            if sub and (src / sub).is_dir() and not (dst / sub).exists():
-                shutil.copytree(src / sub, dst / sub)
+    for entry in json.loads((src / "modules.json").read_text()):
+        sub = entry.get("path", "")
+        if sub and (src / sub).is_dir() and not (dst / sub).exists():
+            shutil.copytree(src / sub, dst / sub)

@@ -188,11 +188,25 @@ def read_model_config(path: Path, score_functions) -> dict:
     return cfg
 
 
+def default_pooling_modes(model_dir: Path) -> tuple[str, ...]:
+    """ST's pooling for a plain HF folder (SentenceTransformer._load_default_modules): lasttoken
+    for a model built for causal LM (architectures[0] ends with "ForCausalLM" and config.json's
+    is_causal, when present, is truthy), else mean. A bare Qwen3Model folder thus gets mean."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return ("mean",)  # load_pretrained reports a missing / broken config.json
+    archs = cfg.get("architectures") if isinstance(cfg, dict) else None
+    causal = (isinstance(archs, list) and archs and isinstance(archs[0], str) and archs[0].endswith("ForCausalLM")
+              and cfg.get("is_causal", True))
+    return ("lasttoken",) if causal else ("mean",)
+
+
 def read_st_folder(model_dir: Path, score_functions=("cosine", "dot", "euclidean", "manhattan")) -> SentenceModules:
     """The modules of an ST folder (modules.json), or ST's defaults for a plain HF folder."""
     model_dir = Path(model_dir)
     if not (model_dir / "modules.json").is_file():
-        return SentenceModules(encoder_dir=model_dir)
+        return SentenceModules(encoder_dir=model_dir, pooling_modes=default_pooling_modes(model_dir))
     entries = read_json(model_dir / "modules.json", "module list")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{model_dir / 'modules.json'} must be a non-empty JSON list of modules")

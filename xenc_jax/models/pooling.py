@@ -143,6 +143,18 @@ def sentence_head(modes: Sequence[str] | str, ops: Sequence[tuple], dense_params
     train step both embed through this function.
     """
     x = pool(modes, hidden, attention_mask, position_ids, cls_positions)
+    return sentence_ops(ops, dense_params, x)
+
+
+# Modes whose vector for a text of zero tokens is defined in ST (a decoder tokenizer adds no
+# special tokens, so "" tokenizes to nothing): ST's row is all padding, and lasttoken gathers
+# from token_embeddings * mask, the means divide a zero sum by a clamped count: zero either way.
+# (cls would read a padding token's hidden state, max ST's -1e9 fill: not reproduced.)
+EMPTY_TEXT_MODES = ("lasttoken", "mean", "mean_sqrt_len_tokens", "weightedmean")
+
+
+def sentence_ops(ops: Sequence[tuple], dense_params: Sequence[dict], x: jax.Array) -> jax.Array:
+    """The Dense / Normalize ops of an ST model applied to pooled vectors x [..., D] (fp32 out)."""
     n_dense = sum(kind == "dense" for kind, _ in ops)
     if len(dense_params) != n_dense:
         raise ValueError(f"{len(dense_params)} Dense param sets for {n_dense} Dense modules")

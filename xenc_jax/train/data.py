@@ -290,9 +290,10 @@ class Groups:
 
 
 def make_groups(ex: Examples, tokenizer, max_length: int, *, task: str = "cross_encoder",
-                group_size: int | None = None, do_lower_case: bool = False) -> Groups:
+                group_size: int | None = None, do_lower_case: bool = False, encode_pairs=None) -> Groups:
     """Tokenize as ST does. cross_encoder: pairs -> G=1; triplets -> (q, pos), (q, neg)...;
-    lists -> (q, doc) per candidate. bi_encoder: every text column separately, G = columns
+    lists -> (q, doc) per candidate (encode_pairs(pairs): the model's pair tokenization,
+    chat_format.pair_encoder; default a plain text pair). bi_encoder: every text column separately, G = columns
     (lowercased first when the model's sentence_bert_config says do_lower_case, as ST)."""
     if task == "bi_encoder":
         cols = len(ex.texts[0])
@@ -315,7 +316,8 @@ def make_groups(ex: Examples, tokenizer, max_length: int, *, task: str = "cross_
                 docs = docs[:G]
                 pairs.extend((q, d) for d in docs)
                 slots.append(len(docs))
-        encs_flat = tokenize_pairs(tokenizer, pairs, max_length)
+        encs_flat = (tokenize_pairs(tokenizer, pairs, max_length) if encode_pairs is None
+                     else encode_pairs(pairs))
         if ex.kind == "lists":
             encs, k = [], 0
             for n in slots:

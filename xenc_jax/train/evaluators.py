@@ -31,6 +31,7 @@ class Scorer:
     batch_size: int = 64
     bucket_lengths: tuple = (32, 64, 128, 256)
     do_lower_case: bool = False  # texts (bi-encoder): the model's sentence_bert_config setting
+    encode_pairs: Callable | None = None   # pairs -> Encodings (chat_format.pair_encoder); None: text pairs
 
     def _run(self, params, encodings) -> np.ndarray:
         if not encodings:
@@ -52,7 +53,9 @@ class Scorer:
         return scatter_results(outs, len(encodings))
 
     def logits(self, params, pairs) -> np.ndarray:
-        return self._run(params, tokenize_pairs(self.tokenizer, pairs, self.max_length))
+        encs = (tokenize_pairs(self.tokenizer, pairs, self.max_length) if self.encode_pairs is None
+                else self.encode_pairs(pairs))
+        return self._run(params, encs)
 
     def embed(self, params, texts) -> np.ndarray:
         return self._run(params, tokenize_texts(self.tokenizer, texts, self.max_length, self.do_lower_case))

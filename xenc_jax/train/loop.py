@@ -18,6 +18,8 @@ from .. import host_memory
 from ..atomic import atomic_dir, recover_dir
 from ..batching import copy_tokenizer
 from ..multihost import check_shared_dir, raise_together
+from ..chat_format import pair_encoder
+from ..hf.causal_score import copy_st_files
 from ..hf.pretrained import load_pretrained, save_pretrained
 from ..hf.st_folder import with_ce_activation
 from ..inference import as_dtype
@@ -90,7 +92,9 @@ def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, sou
         act = cfg.activation or ("sigmoid" if cfg.num_labels == 1 else "identity")
         raw = with_ce_activation(raw, act)
         model_cfg = dataclasses.replace(model_cfg, raw_json=json.dumps(raw))
-        return save_pretrained(path, model_cfg, params, tok, head=True)
+        saved = save_pretrained(path, model_cfg, params, tok, head=True)
+        copy_st_files(source_dir, path)   # a causal reranker's LogitScore tokens and chat-template modality
+        return saved
     if head is None:
         head = build_head(cfg, source_dir, model_cfg)
     return head.export(path, model_cfg, params, tokenizer, cfg.max_length)
@@ -165,10 +169,12 @@ def train(cfg: TrainConfig) -> dict:
         limit = pt.config.max_position_embeddings - pt.config.position_offset
         if cfg.max_length > limit:
             raise ValueError(f"max_length {cfg.max_length} exceeds the model's position table ({limit})")
+        enc = pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else None
         groups = make_groups(train_ex, pt.tokenizer, cfg.max_length, task=cfg.task,
-                             group_size=cfg.list_size or None, do_lower_case=bool(bi and bi.do_lower_case))
-        return pt, bi, groups, config_digest(cfg, model_dir)
-    pt, bi, groups, digest = raise_together(load_model, what="loading the model")
+                             group_size=cfg.list_size or None, do_lower_case=bool(bi and bi.do_lower_case),
+                             encode_pairs=enc)
+        return pt, bi, groups, config_digest(cfg, model_dir), enc
+    pt, bi, groups, digest, encode_pairs = raise_together(load_model, what="loading the model")
     mcfg, tokenizer = pt.config, pt.tokenizer
     from ..sharding import resolve_mesh
     plan = S.make_plan(cfg.sharding, resolve_mesh(cfg.mesh) if cfg.mesh else None)
@@ -218,7 +224,8 @@ def train(cfg: TrainConfig) -> dict:
                                    grad_accum_steps=accum, ema_decay=cfg.ema_decay)
     eval_step = S.make_eval_step(apply_fn, plan, shardings.params)
     scorer = Scorer(eval_step, plan, tokenizer, cfg.max_length, mcfg.position_offset,
-                    bucket_lengths=tuple(cfg.bucket_lengths), do_lower_case=bool(bi and bi.do_lower_case))
+                    bucket_lengths=tuple(cfg.bucket_lengths), do_lower_case=bool(bi and bi.do_lower_case),
+                    encode_pairs=encode_pairs)
     writer = MetricsWriter(out, enabled=pi == 0)
     if pi == 0:
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, default=str) + "\n")
@@ -324,5 +331,6 @@ def evaluate_model(cfg: TrainConfig, ev) -> dict:
         apply_fn, params, p_sh = bi.apply_fn(module), bi.init_params(params), bi.param_shardings(plan, p_sh)
     scorer = Scorer(S.make_eval_step(apply_fn, plan, p_sh), plan, pt.tokenizer, cfg.max_length,
                     pt.config.position_offset, batch_size=ev.batch_size, bucket_lengths=tuple(cfg.bucket_lengths),
-                    do_lower_case=bool(bi and bi.do_lower_case))
+                    do_lower_case=bool(bi and bi.do_lower_case),
+                    encode_pairs=pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else None)
     return {k: float(v) for k, v in evaluator(scorer, plan.put_params(params, p_sh)).items()}

@@ -1,0 +1,95 @@
+"""Training a causal-LM reranker (tiny Qwen3ForCausalLM saved by sentence-transformers with a
+"1"/"0" LogitScore): the BCE gradient of its logit[true] - logit[false] score equals PyTorch's on
+the same chat-template rows, and `train()` (what `xenc train` runs) lowers the loss and exports a
+folder that sentence-transformers loads with the same tokens, template and scores.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sentence_transformers")
+
+import jax  # noqa: E402
+
+from test_train_utils import GRAD_RTOL, tiny_config, write_pairs  # noqa: E402
+from tiny_llm import PAIRS, make_st_reranker  # noqa: E402
+from xenc_jax.chat_format import pair_encoder  # noqa: E402
+from xenc_jax.cross_encoder import CrossEncoder  # noqa: E402
+from xenc_jax.hf.pretrained import load_pretrained  # noqa: E402
+from xenc_jax.hf.weights import params_from_hf  # noqa: E402
+from xenc_jax.train import data as D  # noqa: E402
+from xenc_jax.train import step as S  # noqa: E402
+
+END_TOL = 1e-4
+MAX_LENGTH = 96   # the template's fixed text is 68 tokens (tests/tiny_llm.py)
+
+
+@pytest.fixture(scope="module")
+def reranker(tmp_path_factory):
+    root = tmp_path_factory.mktemp("causal")
+    st = make_st_reranker(root, tokens="1/0", tie_word_embeddings=False, head_dim=16)
+    return root / "st", st
+
+
+def test_bce_gradient_equals_pytorch(reranker, tmp_path):
+    """Rows tokenized by the model's own pair encoder (chat template), right-padded; PyTorch
+    reads the score at each row's last real token. Gradients leaf by leaf within GRAD_RTOL of
+    the largest (test_train_utils: fp32 reordering), mapped through the weight table."""
+    path, st = reranker
+    pt = load_pretrained(path, head=True)
+    enc = pair_encoder(path, pt.tokenizer, pt.config, MAX_LENGTH)
+    groups = D.make_groups(D.read_examples(D.DataSource(path=str(write_pairs(tmp_path / "p.tsv", n=8)))),
+                           pt.tokenizer, MAX_LENGTH, encode_pairs=enc)
+    stream = D.BatchStream(groups, D.StreamConfig(batch_size=8, bucket_lengths=(MAX_LENGTH,), max_length=MAX_LENGTH,
+                                                  pad_token_id=pt.tokenizer.pad_token_id, shuffle=False))
+    stream.start_at({"epoch": 0, "index": 0})
+    batch = next(stream)
+    apply = S.cross_encoder_apply(pt.module())
+    loss_fn = S.cross_encoder_loss("bce")
+    ours_loss, grads = jax.value_and_grad(lambda p: loss_fn(apply(p, batch), batch))(pt.params)
+
+    model = st[0].model
+    model.zero_grad()
+    ids = torch.as_tensor(batch["input_ids"], dtype=torch.long)
+    mask = torch.as_tensor((np.asarray(batch["attention_mask"]) > 0).astype(np.int64))
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    last = mask.sum(1) - 1
+    rows = logits[torch.arange(len(ids)), last]
+    score = rows[:, st[1].true_token_id] - rows[:, st[1].false_token_id]
+    valid = torch.as_tensor(np.asarray(batch["valid"]).reshape(-1), dtype=torch.bool)
+    labels = torch.as_tensor(np.asarray(batch["labels"], np.float32).reshape(-1))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(score[valid], labels[valid])
+    loss.backward()
+    assert abs(float(ours_loss) - float(loss.detach())) <= 1e-5
+    torch_grads = {k: p.grad.numpy() for k, p in model.named_parameters()}
+    want = params_from_hf(torch_grads, pt.config, head=True).params
+    ours_flat = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
+    want_flat = dict(jax.tree_util.tree_flatten_with_path(want)[0])
+    assert set(ours_flat) == set(want_flat)
+    scale = max(float(np.abs(g).max()) for g in want_flat.values())
+    worst = max(float(np.abs(np.asarray(ours_flat[k]) - want_flat[k]).max()) for k in want_flat)
+    assert scale > 1e-4 and worst <= GRAD_RTOL * scale, (worst, scale)
+
+
+def test_train_lowers_loss_and_export_scores_alike_in_st(reranker, tmp_path):
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    from xenc_jax.train.loop import train
+    path, _ = reranker
+    data = write_pairs(tmp_path / "pairs.tsv", n=16)
+    cfg = tiny_config(path, data, tmp_path / "out", max_length=MAX_LENGTH, bucket_lengths=(MAX_LENGTH,),
+                      epochs=6, batch_size=8, log_every=1)
+    summary = train(cfg)
+    import json
+    losses = [r["train/loss"] for r in map(json.loads, (cfg.out_dir() / "metrics.jsonl").read_text().splitlines())
+              if "train/loss" in r]
+    # fitting 16 pairs for 12 steps with Adam at 1e-3 (warmup 10%): the loss falls steadily
+    assert summary["steps"] == 12 and np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+    out = cfg.out_dir() / "final"
+    theirs = STCrossEncoder(str(out), model_kwargs={"attn_implementation": "eager"})
+    assert theirs[1].true_token_id == CrossEncoder(path).config.score_token_ids[0]
+    ours = CrossEncoder(out)
+    assert np.abs(ours.predict(PAIRS) - theirs.predict(PAIRS)).max() <= END_TOL
+    assert np.abs(ours.predict(PAIRS) - CrossEncoder(path).predict(PAIRS)).max() > 1e-4   # trained params saved
