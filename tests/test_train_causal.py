@@ -93,3 +93,25 @@ def test_train_lowers_loss_and_export_scores_alike_in_st(reranker, tmp_path):
     ours = CrossEncoder(out)
     assert np.abs(ours.predict(PAIRS) - theirs.predict(PAIRS)).max() <= END_TOL
     assert np.abs(ours.predict(PAIRS) - CrossEncoder(path).predict(PAIRS)).max() > 1e-4   # trained params saved
+
+
+def test_preset_runs_on_real_triplets(reranker, tmp_path, data_dir):
+    """configs/qwen3_reranker_msmarco.py as shipped (MNRL on real MS MARCO triplets, bf16,
+    fsdp), only the model swapped for the tiny reranker and the run cut to 2 steps: every
+    step's loss is finite and the export loads back as a causal reranker."""
+    import dataclasses
+    import json
+
+    from xenc_jax.train.config import load_config
+    from xenc_jax.train.loop import train
+    path, _ = reranker
+    cfg = dataclasses.replace(load_config("configs/qwen3_reranker_msmarco.py"), model=str(path), max_length=MAX_LENGTH,
+                              bucket_lengths=(MAX_LENGTH,), max_steps=2, batch_size=4, output_dir=str(tmp_path),
+                              checkpoint_every=0, log_every=1, progress=False, async_checkpoint=False)
+    assert (cfg.loss, cfg.dtype, cfg.sharding) == ("mnrl", "bfloat16", "fsdp")
+    summary = train(cfg)
+    rows = [json.loads(r) for r in (cfg.out_dir() / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert summary["steps"] == 2 and len(losses) == 2 and np.isfinite(losses).all()
+    ce = CrossEncoder(cfg.out_dir() / "final")
+    assert ce.config.head_kind == "lm" and np.isfinite(ce.predict(PAIRS)).all()
