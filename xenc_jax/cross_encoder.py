@@ -104,9 +104,15 @@ class CrossEncoder:
         archs = raw.get("architectures") or []
         if num_labels is None and not any(a.endswith("ForSequenceClassification") for a in archs):
             num_labels = 1  # a bare encoder becomes a 1-label cross-encoder, as in ST
-        with loading_on_host(mesh):  # sharded models are split from host memory
+        load_plan = None
+        if mesh is not None:   # each param goes straight into its sharding as it is read
+            from .sharding import ShardingPlan, resolve_mesh
+            resolved = resolve_mesh(mesh)
+            load_plan = None if resolved is None else ShardingPlan(resolved, sharding)
+        with loading_on_host(mesh):
             pt = load_pretrained(model_dir, head=True, num_labels=num_labels, revision=revision,
-                                 ignore_config_keys=ignore_config_keys, seed=seed, param_dtype=as_dtype(param_dtype))
+                                 ignore_config_keys=ignore_config_keys, seed=seed, param_dtype=as_dtype(param_dtype),
+                                 plan=load_plan)
         self.model_dir, self.config, self.params, self.tokenizer = model_dir, pt.config, pt.params, pt.tokenizer
         self.dtype = as_dtype(dtype)
         limit = self.config.max_position_embeddings - self.config.position_offset

@@ -352,6 +352,8 @@ class ShardingPlan:
         make_array_from_callback builds each device's shard from the host copy, so it works
         with devices of other processes in the mesh (jax.device_put needs all local)."""
         def put(x, sharding):
+            if isinstance(x, jax.Array) and x.sharding == sharding:
+                return x   # already placed (loaded straight into the mesh: hf/pretrained.py)
             host = np.asarray(jax.device_get(x))
             return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 

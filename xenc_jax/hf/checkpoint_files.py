@@ -3,6 +3,7 @@ only through torch's `weights_only=True` loader (never plain pickle)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,48 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
             pass  # numpy has no bfloat16; read through jax (ml_dtypes) instead
     with safe_open(str(path), framework="flax") as f:
         return {k: np.asarray(f.get_tensor(k)) for k in f.keys()}
+
+
+class LazyTensors(Mapping):
+    """The tensors of (sharded) safetensors files, read one at a time on access (memory-mapped
+    files: a tensor costs host memory only while its caller holds it). Loading into a mesh goes
+    through this, so the host never holds the whole checkpoint."""
+
+    def __init__(self, files: list[Path]):
+        from safetensors import safe_open
+        self._where: dict[str, Path] = {}
+        for path in files:
+            with safe_open(str(path), framework="numpy") as f:
+                self._where.update({k: path for k in f.keys()})
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        from safetensors import safe_open
+        path = self._where[key]
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                return f.get_tensor(key)
+        except TypeError:   # numpy has no bfloat16: through jax (ml_dtypes)
+            with safe_open(str(path), framework="flax") as f:
+                return np.asarray(f.get_tensor(key))
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def lazy_checkpoint(model_dir: Path) -> Mapping[str, np.ndarray]:
+    """Like read_checkpoint, but safetensors (single or sharded) are read tensor by tensor on
+    access; a pickle .bin checkpoint (torch reads it whole anyway) is read at once."""
+    model_dir = Path(model_dir)
+    single, index = model_dir / "model.safetensors", model_dir / "model.safetensors.index.json"
+    if single.is_file():
+        return LazyTensors([single])
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return LazyTensors([model_dir / s for s in sorted(set(weight_map.values()))])
+    return read_checkpoint(model_dir)
 
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..models import BareEncoder, SequenceClassifier
 from .causal_score import logit_score_config, score_token_ids
-from .checkpoint_files import read_checkpoint, write_safetensors
+from .checkpoint_files import lazy_checkpoint, write_safetensors
 from .configs import EncoderConfig, config_to_dict, load_config
 from .hub import resolve_model_dir
 from .weights import _flat_paths, params_from_hf, params_to_hf
@@ -58,6 +58,25 @@ def init_head_params(cfg: EncoderConfig, seed: int, param_dtype=jnp.float32) -> 
     return nn.meta.unbox(head.init(jax.random.key(seed), jnp.zeros((1, cfg.hidden_size), param_dtype))["params"])
 
 
+def _placer(plan, cfg: EncoderConfig, head: bool, param_dtype):
+    """(our param path, numpy array) -> a global array in that param's sharding on plan's mesh."""
+    module = build_module(cfg, head=head, param_dtype=param_dtype)
+    ids = np.zeros((1, 2), np.int32)
+    by_path = _flat_paths(plan.module_param_shardings(module, ids, ids))
+    dtype = np.dtype(jnp.dtype(param_dtype))
+
+    def place(path: str, value) -> jax.Array:
+        host = np.asarray(value).astype(dtype, copy=False)
+        sharding = by_path.get(path, plan.replicated)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+    return place
+
+
+def _place_subtree(tree: dict, prefix: str, place) -> dict:
+    return {k: _place_subtree(v, f"{prefix}/{k}", place) if isinstance(v, dict) else place(f"{prefix}/{k}", v)
+            for k, v in tree.items()}
+
+
 def load_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
     try:
@@ -71,12 +90,16 @@ def load_tokenizer(model_dir: Path):
 def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_labels: int | None = None,
                     param_dtype=jnp.float32, revision: str | None = None,
                     ignore_config_keys: tuple[str, ...] = (), seed: int = 0,
-                    with_tokenizer: bool = True) -> Pretrained:
+                    with_tokenizer: bool = True, plan=None) -> Pretrained:
     """Load config, weights (strictly) and tokenizer.
 
     head=True builds the sequence-classification model; a checkpoint without a classification
     head (a bare encoder) gets a freshly initialised one, as HF does, with a warning.
     num_labels overrides the config's; a checkpoint head of another size is then an error.
+
+    plan (a sharding.ShardingPlan): each param goes straight into its sharding on the plan's
+    mesh as soon as it is converted, and safetensors are read one tensor at a time, so the host
+    holds about one tensor beyond what its own devices keep (each device gets only its slice).
     """
     model_dir = resolve_model_dir(name_or_path, revision)
     cfg = load_config(model_dir, ignore_keys=ignore_config_keys)
@@ -89,8 +112,9 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
         if tokenizer is None and logit_score_config(model_dir) is None:
             tokenizer = load_tokenizer(model_dir)
         cfg = dataclasses.replace(cfg, score_token_ids=score_token_ids(model_dir, tokenizer))
-    tensors = read_checkpoint(model_dir)
-    conv = params_from_hf(tensors, cfg, head=head, shapes=param_shapes(cfg, head=head))
+    tensors = lazy_checkpoint(model_dir)
+    place = None if plan is None else _placer(plan, cfg, head, param_dtype)
+    conv = params_from_hf(tensors, cfg, head=head, shapes=param_shapes(cfg, head=head), place=place)
     params = conv.params
     if conv.ignored:
         log.info("ignored checkpoint tensors (harmless by name): %s", conv.ignored)
@@ -102,10 +126,13 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
         log.warning("%s has no trained classification head (%s missing): initialised a new one with "
                     "seed %d; train it before trusting its scores", model_dir, conv.missing_head, seed)
         fresh = init_head_params(cfg, seed)
+        if place is not None:
+            fresh = _place_subtree(fresh, "head", place)
         present = params.get("head", {})
         params["head"] = {k: present[k] if set(present.get(k, {})) == set(fresh[k]) else fresh[k]
                           for k in fresh}
-    params = jax.tree.map(lambda x: jnp.asarray(x, dtype=param_dtype), params)
+    if place is None:
+        params = jax.tree.map(lambda x: jnp.asarray(x, dtype=param_dtype), params)
     return Pretrained(cfg, params, tokenizer, model_dir, head)
 
 

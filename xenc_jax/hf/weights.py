@@ -120,6 +120,22 @@ def _flat_paths(tree: dict, prefix="") -> dict[str, object]:
     return out
 
 
+class _Renamed:
+    """A read-only view of a tensor mapping under legacy-renamed keys (nothing is read)."""
+
+    def __init__(self, raw, renamed: dict[str, str]):
+        self._raw, self._names = raw, renamed
+
+    def __contains__(self, key) -> bool:
+        return key in self._names
+
+    def __getitem__(self, key):
+        return self._raw[self._names[key]]
+
+    def __iter__(self):
+        return iter(self._names)
+
+
 @dataclasses.dataclass
 class Conversion:
     params: dict                 # nested dict of numpy arrays
@@ -127,11 +143,15 @@ class Conversion:
     ignored: list[str]           # checkpoint tensors dropped on purpose
 
 
-def params_from_hf(tensors: dict[str, np.ndarray], cfg: EncoderConfig, *, head: bool,
-                   shapes: dict[str, tuple] | None = None) -> Conversion:
-    """Map HF tensors onto our param tree. `shapes`: our path -> expected shape (from eval_shape)."""
+def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool,
+                   shapes: dict[str, tuple] | None = None, place: Callable | None = None) -> Conversion:
+    """Map HF tensors onto our param tree. `shapes`: our path -> expected shape (from eval_shape).
+
+    tensors: a mapping, read once per key in table order (checkpoint_files.LazyTensors reads
+    each on access). place(path, array) -> what to store (e.g. the array put straight into its
+    mesh sharding, so the host copy can go at once); None stores the numpy arrays."""
     table = family(cfg.family).table
-    tensors = {_legacy_rename(k): v for k, v in tensors.items()}
+    tensors = _Renamed(tensors, {_legacy_rename(k): k for k in tensors})
     prefixed = any(k.startswith(table.prefix + ".") for k in tensors)
     want = expected_keys(cfg, head=True, prefixed=prefixed)
     head_keys = set(want) - set(expected_keys(cfg, head=False, prefixed=prefixed))
@@ -148,7 +168,8 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: EncoderConfig, *, head: 
         pieces, bad = _to_ours(rule, np.asarray(tensors[key]), cfg, shapes)
         bad_shapes += bad
         for path, value in pieces:
-            _set(params, path, value)
+            _set(params, path, value if place is None or bad else place(path, value))
+        del pieces
         used.add(key)
     patterns = [re.compile(p) for p in table.ignored]
     unexpected = []
