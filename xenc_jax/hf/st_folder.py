@@ -51,7 +51,7 @@ def with_ce_activation(raw_config: dict, name: str) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class SentenceModules:
-    """What an ST folder computes after its encoder (a plain HF folder: ST's default, mean pooling).
+    """What an ST folder computes after its encoder (a plain HF folder: ST's default pooling, no ops).
 
     ops: ("dense", DenseSpec) | ("normalize", None) in order (Dropout is identity at inference
     and dropped); dense_params: one {"kernel" [out, in], "bias"?, "residual"?} float32 numpy
