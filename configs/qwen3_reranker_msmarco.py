@@ -1,7 +1,8 @@
 """Fine-tune a causal-LM reranker (Qwen3-Reranker-0.6B) on MS MARCO triplets with the listwise
 MultipleNegativesRankingLoss on its logit["yes"] - logit["no"] score (each query's positive
 against its hard negative, in-group softmax), bf16 compute, parameters sharded FSDP-style over
-every device.
+every device, each layer rematerialised in the backward pass (remat: activations of 512-token
+rows through 28 layers would otherwise dominate device memory; costs about one more forward).
 
 The model folder must be one sentence-transformers 6.2 loads as a CrossEncoder: a chat template
 with "query"/"document" roles (the ST port of Qwen3-Reranker), or a LogitScore module; pairs are
@@ -35,6 +36,7 @@ CONFIG = TrainConfig(
     bucket_lengths=(128, 256, 512),
     dtype="bfloat16",
     sharding="fsdp",
+    remat=True,
     optim=OptimConfig(learning_rate=1e-5, weight_decay=0.01, warmup_ratio=0.1, schedule="linear", max_grad_norm=1.0),
     checkpoint_every=200,
     keep_checkpoints=2,

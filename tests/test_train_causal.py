@@ -48,7 +48,7 @@ def test_bce_gradient_equals_pytorch(reranker, tmp_path):
     batch = next(stream)
     apply = S.cross_encoder_apply(pt.module())
     loss_fn = S.cross_encoder_loss("bce")
-    ours_loss, grads = jax.value_and_grad(lambda p: loss_fn(apply(p, batch), batch))(pt.params)
+    ours_loss, grads = jax.jit(jax.value_and_grad(lambda p: loss_fn(apply(p, batch), batch)))(pt.params)
 
     model = st[0].model
     model.zero_grad()
@@ -96,7 +96,7 @@ def test_train_lowers_loss_and_export_scores_alike_in_st(reranker, tmp_path):
 
 
 def test_preset_runs_on_real_triplets(reranker, tmp_path, data_dir):
-    """configs/qwen3_reranker_msmarco.py as shipped (MNRL on real MS MARCO triplets, bf16,
+    """configs/qwen3_reranker_msmarco.py as shipped (MNRL on real MS MARCO triplets, bf16, remat,
     fsdp), only the model swapped for the tiny reranker and the run cut to 2 steps: every
     step's loss is finite and the export loads back as a causal reranker."""
     import dataclasses
@@ -108,7 +108,7 @@ def test_preset_runs_on_real_triplets(reranker, tmp_path, data_dir):
     cfg = dataclasses.replace(load_config("configs/qwen3_reranker_msmarco.py"), model=str(path), max_length=MAX_LENGTH,
                               bucket_lengths=(MAX_LENGTH,), max_steps=2, batch_size=4, output_dir=str(tmp_path),
                               checkpoint_every=0, log_every=1, progress=False, async_checkpoint=False)
-    assert (cfg.loss, cfg.dtype, cfg.sharding) == ("mnrl", "bfloat16", "fsdp")
+    assert (cfg.loss, cfg.dtype, cfg.sharding, cfg.remat) == ("mnrl", "bfloat16", "fsdp", True)
     summary = train(cfg)
     rows = [json.loads(r) for r in (cfg.out_dir() / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/loss"] for r in rows if "train/loss" in r]

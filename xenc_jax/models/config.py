@@ -31,6 +31,10 @@ class EncoderConfig:
     head_dropout_first: bool = False  # dropout before the head's dense (RoBERTa, ELECTRA, MPNet)
     position_offset: int = 0    # added to 0-based positions: RoBERTa-style models start at padding_idx + 1
     raw_json: str = dataclasses.field(default="", compare=False, repr=False)  # the original config.json
+    # Training option, not part of the checkpoint: rematerialise each layer (jax.checkpoint) so
+    # the backward pass recomputes a layer's activations from its input instead of keeping
+    # them: activation memory of about one layer plus the layer inputs, for one more forward.
+    remat: bool = False
 
     # The family's modules, set by each family's config class (models/families/<name>.py):
     # encoder_module(cfg, dtype, param_dtype, attention_impl) and head_module(cfg, dtype, param_dtype).

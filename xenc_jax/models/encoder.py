@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import EncoderConfig
-from .layers import Dtype, TransformerLayer, attention_mask_4d, embed, layer_norm
+from .layers import Dtype, TransformerLayer, attention_mask_4d, embed, layer_class, layer_norm
 
 
 def last_token_positions(attention_mask: jax.Array, starts: jax.Array) -> jax.Array:
@@ -61,7 +61,7 @@ def post_norm_layers(cfg: EncoderConfig, dtype: Dtype, param_dtype: Dtype, atten
     mask4 = attention_mask_4d(attention_mask)
     for i in range(cfg.num_layers):
         last = i == cfg.num_layers - 1 and query_positions is not None
-        layer = TransformerLayer(
+        layer = layer_class(TransformerLayer, cfg.remat, 3)(
             cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps,
             cfg.hidden_dropout, cfg.attention_dropout, dtype, param_dtype, attention_impl, name=f"layer_{i}")
         x = layer(x, attention_mask_4d(attention_mask, query_positions) if last else mask4,

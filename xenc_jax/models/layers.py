@@ -34,6 +34,13 @@ def constrain(x, axes):
     return nn.with_logical_constraint(x, axes)
 
 
+def layer_class(cls: type, remat: bool, deterministic_argnum: int) -> type:
+    """`cls`, or `cls` rematerialised (cfg.remat): nn.remat keeps the same param scope names,
+    so checkpoints and sharding rules do not change. `deterministic_argnum` is the position of
+    the layer's `deterministic` bool in __call__ (self is 0): a Python bool must be static."""
+    return nn.remat(cls, static_argnums=(deterministic_argnum,)) if remat else cls
+
+
 def _normal(std: float):
     return nn.initializers.normal(stddev=std)
 

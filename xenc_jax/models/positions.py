@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,7 +83,7 @@ class RotaryPositions:
         emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
         return jnp.cos(emb), jnp.sin(emb)
 
-    def hook(self, positions: jax.Array, query_positions: jax.Array | None = None) -> Callable:
+    def hook(self, positions: jax.Array, query_positions: jax.Array | None = None) -> "Rotation":
         """(q [B, Lq, H, D], k [B, L, H, D]) -> rotated (q, k). Keys sit at `positions` [B, L];
         queries too, or at the rows `query_positions` [B, P] of them when only those are asked."""
         positions = jnp.asarray(positions)
@@ -91,10 +91,21 @@ class RotaryPositions:
             jnp.broadcast_to(positions, (query_positions.shape[0], positions.shape[1])),
             query_positions.astype(jnp.int32), axis=1)
         (cq, sq), (ck, sk) = self.cos_sin(q_pos), self.cos_sin(positions)
+        return Rotation(cq, sq, ck, sk)
 
-        def rotate(q, k):
-            return _rotate(q, cq, sq), _rotate(k, ck, sk)
-        return rotate
+
+@flax.struct.dataclass
+class Rotation:
+    """RotaryPositions' hook: the cos/sin tables of queries and keys, applied by calling it.
+    A pytree, not a closure, so it passes into a rematerialised layer (nn.remat) like any
+    array argument instead of leaking the outer trace's tables into the recomputed one."""
+    cos_q: jax.Array
+    sin_q: jax.Array
+    cos_k: jax.Array
+    sin_k: jax.Array
+
+    def __call__(self, q, k):
+        return _rotate(q, self.cos_q, self.sin_q), _rotate(k, self.cos_k, self.sin_k)
 
 
 def _rotate(x, cos, sin):

@@ -67,6 +67,7 @@ class TrainConfig:
     ema_decay: float = 0.0        # evaluate/export an EMA of the weights (e.g. 0.998); 0 = off
     dropout: float | None = None  # training dropout everywhere (hidden, attention, head); None = the model's
     dtype: str = "float32"        # compute dtype; params stay float32
+    remat: bool = False           # gradient checkpointing: each layer recomputed in the backward pass
     sharding: str = "dp"          # dp | fsdp | tp | fsdp_tp (sharding.py's rules table)
     mesh: str = ""                # e.g. "data=4,model=2"; "" = every device on the data axis
     output_dir: str = ""          # default runs/<name>

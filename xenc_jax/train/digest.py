@@ -6,7 +6,8 @@ when a key differs, naming the keys, unless the config lists them in `resume_may
 Left out on purpose: where things go and how often (output_dir, name, log_every, eval_every,
 checkpoint_every, keep_checkpoints, async_checkpoint, export_best, progress), evaluation (it
 does not change the weights), and the mesh and sharding (a restore onto another mesh is exact up
-to float32 reduction order, and moving a run to other hardware is a normal thing to do). The
+to float32 reduction order, and moving a run to other hardware is a normal thing to do), nor
+rematerialisation (the same math, recomputed; switched on when a resumed run needs less memory). The
 paths of the model and the data are replaced by their contents' identity, so a moved or copied
 directory still resumes while an edited file does not.
 """
@@ -17,7 +18,7 @@ from .config import to_dict
 
 IGNORED = ("name", "output_dir", "resume", "resume_may_change", "log_every", "eval_every", "progress",
            "checkpoint_every", "keep_checkpoints", "async_checkpoint", "export_best", "evaluator", "test",
-           "sharding", "mesh", "model", "train.path")
+           "sharding", "mesh", "remat", "model", "train.path")
 __all__ = ["config_digest", "differences", "file_identity", "model_identity"]
 
 

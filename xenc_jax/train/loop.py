@@ -165,6 +165,8 @@ def train(cfg: TrainConfig) -> dict:
                              num_labels=cfg.num_labels if head else None, seed=cfg.seed)
         if cfg.dropout is not None:
             pt = with_dropout(pt, cfg.dropout)
+        if cfg.remat:   # training modules only, like dropout: nothing of it is exported
+            pt = dataclasses.replace(pt, config=dataclasses.replace(pt.config, remat=True))
         bi = None if head else build_head(cfg, model_dir, pt.config)  # pooling, Dense, Normalize: trained and exported
         limit = pt.config.max_position_embeddings - pt.config.position_offset
         if cfg.max_length > limit:

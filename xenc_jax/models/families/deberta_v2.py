@@ -27,7 +27,7 @@ import numpy as np
 
 from ..config import EncoderConfig
 from ..encoder import default_position_ids
-from ..layers import ACTIVATIONS, Dtype, _accumulate_fp32, _normal, constrain, dense, embed, layer_norm
+from ..layers import ACTIVATIONS, Dtype, _accumulate_fp32, _normal, constrain, dense, embed, layer_class, layer_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,12 +239,13 @@ class DebertaV2Encoder(nn.Module):
             pos = position_ids.astype(jnp.int32)
             rel_index = rows[jnp.clip(pos[:, :, None] - pos[:, None, :], -d, d) + d]       # [B, L, L]
         allowed = _allowed(attention_mask)
+        layer = layer_class(DebertaV2Layer, cfg.remat, 5)
         for i in range(cfg.num_layers):
             last = i == cfg.num_layers - 1 and query_positions is not None
             index = rel_index
             if last and rel_index is not None:
                 index = jnp.take_along_axis(rel_index, query_positions[:, :, None].astype(jnp.int32), axis=1)
-            x = DebertaV2Layer(cfg, self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")(
+            x = layer(cfg, self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")(
                 x, _allowed(attention_mask, query_positions) if last else allowed, index, rel_table,
                 deterministic, query_positions if last else None)
         return x

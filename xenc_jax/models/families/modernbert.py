@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from ..config import EncoderConfig
 from ..encoder import default_position_ids
 from ..layers import ACTIVATIONS, Dtype, PreNormLayer, attention_mask_4d, constrain, dense, embed, layer_norm, \
-    sliding_window_mask
+    layer_class, sliding_window_mask
 from ..positions import RotaryPositions
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"   # HF's layer_types names
@@ -78,7 +78,7 @@ def layer_inputs(cfg: ModernBertConfig, kind: str, attention_mask, position_ids,
 def make_layer(cfg: ModernBertConfig, i: int, dtype: Dtype, param_dtype: Dtype, attention_impl=None,
                name: str | None = None) -> PreNormLayer:
     """Layer i (layer 0 has no attention norm: HF's nn.Identity, right after the embeddings' norm)."""
-    return PreNormLayer(
+    return layer_class(PreNormLayer, cfg.remat, 3)(
         cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps,
         cfg.norm_bias, cfg.attention_bias, cfg.mlp_bias, i > 0, cfg.hidden_dropout, cfg.attention_dropout,
         dtype, param_dtype, attention_impl, name=f"layer_{i}" if name is None else name)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from ..config import EncoderConfig
 from ..encoder import default_position_ids
 from ..layers import ACTIVATIONS, Dtype, GatedMLP, _accumulate_fp32, _normal, attend, attention_mask_4d, constrain, \
-    dense, embed, rms_norm
+    dense, embed, layer_class, rms_norm
 from ..positions import RotaryPositions
 
 
@@ -141,11 +141,12 @@ class QwenDecoder(nn.Module):
         x = constrain(x, ("batch", "length", "embed"))
         rope = RotaryPositions(cfg.head_dim, cfg.rope_theta)
         full = (causal_mask_4d(attention_mask), rope.hook(position_ids))
+        layer = layer_class(DecoderLayer, cfg.remat, 3)
         for i in range(cfg.num_layers):
             last = i == cfg.num_layers - 1 and query_positions is not None
             mask4, rotate = ((causal_mask_4d(attention_mask, query_positions),
                               rope.hook(position_ids, query_positions)) if last else full)
-            x = DecoderLayer(cfg, self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")(
+            x = layer(cfg, self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")(
                 x, mask4, deterministic, query_positions if last else None, rotate)
         x = rms_norm(cfg.layer_norm_eps, "final_norm", self.param_dtype)(x)
         return constrain(x.astype(self.dtype), ("batch", "length", "embed"))
