@@ -1,6 +1,8 @@
 """Qwen3 on 8 forced CPU devices: a causal-LM scorer (yes/no columns of the LM head) and the
 lasttoken bi-encoder give the one-device results on dp, fsdp, tp and fsdp_tp meshes, and a second
-call compiles nothing new.
+call compiles nothing new; training a causal reranker (chat-template rows, BCE on logit[yes] -
+logit[no]) on dp, fsdp and fsdp_tp (model axis 4 > 2 kv heads), with each layer rematerialised,
+gives the one-device plain run's losses and params.
 
 tp uses a model axis of 4 with num_attention_heads 4 and num_key_value_heads 2: one query head
 per device while the 2 kv heads ('kv_heads') stay replicated (sharding.py), each device
@@ -34,13 +36,17 @@ def qwen_dirs(tmp_path_factory):
     make_tiny_llm("qwen3-causal", scorer, template=None, intermediate_size=MLP)
     emb = tmp_path_factory.mktemp("qwen3_emb")
     make_st_lasttoken_embedder(emb, intermediate_size=MLP)
-    return scorer, emb / "st"
+    reranker = tmp_path_factory.mktemp("qwen3_reranker")
+    make_tiny_llm("qwen3-causal", reranker, template="reranker", intermediate_size=MLP)
+    return scorer, emb / "st", reranker
 
 
-def test_dp_fsdp_tp_fsdp_tp_on_8_devices_equal_one_device(qwen_dirs):
+def test_dp_fsdp_tp_fsdp_tp_on_8_devices_equal_one_device(qwen_dirs, tmp_path):
     from forced_devices import run_on_devices
-    scorer, st_dir = qwen_dirs
-    run_on_devices([__file__, str(scorer), str(st_dir)], devices=8, timeout=300)
+    from test_train_utils import write_pairs
+    scorer, st_dir, reranker = qwen_dirs
+    data = write_pairs(tmp_path / "pairs.tsv", n=24)
+    run_on_devices([__file__, str(scorer), str(st_dir), str(reranker), str(data)], devices=8, timeout=420)
 
 
 # ---- the subprocess ----
@@ -85,7 +91,42 @@ def _scorer(folder: str, buckets, mesh, strategy: str):
     return score, runner, shardings
 
 
-def _main(scorer_dir: str, st_dir: str) -> int:
+TRAIN_LENGTH = 96   # the reranker template's fixed text is 68 tokens (tests/tiny_llm.py)
+
+
+def _training(reranker_dir: str, data: str, failures: list) -> None:
+    """SGD steps (test_train_sharded._train: params after SGD are well-conditioned in the
+    gradient, see there) on one device without remat vs sharded meshes with remat."""
+    import dataclasses
+
+    from test_train_sharded import SGD_LR, STEPS, _train
+    from xenc_jax.chat_format import pair_encoder
+    from xenc_jax.hf.pretrained import load_pretrained
+    from xenc_jax.sharding import make_mesh
+    from xenc_jax.train import data as D
+    from xenc_jax.train import step as S
+    pt = load_pretrained(reranker_dir, head=True)
+    enc = pair_encoder(reranker_dir, pt.tokenizer, pt.config, TRAIN_LENGTH)
+    groups = D.make_groups(D.read_examples(D.DataSource(path=data)), pt.tokenizer, TRAIN_LENGTH, encode_pairs=enc)
+    stream = D.BatchStream(groups, D.StreamConfig(batch_size=8, bucket_lengths=(TRAIN_LENGTH,),
+                                                  max_length=TRAIN_LENGTH, pad_token_id=pt.tokenizer.pad_token_id, seed=3))
+    import jax
+    want, want_losses, _ = _train(pt, stream, S.make_plan("dp", make_mesh(devices=jax.devices()[:1])), STEPS, SGD_LR)
+    remat = dataclasses.replace(pt, config=dataclasses.replace(pt.config, remat=True))
+    for strategy, mesh in (("dp", make_mesh(data=8)), ("fsdp", make_mesh(data=8)),
+                           ("fsdp_tp", make_mesh(data=2, model=4))):
+        got, losses, _ = _train(remat, stream, S.make_plan(strategy, mesh), STEPS, SGD_LR)
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+        moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(pt.params)))
+        print(f"causal training {strategy} (remat): max |param diff| vs 1 device {diff:.3g} (moved {moved:.3g}); "
+              f"losses {np.round(losses, 6).tolist()} vs {np.round(want_losses, 6).tolist()}")
+        if not diff <= SHARD_TOL or not moved > 1e-4:
+            failures.append(f"causal training {strategy}: diff {diff}, moved {moved}")
+        if not np.allclose(losses, want_losses, atol=SHARD_TOL):
+            failures.append(f"causal training {strategy}: losses differ")
+
+
+def _main(scorer_dir: str, st_dir: str, reranker_dir: str, data: str) -> int:
     sys.path.insert(0, str(REPO))
     import jax
 
@@ -137,6 +178,7 @@ def _main(scorer_dir: str, st_dir: str) -> int:
         check(f"bi-encoder {name}", got, want_emb, before, be.compile_count)
         if not np.array_equal(again, got):
             failures.append(f"bi-encoder {name}: second call differs")
+    _training(reranker_dir, data, failures)
     for f in failures:
         print("FAIL", f)
     if failures:
@@ -146,4 +188,4 @@ def _main(scorer_dir: str, st_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(*sys.argv[1:3]))
+    sys.exit(_main(*sys.argv[1:5]))
