@@ -5,8 +5,9 @@ import os
 from pathlib import Path
 
 # What a model repo needs to be used here; never *.py (we never execute code from a model repo).
-ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "vocab*", "merges*",
-                  "1_Pooling/*", "2_Dense/*", "*/config.json", "*/*.safetensors"]
+# Chat templates (decoder rerankers) live in chat_template.jinja since transformers 4.5x.
+ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "vocab*", "merges*", "*.jinja",
+                  "additional_chat_templates/*", "1_Pooling/*", "2_Dense/*", "*/config.json", "*/*.safetensors"]
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
