@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -215,3 +217,18 @@ def test_lm_head_runs_only_on_score_columns(models):
     jaxpr = jax.make_jaxpr(lambda p: mod.apply({"params": p}, jnp.asarray(ids), jnp.asarray(mask)))(pt.params)
     outs = [v.aval.shape for e in jaxpr.eqns if e.primitive.name == "dot_general" for v in e.outvars]
     assert outs and not any(s[-1] == pt.config.vocab_size for s in outs)
+
+
+def test_bf16_params_score_close_to_fp32(reranker):
+    """param_dtype="bfloat16" stores every param in bf16 (8 significant bits: each weight rounded
+    by up to 2^-9 relative). Through two layers and the head that moves a logit by a few of those
+    relative to the logits' scale; 2e-2 of the largest is ~10x that, the bf16 bound of
+    test_family_training, and far below wrong math (a dropped norm or bias moves scores by O(1))."""
+    path, _ = reranker("yes/no")
+    f32 = CrossEncoder(path / "st", max_length=96)
+    b16 = CrossEncoder(path / "st", max_length=96, param_dtype="bfloat16")
+    assert {x.dtype for x in jax.tree.leaves(b16.params)} == {jnp.dtype(jnp.bfloat16)}
+    want = f32.predict(PAIRS_ALL, activation_fn="identity")
+    got = b16.predict(PAIRS_ALL, activation_fn="identity")
+    assert got.dtype == np.float32
+    assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max(), (got, want)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -166,3 +168,15 @@ def test_save_then_sentence_transformers_loads_same_embeddings(packed, reference
     assert _max(st.encode(TEXTS), reference[0]) <= END_TOL
     ours = packed.encode(TEXTS, prompt_name="query")
     assert _max(BiEncoder(out).encode(TEXTS, prompt_name="query"), ours) == 0.0
+
+
+def test_bf16_params_embed_close_to_fp32(embedder, packed):
+    """param_dtype="bfloat16": the decoder's params in bf16 (2^-9 relative rounding each), the
+    embeddings still fp32 and unit-norm. 2e-2 on unit vectors: ~10x what bf16 weights move them
+    through two layers, far below a wrong pooling row (another token's state: O(1))."""
+    from xenc_jax.bi_encoder import BiEncoder
+    b16 = BiEncoder(embedder[0], param_dtype="bfloat16")
+    assert {x.dtype for x in jax.tree.leaves(b16.params["encoder"])} == {jnp.dtype(jnp.bfloat16)}
+    want, got = packed.encode(TEXTS), b16.encode(TEXTS)
+    assert got.dtype == np.float32
+    assert _max(got, want) <= 2e-2, _max(got, want)

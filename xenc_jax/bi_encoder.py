@@ -28,8 +28,8 @@ from .hf import st_folder
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
-from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, loading_on_host, progress,
-                        setup_sharding)
+from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, load_plan, loading_on_host,
+                        progress, setup_sharding)
 from .models import pooling as P
 from .models.pooling import DenseSpec  # noqa: F401  (re-exported: it used to live here)
 from .search import SCORE_FUNCTIONS, pairwise_similarity, similarity
@@ -67,7 +67,8 @@ class BiEncoder:
         its 1_Pooling config when given.
       max_seq_length: token limit; None = the folder's (sentence_bert_config.json, else the
         tokenizer's model_max_length capped by the position table, as ST).
-      dtype: compute dtype; params stay fp32. buckets: batching.BucketConfig (default
+      dtype: compute dtype. param_dtype: the encoder's params ("bfloat16" halves a large model's
+        memory; Dense weights stay fp32). buckets: batching.BucketConfig (default
         inference.default_buckets("texts"): packed rows, pooling per packed segment).
       compilation_cache: JAX persistent cache directory.
       mesh / sharding: run over several devices or processes, as CrossEncoder (None, "auto",
@@ -78,7 +79,7 @@ class BiEncoder:
                  max_seq_length: int | None = None, truncate_dim: int | None = None, dtype="float32",
                  buckets: BucketConfig | None = None, revision: str | None = None,
                  attention_impl: str | None = None, compilation_cache: str | None = None,
-                 mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE, param_dtype="float32"):
         enable_compilation_cache(compilation_cache)
         model_dir = resolve_model_dir(model_name_or_path, revision)
         self.model_dir = model_dir
@@ -88,8 +89,9 @@ class BiEncoder:
             self._read_model_config(mods.model_config)
         if pooling is not None:
             mods = mods.with_pooling(pooling, include_prompt=True)
-        with loading_on_host(mesh):  # sharded models are split from host memory
-            pt = load_pretrained(mods.encoder_dir, head=False, revision=revision)
+        with loading_on_host(mesh):  # with a mesh, each param goes straight into its sharding
+            pt = load_pretrained(mods.encoder_dir, head=False, revision=revision, param_dtype=as_dtype(param_dtype),
+                                 plan=load_plan(mesh, sharding))
         self.config, self.tokenizer = pt.config, pt.tokenizer
         self._dim = mods.output_dim(self.config.hidden_size)
         self.pooling_modes, self.include_prompt, self._ops = mods.pooling_modes, mods.include_prompt, mods.ops

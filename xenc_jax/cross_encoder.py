@@ -25,8 +25,8 @@ from .hf.causal_score import copy_st_files
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
-from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, loading_on_host, progress,
-                        setup_sharding)
+from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, load_plan, loading_on_host,
+                        progress, setup_sharding)
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 
@@ -104,15 +104,10 @@ class CrossEncoder:
         archs = raw.get("architectures") or []
         if num_labels is None and not any(a.endswith("ForSequenceClassification") for a in archs):
             num_labels = 1  # a bare encoder becomes a 1-label cross-encoder, as in ST
-        load_plan = None
-        if mesh is not None:   # each param goes straight into its sharding as it is read
-            from .sharding import ShardingPlan, resolve_mesh
-            resolved = resolve_mesh(mesh)
-            load_plan = None if resolved is None else ShardingPlan(resolved, sharding)
-        with loading_on_host(mesh):
+        with loading_on_host(mesh):   # with a mesh, each param goes straight into its sharding
             pt = load_pretrained(model_dir, head=True, num_labels=num_labels, revision=revision,
                                  ignore_config_keys=ignore_config_keys, seed=seed, param_dtype=as_dtype(param_dtype),
-                                 plan=load_plan)
+                                 plan=load_plan(mesh, sharding))
         self.model_dir, self.config, self.params, self.tokenizer = model_dir, pt.config, pt.params, pt.tokenizer
         self.dtype = as_dtype(dtype)
         limit = self.config.max_position_embeddings - self.config.position_offset

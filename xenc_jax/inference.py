@@ -269,6 +269,16 @@ def loading_on_host(mesh):
         yield
 
 
+def load_plan(mesh, strategy: str = "dp"):
+    """The ShardingPlan load_pretrained(plan=) puts each param into as it is read (a sharded
+    checkpoint never sits whole on the host or on one device), or None without a mesh."""
+    if mesh is None:
+        return None
+    from .sharding import ShardingPlan, resolve_mesh
+    resolved = resolve_mesh(mesh)
+    return None if resolved is None else ShardingPlan(resolved, strategy)
+
+
 def setup_sharding(module, params, buckets, mesh, strategy: str = "dp"):
     """-> (plan, params, param_shardings, buckets) for a model class taking `mesh=`.
 
