@@ -98,7 +98,8 @@ def test_train_lowers_loss_and_export_scores_alike_in_st(reranker, tmp_path):
 def test_preset_runs_on_real_triplets(reranker, tmp_path, data_dir):
     """configs/qwen3_reranker_msmarco.py as shipped (MNRL on real MS MARCO triplets, bf16, remat,
     fsdp), only the model swapped for the tiny reranker and the run cut to 2 steps: every
-    step's loss is finite and the export loads back as a causal reranker."""
+    step's loss is finite, the export loads back as a causal reranker, and a longer run resumes
+    from the orbax checkpoint of step 2 instead of starting again."""
     import dataclasses
     import json
 
@@ -107,7 +108,7 @@ def test_preset_runs_on_real_triplets(reranker, tmp_path, data_dir):
     path, _ = reranker
     cfg = dataclasses.replace(load_config("configs/qwen3_reranker_msmarco.py"), model=str(path), max_length=MAX_LENGTH,
                               bucket_lengths=(MAX_LENGTH,), max_steps=2, batch_size=4, output_dir=str(tmp_path),
-                              checkpoint_every=0, log_every=1, progress=False, async_checkpoint=False)
+                              checkpoint_every=2, log_every=1, progress=False, async_checkpoint=False)
     assert (cfg.loss, cfg.dtype, cfg.sharding, cfg.remat) == ("mnrl", "bfloat16", "fsdp", True)
     summary = train(cfg)
     rows = [json.loads(r) for r in (cfg.out_dir() / "metrics.jsonl").read_text().splitlines()]
@@ -115,3 +116,5 @@ def test_preset_runs_on_real_triplets(reranker, tmp_path, data_dir):
     assert summary["steps"] == 2 and len(losses) == 2 and np.isfinite(losses).all()
     ce = CrossEncoder(cfg.out_dir() / "final")
     assert ce.config.head_kind == "lm" and np.isfinite(ce.predict(PAIRS)).all()
+    more = train(dataclasses.replace(cfg, max_steps=3, resume_may_change=("max_steps",)))
+    assert (more["steps"], more["steps_run_now"]) == (3, 1), more
