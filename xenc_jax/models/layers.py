@@ -7,6 +7,7 @@ Logical axis names (resolved onto a device mesh by xenc_jax/sharding.py):
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -34,10 +35,12 @@ def constrain(x, axes):
     return nn.with_logical_constraint(x, axes)
 
 
+@functools.cache
 def layer_class(cls: type, remat: bool, deterministic_argnum: int) -> type:
     """`cls`, or `cls` rematerialised (cfg.remat): nn.remat keeps the same param scope names,
     so checkpoints and sharding rules do not change. `deterministic_argnum` is the position of
-    the layer's `deterministic` bool in __call__ (self is 0): a Python bool must be static."""
+    the layer's `deterministic` bool in __call__ (self is 0): a Python bool must be static.
+    Cached: families call it per layer, and nn.remat builds a new class each time."""
     return nn.remat(cls, static_argnums=(deterministic_argnum,)) if remat else cls
 
 
