@@ -22,6 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="xenc-tests-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The autotune (xenc_jax/autotune.py) is off for the suite: tests compare exact results of the
+# library's default layout, and a tuning cached in the user's home must not change them. The
+# autotune's own tests turn it on, with a cache file of their own.
+os.environ.setdefault("XENC_AUTOTUNE", "0")
+os.environ.setdefault("XENC_AUTOTUNE_CACHE", os.path.join(tempfile.mkdtemp(prefix="xenc-tests-autotune-"), "autotune.json"))
 
 
 def _missing(reason: str):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .atomic import atomic_dir
+from .autotune import Autotuned
 from .streaming import DEFAULT_CHUNK_SIZE, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
 from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_results, tokenize_texts, unique_encodings
 from .hf import st_folder
@@ -57,7 +58,7 @@ def _check_sentences(sentences) -> tuple[list[str], bool]:
     return [str(s) for s in items], False
 
 
-class BiEncoder:
+class BiEncoder(Autotuned):
     """Drop-in for `sentence_transformers.SentenceTransformer.encode` on JAX (text models).
 
     Args:
@@ -73,13 +74,18 @@ class BiEncoder:
       compilation_cache: JAX persistent cache directory.
       mesh / sharding: run over several devices or processes, as CrossEncoder (None, "auto",
         "data=4,model=2" or a Mesh; "dp" | "fsdp" | "tp" | "fsdp_tp"); same embeddings.
+      autotune: as CrossEncoder's (autotune.py): None uses a cached tuning for this CPU and tunes
+        in warmup() or before a call of >= 20000 texts, True tunes now, False keeps the defaults.
     """
+
+    _tune_kind = "texts"
 
     def __init__(self, model_name_or_path: str | os.PathLike = DEFAULT_MODEL, *, pooling=None,
                  max_seq_length: int | None = None, truncate_dim: int | None = None, dtype="float32",
                  buckets: BucketConfig | None = None, revision: str | None = None,
                  attention_impl: str | None = None, compilation_cache: str | None = None,
-                 mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE, param_dtype="float32"):
+                 mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE, param_dtype="float32",
+                 autotune: bool | None = None):
         enable_compilation_cache(compilation_cache)
         model_dir = resolve_model_dir(model_name_or_path, revision)
         self.model_dir = model_dir
@@ -115,11 +121,13 @@ class BiEncoder:
                        "dense": [{k: jnp.asarray(v) for k, v in p.items()} for p in mods.dense_params]}
         if attention_impl is None:
             attention_impl = default_attention_impl(mesh)
-        self._module = pt.module(dtype=self.dtype, attention_impl=attention_impl)
+        self._module_for = lambda dt: pt.module(dtype=dt, attention_impl=attention_impl)
+        self._module = self._module_for(self.dtype)
         self.plan, self.params, shardings, self.buckets = setup_sharding(
             self._module, self.params, self.buckets, mesh, sharding)
-        self._runner = BucketedRunner(self._embed, plan=self.plan, param_shardings=shardings)
+        self._runner = BucketedRunner(self._embedder(self._module), plan=self.plan, param_shardings=shardings)
         self.chunk_size = check_chunk_size(chunk_size)  # texts per chunk in encode / encode_stream
+        self._init_tuning(autotune, user_buckets=buckets is not None)
 
     # ---- reading an ST folder (hf/st_folder.py) ----
     def _read_model_config(self, cfg: dict) -> None:
@@ -128,11 +136,21 @@ class BiEncoder:
         self.default_prompt_name = cfg.get("default_prompt_name")
 
     # ---- the pure function ----
-    def _embed(self, params, a):
-        h = self._module.apply({"params": {"encoder": params["encoder"]}}, a["input_ids"], a["attention_mask"],
-                               a["token_type_ids"], a["position_ids"] + self.config.position_offset)
-        return P.sentence_head(self.pooling_modes, self._ops, params["dense"], h, a["attention_mask"],
-                               a["position_ids"], a["cls_positions"])  # [B, P, D]
+    def _embedder(self, module):
+        offset, modes, ops = self.config.position_offset, self.pooling_modes, self._ops
+
+        def embed(params, a):
+            h = module.apply({"params": {"encoder": params["encoder"]}}, a["input_ids"], a["attention_mask"],
+                             a["token_type_ids"], a["position_ids"] + offset)
+            return P.sentence_head(modes, ops, params["dense"], h, a["attention_mask"],
+                                   a["position_ids"], a["cls_positions"])  # [B, P, D]
+        return embed
+
+    def _runner_for(self, module) -> BucketedRunner:  # single device: autotune's candidates and its choice
+        return BucketedRunner(self._embedder(module))
+
+    def _tune_max_length(self) -> int:
+        return self.max_seq_length
 
     @property
     def compile_count(self) -> int:
@@ -150,7 +168,10 @@ class BiEncoder:
         return dataclasses.replace(self.buckets, batch_size=batch_size, tokens_per_batch=None)
 
     def warmup(self, batch_size: int | None = None) -> int:
-        """Compile every bucket shape now; returns the number of shapes."""
+        """Tune the layout for this machine if not done (see autotune=), then compile every bucket
+        shape now; returns the number of shapes."""
+        if batch_size is None and self._autotune:
+            self.autotune()
         cfg = self._bucket_config(batch_size)
         shapes = cfg.resolve(self.max_seq_length)
         self._runner.warmup(self.params, shapes, cfg.segments)
@@ -234,6 +255,8 @@ class BiEncoder:
         it = check_stream_input(sentences, "sentences", "'a text'")
         prompt = self._resolve_prompt(prompt, prompt_name)
         dim = truncate_dim if truncate_dim is not None else self.truncate_dim
+        if batch_size is None:
+            self._maybe_tune(sentences)
         cfg = self._bucket_config(batch_size)
         bar = progress(None, len(sentences) if hasattr(sentences, "__len__") else None, "Encoding",
                        show_progress_bar, "text")

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from .atomic import atomic_dir
+from .autotune import Autotuned
 from .batching import (BucketConfig, _as_sequence, copy_tokenizer, make_batches, scatter_results, tokenize_pairs,
                        unique_encodings)
 from .streaming import DEFAULT_CHUNK_SIZE, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
@@ -64,7 +65,7 @@ def _is_single_pair(pairs) -> bool:
             and all(isinstance(t, str) for t in pairs))
 
 
-class CrossEncoder:
+class CrossEncoder(Autotuned):
     """Drop-in for `sentence_transformers.CrossEncoder` on JAX.
 
     Args:
@@ -88,7 +89,14 @@ class CrossEncoder:
         (see the rules table in sharding.py).
       chunk_size: pairs per chunk in predict / predict_stream: each chunk is tokenized and
         bucketed while the device scores the previous one; host memory grows with it.
+      autotune: on CPU without a mesh and without `buckets`, the layout, stream count and (for
+        bf16) compute dtype are measured for this machine and model (autotune.py) and cached per
+        CPU: None (default) uses a cached result, and tunes in warmup() or before a call of
+        >= 20000 pairs; True tunes now (if not cached); False keeps the defaults. `self.tuning`
+        says what runs; XENC_AUTOTUNE=0 turns it off everywhere.
     """
+
+    _tune_kind = "pairs"
 
     def __init__(self, model_name_or_path: str | os.PathLike = DEFAULT_MODEL, num_labels: int | None = None,
                  max_length: int | None = None, activation_fn=None, *, dtype="float32",
@@ -97,7 +105,7 @@ class CrossEncoder:
                  attention_impl: str | None = None, compilation_cache: str | None = None,
                  mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE,
                  prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
-                 param_dtype="float32"):
+                 param_dtype="float32", autotune: bool | None = None):
         enable_compilation_cache(compilation_cache)
         model_dir = resolve_model_dir(model_name_or_path, revision)
         raw = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
@@ -131,17 +139,28 @@ class CrossEncoder:
         self.buckets = buckets or default_buckets("pairs")
         if attention_impl is None:
             attention_impl = default_attention_impl(mesh)
-        self._module = pt.module(dtype=self.dtype, attention_impl=attention_impl)
+        self._module_for = lambda dt: pt.module(dtype=dt, attention_impl=attention_impl)
+        self._module = self._module_for(self.dtype)
         self.plan, self.params, shardings, self.buckets = setup_sharding(
             self._module, self.params, self.buckets, mesh, sharding)
-        self._runner = BucketedRunner(self._score, plan=self.plan, param_shardings=shardings)
+        self._runner = BucketedRunner(self._scorer(self._module), plan=self.plan, param_shardings=shardings)
         self.chunk_size = check_chunk_size(chunk_size)
+        self._init_tuning(autotune, user_buckets=buckets is not None)
 
     # ---- the pure function ----
-    def _score(self, params, arrays):
-        a = arrays
-        return self._module.apply({"params": params}, a["input_ids"], a["attention_mask"], a["token_type_ids"],
-                                  a["position_ids"] + self.config.position_offset, a["cls_positions"])
+    def _scorer(self, module):
+        offset = self.config.position_offset
+
+        def score(params, a):
+            return module.apply({"params": params}, a["input_ids"], a["attention_mask"], a["token_type_ids"],
+                                a["position_ids"] + offset, a["cls_positions"])
+        return score
+
+    def _runner_for(self, module) -> BucketedRunner:  # single device: autotune's candidates and its choice
+        return BucketedRunner(self._scorer(module))
+
+    def _tune_max_length(self) -> int:
+        return self.max_length
 
     @property
     def num_labels(self) -> int:
@@ -158,7 +177,10 @@ class CrossEncoder:
         return dataclasses.replace(self.buckets, batch_size=int(batch_size), tokens_per_batch=None)
 
     def warmup(self, batch_size: int | None = None) -> int:
-        """Compile every bucket shape now; returns the number of shapes."""
+        """Tune the layout for this machine if not done (see autotune=), then compile every bucket
+        shape now; returns the number of shapes."""
+        if batch_size is None and self._autotune:
+            self.autotune()
         cfg = self._bucket_config(batch_size)
         shapes = cfg.resolve(self.max_length)
         self._runner.warmup(self.params, shapes, cfg.segments)
@@ -205,6 +227,8 @@ class CrossEncoder:
         tokenized and bucketed in a background thread while the device scores this one. `stats`
         (a dict) gets "host_wait_s": how long scoring waited for the host's next chunk."""
         it = check_stream_input(pairs, "pairs", "(query, passage)")
+        if batch_size is None:
+            self._maybe_tune(pairs)
         cfg = self._bucket_config(batch_size)
         prompt = self._resolve_prompt(prompt, prompt_name)
         bar = progress(None, len(pairs) if hasattr(pairs, "__len__") else None, "Scoring", show_progress_bar, "pair")

@@ -83,10 +83,15 @@ def _cpu_key() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def user_cache_root() -> str:
+    """$XDG_CACHE_HOME (or ~/.cache)/xenc_jax: compiled programs and autotune results."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "xenc_jax")
+
+
 def default_compilation_cache() -> str:
     """The CLI's cache directory: $XDG_CACHE_HOME (or ~/.cache)/xenc_jax/jax-<version>-<cpu>."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "xenc_jax", f"jax-{jax.__version__}-{jax.default_backend()}-{_cpu_key()}")
+    return os.path.join(user_cache_root(), f"jax-{jax.__version__}-{jax.default_backend()}-{_cpu_key()}")
 
 
 def cli_compilation_cache() -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -164,8 +165,41 @@ def job_identity(args, model, what: str, settings: dict) -> dict:
             "settings": {**settings, "max_length": getattr(args, "max_length", None),
                          "max_seq_length": getattr(args, "max_seq_length", None), "batch_size": args.batch_size,
                          "dtype": args.dtype, "pack": args.pack, "chunk_size": model.chunk_size,
-                         "output_format": args.output_format},
+                         "output_format": args.output_format, "layout": layout(model)},
             "versions": {"xenc_jax": getattr(xenc_jax, "__version__", "?"), "jax": jax.__version__}}
+
+
+def layout(model) -> dict:
+    """What decides which inputs share a batch row and how it is computed: a rerun must score
+    the remaining parts the same way, or their last bits could differ (the stream count does not
+    change results)."""
+    b = model.buckets
+    return {"pack": b.pack, "pack_length": b.pack_length, "tokens_per_batch": b.tokens_per_batch,
+            "compute_dtype": str(model.dtype)}
+
+
+TUNE_INPUT_BYTES = 8 << 20  # ~20k MS MARCO pairs: tuning (~10-20 s, once per machine) pays for itself
+
+
+def choose_layout(args, model) -> None:
+    """Before a streamed job: resume with the layout its finished parts were scored with (from
+    their manifest), or tune for this machine when the input is large (autotune.py)."""
+    if not getattr(model, "_autotune", False):
+        return
+    from ..autotune import Choice, Tuning
+    from .jobs import MANIFEST
+    out = Path(args.output) if args.output not in (None, "-") else None
+    manifest = out.with_name(out.name + ".parts") / MANIFEST if out is not None else None
+    if manifest is not None and manifest.is_file() and not getattr(args, "overwrite", False):
+        try:
+            old = json.loads(manifest.read_text(encoding="utf-8"))["settings"]["layout"]
+            model._apply_tuning(Tuning(Choice(old["pack_length"], old["tokens_per_batch"], model._runner.streams,
+                                              old["compute_dtype"]), "resumed", model.tuning.key))
+            return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not a layout we wrote: the manifest check reports the difference
+    if args.input not in (None, "-") and os.path.getsize(args.input) >= TUNE_INPUT_BYTES:
+        model.autotune()
 
 
 def stream_job(args, model, make_source, counter, *, what: str, settings: dict, score, run=None) -> int:
@@ -198,6 +232,7 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
                              what="opening the output parts")
         done = job.done
     elif not to_stdout:
+        choose_layout(args, model)
         if args.input in (None, "-"):  # stdin cannot be read again: parts of this run only
             import uuid
             job = PartsJob(args.output, {"job": what, "input": "stdin", "run": uuid.uuid4().hex}, ext, overwrite=True)
@@ -252,9 +287,18 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
     scored = n - skipped
     print(f"xenc {what}: {n} in {seconds:.1f}s ({scored / max(seconds, 1e-9):.0f} {what}/s scored now"
           f"{f', {skipped} from finished parts' if skipped else ''}, {model.compile_count} compiles; "
-          f"streaming {t_scoring:.1f}s{wait})"
+          f"streaming {t_scoring:.1f}s{wait}; {layout_line(model)})"
           f"{'' if to_stdout else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
     return 0
+
+
+def layout_line(model) -> str:
+    t = getattr(model, "tuning", None)
+    if t is None:
+        return "layout: library default"
+    c = t.choice
+    return (f"layout: rows of {c.pack_length} x {c.tokens_per_batch} tokens, {c.streams} stream(s), "
+            f"{c.compute_dtype} compute ({'autotune: ' + t.source if t.source != 'default' else 'default'})")
 
 
 def _finish_multi(args, job, assemble, run, model, what, mine, skipped, seconds) -> int:

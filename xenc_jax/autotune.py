@@ -1,0 +1,337 @@
+"""Choose the CPU layout (packed row length, tokens per batch), the stream count and, for a
+bfloat16 model, the compute dtype by measuring a handful of candidates on this machine.
+
+Why measure instead of rules keyed on CPU flags: the defaults of inference.default_buckets came
+from sweeps on one AMD EPYC, and the same flags do not predict the same speed. On a 2-core
+Intel Xeon with AVX-512 BF16 and VNNI, XLA:CPU's bf16 dots ran no faster than fp32 and the
+model in bf16 at 0.93x of sentence-transformers, slower than our own fp32; on an AMD EPYC with
+the same AVX-512 BF16 flag bf16 is ~1.5x our fp32, and on an AVX2-only Zen 3 (no bf16
+instructions at all) it was faster too. Whether XLA's kernels reach a fast path depends on
+the CPU, its cache sizes and XLA's version together, so the tuner times the real model on
+synthetic batches of each candidate shape (~1 compile and well under a second of scoring
+each) and keeps the fastest. A candidate must beat the library default by MARGIN to replace
+it, so noise on a shared machine does not flip the choice.
+
+The result is cached per CPU (model name and flags), jax version and model shape in the user
+cache directory ($XENC_AUTOTUNE_CACHE, default ~/.cache/xenc_jax/autotune.json), so the tuning
+runs once per machine and model shape. XENC_AUTOTUNE=0 turns tuning and the cache off
+(library defaults). `CrossEncoder.tuning` / `BiEncoder.tuning` and `xenc tune` show what was
+chosen and the measurements behind it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from typing import Callable
+
+import jax
+import numpy as np
+
+from .batching import BucketConfig, Encoding, make_batches
+
+log = logging.getLogger(__name__)
+
+# (pack_length, tokens_per_batch) candidates per kind: the measured default first. Longer rows
+# and bigger batches suit CPUs with large caches; 192 / 1024 suited a 32 MiB-L3 EPYC.
+LAYOUTS = {"pairs": ((192, 1024), (192, 2048), (256, 2048), (192, 4096)),
+           "texts": ((128, 1024), (128, 2048), (256, 2048), (128, 4096))}
+MARGIN = 0.05          # a candidate replaces the default only when this much faster
+BF16_MARGIN = 0.03     # bf16 compute is replaced by fp32 only when fp32 is this much faster
+MEASURE_S = 0.25       # seconds of scoring per measurement (at least 2 batches)
+ROUNDS = 2             # each candidate measured this many times, interleaved; best counts
+_LOCK = threading.Lock()
+_WARNED: set = set()
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    pack_length: int
+    tokens_per_batch: int
+    streams: int
+    compute_dtype: str          # what runs: "float32" or "bfloat16"
+
+    def buckets(self, base: BucketConfig) -> BucketConfig:
+        return dataclasses.replace(base, pack=True, pack_length=self.pack_length,
+                                   tokens_per_batch=self.tokens_per_batch, batch_size=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    choice: Choice
+    source: str                 # "measured", "cache", or "default" (tuning off or not run)
+    key: str
+    measurements: tuple = ()    # (description, pairs or texts per second) per candidate
+
+    def describe(self) -> str:
+        c = self.choice
+        head = (f"autotune ({self.source}): rows of {c.pack_length} tokens, {c.tokens_per_batch} tokens per batch, "
+                f"{c.streams} stream{'s' if c.streams > 1 else ''}, {c.compute_dtype} compute")
+        return head + "".join(f"\n  {d}: {r:.1f}/s" for d, r in self.measurements)
+
+
+def enabled() -> bool:
+    return os.environ.get("XENC_AUTOTUNE", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def cache_path() -> str:
+    from .inference import user_cache_root
+    return os.environ.get("XENC_AUTOTUNE_CACHE") or os.path.join(user_cache_root(), "autotune.json")
+
+
+def cpu_model() -> tuple[str, str]:
+    """(CPU model name, the flags that decide XLA:CPU's and PyTorch's dot paths)."""
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni", "asimd", "bf16", "sve")
+            if f in flags]
+    import platform
+    return name or platform.processor() or platform.machine(), "/".join(keep)
+
+
+def bf16_dot_feature() -> str | None:
+    """The CPU feature a native bf16 dot would use, or None when the CPU has none."""
+    flags = cpu_model()[1].split("/")
+    for f in ("amx_bf16", "avx512_bf16", "bf16"):
+        if f in flags:
+            return f
+    return None
+
+
+def default_choice(kind: str, dtype: str, streams: int) -> Choice:
+    pack, tpb = LAYOUTS[kind][0]
+    return Choice(pack, tpb, streams, dtype)
+
+
+def tuning_key(kind: str, config, dtype: str, max_length: int, extra: str = "") -> str:
+    from .inference import _cpu_key
+    shape = (f"{config.family} h{config.hidden_size} l{config.num_layers} a{config.num_heads} "
+             f"i{config.intermediate_size} e{config.embedding_size}")
+    return f"{kind}|{shape}|{dtype}|max{max_length}|{extra}|jax {jax.__version__}|cpu {_cpu_key()}"
+
+
+def _read_cache() -> dict:
+    try:
+        with open(cache_path(), encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # absent or damaged: tune again (the cache only ever saves time)
+
+
+def cached(key: str) -> Tuning | None:
+    if not enabled():
+        return None
+    entry = _read_cache().get(key)
+    try:
+        choice = Choice(**entry["choice"])
+        return Tuning(choice, "cache", key, tuple(tuple(m) for m in entry.get("measurements", ())))
+    except (TypeError, KeyError):
+        return None
+
+
+def _store(t: Tuning) -> None:
+    from .atomic import atomic_file
+    path = cache_path()
+    with _LOCK:
+        data = _read_cache()
+        data[t.key] = {"choice": dataclasses.asdict(t.choice), "measurements": [list(m) for m in t.measurements],
+                       "cpu": " ".join(cpu_model()), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            with atomic_file(path, "w") as f:
+                json.dump(data, f, indent=1, sort_keys=True)
+        except OSError as e:  # a read-only home: the tuning still applies to this process
+            log.warning("could not write the autotune cache %s (%s)", path, e)
+
+
+def synthetic_encodings(kind: str, vocab_size: int, n: int = 512, seed: int = 0,
+                        max_length: int = 512) -> list[Encoding]:
+    """Token sequences of MS MARCO-like lengths (median ~80 tokens for pairs, ~48 for texts),
+    all short enough to pack, with random ids: speed does not depend on which ids."""
+    rng = np.random.default_rng(seed)
+    median = 80 if kind == "pairs" else 48
+    lens = np.clip(rng.lognormal(np.log(median), 0.45, n).astype(int), 4, min(120, max_length // 2))
+    lo = min(1000, vocab_size // 2)
+    return [Encoding(rng.integers(lo, vocab_size, k).astype(np.int32),
+                     (np.arange(k) >= k // 3).astype(np.int32) if kind == "pairs" else np.zeros(k, np.int32))
+            for k in lens]
+
+
+def _rate(runner, params, batches: list, per_batch: int) -> float:
+    """Examples per second over >= MEASURE_S seconds (and >= 2 batches) of runner.run."""
+    done, t0 = 0, time.perf_counter()
+    while True:
+        runner.run(params, batches, show_progress=False)
+        done += len(batches)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= MEASURE_S:
+            return done * per_batch / elapsed
+
+
+def tune(kind: str, key: str, *, make_runner: Callable[[str], object], params, base: BucketConfig,
+         max_length: int, vocab_size: int, pad_id: int, dtype: str, streams: int) -> Tuning:
+    """Measure the LAYOUTS candidates (and 1 vs `streams` streams, and fp32 against a requested
+    bf16) with the real model and keep the fastest; cached under `key`.
+
+    make_runner(compute_dtype) -> a fresh BucketedRunner of the model in that compute dtype.
+    """
+    encodings = synthetic_encodings(kind, vocab_size, max_length=max_length)
+    runners = {dtype: make_runner(dtype)}
+    sets, seen = {}, set()
+    for pack, tpb in LAYOUTS[kind]:
+        cfg = Choice(pack, tpb, streams, dtype).buckets(base)
+        all_batches = make_batches(encodings, cfg, max_length, pad_id)
+        shapes = [b.shape for b in all_batches]
+        main = max(set(shapes), key=shapes.count)  # the full packed rows' shape
+        batches = [b for b in all_batches if b.shape == main]
+        if len(batches) < 2 or main in seen:  # max_length < pack_length: the same layout twice
+            continue
+        seen.add(main)
+        per_batch = sum(b.num_examples for b in batches) / len(batches)
+        # ~4096 tokens (>= 2 batches, one per stream) per pass: a pass of a MiniLM-sized model is
+        # ~0.4 s on 2 cores, so the whole tuning is ~10 s, most of it the candidates' compiles
+        sets[(pack, tpb)] = (batches[:max(2, -(-4096 // tpb))], per_batch)
+
+    warm = set()
+
+    def measure(c: Choice) -> float:
+        if c.compute_dtype not in runners:
+            runners[c.compute_dtype] = make_runner(c.compute_dtype)
+        runner = runners[c.compute_dtype]
+        runner.streams = c.streams
+        batches, per_batch = sets[(c.pack_length, c.tokens_per_batch)]
+        if (shape := (c.compute_dtype, c.pack_length, c.tokens_per_batch)) not in warm:
+            runner.run(params, batches[:1], show_progress=False)  # compile (and warm) this shape first
+            warm.add(shape)
+        return _rate(runner, params, batches, per_batch)
+
+    def describe(c: Choice) -> str:
+        return f"rows {c.pack_length} x {c.tokens_per_batch} tokens, {c.streams} stream(s), {c.compute_dtype}"
+
+    default = default_choice(kind, dtype, streams)
+    layouts = [Choice(p, t, streams, dtype) for p, t in LAYOUTS[kind] if (p, t) in sets]
+    if not layouts:  # too few tokens fit any layout (a tiny max_length): keep the defaults
+        return Tuning(default, "measured", key)
+    rates: dict[Choice, float] = {}
+    for _ in range(ROUNDS):
+        for c in layouts:
+            rates[c] = max(rates.get(c, 0.0), measure(c))
+    best = _pick(rates, default if default in rates else layouts[0], MARGIN)
+    # streams: the stream count only changes how batches are issued, no compile
+    if streams > 1:
+        one = dataclasses.replace(best, streams=1)
+        for _ in range(ROUNDS):
+            rates[one] = max(rates.get(one, 0.0), measure(one))
+            rates[best] = max(rates[best], measure(best))
+        best = _pick({best: rates[best], one: rates[one]}, best, MARGIN)
+    if dtype == "bfloat16":
+        f32 = dataclasses.replace(best, compute_dtype="float32")
+        for _ in range(ROUNDS):
+            rates[f32] = max(rates.get(f32, 0.0), measure(f32))
+            rates[best] = max(rates[best], measure(best))
+        best = _pick({best: rates[best], f32: rates[f32]}, best, BF16_MARGIN)
+    t = Tuning(best, "measured", key, tuple((describe(c), round(r, 2)) for c, r in rates.items()))
+    if enabled():
+        _store(t)
+    return t
+
+
+def _pick(rates: dict, incumbent, margin: float):
+    best = max(rates, key=rates.get)
+    return best if rates[best] > rates[incumbent] * (1 + margin) else incumbent
+
+
+def warn_if_fallback(t: Tuning, requested: str) -> None:
+    """Say once per process and model shape when a requested bf16 runs in fp32, and why."""
+    if requested != "bfloat16" or t.choice.compute_dtype == "bfloat16" or t.key in _WARNED:
+        return
+    _WARNED.add(t.key)
+    name, flags = cpu_model()
+    feature = bf16_dot_feature()
+    why = (f"it has {feature}, but XLA:CPU's bfloat16 dots were not faster than float32 here" if feature else
+           "it has no bfloat16 dot instructions (avx512_bf16 / amx_bf16)")
+    warnings.warn(f"dtype='bfloat16' runs in float32 on this CPU ({name}): {why}, so float32 is the faster "
+                  "path (scores are also closer to the reference). Measured by the autotune "
+                  f"({cache_path()}); XENC_AUTOTUNE=0 keeps bfloat16 compute.", RuntimeWarning, stacklevel=3)
+
+
+AUTOTUNE_MIN_EXAMPLES = 20000  # a call this large tunes first (once per machine): ~10 s against minutes
+
+
+class Autotuned:
+    """What CrossEncoder and BiEncoder share: the tuning state, applying a Tuning, and when to tune.
+
+    The class provides: `_tune_kind` ("pairs" | "texts"), `config`, `params`, `buckets`, `plan`,
+    `dtype`, `tokenizer`, `_tune_max_length()`, `_module_for(dtype)` and `_runner_for(module)`.
+    """
+
+    def _init_tuning(self, mode, user_buckets: bool) -> None:
+        if mode not in (None, True, False):
+            raise ValueError(f"autotune must be None (use a cached tuning; tune in warmup() and on calls of "
+                             f">= {AUTOTUNE_MIN_EXAMPLES} inputs), True (tune now) or False, got {mode!r}")
+        self._tune_lock = threading.Lock()
+        self._requested_dtype = jax.numpy.dtype(self.dtype).name
+        self._autotune = (mode is not False and enabled() and not user_buckets and self.plan is None
+                          and jax.default_backend() == "cpu")
+        self._tune_key = tuning_key(self._tune_kind, self.config, self._requested_dtype, self._tune_max_length())
+        b = self.buckets
+        self.tuning = Tuning(Choice(b.pack_length or 0, b.tokens_per_batch or 0, self._runner.streams,
+                                    self._requested_dtype), "default", self._tune_key)
+        found = cached(self._tune_key) if self._autotune else None
+        if found is not None:
+            self._apply_tuning(found)
+        elif self._autotune and mode is True:
+            self.autotune()
+
+    def autotune(self, force: bool = False) -> Tuning:
+        """Measure the layout, stream and (for bf16) compute-dtype candidates on this machine with
+        this model, apply the fastest, and cache it (autotune.py). Without `force` a cached or
+        earlier result is reused. Returns the Tuning (also `self.tuning`)."""
+        if self.plan is not None or jax.default_backend() != "cpu":
+            raise ValueError("autotune tunes the single-device CPU path; with a mesh or on an accelerator the "
+                             "defaults (large batches) apply")
+        with self._tune_lock:
+            if not force and self.tuning.source != "default":
+                return self.tuning
+            if not force and (found := cached(self._tune_key)) is not None:
+                self._apply_tuning(found)
+                return found
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            t = tune(self._tune_kind, self._tune_key, make_runner=lambda dt: self._runner_for(self._module_for(dt)),
+                     params=self.params, base=self.buckets, max_length=self._tune_max_length(),
+                     vocab_size=self.config.vocab_size, pad_id=int(pad), dtype=self._requested_dtype,
+                     streams=max(2, self._runner.streams))
+            log.info("%s", t.describe())
+            self._apply_tuning(t)
+            return t
+
+    def _maybe_tune(self, items) -> None:
+        """Tune before a large call (known length >= AUTOTUNE_MIN_EXAMPLES) when no tuning exists yet."""
+        if (self._autotune and self.tuning.source == "default" and hasattr(items, "__len__")
+                and len(items) >= AUTOTUNE_MIN_EXAMPLES):
+            self.autotune()
+
+    def _apply_tuning(self, t: Tuning) -> None:
+        c = t.choice
+        self.buckets = c.buckets(self.buckets)
+        if c.compute_dtype != jax.numpy.dtype(self.dtype).name:
+            self.dtype = jax.numpy.dtype(c.compute_dtype)
+            self._module = self._module_for(self.dtype)
+            self._runner = self._runner_for(self._module)
+        self._runner.streams = c.streams
+        self.tuning = t
+        warn_if_fallback(t, self._requested_dtype)
