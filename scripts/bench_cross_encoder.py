@@ -4,12 +4,15 @@ one process, medians over repeats.
     python scripts/bench_cross_encoder.py --pairs 2000 --repeats 3
     python scripts/bench_cross_encoder.py --variants fp32,bf16,fp32-pack,bf16-pack --st-dtype float16   # GPU
     python scripts/bench_cross_encoder.py --family modernbert --pairs 300    # base-shaped random model
+    python scripts/bench_cross_encoder.py --sizes 200,1000,5000 --max-lengths 256,512 --variants fp32,bf16
 
 Pairs are real MS MARCO queries x passages (../shared/data/msmarco-dl19-subset, or
 $XENC_DATA_DIR). The model defaults to all-MiniLM-L6-v2's real encoder with a seeded 1-label
 head (saved as BertForSequenceClassification); any local cross-encoder directory works.
 Reports pairs/s, the ratio to ST, compile count, real vs padded tokens, and achieved GFLOP/s on
-real tokens against a measured fp32 matmul peak of this machine.
+real tokens against a measured fp32 matmul peak of this machine. Every table row names the
+machine (CPU model, the flags that matter, cores, jax and torch versions). Without layout
+flags ours runs as a user's would: autotuned for this CPU (cached), the tuning time reported.
 """
 from __future__ import annotations
 
@@ -101,6 +104,9 @@ def main() -> None:
     p.add_argument("--pack-length", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--skip-st", action="store_true")
+    p.add_argument("--sizes", default=None, help="comma list of workload sizes, e.g. 200,1000,5000 (default: --pairs)")
+    p.add_argument("--max-lengths", default=None, help="comma list, e.g. 256,512 (default: --max-length)")
+    p.add_argument("--no-autotune", action="store_true", help="the library defaults, not this CPU's tuning")
     args = p.parse_args()
 
     import jax
@@ -119,7 +125,6 @@ def main() -> None:
         model_dir = make_base_shaped(args.family, Path(tmp) / args.family)
     else:
         model_dir = Path(args.model) if args.model else default_model(Path(tmp) / "model")
-    pairs = load_pairs(Path(args.data_dir), args.pairs, seed=0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -127,52 +132,80 @@ def main() -> None:
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_description()}  "
           f"jax {jax.__version__} ({jax.devices()[0].platform})  torch {torch.__version__} ({device})  "
           f"transformers {transformers.__version__}  sentence-transformers {sentence_transformers.__version__}")
-    print(f"# model {model_dir}  pairs {len(pairs)}  repeats {args.repeats} (median)")
+    print(f"# model {model_dir}  repeats {args.repeats} (median; one fewer above 2000 pairs)")
     peak = matmul_peak_gflops()
     print(f"# measured fp32 matmul peak (jax, 2048^3): {peak:.1f} GFLOP/s")
 
-    results, ref_scores = {}, None
-    if not args.skip_st:
-        from sentence_transformers import CrossEncoder as STCrossEncoder
-        st = STCrossEncoder(str(model_dir), device=device, max_length=args.max_length,
-                            model_kwargs={"dtype": getattr(torch, args.st_dtype)})
-        st.predict(pairs[:64], batch_size=args.st_batch_size)  # warm-up
-        wall, cpu, ref_scores = timed_run(lambda: st.predict(pairs, batch_size=args.st_batch_size), args.repeats)
-        results["st"], results["st_cpu"] = wall, cpu
-        print(f"sentence-transformers {args.st_dtype:8s} batch {args.st_batch_size:4d}: "
-              f"{len(pairs) / wall:8.1f} pairs/s  ({wall:.2f} s wall, {cpu:.2f} s CPU)")
-
-    for variant in args.variants.split(","):
-        dtype = "bfloat16" if variant.startswith("bf16") else "float32"
-        kw = {}  # start from the library's default layout for this backend
-        if variant.endswith(("-pack", "-nopack")):
-            kw["pack"] = variant.endswith("-pack")
-        if args.tokens_per_batch:
-            kw["tokens_per_batch"] = args.tokens_per_batch
-        if args.lengths:
-            kw["lengths"] = tuple(int(x) for x in args.lengths.split(","))
-        if args.pack_length:
-            kw["pack_length"] = args.pack_length
-        buckets = dataclasses.replace(default_buckets("pairs"), **kw)
-        ce = CrossEncoder(model_dir, dtype=dtype, buckets=buckets, max_length=args.max_length)
-        t0 = time.perf_counter()
-        ce.predict(pairs)  # first call: includes compiles
-        first = time.perf_counter() - t0
-        med, cpu, scores = timed_run(lambda: ce.predict(pairs), args.repeats)
-        enc = tokenize_pairs(ce.tokenizer, pairs, ce.max_length)
-        batches = make_batches(enc, buckets, ce.max_length, ce.tokenizer.pad_token_id)
-        lengths = np.array([len(e) for e in enc])
-        real, padded = sum(b.real_tokens for b in batches), sum(b.padded_tokens for b in batches)
-        gflops = real_flops(ce.config, lengths) / med / 1e9
-        line = (f"xenc_jax {variant:10s}: {len(pairs) / med:8.1f} pairs/s  ({med:.2f} s wall, {cpu:.2f} s CPU, "
-                f"first call {first:.2f} s)  "
-                f"compiles {ce.compile_count}  tokens real/padded {real}/{padded} ({real / padded:.0%})  "
-                f"{gflops:.1f} GFLOP/s model-equivalent on real tokens ({gflops / peak:.0%} of fp32 peak)")
-        if "st" in results:
-            line += (f"  ratio {results['st'] / med:.2f}x wall, {results['st_cpu'] / cpu:.2f}x CPU"
-                     f"  max|diff| vs ST {np.abs(scores - ref_scores).max():.1e}")
-        print(line)
-
+    machine = (f"{cpu_description()}; jax {jax.__version__}, torch {torch.__version__}")
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [args.pairs]
+    max_lengths = ([int(x) for x in args.max_lengths.split(",")] if args.max_lengths else [args.max_length])
+    all_pairs = load_pairs(Path(args.data_dir), max(sizes), seed=0)
+    table = []
+    for max_length in max_lengths:
+        st = None
+        if not args.skip_st:
+            from sentence_transformers import CrossEncoder as STCrossEncoder
+            st = STCrossEncoder(str(model_dir), device=device, max_length=max_length,
+                                model_kwargs={"dtype": getattr(torch, args.st_dtype)})
+            st.predict(all_pairs[:64], batch_size=args.st_batch_size)  # warm-up
+        models = {}
+        for variant in args.variants.split(","):
+            dtype = "bfloat16" if variant.startswith("bf16") else "float32"
+            kw = {}  # start from the library's default layout for this backend
+            if variant.endswith(("-pack", "-nopack")):
+                kw["pack"] = variant.endswith("-pack")
+            if args.tokens_per_batch:
+                kw["tokens_per_batch"] = args.tokens_per_batch
+            if args.lengths:
+                kw["lengths"] = tuple(int(x) for x in args.lengths.split(","))
+            if args.pack_length:
+                kw["pack_length"] = args.pack_length
+            # no flags: the library's own choice (autotune.py: measured for this CPU, cached)
+            buckets = dataclasses.replace(default_buckets("pairs"), **kw) if kw else None
+            ce = CrossEncoder(model_dir, dtype=dtype, buckets=buckets, max_length=max_length)
+            t0 = time.perf_counter()
+            if buckets is None and not args.no_autotune:
+                ce.autotune()
+            tune_s = time.perf_counter() - t0
+            models[variant] = (ce, tune_s)
+        for n in sizes:
+            pairs = all_pairs[:n]
+            repeats = args.repeats if n <= 2000 else max(1, args.repeats - 1)
+            results, ref_scores = {}, None
+            if st is not None:
+                wall, cpu, ref_scores = timed_run(lambda: st.predict(pairs, batch_size=args.st_batch_size), repeats)
+                results["st"], results["st_cpu"] = wall, cpu
+                print(f"[max_length {max_length}, {n} pairs] sentence-transformers {args.st_dtype:8s} batch "
+                      f"{args.st_batch_size:4d}: {n / wall:8.1f} pairs/s  ({wall:.2f} s wall, {cpu:.2f} s CPU)",
+                      flush=True)
+            for variant, (ce, tune_s) in models.items():
+                t0 = time.perf_counter()
+                ce.predict(pairs)  # first call of this size: includes the compiles of new shapes
+                first = time.perf_counter() - t0
+                med, cpu, scores = timed_run(lambda: ce.predict(pairs), repeats)
+                enc = tokenize_pairs(ce.tokenizer, pairs, ce.max_length)
+                batches = make_batches(enc, ce.buckets, ce.max_length, ce.tokenizer.pad_token_id)
+                lengths = np.array([len(e) for e in enc])
+                real, padded = sum(b.real_tokens for b in batches), sum(b.padded_tokens for b in batches)
+                gflops = real_flops(ce.config, lengths) / med / 1e9
+                c = ce.tuning.choice
+                line = (f"[max_length {max_length}, {n} pairs] xenc_jax {variant:10s}: {n / med:8.1f} pairs/s  "
+                        f"({med:.2f} s wall, {cpu:.2f} s CPU, first call {first:.2f} s)  "
+                        f"compiles {ce.compile_count}  tokens real/padded {real}/{padded} ({real / padded:.0%})  "
+                        f"{gflops:.1f} GFLOP/s ({gflops / peak:.0%} of fp32 peak)  layout {c.pack_length}x"
+                        f"{c.tokens_per_batch}/{c.streams} {c.compute_dtype} ({ce.tuning.source}, {tune_s:.1f} s)")
+                ratio = diff = None
+                if "st" in results:
+                    ratio, diff = results["st"] / med, float(np.abs(scores - ref_scores).max())
+                    line += (f"  ratio {ratio:.2f}x wall, {results['st_cpu'] / cpu:.2f}x CPU  max|diff| vs ST {diff:.1e}")
+                print(line, flush=True)
+                table.append((max_length, n, variant, n / results["st"] if "st" in results else None, n / med,
+                              ratio, diff, f"{c.pack_length}x{c.tokens_per_batch}/{c.streams} {c.compute_dtype}"))
+    print(f"\n| machine | max_length | pairs | variant | ST pairs/s | ours pairs/s | ratio | max abs diff vs ST | layout |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for ml, n, v, stp, ours, ratio, diff, lay in table:
+        print(f"| {machine} | {ml} | {n} | {v} | {'-' if stp is None else f'{stp:.1f}'} | {ours:.1f} | "
+              f"{'-' if ratio is None else f'{ratio:.2f}x'} | {'-' if diff is None else f'{diff:.1e}'} | {lay} |")
 
 if __name__ == "__main__":
     main()

@@ -86,7 +86,7 @@ def main() -> None:
             rows["xenc_jax, empty cache"].append(child("xenc", model, pairs_file, env))
             rows["xenc_jax, warm cache"].append(child("xenc", model, pairs_file, env))
             ref = st["scores"]
-        print("| library | import s | load s | first predict s | total s | compiles | max abs diff vs ST |")
+        print("| library | import s | load s | first predict s | total s | shapes traced | max abs diff vs ST |")
         print("|---|---|---|---|---|---|---|")
         for name, rs in rows.items():
             med = {k: statistics.median(r[k] for r in rs) for k in ("import_s", "load_s", "first_predict_s")}

@@ -77,6 +77,25 @@ def tokenizer_rate(model_dir: Path, pairs, max_length: int) -> float:
     return len(pairs) / (time.perf_counter() - t)
 
 
+def device_rate(model_dir: Path, pairs, repeats: int = 2) -> float:
+    """Pairs/s of the model alone on pre-tokenized, pre-built batches (the library's layout):
+    on a CPU the "device" is the same cores the tokenizer uses, so a stream cannot beat
+    1 / (1/tokenizer + 1/device) there; on an accelerator the two run side by side."""
+    from xenc_jax.batching import make_batches, unique_encodings
+    from xenc_jax.cross_encoder import CrossEncoder
+    ce = CrossEncoder(str(model_dir))
+    ce.autotune()
+    enc, _ = unique_encodings(ce.encode_pairs(pairs, None, 0))
+    batches = make_batches(enc, ce.buckets, ce.max_length, ce.tokenizer.pad_token_id or 0)
+    ce._runner.run(ce.params, batches[:50], show_progress=False)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        ce._runner.run(ce.params, batches, show_progress=False)
+        times.append(time.perf_counter() - t)
+    return len(enc) / float(np.median(times))
+
+
 def cli_run(tsv: Path, model_dir: Path, out: Path, env: dict) -> dict:
     script = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stderr=subprocess.PIPE, text=True); "
               "sys.stderr.write(r.stderr); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); "
@@ -100,6 +119,7 @@ def cli_run(tsv: Path, model_dir: Path, out: Path, env: dict) -> dict:
 def predict_rate(model_dir: Path, pairs, repeats: int = 2) -> float:
     from xenc_jax.cross_encoder import CrossEncoder
     ce = CrossEncoder(str(model_dir))
+    ce.autotune()
     ce.predict(pairs[:2000])  # compile the buckets
     best = []
     for _ in range(repeats):
@@ -119,6 +139,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        # one autotune cache for this run: predict / the model-only rate tune first (autotune.py)
+        # and the CLI subprocesses read the same layout from it
+        os.environ["XENC_AUTOTUNE_CACHE"] = str(tmp / "autotune.json")
         env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
                "PYTHONPATH": str(REPO), "XENC_COMPILATION_CACHE": str(tmp / "cache")}
         if args.tiny_pairs:
@@ -126,8 +149,9 @@ def main() -> None:
             pairs = generated_pairs(args.tiny_pairs)
             tsv = write_tsv(tmp / "tiny.tsv", pairs)
             tok = tokenizer_rate(model, pairs[:200_000], 512)
+            dev = device_rate(model, pairs[:100_000])
             r = cli_run(tsv, model, tmp / "tiny.jsonl", env)
-            rows.append(("tiny 2-layer, generated", r, tok, None))
+            rows.append(("tiny 2-layer, generated", r, tok, None, dev))
         if args.minilm_pairs:
             from bench_cross_encoder import default_model, load_pairs
             model = default_model(tmp / "minilm")
@@ -135,16 +159,23 @@ def main() -> None:
             pairs = [(" ".join(a.split()), " ".join(b.split())) for a, b in pairs]  # one line, one tab each
             tsv = write_tsv(tmp / "minilm.tsv", pairs)
             tok = tokenizer_rate(model, pairs, 512)
+            pred = predict_rate(model, pairs)  # tunes first: the CLI then reads the same layout
             r = cli_run(tsv, model, tmp / "minilm.jsonl", env)
-            rows.append(("MiniLM-L6, MS MARCO", r, tok, predict_rate(model, pairs)))
-    print("| model, pairs | N | xenc score pairs/s (streaming / wall) | tokenizer only | stream / tokenizer | "
-          "predict, in memory | device waited on host | peak RSS |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r, tok, pred in rows:
-        print(f"| {name} | {r['pairs']} | {r['pairs_per_s_stream']:.0f} / {r['pairs_per_s_wall']:.0f} | {tok:.0f} | "
-              f"{r['pairs_per_s_stream'] / tok:.2f} | {'-' if pred is None else f'{pred:.0f}'} | "
-              f"{r['host_wait_pct']}% | {r['peak_rss_mb']:.0f} MB |")
-    print(json.dumps([{"name": n, **r, "tokenizer_pairs_per_s": t, "predict_pairs_per_s": p} for n, r, t, p in rows]))
+            rows.append(("MiniLM-L6, MS MARCO", r, tok, pred, None))
+    machine = cpu_line()
+    print("| machine | model | N | xenc score pairs/s (streaming / wall) | tokenizer only | model only | "
+          "shared-core bound | stream / tokenizer | stream / bound | predict, in memory | stream / predict | "
+          "device waited on host | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r, tok, pred, dev in rows:
+        bound = None if dev is None else 1 / (1 / tok + 1 / dev)
+        sp = r["pairs_per_s_stream"]
+        print(f"| {machine} | {name} | {r['pairs']} | {sp:.0f} / {r['pairs_per_s_wall']:.0f} | {tok:.0f} | "
+              f"{'-' if dev is None else f'{dev:.0f}'} | {'-' if bound is None else f'{bound:.0f}'} | {sp / tok:.2f} | "
+              f"{'-' if bound is None else f'{sp / bound:.2f}'} | {'-' if pred is None else f'{pred:.0f}'} | "
+              f"{'-' if pred is None else f'{sp / pred:.2f}'} | {r['host_wait_pct']}% | {r['peak_rss_mb']:.0f} MB |")
+    print(json.dumps([{"name": n, **r, "tokenizer_pairs_per_s": t, "predict_pairs_per_s": p, "model_pairs_per_s": d}
+                      for n, r, t, p, d in rows]))
 
 
 if __name__ == "__main__":

@@ -9,16 +9,26 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_vnni")
 
 
 def cpu_description() -> str:
-    name, flags = "", set()
+    """e.g. "AMD EPYC (family 25 model 17), 2 cores, L3 32768K, flags avx2/avx512f/avx512_bf16".
+    Family and model tell CPU generations apart where a VM shows only a brand name."""
+    fields, flags = {}, set()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and not name:
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            if key == "flags":
+                flags = set(value.split())
                 break
     except OSError:
         pass
     keep = [f for f in FLAGS if f in flags]
-    return (f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    gen = f" (family {fields['cpu family']} model {fields['model']})" if "cpu family" in fields else ""
+    try:  # the last-level cache (what decides how large a batch stays in cache); cpuinfo shows L2
+        cache = ", L3 " + open("/sys/devices/system/cpu/cpu0/cache/index3/size").read().strip()
+    except OSError:
+        cache = ""
+    return (f"{name}{gen}, {os.cpu_count()} cores{cache}, "
             f"flags {'/'.join(keep) or 'none of ' + '/'.join(FLAGS)}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 
 import jax.numpy as jnp
@@ -197,3 +198,52 @@ def test_known_harmless_extras_are_ignored_by_name(tmp_path):
     _edit_weights(tmp_path, lambda s: s.update({"bert.embeddings.position_ids": np.arange(64)[None],
                                                 "cls.predictions.bias": np.zeros(120, np.float32)}))
     load_pretrained(tmp_path, with_tokenizer=False)
+
+
+def test_direct_tokenizer_table_is_what_autotokenizer_registers():
+    """load_tokenizer skips AutoTokenizer (and the torch import it brings) only where the folder
+    names the class AutoTokenizer registers for its model_type; the table must follow transformers."""
+    from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
+    from xenc_jax.hf.pretrained import DIRECT_TOKENIZERS
+    for model_type, name in DIRECT_TOKENIZERS.items():
+        assert (TOKENIZER_MAPPING_NAMES[model_type] or "").removesuffix("Fast") == name, model_type
+
+
+def test_load_tokenizer_gives_autotokenizers_tokenizer(minilm_dir, tmp_path):
+    """Same class and same ids as AutoTokenizer: the real MiniLM folder (direct path), an MPNet
+    folder (direct), a DeBERTa stand-in whose class is not its model_type's (AutoTokenizer path),
+    and a decoder's PreTrainedTokenizerFast (AutoTokenizer path)."""
+    from tiny_hf import deberta_tokenizer, mpnet_tokenizer
+    from tiny_llm import make_tiny_llm
+    from xenc_jax.hf.pretrained import _direct_tokenizer_class, load_tokenizer
+    mpnet = tmp_path / "mpnet"
+    mpnet_tokenizer(minilm_dir).save_pretrained(str(mpnet))
+    (mpnet / "config.json").write_text(json.dumps({"model_type": "mpnet"}))
+    deberta = tmp_path / "deberta"
+    deberta_tokenizer(minilm_dir).save_pretrained(str(deberta))
+    (deberta / "config.json").write_text(json.dumps({"model_type": "deberta-v2"}))
+    llm = tmp_path / "llm"
+    make_tiny_llm("qwen3-causal", llm)
+    folders = {minilm_dir: True, mpnet: True, deberta: False, llm: False}
+    texts = ["How many people live in Berlin?", "Berlin has 3.7 million inhabitants, and Paris 2.1 million."]
+    for folder, direct in folders.items():
+        assert (_direct_tokenizer_class(Path(folder)) is not None) == direct, folder
+        ours, auto = load_tokenizer(Path(folder)), tf.AutoTokenizer.from_pretrained(str(folder))
+        assert type(ours) is type(auto), folder
+        assert ours(texts[0], texts[1], truncation="longest_first", max_length=24) == \
+            auto(texts[0], texts[1], truncation="longest_first", max_length=24)
+        assert ours.model_max_length == auto.model_max_length and ours.all_special_ids == auto.all_special_ids
+
+
+def test_loading_a_cross_encoder_does_not_import_torch(minilm_dir, tmp_path):
+    """A fresh process: CrossEncoder on a BERT folder never imports torch (a second or two of
+    start-up where torch is installed, e.g. beside sentence-transformers)."""
+    import subprocess
+    import sys
+    from test_train_utils import REPO
+    code = ("import sys; from xenc_jax import CrossEncoder; ce = CrossEncoder(sys.argv[1]); "
+            "ce.predict([('a query', 'a passage')]); print('torch' in sys.modules)")
+    got = subprocess.run([sys.executable, "-c", code, str(minilm_dir)], capture_output=True, text=True,
+                         env={**__import__("os").environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)})
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert got.stdout.strip().splitlines()[-1] == "False"

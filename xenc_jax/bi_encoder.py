@@ -71,7 +71,8 @@ class BiEncoder(Autotuned):
       dtype: compute dtype. param_dtype: the encoder's params ("bfloat16" halves a large model's
         memory; Dense weights stay fp32). buckets: batching.BucketConfig (default
         inference.default_buckets("texts"): packed rows, pooling per packed segment).
-      compilation_cache: JAX persistent cache directory.
+      compilation_cache: JAX persistent cache directory (default as CrossEncoder's: on, in the
+        user cache directory; False or XENC_COMPILATION_CACHE=0: off).
       mesh / sharding: run over several devices or processes, as CrossEncoder (None, "auto",
         "data=4,model=2" or a Mesh; "dp" | "fsdp" | "tp" | "fsdp_tp"); same embeddings.
       autotune: as CrossEncoder's (autotune.py): None uses a cached tuning for this CPU and tunes
@@ -83,7 +84,7 @@ class BiEncoder(Autotuned):
     def __init__(self, model_name_or_path: str | os.PathLike = DEFAULT_MODEL, *, pooling=None,
                  max_seq_length: int | None = None, truncate_dim: int | None = None, dtype="float32",
                  buckets: BucketConfig | None = None, revision: str | None = None,
-                 attention_impl: str | None = None, compilation_cache: str | None = None,
+                 attention_impl: str | None = None, compilation_cache: str | bool | None = None,
                  mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE, param_dtype="float32",
                  autotune: bool | None = None):
         enable_compilation_cache(compilation_cache)

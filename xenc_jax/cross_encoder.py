@@ -78,8 +78,9 @@ class CrossEncoder(Autotuned):
       dtype: compute dtype ("float32", "bfloat16"); params stay as loaded (fp32).
       buckets: a batching.BucketConfig (lengths, rows per batch or token budget, packing);
         None = inference.default_buckets("pairs"), the measured fastest for the backend.
-      compilation_cache: directory for JAX's persistent compilation cache (or
-        $XENC_COMPILATION_CACHE), so a second process starts without recompiling.
+      compilation_cache: directory for JAX's persistent compilation cache, so a second process
+        starts without recompiling; default $XENC_COMPILATION_CACHE, else the user cache
+        directory (inference.enable_compilation_cache); False or XENC_COMPILATION_CACHE=0: off.
       mesh: None (one device), "auto" (data parallel over all devices), "data=4,model=2", or a
         jax.sharding.Mesh (see sharding.make_mesh). Bucket rows become a multiple of the
         data-parallel size; scores are the same, in input order. With several processes
@@ -102,7 +103,7 @@ class CrossEncoder(Autotuned):
                  max_length: int | None = None, activation_fn=None, *, dtype="float32",
                  buckets: BucketConfig | None = None, revision: str | None = None,
                  ignore_config_keys: tuple[str, ...] = (), seed: int = 0,
-                 attention_impl: str | None = None, compilation_cache: str | None = None,
+                 attention_impl: str | None = None, compilation_cache: str | bool | None = None,
                  mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE,
                  prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
                  param_dtype="float32", autotune: bool | None = None):

@@ -46,20 +46,33 @@ def default_buckets(kind: str, backend: str | None = None) -> BucketConfig:
 BATCH_FIELDS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "cls_positions")
 
 
-def enable_compilation_cache(path: str | None = None) -> str | None:
-    """Turn on JAX's persistent compilation cache so a second process reuses compiled buckets.
+CACHE_MAX_BYTES = 4 << 30  # least recently used entries go beyond this (a MiniLM bucket is ~1-3 MB)
 
-    `path` defaults to $XENC_COMPILATION_CACHE; nothing happens when neither is set, or when
-    the variable is "0" (off, also over a path given here).
+
+def enable_compilation_cache(path: str | None = None, default: bool = True) -> str | None:
+    """Turn on JAX's persistent compilation cache so a second process reuses compiled buckets
+    (a fresh process's first call then skips XLA's compile: docs/benchmarks.md, first call).
+
+    `path`: a directory, else $XENC_COMPILATION_CACHE, else (with `default`) the user cache
+    directory (default_compilation_cache()) unless jax already has a cache directory configured
+    (JAX_COMPILATION_CACHE_DIR or jax.config), which is then left as it is. "0" in the variable
+    turns it off, also over a path given here; path=False turns it off for this call.
     """
     env = os.environ.get("XENC_COMPILATION_CACHE")
-    if env is not None and env.strip().lower() in ("0", "off", "false", "no"):
+    if path is False or (env is not None and env.strip().lower() in ("0", "off", "false", "no")):
         return None
     path = path or env
     if not path:
+        if not default or jax.config.jax_compilation_cache_dir:
+            return jax.config.jax_compilation_cache_dir or None
+        path = default_compilation_cache()
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:  # a read-only home: run without the cache rather than fail
         return None
-    os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
+    if jax.config.jax_compilation_cache_max_size in (None, -1):
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     # Our bucket programs compile in well under a second on small models: cache them anyway.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -95,8 +108,8 @@ def default_compilation_cache() -> str:
 
 
 def cli_compilation_cache() -> str | None:
-    """On by default for the CLI (a second run does not compile again): $XENC_COMPILATION_CACHE
-    if set ("0" turns it off), else default_compilation_cache()."""
+    """On for the CLI (a second run does not compile again): $XENC_COMPILATION_CACHE if set
+    ("0" turns it off), else default_compilation_cache(), also over a jax-configured one."""
     return enable_compilation_cache(os.environ.get("XENC_COMPILATION_CACHE") or default_compilation_cache())
 
 

@@ -221,3 +221,40 @@ def register(sub) -> None:
     _model_args(p)
     p.set_defaults(func=run_rank)
     distributed.register(sub)
+
+    p = sub.add_parser("tune", help="measure and cache this CPU's fastest layout for a model (autotune), "
+                       "or show the cached one")
+    p.add_argument("--model", default="cross-encoder/ms-marco-MiniLM-L6-v2", help="model directory or hub id")
+    p.add_argument("--kind", choices=["cross", "bi"], default="cross", help="cross-encoder (pairs) or "
+                   "bi-encoder (texts)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the compute dtype asked for")
+    p.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's)")
+    p.add_argument("--show", action="store_true", help="print the cached tuning, measure nothing")
+    p.add_argument("--force", action="store_true", help="measure again even if cached")
+    p.set_defaults(func=run_tune)
+
+
+def run_tune(args) -> int:
+    """Tune (or show) the layout `xenc score` / the library will use for this model on this CPU."""
+    import os
+
+    from ..autotune import cache_path, cpu_model, enabled
+    if not enabled():
+        raise ValueError("XENC_AUTOTUNE=0 turns the autotune off; unset it to tune")
+    from ..inference import cli_compilation_cache
+    if args.kind == "cross":
+        from ..cross_encoder import CrossEncoder
+        model = CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype,
+                             compilation_cache=cli_compilation_cache(), autotune=False if args.show else None)
+    else:
+        from ..bi_encoder import BiEncoder
+        model = BiEncoder(args.model, max_seq_length=args.max_length, dtype=args.dtype,
+                          compilation_cache=cli_compilation_cache(), autotune=False if args.show else None)
+    if args.show:
+        from ..autotune import cached
+        found = cached(model.tuning.key)
+        print(found.describe() if found else f"no tuning cached for this model on this CPU ({cache_path()})")
+    else:
+        print(model.autotune(force=args.force).describe())
+    print(f"CPU: {' '.join(cpu_model())}, {os.cpu_count()} cores; cache: {cache_path()}")
+    return 0

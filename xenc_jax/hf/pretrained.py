@@ -77,7 +77,40 @@ def _place_subtree(tree: dict, prefix: str, place) -> dict:
             for k, v in tree.items()}
 
 
+# model_type -> the tokenizer class transformers' AutoTokenizer registers for it (checked against
+# TOKENIZER_MAPPING_NAMES by tests/test_hf_loading.py). When a folder's tokenizer_config.json
+# names exactly that class, AutoTokenizer loads that class, so we load it directly: importing
+# AutoTokenizer pulls in transformers' config machinery and with it torch when torch is installed
+# (~1.8 s of a fresh process's start, more than the rest of loading a MiniLM).
+DIRECT_TOKENIZERS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "xlm-roberta": "XLMRobertaTokenizer",
+                     "mpnet": "MPNetTokenizer", "deberta-v2": "DebertaV2Tokenizer", "distilbert": "BertTokenizer",
+                     "electra": "BertTokenizer", "camembert": "CamembertTokenizer", "qwen2": "Qwen2Tokenizer",
+                     "qwen3": "Qwen2Tokenizer"}
+
+
+def _direct_tokenizer_class(model_dir: Path):
+    """The class AutoTokenizer would pick, when that is certain without asking it (else None)."""
+    try:
+        tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+        model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+    name = tok_cfg.get("tokenizer_class")
+    if not isinstance(name, str) or "auto_map" in tok_cfg:
+        return None
+    if DIRECT_TOKENIZERS.get(model_type) != name.removesuffix("Fast"):
+        return None
+    import transformers
+    return getattr(transformers, name.removesuffix("Fast"), None)
+
+
 def load_tokenizer(model_dir: Path):
+    cls = _direct_tokenizer_class(Path(model_dir))
+    if cls is not None:
+        try:
+            return cls.from_pretrained(str(model_dir))
+        except Exception:  # noqa: BLE001 - AutoTokenizer below gives the error message
+            pass
     from transformers import AutoTokenizer
     try:
         # trust_remote_code stays False: we never execute code shipped with a model.
