@@ -30,8 +30,10 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture
 def tuning_on(tmp_path, monkeypatch):
+    from xenc_jax import autotune
     monkeypatch.setenv("XENC_AUTOTUNE", "1")
     monkeypatch.setenv("XENC_AUTOTUNE_CACHE", str(tmp_path / "autotune.json"))
+    monkeypatch.setattr(autotune, "_WARNED", set())  # "once per process": each test is its own process here
     return tmp_path / "autotune.json"
 
 
@@ -70,7 +72,7 @@ def test_bf16_that_is_slower_here_runs_fp32_and_says_so_once(tiny_dir, tuning_on
     from xenc_jax import CrossEncoder
     from xenc_jax.autotune import cpu_model, tuning_key
     fp32 = CrossEncoder(str(tiny_dir), autotune=False)
-    key = tuning_key("pairs", fp32.config, "bfloat16", fp32.max_length)
+    key = tuning_key("pairs", fp32.config, "bfloat16", fp32.max_length, extra="params float32")
     choice = {"pack_length": fp32.buckets.pack_length, "tokens_per_batch": fp32.buckets.tokens_per_batch,
               "streams": fp32._runner.streams, "compute_dtype": "float32"}
     tuning_on.write_text(json.dumps({key: {"choice": choice, "measurements": [["bf16", 1.0], ["fp32", 2.0]]}}))
@@ -131,7 +133,7 @@ def test_pick_needs_the_margin():
 
 def _preset(cache, model, choice: dict, dtype: str = "float32") -> None:
     from xenc_jax.autotune import tuning_key
-    key = tuning_key("pairs", model.config, dtype, model.max_length)
+    key = tuning_key("pairs", model.config, dtype, model.max_length, extra="params float32")
     cache.write_text(json.dumps({key: {"choice": choice, "measurements": []}}))
 
 
@@ -164,3 +166,36 @@ def test_cli_uses_the_tuned_layout_and_a_resume_keeps_the_parts_layout(tiny_dir,
     PartsJob(tmp_path / "r.jsonl", {"settings": {"layout": old}}, "jsonl")
     choose_layout(Namespace(output=str(tmp_path / "r.jsonl"), input=str(tsv), overwrite=False), model)
     assert layout(model) == old and model.tuning.source == "resumed"
+
+
+def test_xenc_tune_measures_then_shows(tiny_dir, tuning_on, capsys):
+    from xenc_jax.cli import main
+    assert main(["tune", "--model", str(tiny_dir), "--show"]) == 0
+    assert "no tuning cached" in capsys.readouterr().out
+    assert main(["tune", "--model", str(tiny_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "autotune (measured): rows of" in out and "CPU: " in out and str(tuning_on) in out
+    assert main(["tune", "--model", str(tiny_dir), "--show"]) == 0
+    assert "autotune (cache): rows of" in capsys.readouterr().out
+
+
+def test_untuned_bf16_follows_this_cpus_dot_check(tiny_dir, tuning_on):
+    """Before any full tuning, a bf16 model asks one cached dot measurement: where bf16 dots ran
+    at half fp32's speed (as on the Xeon of ../shared/notes), it runs fp32 and warns; where they
+    are faster, bf16. The measurement itself is real and cached per CPU."""
+    from xenc_jax.autotune import bf16_dot_ratio
+    from xenc_jax.inference import _cpu_key
+    import jax
+    from xenc_jax import CrossEncoder
+    ratio = bf16_dot_ratio()  # measured on this machine
+    key = f"bf16-dot|jax {jax.__version__}|cpu {_cpu_key()}"
+    assert ratio > 0 and json.loads(tuning_on.read_text())[key]["ratio"] == round(ratio, 3)
+    for stored, want in ((0.5, "float32"), (1.5, "bfloat16")):
+        tuning_on.write_text(json.dumps({key: {"ratio": stored}}))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ce = CrossEncoder(str(tiny_dir), dtype="bfloat16")
+        assert str(ce.dtype) == want
+        said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert ("one bf16 dot" in " ".join(said)) == (want == "float32")
+        assert ce.tuning.source == ("dot check" if want == "float32" else "default")

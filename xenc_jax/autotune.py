@@ -111,6 +111,42 @@ def bf16_dot_feature() -> str | None:
     return None
 
 
+UNTUNED = ("default", "dot check")  # sources a later autotune() replaces
+DOT_SLOW = 0.9  # bf16 dot below this fraction of fp32's speed: fall back before any full tuning
+
+
+def bf16_dot_ratio() -> float:
+    """bf16 (fp32 accumulation) against fp32 speed of one model-shaped dot on this CPU, measured
+    once per CPU and jax version (~0.3 s) and cached. A first guess for a bf16 model that has no
+    full tuning yet, so an untuned process on a CPU whose bf16 dots are slow (the Xeon of
+    ../shared/notes/intel-xeon-matmul-2026-12-02.md: 108-135 against 143-187 GFLOP/s) does not
+    run slower than fp32 until someone tunes."""
+    from .inference import _cpu_key
+    key = f"bf16-dot|jax {jax.__version__}|cpu {_cpu_key()}"
+    entry = _read_cache().get(key) if enabled() else None
+    if isinstance(entry, dict) and isinstance(entry.get("ratio"), (int, float)):
+        return float(entry["ratio"])
+    import jax.numpy as jnp
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1024, 384), np.float32), rng.standard_normal((384, 1536), np.float32)
+    rates = {}
+    for dt in (jnp.float32, jnp.bfloat16):
+        f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32)).lower(
+            jnp.asarray(x, dt), jnp.asarray(w, dt)).compile()
+        a, b = jnp.asarray(x, dt), jnp.asarray(w, dt)
+        f(a, b).block_until_ready()
+        times = []
+        for _ in range(15):
+            t = time.perf_counter()
+            f(a, b).block_until_ready()
+            times.append(time.perf_counter() - t)
+        rates[dt] = 1 / sorted(times)[len(times) // 2]
+    ratio = rates[jnp.bfloat16] / rates[jnp.float32]
+    if enabled():
+        _store_entry(key, {"ratio": round(ratio, 3), "cpu": " ".join(cpu_model())})
+    return ratio
+
+
 def default_choice(kind: str, dtype: str, streams: int) -> Choice:
     pack, tpb = LAYOUTS[kind][0]
     return Choice(pack, tpb, streams, dtype)
@@ -144,12 +180,16 @@ def cached(key: str) -> Tuning | None:
 
 
 def _store(t: Tuning) -> None:
+    _store_entry(t.key, {"choice": dataclasses.asdict(t.choice), "measurements": [list(m) for m in t.measurements],
+                         "cpu": " ".join(cpu_model())})
+
+
+def _store_entry(key: str, entry: dict) -> None:
     from .atomic import atomic_file
     path = cache_path()
     with _LOCK:
         data = _read_cache()
-        data[t.key] = {"choice": dataclasses.asdict(t.choice), "measurements": [list(m) for m in t.measurements],
-                       "cpu": " ".join(cpu_model()), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+        data[key] = {**entry, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         try:
             with atomic_file(path, "w") as f:
@@ -264,9 +304,11 @@ def warn_if_fallback(t: Tuning, requested: str) -> None:
     feature = bf16_dot_feature()
     why = (f"it has {feature}, but XLA:CPU's bfloat16 dots were not faster than float32 here" if feature else
            "it has no bfloat16 dot instructions (avx512_bf16 / amx_bf16)")
+    how = ("one bf16 dot against fp32 (the model's full autotune, warmup(), may say more)" if t.source == "dot check"
+           else "the autotune")
     warnings.warn(f"dtype='bfloat16' runs in float32 on this CPU ({name}): {why}, so float32 is the faster "
-                  "path (scores are also closer to the reference). Measured by the autotune "
-                  f"({cache_path()}); XENC_AUTOTUNE=0 keeps bfloat16 compute.", RuntimeWarning, stacklevel=3)
+                  f"path (scores are also closer to the reference). Measured by {how}, cached in "
+                  f"{cache_path()}; XENC_AUTOTUNE=0 keeps bfloat16 compute.", RuntimeWarning, stacklevel=3)
 
 
 AUTOTUNE_MIN_EXAMPLES = 20000  # a call this large tunes first (once per machine): ~10 s against minutes
@@ -285,9 +327,12 @@ class Autotuned:
                              f">= {AUTOTUNE_MIN_EXAMPLES} inputs), True (tune now) or False, got {mode!r}")
         self._tune_lock = threading.Lock()
         self._requested_dtype = jax.numpy.dtype(self.dtype).name
+        # several processes must keep one bucket schedule: each CPU's own tuning could differ
         self._autotune = (mode is not False and enabled() and not user_buckets and self.plan is None
-                          and jax.default_backend() == "cpu")
-        self._tune_key = tuning_key(self._tune_kind, self.config, self._requested_dtype, self._tune_max_length())
+                          and jax.default_backend() == "cpu" and jax.process_count() == 1)
+        params_dtype = jax.numpy.dtype(jax.tree.leaves(self.params)[0].dtype).name  # bf16 params cast per call
+        self._tune_key = tuning_key(self._tune_kind, self.config, self._requested_dtype, self._tune_max_length(),
+                                    extra=f"params {params_dtype}")
         b = self.buckets
         self.tuning = Tuning(Choice(b.pack_length or 0, b.tokens_per_batch or 0, self._runner.streams,
                                     self._requested_dtype), "default", self._tune_key)
@@ -296,6 +341,10 @@ class Autotuned:
             self._apply_tuning(found)
         elif self._autotune and mode is True:
             self.autotune()
+        elif self._autotune and self._requested_dtype == "bfloat16" and bf16_dot_ratio() < DOT_SLOW:
+            # no tuning yet: one dot says bf16 is slow on this CPU, so run fp32 until autotune() says more
+            self._apply_tuning(dataclasses.replace(self.tuning, source="dot check", choice=dataclasses.replace(
+                self.tuning.choice, compute_dtype="float32")))
 
     def autotune(self, force: bool = False) -> Tuning:
         """Measure the layout, stream and (for bf16) compute-dtype candidates on this machine with
@@ -305,7 +354,7 @@ class Autotuned:
             raise ValueError("autotune tunes the single-device CPU path; with a mesh or on an accelerator the "
                              "defaults (large batches) apply")
         with self._tune_lock:
-            if not force and self.tuning.source != "default":
+            if not force and self.tuning.source not in UNTUNED:
                 return self.tuning
             if not force and (found := cached(self._tune_key)) is not None:
                 self._apply_tuning(found)
@@ -321,7 +370,7 @@ class Autotuned:
 
     def _maybe_tune(self, items) -> None:
         """Tune before a large call (known length >= AUTOTUNE_MIN_EXAMPLES) when no tuning exists yet."""
-        if (self._autotune and self.tuning.source == "default" and hasattr(items, "__len__")
+        if (self._autotune and self.tuning.source in UNTUNED and hasattr(items, "__len__")
                 and len(items) >= AUTOTUNE_MIN_EXAMPLES):
             self.autotune()
 
