@@ -199,7 +199,7 @@ def _store_entry(key: str, entry: dict) -> None:
 
 
 def synthetic_encodings(kind: str, vocab_size: int, n: int = 512, seed: int = 0,
-                        max_length: int = 512) -> list[Encoding]:
+                        max_length: int = 512, type_vocab_size: int = 2) -> list[Encoding]:
     """Token sequences of MS MARCO-like lengths (median ~80 tokens for pairs, ~48 for texts),
     all short enough to pack, with random ids: speed does not depend on which ids."""
     rng = np.random.default_rng(seed)
@@ -207,7 +207,8 @@ def synthetic_encodings(kind: str, vocab_size: int, n: int = 512, seed: int = 0,
     lens = np.clip(rng.lognormal(np.log(median), 0.45, n).astype(int), 4, min(120, max_length // 2))
     lo = min(1000, vocab_size // 2)
     return [Encoding(rng.integers(lo, vocab_size, k).astype(np.int32),
-                     (np.arange(k) >= k // 3).astype(np.int32) if kind == "pairs" else np.zeros(k, np.int32))
+                     (np.arange(k) >= k // 3).astype(np.int32) if kind == "pairs" and type_vocab_size >= 2
+                     else np.zeros(k, np.int32))  # a second segment only where the model has its embedding
             for k in lens]
 
 
@@ -223,13 +224,14 @@ def _rate(runner, params, batches: list, per_batch: int) -> float:
 
 
 def tune(kind: str, key: str, *, make_runner: Callable[[str], object], params, base: BucketConfig,
-         max_length: int, vocab_size: int, pad_id: int, dtype: str, streams: int) -> Tuning:
+         max_length: int, vocab_size: int, pad_id: int, dtype: str, streams: int,
+         type_vocab_size: int = 2) -> Tuning:
     """Measure the LAYOUTS candidates (and 1 vs `streams` streams, and fp32 against a requested
     bf16) with the real model and keep the fastest; cached under `key`.
 
     make_runner(compute_dtype) -> a fresh BucketedRunner of the model in that compute dtype.
     """
-    encodings = synthetic_encodings(kind, vocab_size, max_length=max_length)
+    encodings = synthetic_encodings(kind, vocab_size, max_length=max_length, type_vocab_size=type_vocab_size)
     runners = {dtype: make_runner(dtype)}
     sets, seen = {}, set()
     for pack, tpb in LAYOUTS[kind]:
@@ -363,7 +365,7 @@ class Autotuned:
             t = tune(self._tune_kind, self._tune_key, make_runner=lambda dt: self._runner_for(self._module_for(dt)),
                      params=self.params, base=self.buckets, max_length=self._tune_max_length(),
                      vocab_size=self.config.vocab_size, pad_id=int(pad), dtype=self._requested_dtype,
-                     streams=max(2, self._runner.streams))
+                     streams=max(2, self._runner.streams), type_vocab_size=self.config.type_vocab_size)
             log.info("%s", t.describe())
             self._apply_tuning(t)
             return t
