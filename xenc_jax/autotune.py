@@ -59,6 +59,10 @@ class Choice:
         return dataclasses.replace(base, pack=True, pack_length=self.pack_length,
                                    tokens_per_batch=self.tokens_per_batch, batch_size=None)
 
+    def text(self) -> str:
+        return (f"rows of {self.pack_length} x {self.tokens_per_batch} tokens, {self.streams} stream(s), "
+                f"{self.compute_dtype} compute")
+
 
 @dataclasses.dataclass(frozen=True)
 class Tuning:
@@ -68,10 +72,8 @@ class Tuning:
     measurements: tuple = ()    # (description, pairs or texts per second) per candidate
 
     def describe(self) -> str:
-        c = self.choice
-        head = (f"autotune ({self.source}): rows of {c.pack_length} tokens, {c.tokens_per_batch} tokens per batch, "
-                f"{c.streams} stream{'s' if c.streams > 1 else ''}, {c.compute_dtype} compute")
-        return head + "".join(f"\n  {d}: {r:.1f}/s" for d, r in self.measurements)
+        return f"autotune ({self.source}): {self.choice.text()}" + "".join(
+            f"\n  {d}: {r:.1f}/s" for d, r in self.measurements)
 
 
 def enabled() -> bool:
@@ -85,21 +87,14 @@ def cache_path() -> str:
 
 def cpu_model() -> tuple[str, str]:
     """(CPU model name, the flags that decide XLA:CPU's and PyTorch's dot paths)."""
-    name, flags = "", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name") and not name:
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    import platform
+
+    from .inference import cpu_info
+    info = cpu_info()
+    flags = set(info.get("flags", info.get("Features", "")).split())
     keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni", "asimd", "bf16", "sve")
             if f in flags]
-    import platform
-    return name or platform.processor() or platform.machine(), "/".join(keep)
+    return info.get("model name") or platform.processor() or platform.machine(), "/".join(keep)
 
 
 def bf16_dot_feature() -> str | None:
@@ -261,9 +256,6 @@ def tune(kind: str, key: str, *, make_runner: Callable[[str], object], params, b
             warm.add(shape)
         return _rate(runner, params, batches, per_batch)
 
-    def describe(c: Choice) -> str:
-        return f"rows {c.pack_length} x {c.tokens_per_batch} tokens, {c.streams} stream(s), {c.compute_dtype}"
-
     default = default_choice(kind, dtype, streams)
     layouts = [Choice(p, t, streams, dtype) for p, t in LAYOUTS[kind] if (p, t) in sets]
     if not layouts:  # too few tokens fit any layout (a tiny max_length): keep the defaults
@@ -286,7 +278,7 @@ def tune(kind: str, key: str, *, make_runner: Callable[[str], object], params, b
             rates[f32] = max(rates.get(f32, 0.0), measure(f32))
             rates[best] = max(rates[best], measure(best))
         best = _pick({best: rates[best], f32: rates[f32]}, best, BF16_MARGIN)
-    t = Tuning(best, "measured", key, tuple((describe(c), round(r, 2)) for c, r in rates.items()))
+    t = Tuning(best, "measured", key, tuple((c.text(), round(r, 2)) for c, r in rates.items()))
     if enabled():
         _store(t)
     return t
@@ -320,8 +312,14 @@ class Autotuned:
     """What CrossEncoder and BiEncoder share: the tuning state, applying a Tuning, and when to tune.
 
     The class provides: `_tune_kind` ("pairs" | "texts"), `config`, `params`, `buckets`, `plan`,
-    `dtype`, `tokenizer`, `_tune_max_length()`, `_module_for(dtype)` and `_runner_for(module)`.
+    `dtype`, `tokenizer`, `_tune_max_length()`, `_module_for(dtype)` and `_model_fn(module)` (the
+    pure function the runner jits).
     """
+
+    def _runner_for(self, module):
+        """A single-device runner of `module`: autotune's candidates and the compute dtype it chose."""
+        from .inference import BucketedRunner
+        return BucketedRunner(self._model_fn(module))
 
     def _init_tuning(self, mode, user_buckets: bool) -> None:
         if mode not in (None, True, False):

@@ -126,7 +126,7 @@ class BiEncoder(Autotuned):
         self._module = self._module_for(self.dtype)
         self.plan, self.params, shardings, self.buckets = setup_sharding(
             self._module, self.params, self.buckets, mesh, sharding)
-        self._runner = BucketedRunner(self._embedder(self._module), plan=self.plan, param_shardings=shardings)
+        self._runner = BucketedRunner(self._model_fn(self._module), plan=self.plan, param_shardings=shardings)
         self.chunk_size = check_chunk_size(chunk_size)  # texts per chunk in encode / encode_stream
         self._init_tuning(autotune, user_buckets=buckets is not None)
 
@@ -137,7 +137,7 @@ class BiEncoder(Autotuned):
         self.default_prompt_name = cfg.get("default_prompt_name")
 
     # ---- the pure function ----
-    def _embedder(self, module):
+    def _model_fn(self, module):
         offset, modes, ops = self.config.position_offset, self.pooling_modes, self._ops
 
         def embed(params, a):
@@ -146,9 +146,6 @@ class BiEncoder(Autotuned):
             return P.sentence_head(modes, ops, params["dense"], h, a["attention_mask"],
                                    a["position_ids"], a["cls_positions"])  # [B, P, D]
         return embed
-
-    def _runner_for(self, module) -> BucketedRunner:  # single device: autotune's candidates and its choice
-        return BucketedRunner(self._embedder(module))
 
     def _tune_max_length(self) -> int:
         return self.max_seq_length

@@ -144,21 +144,18 @@ class CrossEncoder(Autotuned):
         self._module = self._module_for(self.dtype)
         self.plan, self.params, shardings, self.buckets = setup_sharding(
             self._module, self.params, self.buckets, mesh, sharding)
-        self._runner = BucketedRunner(self._scorer(self._module), plan=self.plan, param_shardings=shardings)
+        self._runner = BucketedRunner(self._model_fn(self._module), plan=self.plan, param_shardings=shardings)
         self.chunk_size = check_chunk_size(chunk_size)
         self._init_tuning(autotune, user_buckets=buckets is not None)
 
     # ---- the pure function ----
-    def _scorer(self, module):
+    def _model_fn(self, module):
         offset = self.config.position_offset
 
         def score(params, a):
             return module.apply({"params": params}, a["input_ids"], a["attention_mask"], a["token_type_ids"],
                                 a["position_ids"] + offset, a["cls_positions"])
         return score
-
-    def _runner_for(self, module) -> BucketedRunner:  # single device: autotune's candidates and its choice
-        return BucketedRunner(self._scorer(module))
 
     def _tune_max_length(self) -> int:
         return self.max_length

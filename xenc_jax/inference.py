@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -49,12 +50,11 @@ BATCH_FIELDS = ("input_ids", "attention_mask", "token_type_ids", "position_ids",
 CACHE_MAX_BYTES = 4 << 30  # least recently used entries go beyond this (a MiniLM bucket is ~1-3 MB)
 
 
-def enable_compilation_cache(path: str | None = None, default: bool = True) -> str | None:
+def enable_compilation_cache(path: str | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache so a second process reuses compiled buckets
     (a fresh process's first call then skips XLA's compile: docs/benchmarks.md, first call).
 
-    `path`: a directory, else $XENC_COMPILATION_CACHE, else (with `default`) the user cache
-    directory (default_compilation_cache()) unless jax already has a cache directory configured
+    `path`: a directory, else $XENC_COMPILATION_CACHE, else the user cache directory (default_compilation_cache()) unless jax already has a cache directory configured
     (JAX_COMPILATION_CACHE_DIR or jax.config), which is then left as it is. "0" in the variable
     turns it off, also over a path given here; path=False turns it off for this call.
     """
@@ -63,8 +63,8 @@ def enable_compilation_cache(path: str | None = None, default: bool = True) -> s
         return None
     path = path or env
     if not path:
-        if not default or jax.config.jax_compilation_cache_dir:
-            return jax.config.jax_compilation_cache_dir or None
+        if jax.config.jax_compilation_cache_dir:
+            return jax.config.jax_compilation_cache_dir
         path = default_compilation_cache()
     try:
         os.makedirs(path, exist_ok=True)
@@ -79,20 +79,31 @@ def enable_compilation_cache(path: str | None = None, default: bool = True) -> s
     return path
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_info() -> dict[str, str]:
+    """The first processor's /proc/cpuinfo fields ("model name", "cpu family", "model", "flags"
+    or "Features" on ARM, ...); {} where there is no /proc/cpuinfo. The one reader of it for the
+    compilation-cache key, the autotune and the benchmarks' machine line."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            info = f.read(1 << 16)
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in info.splitlines()[:40]:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def _cpu_key() -> str:
     """The CPU model and its feature flags, hashed: XLA:CPU compiles for the host's instruction
     set, so a cache shared between machines (a home directory on NFS) must not hand AVX-512 code
     to a CPU without it."""
     import hashlib
     import platform
-    text = platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            info = f.read(1 << 16)
-        fields = {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in info.splitlines()[:40])}
-        text += fields.get("model name", "") + fields.get("flags", fields.get("Features", ""))
-    except OSError:
-        pass
+    fields = cpu_info()
+    text = platform.machine() + fields.get("model name", "") + fields.get("flags", fields.get("Features", ""))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

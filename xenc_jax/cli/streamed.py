@@ -184,7 +184,7 @@ TUNE_INPUT_BYTES = 8 << 20  # ~20k MS MARCO pairs: tuning (~10-20 s, once per ma
 def choose_layout(args, model) -> None:
     """Before a streamed job: resume with the layout its finished parts were scored with (from
     their manifest), or tune for this machine when the input is large (autotune.py)."""
-    if not getattr(model, "_autotune", False):
+    if not model._autotune:
         return
     from ..autotune import Choice, Tuning
     from .jobs import MANIFEST
@@ -293,12 +293,8 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
 
 
 def layout_line(model) -> str:
-    t = getattr(model, "tuning", None)
-    if t is None:
-        return "layout: library default"
-    c = t.choice
-    return (f"layout: rows of {c.pack_length} x {c.tokens_per_batch} tokens, {c.streams} stream(s), "
-            f"{c.compute_dtype} compute ({'autotune: ' + t.source if t.source != 'default' else 'default'})")
+    t = model.tuning
+    return f"layout: {t.choice.text()} ({'autotune: ' + t.source if t.source != 'default' else 'default'})"
 
 
 def _finish_multi(args, job, assemble, run, model, what, mine, skipped, seconds) -> int:
