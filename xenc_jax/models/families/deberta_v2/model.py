@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import EncoderConfig
-from ..encoder import default_position_ids
-from ..layers import ACTIVATIONS, Dtype, _accumulate_fp32, _normal, constrain, dense, embed, layer_class, layer_norm
+from ...config import EncoderConfig
+from ...encoder import default_position_ids
+from ...layers import ACTIVATIONS, Dtype, _accumulate_fp32, _normal, constrain, dense, embed, layer_class, layer_norm
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,11 +22,11 @@ from typing import ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ..config import EncoderConfig
-from ..encoder import default_position_ids
-from ..layers import ACTIVATIONS, Dtype, GatedMLP, _accumulate_fp32, _normal, attend, attention_mask_4d, constrain, \
+from ...config import EncoderConfig
+from ...encoder import default_position_ids
+from ...layers import ACTIVATIONS, Dtype, GatedMLP, _accumulate_fp32, _normal, attend, attention_mask_4d, constrain, \
     dense, embed, layer_class, rms_norm
-from ..positions import RotaryPositions
+from ...positions import RotaryPositions
 
 
 @dataclasses.dataclass(frozen=True)

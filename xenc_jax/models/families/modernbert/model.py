@@ -15,11 +15,11 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ..config import EncoderConfig
-from ..encoder import default_position_ids
-from ..layers import ACTIVATIONS, Dtype, PreNormLayer, attention_mask_4d, constrain, dense, embed, layer_norm, \
+from ...config import EncoderConfig
+from ...encoder import default_position_ids
+from ...layers import ACTIVATIONS, Dtype, PreNormLayer, attention_mask_4d, constrain, dense, embed, layer_norm, \
     layer_class, sliding_window_mask
-from ..positions import RotaryPositions
+from ...positions import RotaryPositions
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"   # HF's layer_types names
 

@@ -10,10 +10,10 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ..config import EncoderConfig
-from ..encoder import Embeddings, default_position_ids, post_norm_layers
-from ..heads import ClassificationHead
-from ..layers import Dtype, constrain, dense
+from ...config import EncoderConfig
+from ...encoder import Embeddings, default_position_ids, post_norm_layers
+from ...heads import ClassificationHead
+from ...layers import Dtype, constrain, dense
 
 
 @dataclasses.dataclass(frozen=True)
