@@ -1,8 +1,9 @@
-"""Shared encoder blocks (embeddings, the post-LayerNorm layer stack) and the two model wrappers
-every family uses: the bare encoder (bi-encoders) and encoder + classification head.
+"""The config-level helpers families share (HF default position ids, the absolute-position
+embeddings of a config) and the two model wrappers every family uses: the bare encoder
+(bi-encoders) and encoder + classification head.
 
 A family is a config class (models/config.py) naming its encoder and head modules; each family's
-encoder (models/families/<name>.py) composes the blocks here and in layers.py / positions.py.
+encoder (models/families/<name>/) composes the shared blocks (models/blocks/).
 The wrappers only read `cfg.encoder_module` and `cfg.head_module`, so they need no family list.
 """
 from __future__ import annotations
@@ -11,8 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .axes import Dtype
+from .blocks import AbsoluteEmbeddings
 from .config import EncoderConfig
-from .layers import Dtype, TransformerLayer, attention_mask_4d, embed, layer_class, layer_norm
 
 
 def last_token_positions(attention_mask: jax.Array, starts: jax.Array) -> jax.Array:
@@ -33,40 +35,10 @@ def default_position_ids(cfg: EncoderConfig, input_ids: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
 
 
-class Embeddings(nn.Module):
-    """word + absolute position (+ token type when type_vocab_size > 0) -> LayerNorm -> dropout."""
-    cfg: EncoderConfig
-    dtype: Dtype
-    param_dtype: Dtype
-
-    @nn.compact
-    def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool):
-        cfg = self.cfg
-        x = embed(cfg.vocab_size, cfg.embedding_size, "word", self.param_dtype)(input_ids)
-        x = x + embed(cfg.max_position_embeddings, cfg.embedding_size, "position", self.param_dtype)(position_ids)
-        if cfg.type_vocab_size > 0:
-            x = x + embed(cfg.type_vocab_size, cfg.embedding_size, "token_type", self.param_dtype)(token_type_ids)
-        x = layer_norm(cfg.layer_norm_eps, "norm", self.param_dtype)(x)
-        x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
-        return x
-
-
-def post_norm_layers(cfg: EncoderConfig, dtype: Dtype, param_dtype: Dtype, attention_impl: str | None,
-                     x, attention_mask, deterministic: bool, query_positions=None, bias=None):
-    """cfg.num_layers post-LayerNorm layers, created as layer_{i} in the calling module.
-
-    bias: an additive attention bias [B or 1, heads, L, L] shared by every layer (relative
-    positions), or None. query_positions [B, P]: the last layer computes only these rows.
-    """
-    mask4 = attention_mask_4d(attention_mask)
-    for i in range(cfg.num_layers):
-        last = i == cfg.num_layers - 1 and query_positions is not None
-        layer = layer_class(TransformerLayer, cfg.remat, 3)(
-            cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps,
-            cfg.hidden_dropout, cfg.attention_dropout, dtype, param_dtype, attention_impl, name=f"layer_{i}")
-        x = layer(x, attention_mask_4d(attention_mask, query_positions) if last else mask4,
-                  deterministic, query_positions if last else None, bias)
-    return x
+def absolute_embeddings(cfg: EncoderConfig, dtype: Dtype, param_dtype: Dtype) -> AbsoluteEmbeddings:
+    """The "embeddings" block of a config with absolute position tables (BERT family, MPNet)."""
+    return AbsoluteEmbeddings(cfg.vocab_size, cfg.embedding_size, cfg.max_position_embeddings, cfg.type_vocab_size,
+                              cfg.layer_norm_eps, cfg.hidden_dropout, dtype, param_dtype, name="embeddings")
 
 
 class BareEncoder(nn.Module):

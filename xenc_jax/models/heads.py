@@ -13,7 +13,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from .config import EncoderConfig
-from .layers import ACTIVATIONS, Dtype, dense
+from .axes import Dtype
+from .blocks import ACTIVATIONS
+from .dense import dense
 
 
 class ClassificationHead(nn.Module):

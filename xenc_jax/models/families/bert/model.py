@@ -10,10 +10,12 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ...axes import Dtype, constrain
+from ...blocks import post_norm_stack
 from ...config import EncoderConfig
-from ...encoder import Embeddings, default_position_ids, post_norm_layers
+from ...dense import dense
+from ...encoder import absolute_embeddings, default_position_ids
 from ...heads import ClassificationHead
-from ...layers import Dtype, constrain, dense
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +33,7 @@ class BertEncoder(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
                  deterministic: bool = True, query_positions=None):
-        """attention_mask: int [B, L]; 0 = padding, else a segment number (see attention_mask_4d).
+        """attention_mask: int [B, L]; 0 = padding, else a segment number (blocks/masks.py).
         position_ids: HF position ids (already including RoBERTa's offset); None = HF's default.
         query_positions: int [B, P] or None. When given, the last layer computes only these
         positions and the result is [B, P, hidden]: a classifier reads one token per pair, and
@@ -44,14 +46,14 @@ class BertEncoder(nn.Module):
             token_type_ids = jnp.zeros_like(input_ids)
         if position_ids is None:
             position_ids = default_position_ids(cfg, input_ids)
-        x = Embeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
-            input_ids, token_type_ids, position_ids, deterministic)
+        x = absolute_embeddings(cfg, self.dtype, self.param_dtype)(input_ids, token_type_ids, position_ids,
+                                                                  deterministic)
         if cfg.embedding_size != cfg.hidden_size:
             x = dense(cfg.hidden_size, ("embed_proj", "embed"), "embeddings_project",
                       self.dtype, self.param_dtype)(x)
         x = constrain(x, ("batch", "length", "embed"))
-        return post_norm_layers(cfg, self.dtype, self.param_dtype, self.attention_impl,
-                                x, attention_mask, deterministic, query_positions)
+        return post_norm_stack(cfg.layer_spec(), cfg.num_layers, cfg.remat, self.dtype, self.param_dtype,
+                               self.attention_impl, x, attention_mask, deterministic, query_positions)
 
 
 BertConfig.encoder_module = BertEncoder

@@ -14,11 +14,11 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ...axes import Dtype, constrain
+from ...blocks import RelativePositionBias, post_norm_stack
 from ...config import EncoderConfig
-from ...encoder import Embeddings, default_position_ids, post_norm_layers
+from ...encoder import absolute_embeddings, default_position_ids
 from ...heads import ClassificationHead
-from ...layers import Dtype, constrain
-from ...positions import RelativePositionBias
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +43,12 @@ class MPNetEncoder(nn.Module):
             position_ids = default_position_ids(cfg, input_ids)
         else:
             relative = position_ids
-        x = Embeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
-            input_ids, None, position_ids, deterministic)
+        x = absolute_embeddings(cfg, self.dtype, self.param_dtype)(input_ids, None, position_ids, deterministic)
         x = constrain(x, ("batch", "length", "embed"))
         bias = RelativePositionBias(cfg.relative_attention_num_buckets, cfg.num_heads, self.param_dtype,
                                     name="relative_bias")(relative)
-        return post_norm_layers(cfg, self.dtype, self.param_dtype, self.attention_impl,
-                                x, attention_mask, deterministic, query_positions, bias)
+        return post_norm_stack(cfg.layer_spec(), cfg.num_layers, cfg.remat, self.dtype, self.param_dtype,
+                               self.attention_impl, x, attention_mask, deterministic, query_positions, bias)
 
 
 MPNetConfig.encoder_module = MPNetEncoder
