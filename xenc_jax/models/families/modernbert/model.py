@@ -15,13 +15,12 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ...axes import Dtype, constrain
+from ...blocks import ACTIVATIONS, GLOBAL, LOCAL, AttentionSpec, LayerSpec, LayerType, NormSpec, PreNormLayer, embed, \
+    layer_class, layer_norm
 from ...config import EncoderConfig
+from ...dense import dense
 from ...encoder import default_position_ids
-from ...layers import ACTIVATIONS, Dtype, PreNormLayer, attention_mask_4d, constrain, dense, embed, layer_norm, \
-    layer_class, sliding_window_mask
-from ...positions import RotaryPositions
-
-GLOBAL, LOCAL = "full_attention", "sliding_attention"   # HF's layer_types names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +35,25 @@ class ModernBertConfig(EncoderConfig):
     classifier_bias: bool = False        # the head's dense only; the classifier always has a bias in HF
     classifier_pooling: str = "cls"      # "cls" | "mean"
     embedding_dropout: float = 0.0
+
+    def layer_type(self, kind: str) -> LayerType:
+        """GLOBAL: all tokens of the segment, global_rope_theta; LOCAL: local_attention // 2
+        tokens each side, local_rope_theta."""
+        if kind == GLOBAL:
+            return LayerType(GLOBAL, None, self.global_rope_theta)
+        if kind == LOCAL:
+            return LayerType(LOCAL, self.local_attention // 2, self.local_rope_theta)
+        raise ValueError(f"unknown ModernBERT layer type {kind!r} (expected {GLOBAL!r} or {LOCAL!r})")
+
+    def layer_spec(self) -> LayerSpec:
+        """Pre-LayerNorm, GeGLU MLP. Dropouts as HF: attention probabilities and the attention
+        output both use attention_dropout; the MLP's own (hidden) dropout is inside it."""
+        attention = AttentionSpec(self.num_heads, self.head_dim, qkv_bias=self.attention_bias,
+                                  out_bias=self.attention_bias, dropout=self.attention_dropout)
+        return LayerSpec(attention, self.intermediate_size, self.hidden_act,
+                         NormSpec("layer", self.layer_norm_eps, self.norm_bias), gated_mlp=True,
+                         mlp_bias=self.mlp_bias, attn_out_dropout=self.attention_dropout,
+                         mlp_inner_dropout=self.hidden_dropout)
 
 
 class ModernBertEmbeddings(nn.Module):
@@ -64,24 +82,18 @@ def segment_mean(h, attention_mask, query_positions):
 
 
 def layer_inputs(cfg: ModernBertConfig, kind: str, attention_mask, position_ids, rows=None):
-    """(mask4, rotate) of a GLOBAL or LOCAL layer: the segment-aware mask (AND the window of
-    local_attention // 2 each side for LOCAL) and the rotary hook with that kind's theta.
-    rows [B, P]: only those query rows (the last layer for the head)."""
-    mask4 = attention_mask_4d(attention_mask, rows)
-    if kind == LOCAL:
-        q_pos = position_ids if rows is None else jnp.take_along_axis(position_ids, rows.astype(jnp.int32), 1)
-        mask4 = mask4 & sliding_window_mask(q_pos, position_ids, cfg.local_attention // 2)
-    theta = cfg.global_rope_theta if kind == GLOBAL else cfg.local_rope_theta
-    return mask4, RotaryPositions(cfg.head_dim, theta).hook(position_ids, rows)
+    """(mask4, rotate) of a GLOBAL or LOCAL layer: the segment-aware mask (AND the window for
+    LOCAL) and the rotary hook with that kind's theta. rows [B, P]: only those query rows (the
+    last layer for the head)."""
+    return cfg.layer_type(kind).inputs(cfg.head_dim, attention_mask, position_ids, rows)
 
 
 def make_layer(cfg: ModernBertConfig, i: int, dtype: Dtype, param_dtype: Dtype, attention_impl=None,
                name: str | None = None) -> PreNormLayer:
     """Layer i (layer 0 has no attention norm: HF's nn.Identity, right after the embeddings' norm)."""
-    return layer_class(PreNormLayer, cfg.remat, 3)(
-        cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps,
-        cfg.norm_bias, cfg.attention_bias, cfg.mlp_bias, i > 0, cfg.hidden_dropout, cfg.attention_dropout,
-        dtype, param_dtype, attention_impl, name=f"layer_{i}" if name is None else name)
+    return layer_class(PreNormLayer, cfg.remat, 3)(cfg.layer_spec(), "attn_norm" if i > 0 else None, dtype,
+                                                   param_dtype, attention_impl,
+                                                   name=f"layer_{i}" if name is None else name)
 
 
 class ModernBertEncoder(nn.Module):
