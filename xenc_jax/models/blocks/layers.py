@@ -120,9 +120,10 @@ class PreNormLayer(nn.Module):
         """rotate must rotate the queries at the query_positions rows when those are given."""
         spec = self.spec
         h = spec.norm(self.attn_norm, self.param_dtype)(x).astype(self.dtype) if self.attn_norm else x
-        hq = None if query_positions is None else _rows(h, query_positions)
+        hq = None
         if query_positions is not None:
-            x = _rows(x, query_positions)
+            rows = query_positions[..., None].astype(jnp.int32)
+            hq, x = jnp.take_along_axis(h, rows, axis=1), jnp.take_along_axis(x, rows, axis=1)
         a = Attention(spec.attention, self.dtype, self.param_dtype, self.attention_impl, name="attention")(
             h, mask4, deterministic, hq, None, rotate)
         x = x + nn.Dropout(spec.attn_out_dropout)(a, deterministic=deterministic)

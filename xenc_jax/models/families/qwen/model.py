@@ -22,11 +22,11 @@ from typing import ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ...axes import Dtype, constrain
+from ...blocks import GLOBAL, AttentionSpec, LayerSpec, LayerType, NormSpec, PreNormLayer, embed, layer_class
 from ...config import EncoderConfig
+from ...dense import contract, dense, normal
 from ...encoder import default_position_ids
-from ...layers import ACTIVATIONS, Dtype, GatedMLP, _accumulate_fp32, _normal, attend, attention_mask_4d, constrain, \
-    dense, embed, layer_class, rms_norm
-from ...positions import RotaryPositions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,68 +56,23 @@ class QwenConfig(EncoderConfig):
             return {"tied_embedding": nn.meta.unbox(encoder.variables["params"]["word"]["embedding"])}
         return {}
 
+    def layer_type(self) -> LayerType:
+        """Every layer: causal, global, rotary with rope_theta (sliding windows are rejected)."""
+        return LayerType(GLOBAL, None, self.rope_theta, causal=True)
 
-def causal_mask_4d(attention_mask, query_positions=None):
-    """attention_mask_4d (segments, padding) AND key index <= query index: block-causal for
-    packed rows (segments are contiguous, so inside one the index order is the token order)."""
-    length = attention_mask.shape[1]
-    q_idx = (jnp.arange(length, dtype=jnp.int32)[None, :] if query_positions is None
-             else query_positions.astype(jnp.int32))
-    causal = jnp.arange(length, dtype=jnp.int32)[None, None, :] <= q_idx[:, :, None]
-    return attention_mask_4d(attention_mask, query_positions) & causal[:, None]
-
-
-class GroupedQueryAttention(nn.Module):
-    """Causal GQA with optional per-head q/k RMSNorm: q [embed, heads, kv], k/v [embed,
-    kv_heads, kv]. Each kv head serves num_heads // num_kv_heads consecutive query heads (HF
-    repeat_kv); k/v are repeated to the query heads before the shared attention kernels."""
-    cfg: QwenConfig
-    dtype: Dtype
-    param_dtype: Dtype
-    implementation: str | None = None
-
-    @nn.compact
-    def __call__(self, x, mask4, deterministic: bool, xq=None, rotate=None):
-        cfg, d = self.cfg, self.cfg.head_dim
-        mk = lambda n, shape, axes, bias: dense(shape, axes, n, self.dtype, self.param_dtype, use_bias=bias)
-        q = mk("query", (cfg.num_heads, d), ("embed", "heads", "kv"), cfg.qkv_bias)(x if xq is None else xq)
-        k = mk("key", (cfg.num_kv_heads, d), ("embed", "kv_heads", "kv"), cfg.qkv_bias)(x)
-        v = mk("value", (cfg.num_kv_heads, d), ("embed", "kv_heads", "kv"), cfg.qkv_bias)(x)
-        if cfg.qk_norm:
-            q = rms_norm(cfg.layer_norm_eps, "q_norm", self.param_dtype, "kv")(q).astype(self.dtype)
-            k = rms_norm(cfg.layer_norm_eps, "k_norm", self.param_dtype, "kv")(k).astype(self.dtype)
-        q, k = rotate(q, k)
-        groups = cfg.num_heads // cfg.num_kv_heads
-        if groups > 1:
-            k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-        q, k, v = (constrain(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
-        out = attend(q, k, v, mask4, deterministic, cfg.attention_dropout, self.implementation)
-        return dense(cfg.hidden_size, ("heads", "kv", "embed"), "out", self.dtype, self.param_dtype,
-                     in_axis=(-2, -1), use_bias=cfg.out_bias)(out)
+    def layer_spec(self) -> LayerSpec:
+        """Pre-RMSNorm, grouped-query attention (Qwen3: RMSNorm per head on q and k, before
+        the rotation), SwiGLU MLP without biases; no dropout but on attention probabilities."""
+        norm = NormSpec("rms", self.layer_norm_eps)
+        attention = AttentionSpec(self.num_heads, self.head_dim, self.num_kv_heads, qkv_bias=self.qkv_bias,
+                                  out_bias=self.out_bias, qk_norm=norm if self.qk_norm else None,
+                                  dropout=self.attention_dropout)
+        return LayerSpec(attention, self.intermediate_size, self.hidden_act, norm, gated_mlp=True, mlp_bias=False)
 
 
-class DecoderLayer(nn.Module):
-    """x + attn(input_norm(x)), then x + mlp(mlp_norm(x)) (HF input_layernorm /
-    post_attention_layernorm). query_positions [B, P]: only those rows' outputs."""
-    cfg: QwenConfig
-    dtype: Dtype
-    param_dtype: Dtype
-    attention_impl: str | None = None
-
-    @nn.compact
-    def __call__(self, x, mask4, deterministic: bool, query_positions=None, rotate=None):
-        cfg = self.cfg
-        h = rms_norm(cfg.layer_norm_eps, "input_norm", self.param_dtype)(x).astype(self.dtype)
-        hq = None
-        if query_positions is not None:
-            rows = query_positions[..., None].astype(jnp.int32)
-            hq, x = jnp.take_along_axis(h, rows, axis=1), jnp.take_along_axis(x, rows, axis=1)
-        a = GroupedQueryAttention(cfg, self.dtype, self.param_dtype, self.attention_impl, name="attention")(
-            h, mask4, deterministic, hq, rotate)
-        x = constrain(x + a, ("batch", "length", "embed"))
-        m = GatedMLP(cfg.intermediate_size, cfg.hidden_act, 0.0, False, self.dtype, self.param_dtype, name="mlp")(
-            rms_norm(cfg.layer_norm_eps, "mlp_norm", self.param_dtype)(x).astype(self.dtype), deterministic)
-        return constrain((x + m).astype(self.dtype), ("batch", "length", "embed"))
+class DecoderLayer(PreNormLayer):
+    """The shared pre-norm layer, norms input_norm / mlp_norm (HF input_layernorm /
+    post_attention_layernorm); its own class only so that captured intermediates name it."""
 
 
 class QwenDecoder(nn.Module):
@@ -139,16 +94,15 @@ class QwenDecoder(nn.Module):
         x = embed(cfg.vocab_size, cfg.hidden_size, "word", self.param_dtype)
         x = nn.Dropout(cfg.hidden_dropout)(x(input_ids), deterministic=deterministic).astype(self.dtype)
         x = constrain(x, ("batch", "length", "embed"))
-        rope = RotaryPositions(cfg.head_dim, cfg.rope_theta)
-        full = (causal_mask_4d(attention_mask), rope.hook(position_ids))
+        kind, spec = cfg.layer_type(), cfg.layer_spec()
+        full = kind.inputs(cfg.head_dim, attention_mask, position_ids)
         layer = layer_class(DecoderLayer, cfg.remat, 3)
         for i in range(cfg.num_layers):
             last = i == cfg.num_layers - 1 and query_positions is not None
-            mask4, rotate = ((causal_mask_4d(attention_mask, query_positions),
-                              rope.hook(position_ids, query_positions)) if last else full)
-            x = layer(cfg, self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")(
+            mask4, rotate = kind.inputs(cfg.head_dim, attention_mask, position_ids, query_positions) if last else full
+            x = layer(spec, "input_norm", self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")(
                 x, mask4, deterministic, query_positions if last else None, rotate)
-        x = rms_norm(cfg.layer_norm_eps, "final_norm", self.param_dtype)(x)
+        x = spec.norm("final_norm", self.param_dtype)(x)
         return constrain(x.astype(self.dtype), ("batch", "length", "embed"))
 
 
@@ -161,7 +115,7 @@ class _TokenColumns(nn.Module):
 
     @nn.compact
     def __call__(self, ids):
-        kernel = self.param("kernel", nn.with_logical_partitioning(_normal(0.02), ("embed", "vocab")),
+        kernel = self.param("kernel", nn.with_logical_partitioning(normal(0.02), ("embed", "vocab")),
                             (self.hidden_size, self.vocab_size), self.param_dtype)
         return jnp.take(kernel, ids, axis=1)
 
@@ -191,8 +145,7 @@ class QwenHead(nn.Module):
             cols = jnp.take(tied_embedding, ids, axis=0).T
         else:
             cols = _TokenColumns(cfg.vocab_size, cfg.hidden_size, self.param_dtype, name="lm")(ids)
-        dot = _accumulate_fp32(jnp.float32)
-        logits = dot(h.astype(self.dtype), cols.astype(self.dtype), (((h.ndim - 1,), (0,)), ((), ())))
+        logits = contract(h, cols, (((h.ndim - 1,), (0,)), ((), ())), self.dtype, out_dtype=jnp.float32)
         return logits[..., :1] - logits[..., 1:2] if ids.size == 2 else logits
 
 
