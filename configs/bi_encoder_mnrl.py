@@ -23,7 +23,8 @@ CONFIG = TrainConfig(
                      format="tsv", columns=(0, 1, 2), label_column=None),
     evaluator=EvalConfig(kind="embedding_similarity", name="sts-dev",
                          data=DataSource(path=str(DATA / "stsbenchmark" / "sts-dev.csv"), format="tsv",
-                                         columns=(5, 6), label_column=4, label_scale=0.2)),
+                                         columns=(5, 6), label_column=4, label_scale=0.2,
+                                         extra_columns="ignore")),  # 2 trailing columns on some rows
     epochs=1,
     batch_size=16,
     # GradCache: e.g. batch_size=256 with cache_chunks=16 keeps 256 in-batch negatives at the

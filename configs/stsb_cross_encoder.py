@@ -19,9 +19,11 @@ STS = DATA / "stsbenchmark"
 
 
 def sts(split: str, add_swapped: bool = False) -> DataSource:
-    # genre, file, years, id, score, sentence1, sentence2 [, 2 extra columns on some rows]
+    # genre, file, years, id, score, sentence1, sentence2 [, 2 extra columns on some rows: the
+    # source attribution, dropped by extra_columns="ignore"]
     return DataSource(path=str(STS / f"sts-{split}.csv"), format="tsv", kind="pairs",
-                      columns=(5, 6), label_column=4, label_scale=0.2, add_swapped=add_swapped)
+                      columns=(5, 6), label_column=4, label_scale=0.2, add_swapped=add_swapped,
+                      extra_columns="ignore")
 
 
 CONFIG = TrainConfig(

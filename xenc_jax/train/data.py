@@ -21,9 +21,7 @@ same shapes. numpy only, apart from that allgather.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,15 +29,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..batching import tokenize_pairs, tokenize_texts
+from .rows import FORMATS, DataError, iter_rows, parse_row  # noqa: F401  (DataError: the public name)
 
 log = logging.getLogger(__name__)
 
 KINDS = ("pairs", "triplets", "lists")
-FORMATS = ("tsv", "csv", "jsonl")
-
-
-class DataError(ValueError):
-    """Bad training/evaluation data, reported before any model compute."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +50,9 @@ class DataSource:
     skip_labels: rows with one of these raw labels are dropped (SNLI's "-").
     rows: (start, stop) slice of the data rows (after header/blank lines), e.g. to split a file.
     on_bad_row: "error" (default) or "skip" (with a warning giving the count and first line).
+    extra_columns: tsv/csv: "error" (default): a row with more columns than the ones read (no
+      header) or than the header is an error naming file:line, since a tab inside a text would
+      otherwise cut it silently; "ignore": such columns are dropped (STS-B: some rows carry 2).
     add_swapped: pairs only: also train on (text2, text1) with the same label, for a symmetric
       task such as STS (the recipe of sentence-transformers' STS-B cross-encoder example).
     """
@@ -71,6 +68,7 @@ class DataSource:
     rows: tuple | None = None
     on_bad_row: str = "error"
     add_swapped: bool = False
+    extra_columns: str = "error"
 
     def resolved_format(self) -> str:
         if self.format != "auto":
@@ -94,118 +92,6 @@ class Examples:
         return len(self.texts)
 
 
-# ----------------------------------------------------------------------------- readers
-
-def _iter_rows(src: DataSource, fmt: str):
-    """(line_number, row) where row is a list (tsv/csv without header) or a dict."""
-    path = Path(src.path)
-    if not src.path:
-        raise DataError("no data path given")
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    with open(path, encoding="utf-8", newline="" if fmt == "csv" else None) as f:
-        if fmt == "jsonl":
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield n, json.loads(line)
-                    except json.JSONDecodeError as e:
-                        yield n, DataError(f"{path}:{n}: not valid JSON ({e})")
-        elif fmt == "csv":
-            reader = csv.reader(f)
-            header = None
-            for n, row in enumerate(reader, 1):
-                if not row or not any(c.strip() for c in row):
-                    continue
-                if src.header and header is None:
-                    header = row
-                    continue
-                yield n, dict(zip(header, row)) if header else row
-        else:
-            # Plain split on tabs, no quote handling (STS-B has unbalanced quotes in its texts).
-            header = None
-            for n, line in enumerate(f, 1):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line.strip():
-                    continue
-                row = line.split("\t")
-                if src.header and header is None:
-                    header = row
-                    continue
-                yield n, dict(zip(header, row)) if header else row
-
-
-def _get(row, key, where: str):
-    if isinstance(row, dict):
-        if key not in row:
-            raise DataError(f"{where}: missing column {key!r} (the row has {sorted(row)[:8]})")
-        return row[key]
-    if isinstance(key, str):
-        raise DataError(f"{where}: column {key!r} is a name, but this file has no header; "
-                        "use 0-based column indices or header=True")
-    if key >= len(row):
-        raise DataError(f"{where}: missing column {key} (0-based): the row has only {len(row)} "
-                        "column(s); is the file tab-separated as expected?")
-    return row[key]
-
-
-def _parse_label(raw, src: DataSource, kind: str, where: str):
-    if kind == "lists":
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)
-            except json.JSONDecodeError:
-                raise DataError(f"{where}: labels must be a JSON list of numbers, got {raw[:40]!r}") from None
-        if not isinstance(raw, list):
-            raise DataError(f"{where}: labels must be a list (one grade per document), got {raw!r}")
-        try:
-            return [float(x) * src.label_scale for x in raw]
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: labels must be numbers, got {raw!r}") from None
-    if src.label_map is not None:
-        key = raw if isinstance(raw, str) else str(raw)
-        if key not in src.label_map:
-            raise DataError(f"{where}: label {raw!r} is not one of {sorted(src.label_map)} "
-                            "(label_map); add it to skip_labels to drop such rows")
-        return int(src.label_map[key])
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: label {raw!r} is not a number (give label_map for class names)") from None
-    if not np.isfinite(value):
-        raise DataError(f"{where}: label {raw!r} is not finite")
-    return value * src.label_scale
-
-
-def _parse_row(row, src: DataSource, where: str):
-    if isinstance(row, DataError):
-        raise row
-    if src.kind == "lists":
-        query = _get(row, src.columns[0], where)
-        docs = _get(row, src.columns[1], where)
-        if isinstance(docs, str):
-            docs = json.loads(docs)
-        if not isinstance(query, str) or not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
-            raise DataError(f"{where}: expected a query string and a list of document strings")
-        if not docs:
-            raise DataError(f"{where}: the candidate list is empty")
-        texts = (query, docs)
-    else:
-        texts = tuple(_get(row, c, where) for c in src.columns)
-        for c, t in zip(src.columns, texts):
-            if not isinstance(t, str):
-                raise DataError(f"{where}: column {c!r} is {type(t).__name__}, not a text")
-    if src.label_column is None:
-        return texts, None, False
-    raw = _get(row, src.label_column, where)
-    if raw in src.skip_labels:
-        return texts, None, True
-    label = _parse_label(raw, src, src.kind, where)
-    if src.kind == "lists" and len(label) != len(texts[1]):
-        raise DataError(f"{where}: {len(texts[1])} documents but {len(label)} labels")
-    return texts, label, False
-
-
 def read_examples(src: DataSource, *, process_index: int = 0, process_count: int = 1) -> Examples:
     """Parse the rows of this process's shard (row i -> process i % process_count)."""
     if src.kind not in KINDS:
@@ -219,7 +105,7 @@ def read_examples(src: DataSource, *, process_index: int = 0, process_count: int
     fmt = src.resolved_format()
     start, stop = src.rows if src.rows else (0, None)
     texts, labels, bad, skipped, seen = [], [], [], 0, 0
-    for i, (n, row) in enumerate(_iter_rows(src, fmt)):
+    for i, (n, row) in enumerate(iter_rows(src, fmt)):
         if i < start or (stop is not None and i >= stop):
             continue
         if (i - start) % process_count != process_index:
@@ -227,7 +113,7 @@ def read_examples(src: DataSource, *, process_index: int = 0, process_count: int
         seen += 1
         where = f"{src.path}:{n}"
         try:
-            t, y, skip = _parse_row(row, src, where)
+            t, y, skip = parse_row(row, src, where)
         except DataError as e:
             if src.on_bad_row == "error":
                 raise DataError(f"{e} (set on_bad_row='skip' to drop bad rows)") from None

@@ -7,7 +7,8 @@ Left out on purpose: where things go and how often (output_dir, name, log_every,
 checkpoint_every, keep_checkpoints, async_checkpoint, export_best, progress), evaluation (it
 does not change the weights), and the mesh and sharding (a restore onto another mesh is exact up
 to float32 reduction order, and moving a run to other hardware is a normal thing to do), nor
-rematerialisation (the same math, recomputed; switched on when a resumed run needs less memory). The
+rematerialisation (the same math, recomputed; switched on when a resumed run needs less memory), nor
+train.extra_columns (a check only: whenever both settings read a file, they read the same rows). The
 paths of the model and the data are replaced by their contents' identity, so a moved or copied
 directory still resumes while an edited file does not.
 """
@@ -18,7 +19,7 @@ from .config import to_dict
 
 IGNORED = ("name", "output_dir", "resume", "resume_may_change", "log_every", "eval_every", "progress",
            "checkpoint_every", "keep_checkpoints", "async_checkpoint", "export_best", "evaluator", "test",
-           "sharding", "mesh", "remat", "model", "train.path")
+           "sharding", "mesh", "remat", "model", "train.path", "train.extra_columns")
 __all__ = ["config_digest", "differences", "file_identity", "model_identity"]
 
 

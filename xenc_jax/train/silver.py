@@ -134,20 +134,40 @@ def write_jsonl(path, pairs: SilverPairs, meta: dict) -> None:
 
 
 def read_jsonl(path, meta: dict) -> SilverPairs | None:
-    """The pairs saved by `write_jsonl` for the same `meta`; None when there is no such file or it
-    was written for other settings."""
+    """The pairs saved by `write_jsonl` for the same `meta`; None when there is no such file (or an
+    empty one) or it was written for other settings. A damaged or edited file is a DataError naming
+    the line (never pairs that differ from the file, never a bare JSON or type error)."""
+    from .rows import DataError, check_text, get_column, json_lines, number
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:
         return None
-    with open(path, encoding="utf-8") as f:
-        if json.loads(f.readline() or "{}").get("meta") != json.loads(json.dumps(meta)):
-            return None
-        rows = [json.loads(line) for line in f]
-    return SilverPairs([(r["text1"], r["text2"]) for r in rows], [float(r["label"]) for r in rows],
-                       float("nan"), float("nan"))
+    fix = "; delete it to mine the silver pairs again"
+    lines = json_lines(path)
+    n, head = next(lines, (1, {}))
+    if isinstance(head, DataError):
+        raise DataError(f"{head}{fix}")
+    if not isinstance(head, dict):
+        raise DataError(f"{path}:{n}: the first line is not {{\"meta\": ...}}{fix}")
+    if head.get("meta") != json.loads(json.dumps(meta)):
+        return None
+    texts, labels = [], []
+    for n, row in lines:
+        try:
+            if isinstance(row, DataError):
+                raise row
+            where = f"{path}:{n}"
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: a silver pair is a JSON object, got {type(row).__name__}")
+            texts.append(tuple(check_text(get_column(row, k, where), k, where) for k in ("text1", "text2")))
+            labels.append(number(get_column(row, "label", where), where))
+        except DataError as e:
+            raise DataError(f"{e}{fix}") from None
+    return SilverPairs(texts, labels, float("nan"), float("nan"))
 
 
 def meta_for(cfg, n_gold: int) -> dict:
-    """What the pairs depend on: a saved file is reused on resume only when all of it matches."""
+    """What the pairs depend on: a saved file is reused on resume only when all of it matches.
+    train.extra_columns is left out: a check that never changes the rows read (see digest.py)."""
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "extra_columns"}
     return {"silver": dataclasses.asdict(cfg.silver), "model": cfg.model, "max_length": cfg.max_length,
-            "train": dataclasses.asdict(cfg.train), "gold_pairs": n_gold}
+            "train": train, "gold_pairs": n_gold}
