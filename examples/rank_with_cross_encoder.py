@@ -9,8 +9,8 @@ retrieve_rerank_msmarco.py for retrieving those candidates with a bi-encoder fir
 CROSS_ENCODER_DIR is a local Hugging Face sequence-classification model with one output, e.g. a
 download of cross-encoder/ms-marco-MiniLM-L6-v2. These machines have no Hugging Face hub access
 and no trained cross-encoder ships offline, so the path is an argument; a hub id also works where
-the hub is reachable. (A model without a trained head gets a random one, with a warning, and its
-ranking is then meaningless.)
+the hub is reachable. (A model without a trained head, such as a bare encoder, is refused: a
+random head's ranking is meaningless; CrossEncoder(..., allow_new_head=True) would initialise one.)
 """
 from __future__ import annotations
 

@@ -187,7 +187,9 @@ def test_bad_inputs_have_clear_errors(tmp_path, models):
     bare.mkdir()
     for f in ("config.json", "model.safetensors"):
         (bare / f).write_bytes((path / f).read_bytes())
-    wl = Tokenizer(tm.WordLevel({"<pad>": 0, "<unk>": 1, "maybe": 2}, unk_token="<unk>"))
+    # 300 words (none of them yes/no): a real vocabulary, not one the empty-tokenizer check refuses
+    words = {"<pad>": 0, "<unk>": 1, "maybe": 2, **{f"word{i}": 3 + i for i in range(297)}}
+    wl = Tokenizer(tm.WordLevel(words, unk_token="<unk>"))
     wl.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=wl, pad_token="<pad>", unk_token="<unk>").save_pretrained(bare)
     with pytest.raises(ValueError, match="yes/no not in its tokenizer's vocabulary.*LogitScore"):

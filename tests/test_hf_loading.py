@@ -241,7 +241,7 @@ def test_loading_a_cross_encoder_does_not_import_torch(minilm_dir, tmp_path):
     import subprocess
     import sys
     from test_train_utils import REPO
-    code = ("import sys; from xenc_jax import CrossEncoder; ce = CrossEncoder(sys.argv[1]); "
+    code = ("import sys; from xenc_jax import CrossEncoder; ce = CrossEncoder(sys.argv[1], allow_new_head=True); "
             "ce.predict([('a query', 'a passage')]); print('torch' in sys.modules)")
     got = subprocess.run([sys.executable, "-c", code, str(minilm_dir)], capture_output=True, text=True,
                          env={**__import__("os").environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)})

@@ -58,6 +58,14 @@ def _check_sentences(sentences) -> tuple[list[str], bool]:
     return [str(s) for s in items], False
 
 
+def default_max_seq_length(st_cfg: dict, tokenizer, config) -> int:
+    """ST's max_seq_length: sentence_bert_config.json's, else the tokenizer's model_max_length
+    capped by the position table."""
+    limit = config.max_position_embeddings - config.position_offset
+    n = st_cfg.get("max_seq_length") or min(int(tokenizer.model_max_length), config.max_position_embeddings)
+    return min(int(n), limit)
+
+
 class BiEncoder(Autotuned):
     """Drop-in for `sentence_transformers.SentenceTransformer.encode` on JAX (text models).
 
@@ -106,9 +114,7 @@ class BiEncoder(Autotuned):
         self.do_lower_case = bool(st_cfg.get("do_lower_case", False))
         limit = self.config.max_position_embeddings - self.config.position_offset
         if max_seq_length is None:
-            max_seq_length = st_cfg.get("max_seq_length") or min(int(self.tokenizer.model_max_length),
-                                                                 self.config.max_position_embeddings)
-            max_seq_length = min(int(max_seq_length), limit)
+            max_seq_length = default_max_seq_length(st_cfg, self.tokenizer, self.config)
         if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or not 2 <= max_seq_length <= limit:
             raise ValueError(f"max_seq_length must be an int in 2..{limit} (the model's position table), "
                              f"got {max_seq_length!r}")

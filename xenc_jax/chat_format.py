@@ -16,12 +16,12 @@ an error, as in ST, rather than a silently constant score.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .batching import TOKENIZER_LOCK, Encoding, _split_pairs
+from .hf.model_folder import read_json
 
 PAIR_ROLES = ("query", "document")
 _PROBES = (("alpha", "bravo"), ("charlie", "bravo"), ("alpha", "foxtrot"))
@@ -107,7 +107,7 @@ def uses_chat_template(model_dir, tokenizer) -> bool:
     path = Path(model_dir) / "sentence_bert_config.json"
     if not path.is_file():
         return True
-    modality = json.loads(path.read_text()).get("modality_config")
+    modality = read_json(path, "Transformer config").get("modality_config")
     return modality is not None and "message" in modality
 
 

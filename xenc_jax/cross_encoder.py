@@ -24,6 +24,7 @@ from .chat_format import pair_encoder
 from .hf import st_folder
 from .hf.causal_score import copy_st_files
 from .hf.hub import resolve_model_dir
+from .hf.model_folder import read_json
 from .hf.pretrained import load_pretrained, save_pretrained
 from .models.layers import default_attention_impl
 from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, load_plan, loading_on_host,
@@ -56,7 +57,12 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def _read_st_model_config(model_dir: Path) -> dict:
     path = Path(model_dir) / "config_sentence_transformers.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
+
+
+def default_max_length(tokenizer, config) -> int:
+    """ST's max_length for a CrossEncoder: the tokenizer's model_max_length, capped by the position table."""
+    return min(int(tokenizer.model_max_length), config.max_position_embeddings - config.position_offset)
 
 
 def _is_single_pair(pairs) -> bool:
@@ -95,6 +101,9 @@ class CrossEncoder(Autotuned):
         CPU: None (default) uses a cached result, and tunes in warmup() or before a call of
         >= 20000 pairs; True tunes now (if not cached); False keeps the defaults. `self.tuning`
         says what runs; XENC_AUTOTUNE=0 turns it off everywhere.
+      allow_new_head: a folder without a trained classification head (a bare encoder, a
+        bi-encoder) is an error by default, since a random head scores meaninglessly; True
+        initialises a new head (seeded by `seed`, with a warning), e.g. to train it.
     """
 
     _tune_kind = "pairs"
@@ -106,22 +115,22 @@ class CrossEncoder(Autotuned):
                  attention_impl: str | None = None, compilation_cache: str | bool | None = None,
                  mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE,
                  prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
-                 param_dtype="float32", autotune: bool | None = None):
+                 param_dtype="float32", autotune: bool | None = None, allow_new_head: bool = False):
         enable_compilation_cache(compilation_cache)
         model_dir = resolve_model_dir(model_name_or_path, revision)
-        raw = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+        raw = read_json(model_dir / "config.json") if (model_dir / "config.json").is_file() else {}
         archs = raw.get("architectures") or []
         if num_labels is None and not any(a.endswith("ForSequenceClassification") for a in archs):
             num_labels = 1  # a bare encoder becomes a 1-label cross-encoder, as in ST
         with loading_on_host(mesh):   # with a mesh, each param goes straight into its sharding
             pt = load_pretrained(model_dir, head=True, num_labels=num_labels, revision=revision,
                                  ignore_config_keys=ignore_config_keys, seed=seed, param_dtype=as_dtype(param_dtype),
-                                 plan=load_plan(mesh, sharding))
+                                 plan=load_plan(mesh, sharding), allow_new_head=allow_new_head)
         self.model_dir, self.config, self.params, self.tokenizer = model_dir, pt.config, pt.params, pt.tokenizer
         self.dtype = as_dtype(dtype)
         limit = self.config.max_position_embeddings - self.config.position_offset
         if max_length is None:
-            max_length = min(int(self.tokenizer.model_max_length), limit)
+            max_length = default_max_length(self.tokenizer, self.config)
         if not isinstance(max_length, int) or not 2 < max_length <= limit:
             raise ValueError(f"max_length must be an int in 3..{limit} (the model's position table), got {max_length!r}")
         self.max_length = max_length

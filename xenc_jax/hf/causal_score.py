@@ -11,8 +11,9 @@ unknown token would silently score the unknown token's logit; that is an error h
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from .model_folder import read_json, st_modules
 
 LOGIT_SCORE_TYPE = "sentence_transformers.cross_encoder.modules.logit_score.LogitScore"
 
@@ -22,12 +23,12 @@ def logit_score_config(model_dir: Path) -> dict | None:
     modules = Path(model_dir) / "modules.json"
     if not modules.is_file():
         return None
-    for entry in json.loads(modules.read_text()):
-        if str(entry.get("type", "")).rsplit(".", 1)[-1] == "LogitScore":
-            path = Path(model_dir) / entry.get("path", "") / "config.json"
+    for name, sub in st_modules(model_dir):
+        if name == "LogitScore":
+            path = Path(model_dir) / sub / "config.json"
             if not path.is_file():
                 raise FileNotFoundError(f"{modules} lists a LogitScore module but {path} is missing")
-            return json.loads(path.read_text())
+            return read_json(path, "LogitScore config")
     return None
 
 
@@ -70,14 +71,13 @@ def copy_st_files(src: Path, dst: Path) -> None:
     import shutil
     src, dst = Path(src), Path(dst)
     st_cfg = src / "config_sentence_transformers.json"
-    if st_cfg.is_file() and json.loads(st_cfg.read_text()).get("model_type") == "CrossEncoder":
+    if st_cfg.is_file() and read_json(st_cfg).get("model_type") == "CrossEncoder":
         shutil.copy2(st_cfg, dst / st_cfg.name)
     if logit_score_config(src) is None:
         return
     for name in ("modules.json", "sentence_bert_config.json"):
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
-    for entry in json.loads((src / "modules.json").read_text()):
-        sub = entry.get("path", "")
+    for _, sub in st_modules(src):
         if sub and (src / sub).is_dir() and not (dst / sub).exists():
             shutil.copytree(src / sub, dst / sub)

@@ -2,11 +2,12 @@
 only through torch's `weights_only=True` loader (never plain pickle)."""
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from .model_folder import ModelFolderError, read_json
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -61,9 +62,16 @@ def lazy_checkpoint(model_dir: Path) -> Mapping[str, np.ndarray]:
     if single.is_file():
         return LazyTensors([single])
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return LazyTensors([model_dir / s for s in sorted(set(weight_map.values()))])
+        return LazyTensors([model_dir / s for s in sorted(set(_weight_map(index).values()))])
     return read_checkpoint(model_dir)
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    """tensor name -> shard file of a sharded checkpoint's index; a damaged index is named."""
+    weight_map = read_json(index, "checkpoint index").get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ModelFolderError(f"{index} has no 'weight_map' of tensor name -> shard file")
+    return weight_map
 
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
@@ -84,9 +92,8 @@ def read_checkpoint(model_dir: Path) -> dict[str, np.ndarray]:
         return _read_safetensors(single)
     for idx, reader in ((index, _read_safetensors), (model_dir / "pytorch_model.bin.index.json", _read_torch_bin)):
         if idx.is_file():
-            weight_map = json.loads(idx.read_text())["weight_map"]
             out = {}
-            for shard in sorted(set(weight_map.values())):
+            for shard in sorted(set(_weight_map(idx).values())):
                 out.update(reader(model_dir / shard))
             return out
     if (model_dir / "pytorch_model.bin").is_file():

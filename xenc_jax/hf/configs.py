@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.config import EncoderConfig
+from .model_folder import read_json
 from .registry import FAMILIES as _REGISTRY
 from .registry import family as _family
 from .tables.common import ConfigError
@@ -95,12 +96,7 @@ def load_config(model_dir: str | Path, *, ignore_keys: tuple[str, ...] = ()) -> 
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no config.json in {model_dir}: is this a Hugging Face model directory?")
-    with open(path, encoding="utf-8") as f:
-        try:
-            d = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from e
-    return config_from_dict(d, ignore_keys=ignore_keys)
+    return config_from_dict(read_json(path, error=ConfigError), ignore_keys=ignore_keys)
 
 
 def config_to_dict(cfg: EncoderConfig, *, head: bool) -> dict[str, Any]:
@@ -116,4 +112,16 @@ def config_to_dict(cfg: EncoderConfig, *, head: bool) -> dict[str, Any]:
         d["id2label"] = {str(k): v for k, v in old.items()}
         d["label2id"] = {v: int(k) for k, v in d["id2label"].items()}
     d.pop("num_labels", None)
+    d["transformers_version"] = _transformers_version(d.get("transformers_version"))
     return d
+
+
+def _transformers_version(old: str | None) -> str | None:
+    """The installed transformers' version: the file is written in the format it reads (a copied
+    source's "4.8.2" would claim otherwise). From the package metadata: importing transformers
+    to ask costs seconds where torch is installed."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return old

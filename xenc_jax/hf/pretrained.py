@@ -18,6 +18,8 @@ from .causal_score import logit_score_config, score_token_ids
 from .checkpoint_files import lazy_checkpoint, write_safetensors
 from .configs import EncoderConfig, config_to_dict, load_config
 from .hub import resolve_model_dir
+from .model_folder import (check_cross_encoder_modules, check_tokenizer_files, check_tokenizer_vocab,
+                           missing_head_error, read_json)
 from .weights import _flat_paths, params_from_hf, params_to_hf
 
 log = logging.getLogger(__name__)
@@ -104,8 +106,20 @@ def _direct_tokenizer_class(model_dir: Path):
     return getattr(transformers, name.removesuffix("Fast"), None)
 
 
+# The tokenizer's JSON files: a damaged one is named (model_folder.read_json) rather than
+# reported as transformers' parse error.
+TOKENIZER_JSON = ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json", "added_tokens.json",
+                  "vocab.json")
+
+
 def load_tokenizer(model_dir: Path):
-    cls = _direct_tokenizer_class(Path(model_dir))
+    """The folder's tokenizer, as AutoTokenizer loads it; a folder without tokenizer files is an
+    error (transformers 5 would build an empty tokenizer that maps every word to [UNK])."""
+    model_dir = Path(model_dir)
+    check_tokenizer_files(model_dir)
+    if (model_dir / "tokenizer_config.json").is_file():
+        read_json(model_dir / "tokenizer_config.json")
+    cls = _direct_tokenizer_class(model_dir)
     if cls is not None:
         try:
             return cls.from_pretrained(str(model_dir))
@@ -116,6 +130,9 @@ def load_tokenizer(model_dir: Path):
         # trust_remote_code stays False: we never execute code shipped with a model.
         return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     except Exception as e:
+        for name in TOKENIZER_JSON:   # a damaged JSON file: say which (checked only on failure, they can be large)
+            if (model_dir / name).is_file():
+                read_json(model_dir / name, expect=None)
         raise OSError(f"could not load a tokenizer from {model_dir} ({type(e).__name__}: {e}); "
                       "the directory needs tokenizer.json or the vocab files of its tokenizer") from e
 
@@ -123,11 +140,14 @@ def load_tokenizer(model_dir: Path):
 def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_labels: int | None = None,
                     param_dtype=jnp.float32, revision: str | None = None,
                     ignore_config_keys: tuple[str, ...] = (), seed: int = 0,
-                    with_tokenizer: bool = True, plan=None) -> Pretrained:
-    """Load config, weights (strictly) and tokenizer.
+                    with_tokenizer: bool = True, plan=None, allow_new_head: bool = True) -> Pretrained:
+    """Load config, weights (strictly) and tokenizer, after checking the folder (hf/model_folder.py:
+    tokenizer files present and fitting the embedding table; a CrossEncoder folder's modules).
 
     head=True builds the sequence-classification model; a checkpoint without a classification
-    head (a bare encoder) gets a freshly initialised one, as HF does, with a warning.
+    head (a bare encoder) gets a freshly initialised one, as HF does, with a warning, when
+    allow_new_head (training does this); otherwise that is a MissingHeadError (CrossEncoder's
+    default: a random head must never score).
     num_labels overrides the config's; a checkpoint head of another size is then an error.
 
     plan (a sharding.ShardingPlan): each param goes straight into its sharding on the plan's
@@ -136,6 +156,8 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
     """
     model_dir = resolve_model_dir(name_or_path, revision)
     cfg = load_config(model_dir, ignore_keys=ignore_config_keys)
+    if head:
+        check_cross_encoder_modules(model_dir)   # a head in modules we do not run: refused, never random
     if num_labels is not None:
         if int(num_labels) < 1:
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
@@ -144,6 +166,9 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
     if head and getattr(cfg, "head_kind", None) == "lm":   # a causal-LM reranker: which tokens it scores
         if tokenizer is None and logit_score_config(model_dir) is None:
             tokenizer = load_tokenizer(model_dir)
+    if tokenizer is not None:
+        check_tokenizer_vocab(tokenizer, cfg, model_dir)
+    if head and getattr(cfg, "head_kind", None) == "lm":
         cfg = dataclasses.replace(cfg, score_token_ids=score_token_ids(model_dir, tokenizer))
     tensors = lazy_checkpoint(model_dir)
     place = None if plan is None else _placer(plan, cfg, head, param_dtype)
@@ -155,9 +180,12 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
         from .weights import WeightsError
         raise WeightsError(f"{model_dir} is a causal LM with untied embeddings but its checkpoint has no "
                            f"LM head ({conv.missing_head}); an LM head cannot be initialised fresh")
+    if head and conv.missing_head and not allow_new_head:
+        raise missing_head_error(model_dir, conv.missing_head_keys or conv.missing_head)
     if head and conv.missing_head:
         log.warning("%s has no trained classification head (%s missing): initialised a new one with "
-                    "seed %d; train it before trusting its scores", model_dir, conv.missing_head, seed)
+                    "seed %d; train it before trusting its scores", model_dir,
+                    conv.missing_head_keys or conv.missing_head, seed)
         fresh = init_head_params(cfg, seed)
         if place is not None:
             fresh = _place_subtree(fresh, "head", place)

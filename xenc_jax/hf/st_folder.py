@@ -18,6 +18,7 @@ import numpy as np
 
 from ..models import pooling as P
 from ..models.pooling import DenseSpec
+from . import model_folder
 from .checkpoint_files import read_checkpoint, write_safetensors
 
 # modules.json "type" -> our module kind. Both the legacy short paths and ST 6.2's full paths.
@@ -109,14 +110,9 @@ class SentenceModules:
             {k: np.asarray(v, np.float32) for k, v in p.items()} for p in dense_params))
 
 
-def read_json(path: Path, what: str):
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} ({what}) is not valid JSON: {e}") from e
-    if not isinstance(data, (dict, list)):
-        raise ValueError(f"{path} ({what}) must hold a JSON object")
-    return data
+def read_json(path: Path, what: str, expect: type = dict):
+    """model_folder.read_json: a damaged file is named with the line and column."""
+    return model_folder.read_json(path, what, expect=expect)
 
 
 def module_kind(entry, where: str) -> str:
@@ -207,7 +203,7 @@ def read_st_folder(model_dir: Path, score_functions=("cosine", "dot", "euclidean
     model_dir = Path(model_dir)
     if not (model_dir / "modules.json").is_file():
         return SentenceModules(encoder_dir=model_dir, pooling_modes=default_pooling_modes(model_dir))
-    entries = read_json(model_dir / "modules.json", "module list")
+    entries = read_json(model_dir / "modules.json", "module list", expect=list)
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{model_dir / 'modules.json'} must be a non-empty JSON list of modules")
     kinds = [module_kind(e, f"{model_dir / 'modules.json'} entry {i}") for i, e in enumerate(entries)]

@@ -141,6 +141,7 @@ class Conversion:
     params: dict                 # nested dict of numpy arrays
     missing_head: list[str]      # head params absent from the checkpoint (to be initialised)
     ignored: list[str]           # checkpoint tensors dropped on purpose
+    missing_head_keys: list[str] = dataclasses.field(default_factory=list)  # their HF tensor names
 
 
 def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool,
@@ -156,7 +157,7 @@ def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool,
     want = expected_keys(cfg, head=True, prefixed=prefixed)
     head_keys = set(want) - set(expected_keys(cfg, head=False, prefixed=prefixed))
     params: dict = {}
-    used, ignored, missing_head, bad_shapes = set(), [], [], []
+    used, ignored, missing_head, bad_shapes, missing_head_keys = set(), [], [], [], []
     for key, rule in want.items():
         is_head = key in head_keys
         if is_head and not head:
@@ -164,6 +165,7 @@ def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool,
         if key not in tensors:
             if is_head:
                 missing_head.append(rule.ours)
+                missing_head_keys.append(key)
             continue
         pieces, bad = _to_ours(rule, np.asarray(tensors[key]), cfg, shapes)
         bad_shapes += bad
@@ -192,7 +194,7 @@ def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool,
     if problems:
         raise WeightsError(f"checkpoint does not match the {cfg.family!r} config "
                            f"({cfg.num_layers} layers, hidden {cfg.hidden_size}): " + " | ".join(problems))
-    return Conversion(params, missing_head, sorted(ignored))
+    return Conversion(params, missing_head, sorted(ignored), missing_head_keys)
 
 
 def params_to_hf(params: dict, cfg: EncoderConfig, *, head: bool) -> dict[str, np.ndarray]:

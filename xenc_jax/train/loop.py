@@ -321,8 +321,9 @@ def evaluate_model(cfg: TrainConfig, ev) -> dict:
     evaluator = build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or "test")
     head = cfg.task == "cross_encoder"
     model_dir = Path(resolve_model(cfg.model))
+    # a folder without a trained head is refused: its metrics would be those of a random head
     pt = load_pretrained(model_dir if head else encoder_dir(model_dir), head=head,
-                         num_labels=cfg.num_labels if head else None, seed=cfg.seed)
+                         num_labels=cfg.num_labels if head else None, seed=cfg.seed, allow_new_head=False)
     module = pt.module(dtype=as_dtype(cfg.dtype))
     plan = S.make_plan("dp")
     p_sh, params = S.param_shardings(plan, module), pt.params
