@@ -117,6 +117,41 @@ def _progress(total: int, initial: int, show):
     return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
 
 
+PROGRESS_EVERY_S = 30.0  # plain progress lines: at most one per this many seconds
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class ProgressLines:
+    """Plain progress lines on stderr where no bar is drawn (progress=None and stderr is not a
+    terminal: a log file, CI, a pipe), so the console is never silent for minutes: a line after
+    the first step (training started, compilation included), then at most one per `every_s`
+    seconds, and at the last step. The loss is the mean over the steps since the previous line;
+    the device is read only when a line is due."""
+
+    def __init__(self, total: int, start_step: int, steps_per_epoch: int, every_s: float | None = None,
+                 clock=time.monotonic):
+        self.total, self.steps_per_epoch, self.clock = total, steps_per_epoch, clock
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
+        self.window, self.last_step, self.last_t, self.printed = [], start_step, clock(), False
+
+    def step(self, step: int, metrics) -> None:
+        self.window.append(metrics)
+        now = self.clock()
+        if self.printed and step != self.total and now - self.last_t < self.every_s:
+            return
+        got = jax.device_get(self.window)
+        rate = (step - self.last_step) / max(now - self.last_t, 1e-9)
+        print(f"train: step {step}/{self.total} (epoch {step / self.steps_per_epoch:.2f})  "
+              f"loss {float(np.mean([m['loss'] for m in got])):.6g}  lr {float(got[-1].get('lr', 0.0)):.3g}  "
+              f"{rate:.3g} steps/s  ETA {_duration((self.total - step) / max(rate, 1e-9))}",
+              file=sys.stderr, flush=True)
+        self.window, self.last_step, self.last_t, self.printed = [], step, now, True
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) training; returns a summary dict (also written to summary.json)."""
     cfg.validate()
@@ -254,6 +289,7 @@ def train(cfg: TrainConfig) -> dict:
 
     step = int(jax.device_get(state.step))
     bar = _progress(total, step, cfg.progress)
+    lines = ProgressLines(total, step, steps_per_epoch) if bar is None and cfg.progress is None and pi == 0 else None
     pending, t_log, rows_log = [], time.time(), 0
     t_start, step_start = time.time(), step
     while step < total:
@@ -262,6 +298,8 @@ def train(cfg: TrainConfig) -> dict:
         state, metrics = train_step(state, plan.place_batch(batch), rng)
         step += 1
         pending.append(metrics)
+        if lines is not None:
+            lines.step(step, metrics)
         if step % cfg.log_every == 0 or step == total:
             got = jax.device_get(pending)
             now = time.time()
