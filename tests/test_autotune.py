@@ -163,8 +163,14 @@ def test_cli_uses_the_tuned_layout_and_a_resume_keeps_the_parts_layout(tiny_dir,
     model = CrossEncoder(str(tiny_dir))
     assert layout(model)["pack_length"] == 256
     old = {**layout(model), "pack_length": 192, "tokens_per_batch": 4096}
-    PartsJob(tmp_path / "r.jsonl", {"settings": {"layout": old}}, "jsonl")
-    choose_layout(Namespace(output=str(tmp_path / "r.jsonl"), input=str(tsv), overwrite=False), model)
+    job = PartsJob(tmp_path / "r.jsonl", {"job": "pairs", "settings": {"layout": old}}, "jsonl")
+    args = Namespace(output=str(tmp_path / "r.jsonl"), input=str(tsv), overwrite=False)
+    choose_layout(args, model, {"job": "pairs", "settings": {"layout": layout(model)}})
+    assert layout(model)["pack_length"] == 256  # no finished part yet: nothing to keep the layout of
+    job.write_part(0, lambda f: f.write(b"{}\n"))
+    choose_layout(args, model, {"job": "other", "settings": {"layout": layout(model)}})
+    assert layout(model)["pack_length"] == 256  # another job's parts: not this job's layout (issue 29)
+    choose_layout(args, model, {"job": "pairs", "settings": {"layout": layout(model)}})
     assert layout(model) == old and model.tuning.source == "resumed"
 
 

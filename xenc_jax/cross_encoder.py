@@ -292,6 +292,9 @@ class CrossEncoder(Autotuned):
              batch_size: int | None = None, activation_fn=None, show_progress_bar: bool | None = None, *,
              prompt: str | None = None, prompt_name: str | None = None) -> list[dict]:
         """[{"corpus_id", "score"(, "text")}] sorted by score, highest first (as ST)."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {_what(query)}")
+        documents = _text_list(documents, "documents")
         return self.rank_many([query], [documents], top_k, return_documents, batch_size, activation_fn,
                               show_progress_bar, prompt=prompt, prompt_name=prompt_name)[0]
 
@@ -303,15 +306,17 @@ class CrossEncoder(Autotuned):
         if self.num_labels != 1:
             raise ValueError(f"rank() needs a model with num_labels=1, this one has {self.num_labels}; "
                              "use predict() on pairs instead")
+        top_k = _check_top_k(top_k)
         if isinstance(queries, str) or isinstance(documents, str):
             raise TypeError("rank_many takes a list of queries and a list of document lists; "
                             "for one query use rank(query, documents)")
+        queries = _text_list(queries, "queries")
+        documents = [_text_list(d, f"documents[{qi}]")
+                     for qi, d in enumerate(_text_list(documents, "documents", of="document lists"))]
         if len(queries) != len(documents):
             raise ValueError(f"{len(queries)} queries but {len(documents)} document lists; give one list per query")
         pairs, owner = [], []
         for qi, (q, docs) in enumerate(zip(queries, documents)):
-            if isinstance(docs, str):
-                raise TypeError(f"documents for query {qi} is a single string; pass a list of documents")
             pairs.extend((q, d) for d in docs)
             owner.extend([qi] * len(docs))
         scores = (self.predict(pairs, batch_size, activation_fn, show_progress_bar=show_progress_bar, prompt=prompt,
@@ -343,3 +348,34 @@ class CrossEncoder(Autotuned):
                     {"model_type": "CrossEncoder", "prompts": self.prompts,
                      "default_prompt_name": self.default_prompt_name}, indent=2) + "\n")
         return Path(path)
+
+
+# ----------------------------------------------------------------------------- rank() arguments
+
+def _what(x) -> str:
+    return "None" if x is None else f"{type(x).__name__} {repr(x)[:60]}"
+
+
+def _text_list(items, what: str, of: str = "strings") -> list:
+    """items as a list, each a str (unless `of` names lists); a clear TypeError for None, a bare
+    string or a non-list, instead of a raw "'NoneType' object is not iterable" from deep inside."""
+    if items is None or isinstance(items, (str, bytes, dict)):
+        wrap = "; wrap it in a list" if isinstance(items, (str, bytes)) else ""
+        raise TypeError(f"{what} must be a list of {of}, got {_what(items)}{wrap}")
+    try:
+        items = list(items)  # tuples, generators (read once, used twice below), numpy arrays
+    except TypeError:
+        raise TypeError(f"{what} must be a list of {of}, got {_what(items)}") from None
+    if of == "strings":
+        for i, x in enumerate(items):
+            if not isinstance(x, str):
+                raise TypeError(f"{what}[{i}] is {_what(x)}, not a str")
+    return items
+
+
+def _check_top_k(top_k) -> int | None:
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be an int >= 1, or None for all documents; got {top_k!r}")
+    return int(top_k)

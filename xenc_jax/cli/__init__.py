@@ -35,5 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"xenc {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C: say so; resume only where finished parts were kept
+        again = "; run the same command again to resume" if getattr(args, "resumable", False) else ""
+        print(f"\nxenc {args.command}: interrupted{again}", file=sys.stderr, flush=True)
         return 130

@@ -1,4 +1,19 @@
-"""Reading pairs/texts from TSV, JSON Lines or stdin, and writing results, for the CLI."""
+"""Reading pairs, texts and queries from TSV, plain text, JSON Lines, Parquet or stdin, and
+writing results, for the CLI.
+
+Every reader yields exactly the rows of its input, or raises ValueError naming the file and the
+line (Parquet: the row). tests/test_fuzz_inputs.py checks this against random inputs. The rules:
+- A line ends at \\n; one trailing \\r (CRLF files) is dropped, and so is a UTF-8 byte order mark
+  at the start of the file. A line is decoded as UTF-8 on its own, so a bad byte names its line.
+- A blank line (only spaces, tabs, \\r, \\v, \\f: ASCII whitespace, as shares.count_text counts
+  items) is skipped everywhere. An item's index counts the items, not the lines.
+- TSV pairs: exactly two columns per line, unless `--columns A,B` (1-based column numbers, as
+  `cut -f`) picks two of them. A third column is an error: it would be a passage holding a tab.
+- Texts (`encode`, `rank --documents`): a whole line, tabs included. A `.tsv` file is the
+  exception for `encode`: a line with a tab there needs `--key N` (the column to embed).
+- Every JSON value read as a text must be a JSON string (not a number, null, list or object),
+  and valid Unicode (a lone surrogate escape like "\\ud800" is refused: no tokenizer takes it).
+"""
 from __future__ import annotations
 
 import json
@@ -8,9 +23,12 @@ from pathlib import Path
 
 PAIR_KEYS = [("query", "document"), ("query", "passage"), ("query", "text"), ("text1", "text2"),
              ("sentence1", "sentence2"), ("question1", "question2")]
+BLANK = " \t\r\n\x0b\x0c"  # bytes.strip()'s whitespace: a line of only these is blank
+PARQUET_INSTALL = "pip install 'xenc_jax[parquet]' (or: pip install pyarrow)"
 
 
 def _fmt(path: str, fmt: str | None) -> str:
+    """Pair input format: Parquet, JSON Lines, else TSV (stdin too)."""
     if fmt:
         return fmt
     name = str(path)
@@ -19,15 +37,23 @@ def _fmt(path: str, fmt: str | None) -> str:
     return "jsonl" if name.endswith((".jsonl", ".json")) else "tsv"
 
 
-@contextmanager
-def open_in(path: str):
-    if path in (None, "-"):
-        yield sys.stdin
-    else:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"input file {path} does not exist")
-        with open(path, encoding="utf-8") as f:
-            yield f
+def text_format(path: str, fmt: str | None) -> str:
+    """Text input format: like _fmt, but only a `.tsv` name means TSV; anything else (a .txt, stdin)
+    is plain text, one whole line per text."""
+    if fmt:
+        return fmt
+    f = _fmt(path, None)
+    return f if f != "tsv" or str(path).endswith(".tsv") else "text"
+
+
+def require_pyarrow(what: str) -> None:
+    """Before any model loads: Parquet needs pyarrow, an optional dependency."""
+    import importlib
+    try:
+        importlib.import_module("pyarrow.parquet")
+    except ImportError:
+        from . import CliError
+        raise CliError(f"{what} needs pyarrow, which is not installed: {PARQUET_INSTALL}") from None
 
 
 @contextmanager
@@ -67,56 +93,132 @@ def _lines(path: str, counter: ByteCounter | None = None, share=None):
     """(where, line) for each non-blank line, where = "path:line number" for error messages.
     Read as bytes and decoded per line, so a non-UTF-8 byte names its line. `share`: only this
     process's byte range (shares.Share), numbered from its first line."""
-    if path not in (None, "-") and not Path(path).is_file():
-        raise FileNotFoundError(f"input file {path} does not exist")
-    f = sys.stdin.buffer if path in (None, "-") else open(path, "rb")
+    stdin = path in (None, "-")
+    check_input(path)
+    f = sys.stdin.buffer if stdin else open(path, "rb")
+    name = "<stdin>" if stdin else path
+    first = 1 if share is None else share.first_line
     try:
-        for n, raw in enumerate(f if share is None else _share_lines(f, share), 1 if share is None else share.first_line):
+        for n, raw in enumerate(f if share is None else _share_lines(f, share), first):
             if counter is not None:
                 counter.read += len(raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
+                raise ValueError(f"{name}:{n}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
                                  "convert the file to UTF-8") from None
-            line = line.rstrip("\n").rstrip("\r")
-            if line.strip():
-                yield f"{path}:{n}", line
+            if n == 1 and line.startswith("\ufeff"):
+                line = line[1:]  # a byte order mark (Windows tools write one), not part of the first text
+            line = line[:-1] if line.endswith("\n") else line
+            line = line[:-1] if line.endswith("\r") else line
+            if line.strip(BLANK):
+                yield f"{name}:{n}", line
     finally:
-        if f is not sys.stdin.buffer:
+        if not stdin:
             f.close()
+
+
+# ----------------------------------------------------------------------------- JSON values
+
+def _kind(v) -> str:
+    """A JSON value's type as a user who wrote the JSON would name it."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"a boolean ({str(v).lower()})"
+    if isinstance(v, (int, float)):
+        text = repr(v)
+        return f"a number ({text[:20] + '...' if len(text) > 20 else text})"
+    return {list: "a list", dict: "an object", str: "a string"}.get(type(v), type(v).__name__)
+
+
+def _text(v, where: str, what: str) -> str:
+    """v if it is a string of valid Unicode, else the error naming the row and the field."""
+    if type(v) is not str:
+        raise ValueError(f"{where}: {what} is {_kind(v)}, not a string; write it as a JSON string")
+    if not v.isascii():
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{where}: {what} holds a lone surrogate (\\u{ord(v[e.start]):04x}), not valid "
+                             "Unicode text; fix that \\u escape") from None
+    return v
+
+
+def _json(line: str, where: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise ValueError(f"{where}: not readable JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: not readable JSON (nested too deeply)") from None
+
+
+def _pair_from_json(obj, where: str, keys: list[str] | None = None):
+    if keys is not None:
+        if not isinstance(obj, dict) or any(k not in obj for k in keys):
+            raise ValueError(f"{where}: expected an object with the keys {keys[0]!r} and {keys[1]!r} (--columns), "
+                             f"got {str(obj)[:80]!r}")
+        return _text(obj[keys[0]], where, repr(keys[0])), _text(obj[keys[1]], where, repr(keys[1]))
+    if isinstance(obj, list) and len(obj) == 2:
+        return _text(obj[0], where, "item 0"), _text(obj[1], where, "item 1")
+    if isinstance(obj, dict):
+        for a, b in PAIR_KEYS:
+            if a in obj and b in obj:
+                return _text(obj[a], where, repr(a)), _text(obj[b], where, repr(b))
+    raise ValueError(f"{where}: expected a [text1, text2] list or an object with one of the key pairs "
+                     f"{PAIR_KEYS}, got {str(obj)[:80]!r}")
+
+
+# ----------------------------------------------------------------------------- Parquet
+
+def _parquet_file(path: str):
+    require_pyarrow("Parquet input")
+    import pyarrow.parquet as pq
+    check_input(path)
+    try:
+        return pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid and others
+        raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
 
 
 def _parquet_rows(path: str, columns: list[str], counter: ByteCounter | None = None, batch_rows: int = 8192,
                   share=None):
     """(where, values) per row of the given columns, read one record batch at a time. `share`:
     only this process's row groups (shares.Share)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError("Parquet input needs pyarrow: pip install 'xenc_jax[parquet]'") from None
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"input file {path} does not exist")
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid and others
-        raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
+    import pyarrow as pa
+    pf = _parquet_file(path)
     names = pf.schema_arrow.names
     missing = [c for c in columns if c not in names]
     if missing:
         raise ValueError(f"{path}: no column {missing[0]!r}; the file has columns {names} "
                          "(choose with --columns A,B or --key)")
+    twice = [c for c in columns if names.count(c) > 1]
+    if twice:
+        raise ValueError(f"{path}: the column name {twice[0]!r} appears {names.count(twice[0])} times; "
+                         "rename the columns so that each name is used once")
     if pf.metadata.num_rows == 0:
         raise ValueError(f"{path}: the Parquet file has no rows")
     row = 0 if share is None else share.first_line
     groups = None if share is None else list(range(share.start, share.end))
     if groups == []:
         return
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, row_groups=groups):
-        cols = [batch.column(c).to_pylist() for c in columns]
+    batches = pf.iter_batches(batch_size=batch_rows, columns=columns, row_groups=groups)
+    while True:
+        try:
+            batch = next(batches, None)
+            cols = None if batch is None else [_column_values(batch.column(c)) for c in columns]
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{path}: rows from {row} on: not readable ({e})") from None
+        if batch is None:
+            return
         for k, values in enumerate(zip(*cols)):
             where = f"{path}: row {row + k}"
             for c, v in zip(columns, values):
+                if isinstance(v, _NotUTF8):
+                    raise ValueError(f"{where}: column {c!r} is not valid UTF-8 (byte {v.start}); convert it to UTF-8")
                 if not isinstance(v, str):
                     raise ValueError(f"{where}: column {c!r} is {'null' if v is None else type(v).__name__}, "
                                      "not a string")
@@ -126,77 +228,158 @@ def _parquet_rows(path: str, columns: list[str], counter: ByteCounter | None = N
             counter.read = counter.total * row // max(pf.metadata.num_rows, 1)
 
 
+class _NotUTF8:
+    """A Parquet string value whose bytes are not UTF-8 (pyarrow does not check on write)."""
+
+    def __init__(self, start: int):
+        self.start = start
+
+
+def _column_values(col) -> list:
+    try:
+        return col.to_pylist()
+    except UnicodeDecodeError:  # decode value by value, so that the row loop names the bad row
+        import pyarrow as pa
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        raw = col.view(pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary()).to_pylist()
+
+    def decode(v):
+        try:
+            return v if v is None else v.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return _NotUTF8(e.start)
+    return [decode(v) for v in raw]
+
+
 def parquet_pair_columns(path: str, columns: list[str] | None) -> list[str]:
     if columns:
-        if len(columns) != 2:
-            raise ValueError(f"--columns takes two column names (A,B), got {columns}")
         return columns
-    import pyarrow.parquet as pq
-    names = pq.ParquetFile(path).schema_arrow.names if Path(path).is_file() else []
+    names = _parquet_file(path).schema_arrow.names
     for a, b in PAIR_KEYS:
         if a in names and b in names:
             return [a, b]
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"input file {path} does not exist")
     raise ValueError(f"{path}: found no pair of text columns among {names}; name them with --columns A,B "
                      f"(known pairs: {PAIR_KEYS})")
 
 
+# ----------------------------------------------------------------------------- columns
+
+def pair_columns(path: str, fmt: str | None, columns: list[str] | None) -> list | None:
+    """--columns for this input, checked before any model loads: two names (JSONL keys, Parquet
+    columns) or, for TSV, two 1-based column numbers returned 0-based."""
+    if columns is None:
+        return None
+    if len(columns) != 2 or not all(columns):
+        raise ValueError(f"--columns takes two columns A,B, got {','.join(columns)!r}")
+    if _fmt(path, fmt) != "tsv":
+        return columns
+    if not all(c.isdigit() and int(c) >= 1 for c in columns):
+        raise ValueError(f"for TSV input --columns takes two column numbers, 1-based as in `cut -f` (e.g. "
+                         f"--columns 1,3), got {','.join(columns)!r}; column names need JSON Lines or Parquet")
+    return [int(c) - 1 for c in columns]
+
+
+def text_column(path: str, fmt: str | None, key: str | None) -> int | None:
+    """For a TSV text input: the 0-based column `--key N` chose, or None (whole lines; a tab is
+    then an error). "text", the default key, chooses nothing."""
+    if text_format(path, fmt) != "tsv" or key in (None, "text"):
+        return None
+    if not (key.isdigit() and int(key) >= 1):
+        raise ValueError(f"for TSV input --key takes the text's column number (1-based, as in `cut -f`), "
+                         f"got {key!r}; use --input-format text to embed whole lines")
+    return int(key) - 1
+
+
+def _tab_columns(line: str, where: str, picks: list[int]) -> list[str]:
+    cols = line.split("\t")
+    if len(cols) <= max(picks):
+        raise ValueError(f"{where}: {len(cols)} tab-separated column(s), but column {max(picks) + 1} was chosen")
+    return [cols[i] for i in picks]
+
+
+# ----------------------------------------------------------------------------- readers
+
 def iter_pairs(path: str, fmt: str | None = None, columns: list[str] | None = None,
                counter: ByteCounter | None = None, share=None):
-    """Pairs from TSV (text1<TAB>text2[<TAB>ignored...]), JSON Lines or Parquet, one at a time."""
+    """Pairs from TSV (text1<TAB>text2, or the two `--columns`), JSON Lines or Parquet, one at a time."""
     fmt = _fmt(path, fmt)
     if fmt == "parquet":
-        for _, values in _parquet_rows(path, parquet_pair_columns(path, columns), counter, share=share):
+        for _, values in _parquet_rows(path, parquet_pair_columns(path, pair_columns(path, fmt, columns)), counter,
+                                       share=share):
             yield values
         return
+    picks = pair_columns(path, fmt, columns)
     for where, line in _lines(path, counter, share):
         if fmt == "jsonl":
-            yield _pair_from_json(_json(line, where), where)
+            yield _pair_from_json(_json(line, where), where, picks)
+        elif picks is not None:
+            yield tuple(_tab_columns(line, where, picks))
         else:
             cols = line.split("\t")
             if len(cols) < 2:
                 raise ValueError(f"{where}: expected two tab-separated texts, found {len(cols)} column(s)")
+            if len(cols) > 2:
+                raise ValueError(f"{where}: {len(cols)} tab-separated columns, expected two (text1<TAB>text2): "
+                                 "a text holding a tab would be cut. Choose two columns with --columns A,B (1-based "
+                                 "column numbers, e.g. --columns 1,2), or write JSON Lines")
             yield cols[0], cols[1]
 
 
 def iter_texts(path: str, fmt: str | None = None, key: str = "text", counter: ByteCounter | None = None,
                share=None):
-    """One text per line (plain/TSV: first column), JSON Lines objects with `key`, or a Parquet column."""
-    fmt = _fmt(path, fmt)
+    """One text per line (a whole line, tabs included; a .tsv file: the `--key N` column), JSON
+    Lines strings or objects with `key`, or a Parquet column."""
+    fmt = text_format(path, fmt)
     if fmt == "parquet":
         for _, (text,) in _parquet_rows(path, [key], counter, share=share):
             yield text
         return
+    col = text_column(path, fmt, key)
     for where, line in _lines(path, counter, share):
-        if fmt != "jsonl":
-            yield line.split("\t")[0]
-            continue
-        obj = _json(line, where)
-        if isinstance(obj, str):
-            yield obj
-        elif isinstance(obj, dict) and key in obj:
-            yield obj[key]
+        if fmt == "jsonl":
+            obj = _json(line, where)
+            if isinstance(obj, dict) and key in obj:
+                yield _text(obj[key], where, repr(key))
+            elif isinstance(obj, str):
+                yield _text(obj, where, "the line")
+            else:
+                raise ValueError(f"{where}: expected a JSON string or an object with {key!r}, got {_kind(obj)}")
+        elif col is not None:
+            yield _tab_columns(line, where, [col])[0]
+        elif fmt == "tsv" and "\t" in line:
+            raise ValueError(f"{where}: a tab in a .tsv line: choose the column to embed with --key N (1-based), "
+                             "or keep whole lines with --input-format text")
         else:
-            raise ValueError(f"{where}: expected a JSON string or an object with {key!r}")
+            yield line
 
 
-def _pair_from_json(obj, where: str):
-    if isinstance(obj, list) and len(obj) == 2:
-        return obj[0], obj[1]
-    if isinstance(obj, dict):
-        for a, b in PAIR_KEYS:
-            if a in obj and b in obj:
-                return obj[a], obj[b]
-    raise ValueError(f"{where}: expected a [text1, text2] list or an object with one of the key pairs "
-                     f"{PAIR_KEYS}, got {str(obj)[:80]!r}")
-
-
-def _json(line: str, where: str):
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e})") from e
+def iter_queries(path: str, counter: ByteCounter | None = None):
+    """`rank --input`: (qid, query, documents) per JSON line. The qid is always a string: the
+    given one (a string or an integer), else the query's 0-based index in the file."""
+    seen: dict[str, str] = {}
+    for n, (where, line) in enumerate(_lines(path, counter)):
+        it = _json(line, where)
+        if not isinstance(it, dict) or "query" not in it:
+            raise ValueError(f"{where}: expected an object {{'query': str, 'documents': [str, ...]}}, "
+                             f"got {str(it)[:80]!r}")
+        key = "documents" if "documents" in it else "candidates"
+        docs = it.get(key)
+        if not isinstance(docs, list):
+            raise ValueError(f"{where}: 'documents' is {'missing' if key not in it else _kind(docs)}; "
+                             "give a list of strings")
+        if not docs:
+            raise ValueError(f"{where}: the query has no documents; give at least one, or drop the line")
+        query = _text(it["query"], where, "'query'")
+        docs = [_text(d, where, f"{key}[{i}]") for i, d in enumerate(docs)]
+        qid = it.get("qid", n)
+        if type(qid) is int:
+            qid = str(qid)
+        qid = _text(qid, where, "'qid' (a string or an integer)")
+        if qid in seen:
+            raise ValueError(f"{where}: qid {qid!r} was already used at {seen[qid]}; each query needs its own qid")
+        seen[qid] = where
+        yield qid, query, docs
 
 
 def read_pairs(path: str, fmt: str | None = None, columns: list[str] | None = None) -> list[tuple[str, str]]:
@@ -207,5 +390,14 @@ def read_texts(path: str, fmt: str | None = None, key: str = "text") -> list[str
     return list(iter_texts(path, fmt, key))
 
 
-def read_jsonl(path: str) -> list[dict]:
+def read_jsonl(path: str) -> list:
     return [_json(line, where) for where, line in _lines(path)]
+
+
+def read_json_objects(path: str, what: str):
+    """(where, object) per JSON line (search's corpus and queries)."""
+    for where, line in _lines(path):
+        obj = _json(line, where)
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where}: expected a JSON object ({what}), got {_kind(obj)}")
+        yield where, obj

@@ -90,6 +90,15 @@ class PartsJob:
             write(f)
         self.done = max(self.done, k + 1)
 
+    def keep_or_discard(self) -> bool:
+        """After a failed or interrupted run: True if finished parts remain for a rerun to resume;
+        else the parts directory (a manifest alone) is removed, so that no later job on this
+        output borrows a manifest nothing was written under (issue 29)."""
+        if any(self.dir.glob("part-*")):
+            return True
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
     def finish(self, assemble, parts: list[Path] | None = None) -> Path:
         """assemble(parts, f) writes the output from the parts; then the parts are removed."""
         with atomic_file(self.output, "wb") as f:

@@ -7,7 +7,8 @@ import json
 import numpy as np
 
 from . import distributed
-from .io import ByteCounter, check_input, iter_pairs, open_out, read_jsonl, read_pairs, read_texts
+from .io import (ByteCounter, _fmt, check_input, iter_pairs, iter_queries, open_out, pair_columns, read_pairs,
+                 read_texts, require_pyarrow)
 
 
 def _model_args(p):
@@ -54,6 +55,12 @@ def run_score(args) -> int:
     if args.chunk_size is not None and args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     check_input(args.input)
+    # before any model loads: the columns asked for and the optional Parquet dependency
+    pair_columns(args.input, args.input_format, _columns(args))
+    if _fmt(args.input, args.input_format) == "parquet":
+        require_pyarrow("Parquet input")
+    if args.output_format == "parquet":
+        require_pyarrow("Parquet output")
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
     if run.count > 1 and (run.parts or args.input in (None, "-") or args.output in (None, "-")):
         # --output-parts, stdin or stdout: every process reads the input and keeps its slice
@@ -97,18 +104,39 @@ def run_rank(args) -> int:
     if (args.query is None) == (args.input is None):
         raise ValueError("give either --query with --documents, or --input with one JSON object per query "
                          '({"query": ..., "documents": [...]})')
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k} (leave it out for all documents)")
     if args.query is not None:
-        if not args.documents:
-            raise ValueError("--query needs --documents FILE (one document per line, or JSON Lines with 'text')")
-        queries, docs = [args.query], [read_texts(args.documents)]
-        qids = [0]
-        model = _load(args)
-        ranked = model.rank_many(queries, docs, top_k=args.top_k, return_documents=True,
-                                 batch_size=args.batch_size, show_progress_bar=args.progress)
-        with open_out(args.output) as out:
-            out.write(_rank_rows(qids, ranked, args.output_format))
-        return 0
+        return _rank_one(args)
     return _rank_stream(args)
+
+
+def _rank_one(args) -> int:
+    """`xenc rank --query Q --documents FILE`: every line of FILE is one document, tabs included
+    (JSON Lines / Parquet: the 'text' field)."""
+    import sys
+    import time
+
+    from .streamed import rate_text
+    if not args.documents:
+        raise ValueError("--query needs --documents FILE (one document per line, or JSON Lines with 'text')")
+    fmt = _fmt(args.documents, None)
+    if fmt == "parquet":
+        require_pyarrow("Parquet input")
+    docs = read_texts(args.documents, fmt if fmt != "tsv" else "text")
+    if not docs:
+        raise ValueError(f"no documents found in {args.documents} (the file is empty or has only blank lines)")
+    t0 = time.time()
+    model = _load(args)
+    ranked = model.rank_many([args.query], [docs], top_k=args.top_k, return_documents=True,
+                             batch_size=args.batch_size, show_progress_bar=args.progress)
+    with open_out(args.output) as out:
+        out.write(_rank_rows(["0"], ranked, args.output_format))
+    seconds = time.time() - t0
+    info = ", ".join(x for x in (rate_text(len(docs), seconds, "pairs"), f"{model.compile_count} compiles") if x)
+    print(f"xenc rank: 1 query, {len(docs)} documents in {seconds:.1f}s ({info})"
+          f"{'' if args.output in (None, '-') else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
+    return 0
 
 
 def _rank_rows(qids, ranked, fmt: str) -> str:
@@ -118,17 +146,6 @@ def _rank_rows(qids, ranked, fmt: str) -> str:
     buf = io.StringIO()
     _write(buf, rows, fmt, ["qid", "rank", "corpus_id", "score", "text"])
     return buf.getvalue()
-
-
-def _query_items(path: str, counter=None):
-    """(qid, query, documents) per JSON line, read lazily."""
-    from .io import _json, _lines
-    for n, (where, line) in enumerate(_lines(path, counter)):
-        it = _json(line, where)
-        docs = it.get("documents", it.get("candidates")) if isinstance(it, dict) else None
-        if not isinstance(it, dict) or "query" not in it or not isinstance(docs, list):
-            raise ValueError(f"{where}: expected {{'query': str, 'documents': [str, ...]}}")
-        yield it.get("qid", n), it["query"], docs
 
 
 def _query_chunks(items, pairs_per_chunk: int):
@@ -151,35 +168,43 @@ def _rank_stream(args) -> int:
 
     from ..streaming import prefetch
     from .jobs import PartsJob, concat
-    from .streamed import job_identity
+    from .streamed import job_identity, rate_text
     fmt = args.output_format or "jsonl"
     check_input(args.input)
     model = _load(args)
     t0 = time.time()
-    chunks = prefetch(_query_chunks(_query_items(args.input), model.chunk_size), lambda c: c)  # reads ahead
+    chunks = prefetch(_query_chunks(iter_queries(args.input), model.chunk_size), lambda c: c)  # reads ahead
     job = None
-    if args.output not in (None, "-"):
-        args.output_format = fmt
-        job = PartsJob(args.output, job_identity(args, model, "queries", {"top_k": args.top_k}), fmt,
-                       overwrite=args.overwrite)
-    queries = 0
-    with (open_out(args.output) if job is None else _nothing()) as out:
-        for k, chunk in enumerate(chunks):
-            queries += len(chunk)
-            if job is not None and k < job.done:
-                continue  # finished part: read, not scored
-            ranked = model.rank_many([q for _, q, _ in chunk], [d for _, _, d in chunk], top_k=args.top_k,
-                                     return_documents=True, batch_size=args.batch_size, show_progress_bar=False)
-            text = _rank_rows([qid for qid, _, _ in chunk], ranked, fmt)
-            if job is None:
-                out.write(text)
-            else:
-                job.write_part(k, lambda f: f.write(text.encode("utf-8")))
-    if queries == 0:
-        raise ValueError(f"{args.input}: no queries found (the file is empty or has only blank lines)")
+    queries = pairs = 0
+    try:
+        if args.output not in (None, "-"):
+            args.output_format = fmt
+            job = PartsJob(args.output, job_identity(args, model, "queries", {"top_k": args.top_k}), fmt,
+                           overwrite=args.overwrite)
+        with (open_out(args.output) if job is None else _nothing()) as out:
+            for k, chunk in enumerate(chunks):
+                queries += len(chunk)
+                if job is not None and k < job.done:
+                    continue  # finished part: read, not scored
+                pairs += sum(len(d) for _, _, d in chunk)
+                ranked = model.rank_many([q for _, q, _ in chunk], [d for _, _, d in chunk], top_k=args.top_k,
+                                         return_documents=True, batch_size=args.batch_size, show_progress_bar=False)
+                text = _rank_rows([qid for qid, _, _ in chunk], ranked, fmt)
+                if job is None:
+                    out.write(text)
+                else:
+                    job.write_part(k, lambda f: f.write(text.encode("utf-8")))
+        if queries == 0:
+            raise ValueError(f"{args.input}: no queries found (the file is empty or has only blank lines)")
+    except BaseException:
+        if job is not None:
+            args.resumable = job.keep_or_discard()
+        raise
     if job is not None:
         job.finish(concat)
-    print(f"xenc rank: {queries} queries in {time.time() - t0:.1f}s ({model.compile_count} compiles)"
+    seconds = time.time() - t0
+    info = ", ".join(x for x in (rate_text(pairs, seconds, "pairs"), f"{model.compile_count} compiles") if x)
+    print(f"xenc rank: {queries} queries in {seconds:.1f}s ({info})"
           f"{'' if job is None else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
     return 0
 
@@ -195,12 +220,15 @@ class _nothing:
 def register(sub) -> None:
     p = sub.add_parser("score", help="score text pairs with a cross-encoder")
     p.add_argument("input", nargs="?", default="-",
-                   help="TSV (text1<TAB>text2), JSONL or Parquet file; '-' = stdin. Read in chunks: memory "
-                        "does not grow with the input")
+                   help="TSV (text1<TAB>text2), JSONL or Parquet file; '-' = stdin (TSV). Blank lines are "
+                        "skipped; read in chunks: memory does not grow with the input")
     p.add_argument("--input-format", choices=["tsv", "jsonl", "parquet"], default=None,
                    help="default: from the file name")
-    p.add_argument("--columns", default=None, metavar="A,B", help="Parquet: the two text columns "
-                   "(default: the first of query,document / text1,text2 / sentence1,sentence2 / ...)")
+    p.add_argument("--columns", default=None, metavar="A,B",
+                   help="the two texts: TSV column numbers, 1-based as in `cut -f` (default: a line must have "
+                        "exactly two columns; more is an error, as a text holding a tab would be cut), or "
+                        "JSONL keys / Parquet columns (default: the first of query,document / text1,text2 / "
+                        "sentence1,sentence2 / ...)")
     p.add_argument("--output", "-o", default="-",
                    help="output file (default: stdout). A file is written in resumable parts: after a crash "
                         "or kill, the same command continues where it stopped")
@@ -217,9 +245,13 @@ def register(sub) -> None:
 
     p = sub.add_parser("rank", help="rank documents for one query, or candidates for many queries")
     p.add_argument("--query", help="the query text")
-    p.add_argument("--documents", help="documents file: one per line, or JSONL with 'text'")
-    p.add_argument("--input", help="JSONL, one {'query', 'documents'[, 'qid']} object per line")
-    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--documents", help="documents file: one document per line, the whole line (tabs included; "
+                   "blank lines skipped), or JSON Lines (.jsonl) / Parquet with 'text'")
+    p.add_argument("--input", help="JSONL, one {'query', 'documents'[, 'qid']} object per line; every query needs "
+                   "at least one document. Output qids are strings: the given qid (a string or an integer), "
+                   "else the query's 0-based index in the file")
+    p.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="write only the K best documents of each query (K >= 1; default: all, best first)")
     p.add_argument("--output", "-o", default="-", help="output file (default: stdout); with --input, written in "
                    "resumable parts")
     p.add_argument("--output-format", choices=["jsonl", "tsv"], default="jsonl")

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import distributed
 from ..atomic import save_npy
-from .io import open_in, open_out, read_texts
+from .io import _lines, open_out, read_json_objects, read_texts
 
 
 def default_bi_encoder() -> str:
@@ -66,8 +66,13 @@ def run_encode(args) -> int:
     if not str(args.output).endswith((".npy", ".parquet")):
         raise ValueError(f"--output {args.output} must end with .npy or .parquet (numpy would append .npy "
                          "silently)")
-    from .io import check_input
+    from .io import check_input, require_pyarrow, text_column, text_format
     check_input(args.input)
+    text_column(args.input, args.input_format, args.key)  # before any model loads, as the pyarrow check
+    if text_format(args.input, args.input_format) == "parquet":
+        require_pyarrow("Parquet input")
+    if str(args.output).endswith(".parquet"):
+        require_pyarrow("Parquet output")
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
     if not (run.count > 1 and (run.parts or args.input in (None, "-"))):
         from .io import ByteCounter, iter_texts
@@ -98,67 +103,71 @@ def run_encode(args) -> int:
     return 0
 
 
-def _jsonl(path: str, what: str):
-    with open_in(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object ({what}), got {type(obj).__name__}")
-            yield n, obj
-
-
 def read_corpus(path: str) -> tuple[list[str], list[str]]:
     """BEIR corpus.jsonl: {"_id", "title", "text"} -> (ids, texts); title and text joined by a space."""
-    ids, texts, seen = [], [], set()
-    for n, obj in _jsonl(path, '{"_id", "title", "text"}'):
-        did = obj.get("_id", obj.get("id"))
-        if did is None or not isinstance(obj.get("text"), str):
-            raise ValueError(f"{path}:{n}: a corpus line needs '_id' and a string 'text'")
-        did = str(did)
+    from .io import _text
+    ids, texts, seen = [], [], {}
+    for where, obj in read_json_objects(path, '{"_id", "title", "text"}'):
+        did = _doc_id(obj.get("_id", obj.get("id")), where, "'_id'")
+        if "text" not in obj:
+            raise ValueError(f"{where}: a corpus line needs '_id' and a string 'text'")
+        text = _text(obj["text"], where, "'text'")
         if did in seen:
-            raise ValueError(f"{path}:{n}: duplicate document id {did!r}")
-        seen.add(did)
-        title = obj.get("title") or ""
-        if not isinstance(title, str):
-            raise ValueError(f"{path}:{n}: 'title' must be a string")
+            raise ValueError(f"{where}: duplicate document id {did!r} (first at {seen[did]})")
+        seen[did] = where
+        title = obj.get("title")
+        title = "" if title is None else _text(title, where, "'title'")
         ids.append(did)
-        texts.append(f"{title} {obj['text']}".strip() if title else obj["text"])
+        texts.append(f"{title} {text}".strip() if title else text)
     return ids, texts
 
 
+def _doc_id(value, where: str, what: str) -> str:
+    """An id as given: a string, or an integer written as its digits."""
+    from .io import _text
+    if value is None:
+        raise ValueError(f"{where}: {what} is missing (every line needs an id)")
+    return str(value) if type(value) is int else _text(value, where, f"{what} (a string or an integer)")
+
+
 def read_queries(path: str, fmt: str | None = None) -> tuple[list[str], list[str]]:
-    """Queries as JSONL {"_id", "text"} or TSV "qid<TAB>text" (one column: the text, qid = line number)."""
+    """Queries as JSONL {"_id", "text"} or TSV "qid<TAB>text" (one column: the text, qid = its
+    0-based index). A third TSV column is an error (a query holding a tab would be cut)."""
+    from .io import _text
     fmt = fmt or ("jsonl" if str(path).endswith((".jsonl", ".json")) else "tsv")
-    qids, texts = [], []
+    qids, texts, seen = [], [], {}
+
+    def add(qid, text, where):
+        if qid in seen:
+            raise ValueError(f"{where}: query id {qid!r} was already used at {seen[qid]}")
+        seen[qid] = where
+        qids.append(qid)
+        texts.append(text)
     if fmt == "jsonl":
-        for n, obj in _jsonl(path, '{"_id", "text"}'):
-            qid = obj.get("_id", obj.get("qid", obj.get("id")))
-            text = obj.get("text", obj.get("query"))
-            if qid is None or not isinstance(text, str):
-                raise ValueError(f"{path}:{n}: a query line needs '_id' and a string 'text'")
-            qids.append(str(qid))
-            texts.append(text)
+        for where, obj in read_json_objects(path, '{"_id", "text"}'):
+            key = next((k for k in ("text", "query") if k in obj), None)
+            if key is None:
+                raise ValueError(f"{where}: a query line needs '_id' and a string 'text'")
+            add(_doc_id(obj.get("_id", obj.get("qid", obj.get("id"))), where, "'_id'"),
+                _text(obj[key], where, repr(key)), where)
         return qids, texts
-    with open_in(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if n == 1 and [c.lower() for c in cols[:2]] in (["query-id", "text"], ["qid", "text"], ["_id", "text"]):
-                continue  # header
-            qids.append(cols[0] if len(cols) > 1 else str(len(qids)))
-            texts.append(cols[1] if len(cols) > 1 else cols[0])
+    for k, (where, line) in enumerate(_lines(path)):
+        cols = line.split("\t")
+        if len(cols) > 2:
+            raise ValueError(f"{where}: {len(cols)} tab-separated columns, expected qid<TAB>text (or the text "
+                             "alone): a query holding a tab would be cut; write JSON Lines instead")
+        if k == 0 and [c.lower() for c in cols] in (["query-id", "text"], ["qid", "text"], ["_id", "text"]):
+            continue  # a header line
+        add(cols[0] if len(cols) > 1 else str(len(qids)), cols[-1], where)
     return qids, texts
 
 
 def run_search(args) -> int:
+    import time
+
     from ..retrieval import retrieve_rerank
+    from .streamed import rate_text
+    t0 = time.time()
     _positive(args.top_k, "--top-k")
     _positive(args.rerank_top_k, "--rerank-top-k")
     if args.rerank_top_k is not None and not args.rerank:
@@ -190,16 +199,24 @@ def run_search(args) -> int:
                          "bi_score": h["bi_score"]} for r, h in enumerate(res["reranked"])]
             for row in rows:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    seconds = time.time() - t0
+    info = ", ".join(x for x in (rate_text(len(queries), seconds, "queries"),
+                                 f"{model.compile_count + (cross.compile_count if cross else 0)} compiles") if x)
+    print(f"xenc search: {len(queries)} queries over {len(corpus)} documents in {seconds:.1f}s ({info})"
+          f"{'' if args.output in (None, '-') else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("encode", help="embed texts with a bi-encoder into a .npy file")
     p.add_argument("input", nargs="?", default="-",
-                   help="texts: one per line (TSV: first column) or JSONL with --key; '-' = stdin")
-    p.add_argument("--input-format", choices=["tsv", "jsonl", "parquet"], default=None,
-                   help="default: from the file name")
-    p.add_argument("--key", default="text", help="JSONL field / Parquet column holding the text (default: %(default)s)")
+                   help="texts: one per line, the whole line (tabs included; blank lines skipped), JSON Lines "
+                        "(.jsonl) or Parquet with --key; '-' = stdin (whole lines)")
+    p.add_argument("--input-format", choices=["text", "tsv", "jsonl", "parquet"], default=None,
+                   help="default: from the file name (.jsonl, .parquet, .tsv; anything else is text: whole lines). "
+                        "A .tsv line with a tab needs --key N")
+    p.add_argument("--key", default="text", help="JSONL field / Parquet column holding the text (default: "
+                   "%(default)s); for TSV, the text's column number, 1-based as in `cut -f`")
     p.add_argument("--output", "-o", required=False,
                    help="output .npy (float32 [N, D] in input order) or .parquet (index, embedding); written in "
                         "resumable parts: after a crash or kill the same command continues where it stopped")

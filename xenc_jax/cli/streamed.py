@@ -181,22 +181,33 @@ def layout(model) -> dict:
 TUNE_INPUT_BYTES = 8 << 20  # ~20k MS MARCO pairs: tuning (~10-20 s, once per machine) pays for itself
 
 
-def choose_layout(args, model) -> None:
+def _without_layout(identity: dict) -> dict:
+    return {**identity, "settings": {k: v for k, v in identity.get("settings", {}).items() if k != "layout"}}
+
+
+def choose_layout(args, model, identity: dict | None = None) -> None:
     """Before a streamed job: resume with the layout its finished parts were scored with (from
-    their manifest), or tune for this machine when the input is large (autotune.py)."""
+    their manifest), or tune for this machine when the input is large (autotune.py). Only parts
+    of this same job (`identity`, the layout aside) are resumed: another job's manifest, or one
+    with no finished part, is not this job's layout."""
     if not model._autotune:
         return
     from ..autotune import Choice, Tuning
-    from .jobs import MANIFEST
+    from .jobs import MANIFEST, VERSION
     out = Path(args.output) if args.output not in (None, "-") else None
-    manifest = out.with_name(out.name + ".parts") / MANIFEST if out is not None else None
-    if manifest is not None and manifest.is_file() and not getattr(args, "overwrite", False):
+    parts = out.with_name(out.name + ".parts") if out is not None else None
+    manifest = parts / MANIFEST if parts is not None else None
+    if (manifest is not None and manifest.is_file() and not getattr(args, "overwrite", False)
+            and identity is not None and any(parts.glob("part-*"))):
         try:
-            old = json.loads(manifest.read_text(encoding="utf-8"))["settings"]["layout"]
-            model._apply_tuning(Tuning(Choice(old["pack_length"], old["tokens_per_batch"], model._runner.streams,
-                                              old["compute_dtype"]), "resumed", model.tuning.key))
-            return
-        except (OSError, ValueError, KeyError, TypeError):
+            found = json.loads(manifest.read_text(encoding="utf-8"))
+            old = found["settings"]["layout"]
+            if _without_layout(found) == _without_layout({"version": VERSION, **identity}):
+                model._apply_tuning(Tuning(Choice(old["pack_length"], old["tokens_per_batch"],
+                                                  model._runner.streams, old["compute_dtype"]),
+                                           "resumed", model.tuning.key))
+                return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass  # not a layout we wrote: the manifest check reports the difference
     if args.input not in (None, "-") and os.path.getsize(args.input) >= TUNE_INPUT_BYTES:
         model.autotune()
@@ -208,7 +219,6 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
     iterator of per-chunk results (arrays), filling stats["host_wait_s"]."""
     fmt = args.output_format
     ext, write, assemble = _encoder(fmt)
-    chunk = model.chunk_size
     to_stdout = args.output in (None, "-")
     if to_stdout and fmt not in ("jsonl", "tsv"):
         raise ValueError(f"{fmt} output is binary: give --output FILE")
@@ -216,33 +226,79 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
     if multi and (to_stdout or args.input in (None, "-")):
         raise ValueError("a multi-process streamed job reads an input file and writes --output FILE (every process "
                          "reads only its share of the file)")
-    t0, done, share, first, stats = time.time(), 0, None, 0, {}
-    job = None
+    t0 = time.time()
     if multi:
-        from ..multihost import raise_together
-        from .io import _fmt
-        from .shares import my_share
-        share = my_share(args.input, _fmt(args.input, getattr(args, "input_format", None)), run.index, run.count)
+        job, share = _open_multi(args, model, what, settings, ext, run)
         first = share.first_item
-        identity = {**job_identity(args, model, what, settings), "processes": run.count}
-        # process 0 checks (or replaces) the manifest first; then the others join it
-        job = raise_together(lambda: PartsJob(args.output, identity, ext, overwrite=args.overwrite, process=0)
-                             if run.index == 0 else None, what="opening the output parts")
-        job = raise_together(lambda: job or PartsJob(args.output, identity, ext, process=run.index),
-                             what="opening the output parts")
-        done = job.done
-    elif not to_stdout:
+    else:
+        job, share, first = (None if to_stdout else _open_job(args, model, what, settings, ext)), None, 0
+    try:
+        n, skipped, t_scoring, wait = _score_parts(args, model, job, make_source(share), counter, what, score,
+                                                   write, first)
+        if not multi and n == 0 and args.input not in (None, "-"):
+            raise ValueError(f"{args.input}: no {what} found (the file is empty or has only blank lines)")
+    except BaseException:
+        if job is not None and not multi:  # no manifest without parts left behind (issue 29)
+            args.resumable = job.keep_or_discard() and args.input not in (None, "-")
+        raise
+    if multi:
+        return _finish_multi(args, job, assemble, run, model, what, n - first, skipped, time.time() - t0)
+    if job is not None:
+        job.finish(assemble)
+    seconds = time.time() - t0
+    info = ", ".join(x for x in (rate_text(n - skipped, seconds, what, " scored now"),
+                                 f"{skipped} from finished parts" if skipped else "",
+                                 f"{model.compile_count} compiles; streaming {t_scoring:.1f}s{wait}; "
+                                 f"{layout_line(model)}") if x)
+    print(f"xenc {what}: {n} in {seconds:.1f}s ({info}){'' if to_stdout else ' -> ' + str(args.output)}",
+          file=sys.stderr, flush=True)
+    return 0
+
+
+def rate_text(count: int, seconds: float, unit: str, suffix: str = "") -> str:
+    """"123 pairs/s" for a summary line; "" where no rate is meaningful (nothing scored, or under
+    a second: compiling and loading dominate, and 1 pair in 3.2 s is no throughput)."""
+    if count <= 0 or seconds < 1.0:
+        return ""
+    r = count / seconds
+    return f"{r:.0f} {unit}/s{suffix}" if r >= 100 else f"{r:.3g} {unit}/s{suffix}"
+
+
+def _open_multi(args, model, what, settings, ext, run):
+    from ..multihost import raise_together
+    from .io import _fmt
+    from .shares import my_share
+    share = my_share(args.input, _fmt(args.input, getattr(args, "input_format", None)), run.index, run.count)
+    identity = {**job_identity(args, model, what, settings), "processes": run.count}
+    # process 0 checks (or replaces) the manifest first; then the others join it
+    job = raise_together(lambda: PartsJob(args.output, identity, ext, overwrite=args.overwrite, process=0)
+                         if run.index == 0 else None, what="opening the output parts")
+    job = raise_together(lambda: job or PartsJob(args.output, identity, ext, process=run.index),
+                         what="opening the output parts")
+    return job, share
+
+
+def _open_job(args, model, what, settings, ext) -> PartsJob:
+    """The output's parts: this job's finished ones to resume, or a fresh directory."""
+    if args.input in (None, "-"):  # stdin cannot be read again: parts of this run only
+        import uuid
         choose_layout(args, model)
-        if args.input in (None, "-"):  # stdin cannot be read again: parts of this run only
-            import uuid
-            job = PartsJob(args.output, {"job": what, "input": "stdin", "run": uuid.uuid4().hex}, ext, overwrite=True)
-        else:
-            job = PartsJob(args.output, job_identity(args, model, what, settings), ext, overwrite=args.overwrite)
-        done = job.done
-        if done:
-            print(f"xenc: resuming {args.output}: {done} finished part(s) of {chunk} {what} each in {job.dir}",
-                  file=sys.stderr, flush=True)
-    items = _Counted(make_source(share))
+        return PartsJob(args.output, {"job": what, "input": "stdin", "run": uuid.uuid4().hex}, ext, overwrite=True)
+    identity = job_identity(args, model, what, settings)
+    choose_layout(args, model, identity)
+    identity["settings"]["layout"] = layout(model)  # what choose_layout chose
+    job = PartsJob(args.output, identity, ext, overwrite=args.overwrite)
+    if job.done:
+        print(f"xenc: resuming {args.output}: {job.done} finished part(s) of {model.chunk_size} {what} each in "
+              f"{job.dir}", file=sys.stderr, flush=True)
+    return job
+
+
+def _score_parts(args, model, job, source, counter, what, score, write, first):
+    """Skip the items of the finished parts, score the rest chunk by chunk, write each chunk's
+    result (a part, or stdout) in the background. -> (n, skipped, streaming seconds, wait text)."""
+    chunk, done, stats, fmt = model.chunk_size, 0 if job is None else job.done, {}, args.output_format
+    items = _Counted(source)
     it = iter(items)
     skipped = sum(1 for _ in itertools.islice(it, done * chunk))  # read, not scored
     if skipped != done * chunk:
@@ -274,22 +330,7 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
         bar.close()
     t_scoring = time.time() - t_scoring
     wait = f", device waited on the host {100 * stats.get('host_wait_s', 0.0) / max(t_scoring, 1e-9):.0f}% of it"
-    if multi:
-        return _finish_multi(args, job, assemble, run, model, what, n - first, skipped, time.time() - t0)
-    if n == 0 and args.input not in (None, "-"):
-        if job is not None:
-            import shutil
-            shutil.rmtree(job.dir, ignore_errors=True)
-        raise ValueError(f"{args.input}: no {what} found (the file is empty or has only blank lines)")
-    if job is not None:
-        job.finish(assemble)
-    seconds = time.time() - t0
-    scored = n - skipped
-    print(f"xenc {what}: {n} in {seconds:.1f}s ({scored / max(seconds, 1e-9):.0f} {what}/s scored now"
-          f"{f', {skipped} from finished parts' if skipped else ''}, {model.compile_count} compiles; "
-          f"streaming {t_scoring:.1f}s{wait}; {layout_line(model)})"
-          f"{'' if to_stdout else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
-    return 0
+    return n, skipped, t_scoring, wait
 
 
 def layout_line(model) -> str:
@@ -305,7 +346,8 @@ def _finish_multi(args, job, assemble, run, model, what, mine, skipped, seconds)
     multihost_utils.sync_global_devices("xenc-stream-parts-written")
     raise_together(lambda: job.finish(assemble, job.all_parts()) if run.index == 0 else None,
                    what="assembling the output")
-    print(f"xenc {what}: process {run.index} of {run.count}: {mine} in {seconds:.1f}s "
-          f"({(mine - skipped) / max(seconds, 1e-9):.0f} {what}/s scored now, {model.compile_count} compiles)"
+    info = ", ".join(x for x in (rate_text(mine - skipped, seconds, what, " scored now"),
+                                 f"{model.compile_count} compiles") if x)
+    print(f"xenc {what}: process {run.index} of {run.count}: {mine} in {seconds:.1f}s ({info})"
           f"{' -> ' + str(args.output) if run.index == 0 else ''}", file=sys.stderr, flush=True)
     return 0

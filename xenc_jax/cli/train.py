@@ -56,8 +56,11 @@ def register(sub) -> None:
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("eval", help="evaluate a trained model with a preset's evaluator")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="the python preset file the model was trained with "
+                   "(see configs/): its evaluator and test sections are what is measured")
     p.add_argument("--model", default=None, help="model directory (default: <output_dir>/final)")
-    p.add_argument("--split", choices=["test", "eval"], default="test")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--split", choices=["test", "eval"], default="test",
+                   help="the config's test section or its evaluator (default: %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, as for xenc train; repeatable")
     p.set_defaults(func=run_eval)
