@@ -297,14 +297,25 @@ class BucketConfig:
         return [(self.rows(length), length) for length in self.bucket_lengths(max_length)]
 
 
+# The arrays a jitted model function reads (model_fns.py: score_fn / embed_fn), in this order.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "cls_positions")
+
+
 @dataclass(frozen=True, eq=False)
 class Batch:
+    """One fixed-shape batch on the host: the model inputs (model_fns.py documents the contract,
+    positions 0-based within each segment) plus example_ids, which only the host reads to put
+    results back in input order."""
     input_ids: np.ndarray  # int32 [B, L], pad id where empty
-    attention_mask: np.ndarray  # int32 [B, L]: 0 padding, else segment number 1..P
+    attention_mask: np.ndarray  # int32 [B, L]: segment ids, 0 padding, else segment number 1..P
     token_type_ids: np.ndarray  # int32 [B, L]
-    position_ids: np.ndarray  # int32 [B, L]: position within its segment, 0 on padding
-    cls_positions: np.ndarray  # int32 [B, P]: first token of each segment, 0 for empty slots
+    position_ids: np.ndarray  # int32 [B, L]: 0-based position within its segment, 0 on padding
+    cls_positions: np.ndarray  # int32 [B, P]: read positions, first token of each segment, 0 for empty slots
     example_ids: np.ndarray  # int64 [B, P]: index into the input list, -1 when empty
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The model inputs (MODEL_INPUTS) as the dict score_fn / embed_fn take."""
+        return {k: getattr(self, k) for k in MODEL_INPUTS}
 
     shape = property(lambda self: self.input_ids.shape)
     num_examples = property(lambda self: int(np.count_nonzero(self.example_ids >= 0)))

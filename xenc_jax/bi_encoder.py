@@ -28,6 +28,7 @@ from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_result
 from .hf import st_folder
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained, save_pretrained
+from .model_fns import make_embed_fn
 from .models.layers import default_attention_impl
 from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, load_plan, loading_on_host,
                         progress, setup_sharding)
@@ -144,14 +145,7 @@ class BiEncoder(Autotuned):
 
     # ---- the pure function ----
     def _model_fn(self, module):
-        offset, modes, ops = self.config.position_offset, self.pooling_modes, self._ops
-
-        def embed(params, a):
-            h = module.apply({"params": {"encoder": params["encoder"]}}, a["input_ids"], a["attention_mask"],
-                             a["token_type_ids"], a["position_ids"] + offset)
-            return P.sentence_head(modes, ops, params["dense"], h, a["attention_mask"],
-                                   a["position_ids"], a["cls_positions"])  # [B, P, D]
-        return embed
+        return make_embed_fn(module, self.config.position_offset, self.pooling_modes, self._ops)
 
     def _tune_max_length(self) -> int:
         return self.max_seq_length

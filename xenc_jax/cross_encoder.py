@@ -26,6 +26,7 @@ from .hf.causal_score import copy_st_files
 from .hf.hub import resolve_model_dir
 from .hf.model_folder import read_json
 from .hf.pretrained import load_pretrained, save_pretrained
+from .model_fns import make_score_fn
 from .models.layers import default_attention_impl
 from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, load_plan, loading_on_host,
                         progress, setup_sharding)
@@ -159,12 +160,7 @@ class CrossEncoder(Autotuned):
 
     # ---- the pure function ----
     def _model_fn(self, module):
-        offset = self.config.position_offset
-
-        def score(params, a):
-            return module.apply({"params": params}, a["input_ids"], a["attention_mask"], a["token_type_ids"],
-                                a["position_ids"] + offset, a["cls_positions"])
-        return score
+        return make_score_fn(module, self.config.position_offset)
 
     def _tune_max_length(self) -> int:
         return self.max_length

@@ -44,9 +44,6 @@ def default_buckets(kind: str, backend: str | None = None) -> BucketConfig:
     return BucketConfig(pack=kind == "texts", pack_length=pack_length, tokens_per_batch=8192)
 
 
-BATCH_FIELDS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "cls_positions")
-
-
 CACHE_MAX_BYTES = 4 << 30  # least recently used entries go beyond this (a MiniLM bucket is ~1-3 MB)
 
 
@@ -201,7 +198,7 @@ class BucketedRunner:
         self._depth = max(1, queue_depth)
 
     def arrays(self, batch: Batch) -> dict[str, np.ndarray]:
-        return {k: getattr(batch, k) for k in BATCH_FIELDS}
+        return batch.arrays()
 
     def run(self, params, batches: list[Batch], *, show_progress: bool | None = None,
             desc: str = "Batches", shapes: list[tuple[int, int]] | None = None,
