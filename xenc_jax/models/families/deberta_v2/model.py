@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 
+import math
+
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ...axes import Dtype, constrain
+from ...blocks import ACTIVATIONS, embed, layer_class, layer_norm, pair_mask_4d, post_norm_block
 from ...config import EncoderConfig
+from ...dense import dense, normal
 from ...encoder import default_position_ids
-from ...layers import ACTIVATIONS, Dtype, _accumulate_fp32, _normal, constrain, dense, embed, layer_class, layer_norm
+from .disentangled import DisentangledScore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,13 +80,6 @@ def relative_index_table(cfg: DebertaV2Config, max_distance: int) -> np.ndarray:
     return np.clip(rel + span, 0, 2 * span - 1).astype(np.int32)
 
 
-def _bias_free_dense(features: int, axes: tuple, name: str, dtype: Dtype, param_dtype: Dtype):
-    low = jnp.dtype(dtype) != jnp.dtype(jnp.float32)
-    return nn.Dense(features, use_bias=False, dtype=dtype, param_dtype=param_dtype, name=name,
-                    dot_general=_accumulate_fp32(dtype) if low else jax.lax.dot_general,
-                    kernel_init=nn.with_logical_partitioning(_normal(0.02), axes))
-
-
 class DebertaV2Embeddings(nn.Module):
     """word (+ absolute position) (+ token type) -> projection when embedding_size != hidden
     -> LayerNorm -> times the padding mask -> dropout."""
@@ -100,82 +97,17 @@ class DebertaV2Embeddings(nn.Module):
             types = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
             x = x + embed(cfg.type_vocab_size, cfg.embedding_size, "token_type", self.param_dtype)(types)
         if cfg.embedding_size != cfg.hidden_size:
-            x = _bias_free_dense(cfg.hidden_size, ("embed_proj", "embed"), "project", self.dtype, self.param_dtype)(x)
+            x = dense(cfg.hidden_size, ("embed_proj", "embed"), "project", self.dtype, self.param_dtype,
+                      use_bias=False)(x)
         x = layer_norm(cfg.layer_norm_eps, "norm", self.param_dtype)(x)
         x = x * (attention_mask != 0)[..., None].astype(x.dtype)   # segment numbers count as 1
         return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
 
 
-def _disentangled(q, k, v, allowed, index, pos_key, pos_query, scale, dropout=None):
-    """softmax(q.k + c2p + p2c, masked_fill) v: q [B, Lq, H, D], k/v [B, L, H, D], allowed
-    [B, 1, Lq, L], index [B, 1, Lq, L] rows of the relative table, pos_key / pos_query
-    [2 * span, H, D] or None (that term off) -> [B, Lq, H, D]. Scores and softmax in fp32."""
-    f32 = dict(preferred_element_type=jnp.float32)
-    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, **f32) / scale
-    if pos_key is not None:
-        c2p = jnp.einsum("bqhd,rhd->bhqr", q, pos_key, **f32)                       # [B, H, Lq, 2S]
-        s = s + jnp.take_along_axis(c2p, index, axis=-1) / scale
-    if pos_query is not None:
-        p2c = jnp.einsum("bkhd,rhd->bhrk", k, pos_query, **f32)                     # [B, H, 2S, L]
-        s = s + jnp.take_along_axis(p2c, index, axis=-2) / scale
-    # masked_fill, not an additive mask: a row with no allowed key is uniform (HF's padding rows)
-    p = jax.nn.softmax(jnp.where(allowed, s, jnp.finfo(jnp.float32).min), axis=-1)
-    if dropout is not None:
-        p = dropout(p)
-    return jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v, **f32).astype(v.dtype)
-
-
-class DisentangledSelfAttention(nn.Module):
-    """x [B, L, embed] (queries xq [B, Lq, embed] or None = x), allowed [B, 1, Lq, L] bool,
-    rel_index [B, Lq, L] rows of rel_table [2 * span, hidden] (or None) -> [B, Lq, embed].
-    attention_impl 'xla_chunked': groups of ~512 key tokens' rows one after another (lax.map),
-    as layers.SelfAttention does on CPU: the [B, heads, Lq, L] scores stay small."""
-    cfg: DebertaV2Config
-    dtype: Dtype
-    param_dtype: Dtype
-    attention_impl: str | None = None
-
-    @nn.compact
-    def __call__(self, x, allowed, rel_index, rel_table, deterministic: bool, xq=None):
-        cfg = self.cfg
-        axes, shape = ("embed", "heads", "kv"), (cfg.num_heads, cfg.head_dim)
-        proj = lambda name: dense(shape, axes, name, self.dtype, self.param_dtype)
-        query, key = proj("query"), proj("key")
-        q = query(x if xq is None else xq)
-        k = key(x)
-        v = proj("value")(x)
-        q, k, v = (constrain(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
-        pos_key = pos_query = index = None
-        if cfg.relative_attention and cfg.pos_att_type:
-            r = nn.Dropout(cfg.hidden_dropout)(rel_table, deterministic=deterministic)   # HF pos_dropout
-            if "c2p" in cfg.pos_att_type:
-                pos_key = key(r) if cfg.share_att_key else proj("pos_key")(r)            # [2S, H, D]
-            if "p2c" in cfg.pos_att_type:
-                pos_query = query(r) if cfg.share_att_key else proj("pos_query")(r)
-            index = rel_index[:, None]
-        else:
-            index = jnp.zeros(allowed.shape, jnp.int32)   # unused; keeps lax.map's operands uniform
-        scale = jnp.sqrt(jnp.float32(cfg.head_dim * cfg.score_factor))
-        if not (deterministic or cfg.attention_dropout == 0.0):
-            drop = nn.Dropout(cfg.attention_dropout)
-            out = _disentangled(q, k, v, allowed, index, pos_key, pos_query, scale,
-                                lambda p: drop(p, deterministic=False))
-        elif self.attention_impl == "xla_chunked":
-            rows, length = q.shape[0], k.shape[1]
-            group = max(d for d in range(1, max(1, 512 // length) + 1) if rows % d == 0)
-            split = lambda t: t.reshape((rows // group, group) + t.shape[1:])
-            index = jnp.broadcast_to(index, (rows,) + index.shape[1:])
-            out = jax.lax.map(lambda t: _disentangled(*t, pos_key, pos_query, scale),
-                              tuple(split(t) for t in (q, k, v, allowed, index)))
-            out = out.reshape(q.shape)
-        else:
-            out = _disentangled(q, k, v, allowed, index, pos_key, pos_query, scale)
-        return dense(x.shape[-1], ("heads", "kv", "embed"), "out", self.dtype, self.param_dtype,
-                     in_axis=(-2, -1))(out)
-
-
 class DebertaV2Layer(nn.Module):
-    """Post-LayerNorm layer around the disentangled attention (the BERT layer's math otherwise)."""
+    """The shared post-LayerNorm layer with the disentangled score plugged into its attention.
+    x [B, L, embed], allowed [B, 1, Lq, L] bool, rel_index [B, Lq, L] rows of rel_table
+    [2 * span, hidden] (both None without relative attention) -> [B, Lq, embed]."""
     cfg: DebertaV2Config
     dtype: Dtype
     param_dtype: Dtype
@@ -184,35 +116,23 @@ class DebertaV2Layer(nn.Module):
     @nn.compact
     def __call__(self, x, allowed, rel_index, rel_table, deterministic: bool, query_positions=None):
         cfg = self.cfg
-        xq = None if query_positions is None else jnp.take_along_axis(
-            x, query_positions[..., None].astype(jnp.int32), axis=1)
-        h = DisentangledSelfAttention(cfg, self.dtype, self.param_dtype, self.attention_impl, name="attention")(
-            x, allowed, rel_index, rel_table, deterministic, xq)
-        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
-        x = x if xq is None else xq
-        x = layer_norm(cfg.layer_norm_eps, "attention_norm", self.param_dtype)(x + h).astype(self.dtype)
-        x = constrain(x, ("batch", "length", "embed"))
-        h = dense(cfg.intermediate_size, ("embed", "mlp"), "mlp_in", self.dtype, self.param_dtype)(x)
-        h = constrain(ACTIVATIONS[cfg.hidden_act](h), ("batch", "length", "mlp"))
-        h = dense(x.shape[-1], ("mlp", "embed"), "mlp_out", self.dtype, self.param_dtype)(h)
-        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
-        x = layer_norm(cfg.layer_norm_eps, "mlp_norm", self.param_dtype)(x + h).astype(self.dtype)
-        return constrain(x, ("batch", "length", "embed"))
+        relative = cfg.relative_attention and bool(cfg.pos_att_type)
+        score = DisentangledScore(
+            math.sqrt(cfg.head_dim * cfg.score_factor), index=rel_index[:, None] if relative else None,
+            rel_table=rel_table if relative else None, c2p="c2p" in cfg.pos_att_type, p2c="p2c" in cfg.pos_att_type,
+            share_att_key=cfg.share_att_key, pos_dropout=cfg.hidden_dropout)
+        return post_norm_block(cfg.layer_spec(), self.dtype, self.param_dtype, self.attention_impl, x, allowed,
+                               deterministic, query_positions, score=score)
 
 
-def _allowed(attention_mask, query_positions=None):
-    """[B, 1, Lq, L] bool: both tokens real and in the same segment (HF: m[i] * m[j])."""
-    q = attention_mask if query_positions is None else jnp.take_along_axis(
-        attention_mask, query_positions.astype(jnp.int32), axis=1)
-    q, k = q[:, None, :, None], attention_mask[:, None, None, :]
-    return (q != 0) & (k != 0) & (q == k)
+_allowed = pair_mask_4d   # both tokens real and in the same segment (HF: m[i] * m[j])
 
 
 class DebertaV2Encoder(nn.Module):
     """(input_ids, attention_mask, ...) -> last hidden state [B, L, hidden]; arguments as
     BertEncoder's. The disentangled scores are always written out (no fused kernel computes
-    c2p/p2c); attention_impl 'xla_chunked' computes them a group of rows at a time, others
-    (None / 'xla' / 'cudnn') the whole batch at once."""
+    c2p/p2c): attention_impl 'query_chunked' computes them a group of rows at a time, every
+    other kernel falls back to the whole-batch 'reference' one (models/attention_impl.py)."""
     cfg: DebertaV2Config
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -229,7 +149,7 @@ class DebertaV2Encoder(nn.Module):
         x = constrain(x, ("batch", "length", "embed"))
         rel_index = rel_table = None
         if cfg.relative_attention:
-            rel_table = self.param("rel_embeddings", nn.with_logical_partitioning(_normal(0.02), (None, "embed")),
+            rel_table = self.param("rel_embeddings", nn.with_logical_partitioning(normal(0.02), (None, "embed")),
                                    (2 * cfg.att_span, cfg.hidden_size), self.param_dtype)
             if cfg.norm_rel_ebd:
                 rel_table = layer_norm(cfg.layer_norm_eps, "rel_norm", self.param_dtype)(rel_table)
