@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import warnings
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import jax
 import numpy as np
@@ -332,18 +332,25 @@ def warn_if_fallback(t: Tuning, requested: str) -> None:
 AUTOTUNE_MIN_EXAMPLES = 20000  # a call this large tunes first (once per machine): ~10 s against minutes
 
 
+class TuneTarget(Protocol):
+    """What Autotuned reads and sets on the model it tunes; encoders.Encoder provides all of it."""
+    _tune_kind: str             # "pairs" (CrossEncoder) or "texts" (BiEncoder): LAYOUTS and the cache key
+    config: Any                 # the model's EncoderConfig: its shape keys the cache; vocab sizes for synthetic ids
+    params: Any                 # what the runners run with
+    plan: Any                   # sharding.ShardingPlan or None: tuning is for the single-device path only
+    dtype: Any                  # the compute dtype now (replaced by _set_compute_dtype)
+    buckets: BucketConfig       # read as the base layout, replaced by the tuned one
+    _runner: Any                # the model's BucketedRunner: its `streams` is read and set
+    _pad_id: int                # the tokenizer's pad id (0 without one)
+
+    def _token_limit(self) -> int: ...                # max_length / max_seq_length
+    def _runner_for(self, dtype) -> Any: ...          # a fresh single-device BucketedRunner in compute dtype
+    def _set_compute_dtype(self, dtype) -> None: ...  # run in this compute dtype from now on (new runner)
+
+
 class Autotuned:
-    """What CrossEncoder and BiEncoder share: the tuning state, applying a Tuning, and when to tune.
-
-    The class provides: `_tune_kind` ("pairs" | "texts"), `config`, `params`, `buckets`, `plan`,
-    `dtype`, `tokenizer`, `_tune_max_length()`, `_module_for(dtype)` and `_model_fn(module)` (the
-    pure function the runner jits).
-    """
-
-    def _runner_for(self, module):
-        """A single-device runner of `module`: autotune's candidates and the compute dtype it chose."""
-        from .inference import BucketedRunner
-        return BucketedRunner(self._model_fn(module))
+    """The tuning state, applying a Tuning, and when to tune; mixed into encoders.Encoder, which
+    provides the TuneTarget interface."""
 
     def _init_tuning(self, mode, user_buckets: bool) -> None:
         if mode not in (None, True, False):
@@ -355,7 +362,7 @@ class Autotuned:
         self._autotune = (mode is not False and enabled() and not user_buckets and self.plan is None
                           and jax.default_backend() == "cpu" and jax.process_count() == 1)
         params_dtype = jax.numpy.dtype(jax.tree.leaves(self.params)[0].dtype).name  # bf16 params cast per call
-        self._tune_key = tuning_key(self._tune_kind, self.config, self._requested_dtype, self._tune_max_length(),
+        self._tune_key = tuning_key(self._tune_kind, self.config, self._requested_dtype, self._token_limit(),
                                     extra=f"params {params_dtype}")
         b = self.buckets
         self.tuning = Tuning(Choice(b.pack_length or 0, b.tokens_per_batch or 0, self._runner.streams,
@@ -383,10 +390,9 @@ class Autotuned:
             if not force and (found := cached(self._tune_key)) is not None:
                 self._apply_tuning(found)
                 return found
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            t = tune(self._tune_kind, self._tune_key, make_runner=lambda dt: self._runner_for(self._module_for(dt)),
-                     params=self.params, base=self.buckets, max_length=self._tune_max_length(),
-                     vocab_size=self.config.vocab_size, pad_id=int(pad), dtype=self._requested_dtype,
+            t = tune(self._tune_kind, self._tune_key, make_runner=self._runner_for,
+                     params=self.params, base=self.buckets, max_length=self._token_limit(),
+                     vocab_size=self.config.vocab_size, pad_id=self._pad_id, dtype=self._requested_dtype,
                      streams=max(2, self._runner.streams), type_vocab_size=self.config.type_vocab_size)
             log.info("%s", t.describe())
             self._apply_tuning(t)
@@ -402,9 +408,7 @@ class Autotuned:
         c = t.choice
         self.buckets = c.buckets(self.buckets)
         if c.compute_dtype != jax.numpy.dtype(self.dtype).name:
-            self.dtype = jax.numpy.dtype(c.compute_dtype)
-            self._module = self._module_for(self.dtype)
-            self._runner = self._runner_for(self._module)
+            self._set_compute_dtype(c.compute_dtype)
         self._runner.streams = c.streams
         self.tuning = t
         warn_if_fallback(t, self._requested_dtype)

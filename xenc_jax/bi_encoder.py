@@ -11,7 +11,6 @@ for a causal LM (architectures[0] "...ForCausalLM"), else mean).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -21,17 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .atomic import atomic_dir
-from .autotune import Autotuned
-from .streaming import DEFAULT_CHUNK_SIZE, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
-from .batching import BucketConfig, copy_tokenizer, make_batches, scatter_results, tokenize_texts, unique_encodings
+from .batching import BucketConfig, make_batches, scatter_results, tokenize_texts, unique_encodings
+from .encoders import Encoder, check_token_limit, load_model, open_model_dir
 from .hf import st_folder
-from .hf.hub import resolve_model_dir
-from .hf.pretrained import load_pretrained, save_pretrained
+from .hf.save import save_folder, write_sentence_transformer
+from .inference import as_dtype
 from .model_fns import make_embed_fn
-from .models.layers import default_attention_impl
-from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, load_plan, loading_on_host,
-                        progress, setup_sharding)
+from .streaming import DEFAULT_CHUNK_SIZE
 from .models import pooling as P
 from .models.pooling import DenseSpec  # noqa: F401  (re-exported: it used to live here)
 from .search import SCORE_FUNCTIONS, pairwise_similarity, similarity
@@ -67,7 +62,7 @@ def default_max_seq_length(st_cfg: dict, tokenizer, config) -> int:
     return min(int(n), limit)
 
 
-class BiEncoder(Autotuned):
+class BiEncoder(Encoder):
     """Drop-in for `sentence_transformers.SentenceTransformer.encode` on JAX (text models).
 
     Args:
@@ -96,94 +91,50 @@ class BiEncoder(Autotuned):
                  attention_impl: str | None = None, compilation_cache: str | bool | None = None,
                  mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE, param_dtype="float32",
                  autotune: bool | None = None):
-        enable_compilation_cache(compilation_cache)
-        model_dir = resolve_model_dir(model_name_or_path, revision)
+        model_dir = open_model_dir(model_name_or_path, revision, compilation_cache)
         self.model_dir = model_dir
-        self.similarity_fn_name, self.prompts, self.default_prompt_name = "cosine", {}, None
+        self.similarity_fn_name = "cosine"
+        self._init_prompts(None)
         mods = st_folder.read_st_folder(model_dir, SCORE_FUNCTIONS)
         if mods.model_config is not None:
             self._read_model_config(mods.model_config)
         if pooling is not None:
             mods = mods.with_pooling(pooling, include_prompt=True)
-        with loading_on_host(mesh):  # with a mesh, each param goes straight into its sharding
-            pt = load_pretrained(mods.encoder_dir, head=False, revision=revision, param_dtype=as_dtype(param_dtype),
-                                 plan=load_plan(mesh, sharding))
+        pt = load_model(mods.encoder_dir, mesh, sharding, param_dtype=param_dtype, head=False, revision=revision)
         self.config, self.tokenizer = pt.config, pt.tokenizer
         self._dim = mods.output_dim(self.config.hidden_size)
         self.pooling_modes, self.include_prompt, self._ops = mods.pooling_modes, mods.include_prompt, mods.ops
         st_cfg = mods.transformer
         self.do_lower_case = bool(st_cfg.get("do_lower_case", False))
-        limit = self.config.max_position_embeddings - self.config.position_offset
         if max_seq_length is None:
             max_seq_length = default_max_seq_length(st_cfg, self.tokenizer, self.config)
-        if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or not 2 <= max_seq_length <= limit:
-            raise ValueError(f"max_seq_length must be an int in 2..{limit} (the model's position table), "
-                             f"got {max_seq_length!r}")
-        self.max_seq_length = max_seq_length
+        self.max_seq_length = check_token_limit(max_seq_length, "max_seq_length", 2, self.config)
         if truncate_dim is not None and (not isinstance(truncate_dim, int) or truncate_dim < 1):
             raise ValueError(f"truncate_dim must be a positive int or None, got {truncate_dim!r}")
         self.truncate_dim = truncate_dim
         self.dtype = as_dtype(dtype)
-        self.buckets = buckets or default_buckets("texts")
         self.params = {"encoder": pt.params["encoder"],
                        "dense": [{k: jnp.asarray(v) for k, v in p.items()} for p in mods.dense_params]}
-        if attention_impl is None:
-            attention_impl = default_attention_impl(mesh)
-        self._module_for = lambda dt: pt.module(dtype=dt, attention_impl=attention_impl)
-        self._module = self._module_for(self.dtype)
-        self.plan, self.params, shardings, self.buckets = setup_sharding(
-            self._module, self.params, self.buckets, mesh, sharding)
-        self._runner = BucketedRunner(self._model_fn(self._module), plan=self.plan, param_shardings=shardings)
-        self.chunk_size = check_chunk_size(chunk_size)  # texts per chunk in encode / encode_stream
-        self._init_tuning(autotune, user_buckets=buckets is not None)
+        self._init_runtime(pt, buckets=buckets, attention_impl=attention_impl, mesh=mesh, sharding=sharding,
+                           chunk_size=chunk_size, autotune=autotune)
 
     # ---- reading an ST folder (hf/st_folder.py) ----
     def _read_model_config(self, cfg: dict) -> None:
         self.similarity_fn_name = cfg.get("similarity_fn_name") or "cosine"
-        self.prompts = {k: v or "" for k, v in (cfg.get("prompts") or {}).items()}
-        self.default_prompt_name = cfg.get("default_prompt_name")
+        self._init_prompts(cfg)
 
     # ---- the pure function ----
     def _model_fn(self, module):
         return make_embed_fn(module, self.config.position_offset, self.pooling_modes, self._ops)
 
-    def _tune_max_length(self) -> int:
+    def _token_limit(self) -> int:
         return self.max_seq_length
-
-    @property
-    def compile_count(self) -> int:
-        """How many times the embedding function has been compiled (<= number of bucket shapes)."""
-        return self._runner.compile_count
 
     def get_sentence_embedding_dimension(self) -> int:
         return self.truncate_dim or self._dim
 
-    def _bucket_config(self, batch_size: int | None) -> BucketConfig:
-        if batch_size is None:
-            return self.buckets
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        return dataclasses.replace(self.buckets, batch_size=batch_size, tokens_per_batch=None)
-
-    def warmup(self, batch_size: int | None = None) -> int:
-        """Tune the layout for this machine if not done (see autotune=), then compile every bucket
-        shape now; returns the number of shapes."""
-        if batch_size is None and self._autotune:
-            self.autotune()
-        cfg = self._bucket_config(batch_size)
-        shapes = cfg.resolve(self.max_seq_length)
-        self._runner.warmup(self.params, shapes, cfg.segments)
-        return len(shapes)
-
     def _resolve_prompt(self, prompt, prompt_name):
-        if prompt is None and prompt_name is not None:
-            if prompt_name not in self.prompts:
-                raise ValueError(f"prompt_name {prompt_name!r} not in the model's prompts {sorted(self.prompts)}")
-            prompt = self.prompts[prompt_name]
-        elif prompt is None and self.default_prompt_name is not None:
-            prompt = self.prompts.get(self.default_prompt_name)
-        if prompt is not None and not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        prompt = super()._resolve_prompt(prompt, prompt_name)
         if prompt and not self.include_prompt:
             raise NotImplementedError("this model's Pooling has include_prompt=False (prompt tokens excluded "
                                       "from pooling), which BiEncoder does not implement yet")
@@ -200,8 +151,7 @@ class BiEncoder(Autotuned):
         kept = np.flatnonzero(np.fromiter((len(e) > 0 for e in encodings), bool, len(encodings)))
         if len(kept) < len(encodings):
             self._check_empty_text(start, texts, encodings, inverse)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        batches = make_batches([encodings[i] for i in kept], cfg, self.max_seq_length, pad) if len(kept) else []
+        batches = make_batches([encodings[i] for i in kept], cfg, self.max_seq_length, self._pad_id) if len(kept) else []
         return len(encodings), kept, inverse, batches
 
     def _check_empty_text(self, start: int, texts: list, encodings: list, inverse: np.ndarray) -> None:
@@ -221,11 +171,7 @@ class BiEncoder(Autotuned):
 
     def _embed_prepared(self, prep, cfg: BucketConfig, dim: int | None, normalize: bool) -> np.ndarray:
         n_unique, kept, inverse, batches = prep
-        if not len(kept) and jax.process_count() == 1:  # other processes may still need the call
-            outputs = []
-        else:
-            outputs = self._runner.run(self.params, batches, show_progress=False,
-                                       shapes=cfg.resolve(self.max_seq_length)[::-1], segments=cfg.segments)
+        outputs = self._run_batches(batches, cfg, any_input=bool(len(kept)))
         if not n_unique:
             return np.zeros((0, dim or self._dim), np.float32)
         if len(kept) == n_unique:
@@ -250,21 +196,12 @@ class BiEncoder(Autotuned):
         iterable of texts: memory is bounded by the chunk size, not the input; the next chunk is
         tokenized and bucketed in a background thread while the device embeds this one. The
         concatenated chunks equal `encode(list(sentences))` bit for bit."""
-        it = check_stream_input(sentences, "sentences", "'a text'")
         prompt = self._resolve_prompt(prompt, prompt_name)
         dim = truncate_dim if truncate_dim is not None else self.truncate_dim
-        if batch_size is None:
-            self._maybe_tune(sentences)
-        cfg = self._bucket_config(batch_size)
-        bar = progress(None, len(sentences) if hasattr(sentences, "__len__") else None, "Encoding",
-                       show_progress_bar, "text")
-        try:
-            yield from run_chunks(numbered_chunks(it, check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)),
-                                  lambda start, chunk: self._prepare(start, chunk, cfg, prompt),
-                                  lambda prep: self._embed_prepared(prep, cfg, dim, normalize_embeddings), bar=bar,
-                                  stats=stats)
-        finally:
-            bar.close()
+        yield from self._chunked(sentences, "sentences", "'a text'", batch_size=batch_size, chunk_size=chunk_size,
+                                 show_progress_bar=show_progress_bar, stats=stats, desc="Encoding", unit="text",
+                                 prepare=lambda start, chunk, cfg: self._prepare(start, chunk, cfg, prompt),
+                                 run=lambda prep, cfg: self._embed_prepared(prep, cfg, dim, normalize_embeddings))
 
     def encode(self, sentences: str | Sequence[str], batch_size: int | None = None,
                normalize_embeddings: bool = False, show_progress_bar: bool | None = None,
@@ -297,19 +234,14 @@ class BiEncoder(Autotuned):
     def save(self, path: str | os.PathLike) -> Path:
         """Write an ST model folder that PyTorch `SentenceTransformer(path)` loads with equal embeddings.
         Atomic: an existing folder at `path` is replaced only once the new one is complete."""
-        path = Path(path)
-        with atomic_dir(path) as tmp:
-            self._save_into(tmp)
-        return path
+        return save_folder(path, self._save_into)
 
     def _save_into(self, path: Path) -> None:
-        cfg, tok = self.config, copy_tokenizer(self.tokenizer)  # never mutate the live tokenizer
-        tok.model_max_length = self.max_seq_length
-        save_pretrained(path, cfg, {"encoder": jax.device_get(self.params["encoder"])}, tok, head=False)
         mods = st_folder.SentenceModules(
             encoder_dir=path, pooling_modes=self.pooling_modes, include_prompt=self.include_prompt,
             ops=self._ops).with_dense_params(jax.device_get(self.params["dense"]))
-        st_folder.write_st_folder(path, mods, hidden_size=cfg.hidden_size, max_seq_length=self.max_seq_length,
-                                  do_lower_case=self.do_lower_case, model_config={
-                                      "model_type": "SentenceTransformer", "similarity_fn_name": self.similarity_fn_name,
-                                      "prompts": self.prompts, "default_prompt_name": self.default_prompt_name})
+        write_sentence_transformer(path, self.config, self.params, self.tokenizer, mods,
+                                   max_seq_length=self.max_seq_length, do_lower_case=self.do_lower_case,
+                                   model_config={"model_type": "SentenceTransformer",
+                                                 "similarity_fn_name": self.similarity_fn_name,
+                                                 "prompts": self.prompts, "default_prompt_name": self.default_prompt_name})

@@ -6,30 +6,21 @@ jitted function (one compile per bucket shape), restore input order on the host.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import jax
 import numpy as np
 
-from .atomic import atomic_dir
-from .autotune import Autotuned
-from .batching import (BucketConfig, _as_sequence, copy_tokenizer, make_batches, scatter_results, tokenize_pairs,
-                       unique_encodings)
-from .streaming import DEFAULT_CHUNK_SIZE, check_chunk_size, check_stream_input, numbered_chunks, run_chunks
+from .batching import BucketConfig, _as_sequence, make_batches, scatter_results, tokenize_pairs, unique_encodings
 from .chat_format import pair_encoder
+from .encoders import Encoder, check_token_limit, load_model, open_model_dir
 from .hf import st_folder
-from .hf.causal_score import copy_st_files
-from .hf.hub import resolve_model_dir
 from .hf.model_folder import read_json
-from .hf.pretrained import load_pretrained, save_pretrained
+from .hf.save import save_folder, write_cross_encoder
+from .inference import as_dtype
 from .model_fns import make_score_fn
-from .models.layers import default_attention_impl
-from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, load_plan, loading_on_host,
-                        progress, setup_sharding)
+from .streaming import DEFAULT_CHUNK_SIZE
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 
@@ -38,7 +29,7 @@ _NP_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": lambda x: x,
     "tanh": np.tanh,
 }
-_ST_NAMES, _ST_PATHS = st_folder.CE_ACTIVATIONS, st_folder.CE_ACTIVATION_PATHS
+_ST_NAMES = st_folder.CE_ACTIVATIONS
 
 
 def _resolve_activation(fn) -> tuple[str, Callable]:
@@ -72,7 +63,7 @@ def _is_single_pair(pairs) -> bool:
             and all(isinstance(t, str) for t in pairs))
 
 
-class CrossEncoder(Autotuned):
+class CrossEncoder(Encoder):
     """Drop-in for `sentence_transformers.CrossEncoder` on JAX.
 
     Args:
@@ -117,27 +108,21 @@ class CrossEncoder(Autotuned):
                  mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE,
                  prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
                  param_dtype="float32", autotune: bool | None = None, allow_new_head: bool = False):
-        enable_compilation_cache(compilation_cache)
-        model_dir = resolve_model_dir(model_name_or_path, revision)
+        model_dir = open_model_dir(model_name_or_path, revision, compilation_cache)
         raw = read_json(model_dir / "config.json") if (model_dir / "config.json").is_file() else {}
         archs = raw.get("architectures") or []
         if num_labels is None and not any(a.endswith("ForSequenceClassification") for a in archs):
             num_labels = 1  # a bare encoder becomes a 1-label cross-encoder, as in ST
-        with loading_on_host(mesh):   # with a mesh, each param goes straight into its sharding
-            pt = load_pretrained(model_dir, head=True, num_labels=num_labels, revision=revision,
-                                 ignore_config_keys=ignore_config_keys, seed=seed, param_dtype=as_dtype(param_dtype),
-                                 plan=load_plan(mesh, sharding), allow_new_head=allow_new_head)
+        pt = load_model(model_dir, mesh, sharding, param_dtype=param_dtype, head=True, num_labels=num_labels,
+                        revision=revision, ignore_config_keys=ignore_config_keys, seed=seed,
+                        allow_new_head=allow_new_head)
         self.model_dir, self.config, self.params, self.tokenizer = model_dir, pt.config, pt.params, pt.tokenizer
         self.dtype = as_dtype(dtype)
-        limit = self.config.max_position_embeddings - self.config.position_offset
         if max_length is None:
             max_length = default_max_length(self.tokenizer, self.config)
-        if not isinstance(max_length, int) or not 2 < max_length <= limit:
-            raise ValueError(f"max_length must be an int in 3..{limit} (the model's position table), got {max_length!r}")
-        self.max_length = max_length
+        self.max_length = check_token_limit(max_length, "max_length", 3, self.config)
         st_cfg = _read_st_model_config(model_dir)
-        self.prompts = {**{k: v or "" for k, v in (st_cfg.get("prompts") or {}).items()}, **(prompts or {})}
-        self.default_prompt_name = default_prompt_name or st_cfg.get("default_prompt_name")
+        self._init_prompts(st_cfg, prompts, default_prompt_name)
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
                              f"{sorted(self.prompts)}")
@@ -147,61 +132,21 @@ class CrossEncoder(Autotuned):
         if activation_fn is None:
             activation_fn = stored if stored in _ST_NAMES else ("sigmoid" if self.num_labels == 1 else "identity")
         self.activation_name, self.activation_fn = _resolve_activation(activation_fn)
-        self.buckets = buckets or default_buckets("pairs")
-        if attention_impl is None:
-            attention_impl = default_attention_impl(mesh)
-        self._module_for = lambda dt: pt.module(dtype=dt, attention_impl=attention_impl)
-        self._module = self._module_for(self.dtype)
-        self.plan, self.params, shardings, self.buckets = setup_sharding(
-            self._module, self.params, self.buckets, mesh, sharding)
-        self._runner = BucketedRunner(self._model_fn(self._module), plan=self.plan, param_shardings=shardings)
-        self.chunk_size = check_chunk_size(chunk_size)
-        self._init_tuning(autotune, user_buckets=buckets is not None)
+        self._init_runtime(pt, buckets=buckets, attention_impl=attention_impl, mesh=mesh, sharding=sharding,
+                           chunk_size=chunk_size, autotune=autotune)
 
     # ---- the pure function ----
     def _model_fn(self, module):
         return make_score_fn(module, self.config.position_offset)
 
-    def _tune_max_length(self) -> int:
+    def _token_limit(self) -> int:
         return self.max_length
 
     @property
     def num_labels(self) -> int:
         return self.config.num_labels
 
-    @property
-    def compile_count(self) -> int:
-        """How many times the scoring function has been compiled (<= number of bucket shapes)."""
-        return self._runner.compile_count
-
-    def _bucket_config(self, batch_size: int | None) -> BucketConfig:
-        if batch_size is None:
-            return self.buckets
-        return dataclasses.replace(self.buckets, batch_size=int(batch_size), tokens_per_batch=None)
-
-    def warmup(self, batch_size: int | None = None) -> int:
-        """Tune the layout for this machine if not done (see autotune=), then compile every bucket
-        shape now; returns the number of shapes."""
-        if batch_size is None and self._autotune:
-            self.autotune()
-        cfg = self._bucket_config(batch_size)
-        shapes = cfg.resolve(self.max_length)
-        self._runner.warmup(self.params, shapes, cfg.segments)
-        return len(shapes)
-
     # ---- one chunk: tokenize + bucket (background thread), then score (device) ----
-    def _resolve_prompt(self, prompt, prompt_name) -> str | None:
-        """ST's rule: prompt= wins, else prompts[prompt_name], else the default prompt, else none."""
-        if prompt is None and prompt_name is not None:
-            if prompt_name not in self.prompts:
-                raise ValueError(f"prompt_name {prompt_name!r} not in the model's prompts {sorted(self.prompts)}")
-            prompt = self.prompts[prompt_name]
-        elif prompt is None and self.default_prompt_name is not None:
-            prompt = self.prompts.get(self.default_prompt_name)
-        if prompt is not None and not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        return prompt or None
-
     def encode_pairs(self, pairs, prompt: str | None = None, offset: int = 0):
         """Token ids of each pair as ST 6.2 makes them: through the chat template for a decoder
         that has one (chat_format.py), else as a text pair with the prompt before the query."""
@@ -209,15 +154,11 @@ class CrossEncoder(Autotuned):
 
     def _prepare(self, start: int, pairs: list, cfg: BucketConfig, prompt: str | None = None):
         encodings, inverse = unique_encodings(self.encode_pairs(pairs, prompt, offset=start))
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        return encodings, inverse, (make_batches(encodings, cfg, self.max_length, pad) if encodings else [])
+        return encodings, inverse, (make_batches(encodings, cfg, self.max_length, self._pad_id) if encodings else [])
 
     def _score_prepared(self, prep, cfg: BucketConfig) -> np.ndarray:
         encodings, inverse, batches = prep
-        if not encodings and jax.process_count() == 1:  # other processes may still need the call
-            return np.zeros((0, self.num_labels), np.float32)
-        outputs = self._runner.run(self.params, batches, show_progress=False,
-                                   shapes=cfg.resolve(self.max_length)[::-1], segments=cfg.segments)
+        outputs = self._run_batches(batches, cfg, any_input=bool(encodings))
         if not encodings:
             return np.zeros((0, self.num_labels), np.float32)
         return scatter_results(outputs, len(encodings))[inverse]
@@ -229,18 +170,11 @@ class CrossEncoder(Autotuned):
         any iterable (a generator, a file reader), read one chunk at a time; the next chunk is
         tokenized and bucketed in a background thread while the device scores this one. `stats`
         (a dict) gets "host_wait_s": how long scoring waited for the host's next chunk."""
-        it = check_stream_input(pairs, "pairs", "(query, passage)")
-        if batch_size is None:
-            self._maybe_tune(pairs)
-        cfg = self._bucket_config(batch_size)
         prompt = self._resolve_prompt(prompt, prompt_name)
-        bar = progress(None, len(pairs) if hasattr(pairs, "__len__") else None, "Scoring", show_progress_bar, "pair")
-        try:
-            yield from run_chunks(numbered_chunks(it, check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)),
-                                  lambda start, chunk: self._prepare(start, chunk, cfg, prompt),
-                                  lambda prep: self._score_prepared(prep, cfg), bar=bar, stats=stats)
-        finally:
-            bar.close()
+        yield from self._chunked(pairs, "pairs", "(query, passage)", batch_size=batch_size, chunk_size=chunk_size,
+                                 show_progress_bar=show_progress_bar, stats=stats, desc="Scoring", unit="pair",
+                                 prepare=lambda start, chunk, cfg: self._prepare(start, chunk, cfg, prompt),
+                                 run=self._score_prepared)
 
     def logits(self, pairs, batch_size: int | None = None, show_progress_bar: bool | None = None,
                chunk_size: int | None = None, *, prompt: str | None = None,
@@ -329,21 +263,9 @@ class CrossEncoder(Autotuned):
     def save(self, path: str | os.PathLike) -> Path:
         """HF directory (config, safetensors, tokenizer) that PyTorch sentence-transformers loads.
         Atomic: an existing directory at `path` is replaced only once the new one is complete."""
-        cfg = self.config
-        raw = cfg.raw_dict
-        if self.activation_name in _ST_PATHS:
-            raw = st_folder.with_ce_activation(raw, self.activation_name)
-        tok = copy_tokenizer(self.tokenizer)  # a copy: other threads may be tokenizing with the live one
-        tok.model_max_length = self.max_length
-        cfg = dataclasses.replace(cfg, raw_json=json.dumps(raw))
-        with atomic_dir(path) as tmp:
-            save_pretrained(tmp, cfg, jax.device_get(self.params), tok, head=True)
-            copy_st_files(self.model_dir, tmp)   # LogitScore tokens, chat-template modality, prompts
-            if self.prompts and not (Path(tmp) / "config_sentence_transformers.json").is_file():
-                (Path(tmp) / "config_sentence_transformers.json").write_text(json.dumps(
-                    {"model_type": "CrossEncoder", "prompts": self.prompts,
-                     "default_prompt_name": self.default_prompt_name}, indent=2) + "\n")
-        return Path(path)
+        return save_folder(path, write_cross_encoder, self.config, self.params, self.tokenizer,
+                           max_length=self.max_length, activation=self.activation_name, source_dir=self.model_dir,
+                           prompts=self.prompts, default_prompt_name=self.default_prompt_name)
 
 
 # ----------------------------------------------------------------------------- rank() arguments

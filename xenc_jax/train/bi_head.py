@@ -16,9 +16,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ..batching import copy_tokenizer
 from ..hf import st_folder
-from ..hf.pretrained import save_pretrained
+from ..hf.save import write_sentence_transformer
 from . import step as S
 
 
@@ -66,13 +65,9 @@ class BiHead:
         """An ST folder of exactly this head: encoder (save_pretrained), modules.json, Pooling with
         the modes used, Dense with the weights used, Normalize when used, sentence_bert_config
         (max_seq_length, the source's do_lower_case), the source's config_sentence_transformers."""
-        tok = copy_tokenizer(tokenizer)  # never mutate the live tokenizer
-        tok.model_max_length = max_length
-        out = save_pretrained(path, model_cfg, {"encoder": params["encoder"]}, tok, head=False)
         mods = self.modules.with_dense_params(self.dense_params(params))
-        st_folder.write_st_folder(out, mods, hidden_size=model_cfg.hidden_size, max_seq_length=max_length,
-                                  do_lower_case=self.do_lower_case, model_config=self.modules.model_config)
-        return out
+        return write_sentence_transformer(path, model_cfg, params, tokenizer, mods, max_seq_length=max_length,
+                                          do_lower_case=self.do_lower_case, model_config=self.modules.model_config)
 
     def load_exported(self, path: Path, encoder_params: dict) -> dict:
         """Training params of an export (e.g. the best model) from its encoder params and folder."""

@@ -16,12 +16,10 @@ import numpy as np
 
 from .. import host_memory
 from ..atomic import atomic_dir, recover_dir
-from ..batching import copy_tokenizer
 from ..multihost import check_shared_dir, raise_together
 from ..chat_format import pair_encoder
-from ..hf.causal_score import copy_st_files
-from ..hf.pretrained import load_pretrained, save_pretrained
-from ..hf.st_folder import with_ce_activation
+from ..hf.pretrained import load_pretrained
+from ..hf.save import write_cross_encoder
 from ..inference import as_dtype
 from . import step as S
 from .bi_head import BiHead, build_head, encoder_dir
@@ -86,15 +84,10 @@ def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, sou
     `params`: host arrays (see host_params); `head`: the run's BiHead (default: built from
     cfg and source_dir)."""
     if cfg.task == "cross_encoder":
-        tok = copy_tokenizer(tokenizer)  # never mutate the live tokenizer
-        tok.model_max_length = cfg.max_length
-        raw = model_cfg.raw_dict
         act = cfg.activation or ("sigmoid" if cfg.num_labels == 1 else "identity")
-        raw = with_ce_activation(raw, act)
-        model_cfg = dataclasses.replace(model_cfg, raw_json=json.dumps(raw))
-        saved = save_pretrained(path, model_cfg, params, tok, head=True)
-        copy_st_files(source_dir, path)   # a causal reranker's LogitScore tokens and chat-template modality
-        return saved
+        # source_dir: a causal reranker's LogitScore tokens and chat-template modality
+        return write_cross_encoder(path, model_cfg, params, tokenizer, max_length=cfg.max_length, activation=act,
+                                   source_dir=source_dir)
     if head is None:
         head = build_head(cfg, source_dir, model_cfg)
     return head.export(path, model_cfg, params, tokenizer, cfg.max_length)
