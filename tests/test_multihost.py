@@ -101,7 +101,6 @@ def _reference(model_dir):
 
 @pytest.mark.parametrize("num_processes", [2])
 def test_two_processes_match_single_process(tiny_model, tmp_path, num_processes):
-    from xenc_jax import multihost
     port = free_port()
     argvs = [[sys.executable, __file__, "score", str(tiny_model), f"localhost:{port}",
               str(num_processes), str(pid), str(tmp_path)] for pid in range(num_processes)]
@@ -126,8 +125,6 @@ def test_two_processes_match_single_process(tiny_model, tmp_path, num_processes)
     for name in ("dp", "tp"):
         gathered = np.load(tmp_path / f"{name}.gathered.npy")
         np.testing.assert_allclose(gathered, want, rtol=0, atol=1e-5, err_msg=f"gathered {name}")
-        merged = multihost.merge_parts(tmp_path / name)
-        np.testing.assert_allclose(merged, want, rtol=0, atol=1e-5, err_msg=f"merged parts {name}")
         for pid, rep in enumerate(reports):
             # each process got its strided slice, and compiled each bucket shape exactly once,
             # even process 1, which had no pair in the longest bucket
@@ -143,8 +140,9 @@ CLI = [sys.executable, "-c", "import sys; from xenc_jax.cli import main; sys.exi
 
 
 def test_cli_two_processes_score_gathered_and_encode_parts(tiny_model, tmp_path, minilm_dir):
-    """`xenc score` gathers into one output written by process 0 (flags); `xenc encode
-    --output-parts` writes one part per process (env variables), merged by `xenc merge-parts`."""
+    """`xenc score` writes one output, assembled by process 0 from both processes' parts (flags);
+    `xenc encode --output-parts` keeps each process's parts (env variables), and `xenc merge-parts`
+    assembles them in input order. (The scheme itself: test_parts_of_several_processes_merge.)"""
     import transformers as tf
     from tiny_hf import make_tiny
 
@@ -181,10 +179,13 @@ def test_cli_two_processes_score_gathered_and_encode_parts(tiny_model, tmp_path,
     results = run_processes(encode, timeout=300, envs=envs)
     for pid, (rc, out, err) in enumerate(results):
         assert rc == 0, f"encode process {pid} failed:\n{out}\n{err[-4000:]}"
-    assert sorted(p.name for p in tmp_path.glob("emb.part-*")) == [
-        "emb.part-00000-of-00002.npy", "emb.part-00001-of-00002.npy"]
+    kept = sorted(p.name for p in (tmp_path / "emb.npy.parts").iterdir())
+    # one chunk (37 texts < --chunk-size) per process: its part, and its done marker
+    assert kept == ["done-p00000.json", "done-p00001.json", "manifest.json", "part-p00000-000000.npy",
+                    "part-p00001-000000.npy"], kept
     assert not (tmp_path / "emb.npy").exists()
-    assert main(["merge-parts", str(tmp_path / "emb"), "-o", str(tmp_path / "emb.npy")]) == 0
+    assert main(["merge-parts", str(tmp_path / "emb.npy")]) == 0
+    assert not (tmp_path / "emb.npy.parts").exists()
     want = BiEncoder(enc_dir, max_seq_length=64).encode(texts)
     np.testing.assert_allclose(np.load(tmp_path / "emb.npy"), want, rtol=0, atol=1e-5)
 
@@ -220,24 +221,44 @@ def test_bad_process_arguments_are_clear_errors(monkeypatch):
     assert multihost.initialize() is False  # no arguments, no env: a single-process run
 
 
-def test_slices_parts_and_merge(tmp_path):
+def test_slices(tmp_path):
     from xenc_jax import multihost
     n, count = 37, 4
-    values = np.arange(n, dtype=np.float32) * 1.5
-    parts = [values[multihost.slice_indices(n, k, count)] for k in range(count)]
-    assert sum(len(p) for p in parts) == n
+    parts = [multihost.slice_indices(n, k, count) for k in range(count)]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(n))
     assert multihost.process_slice(list(range(n)), 1, count) == list(range(1, n, count))
-    for k, part in enumerate(parts):
-        path = multihost.write_part(tmp_path / "scores", part, k, count)
-        assert path.name == f"scores.part-{k:05d}-of-{count:05d}.npy"
-    np.testing.assert_array_equal(multihost.merge_parts(tmp_path / "scores"), values)
-    (tmp_path / "scores.part-00002-of-00004.npy").unlink()
-    with pytest.raises(ValueError, match=r"parts \[2\] of 4 are missing"):
-        multihost.merge_parts(tmp_path / "scores")
-    with pytest.raises(FileNotFoundError):
-        multihost.merge_parts(tmp_path / "nothing")
     with pytest.raises(ValueError, match="out of range"):
         multihost.slice_indices(n, 4, 4)
+
+
+def test_parts_of_several_processes_merge(tmp_path):
+    """The CLI's one parts scheme (cli/jobs.py) with three processes writing into one directory, no
+    collective needed: process k writes part-p0000k-* for its contiguous share and a done marker;
+    `xenc merge-parts` refuses while a process has not finished, then assembles in input order."""
+    from xenc_jax.cli import main
+    from xenc_jax.cli.jobs import PartsJob
+    from xenc_jax.cli.writers import part_format
+    n, shares = 37, [(0, 10), (10, 30), (30, 37)]  # uneven, as byte ranges of a file are
+    values = np.arange(2 * n, dtype=np.float32).reshape(n, 2) * 1.5
+    out, fmt = tmp_path / "emb.npy", part_format("npy")
+    identity = {"job": "texts", "settings": {"output_format": "npy"}}
+    jobs = [PartsJob(out, identity, fmt.ext, process=k, processes=3) for k in range(3)]
+    with pytest.raises(ValueError, match="does not match this process's job"):
+        PartsJob(out, {**identity, "job": "pairs"}, fmt.ext, process=1, processes=3)
+    for job, (a, b) in zip(jobs, shares):
+        for k, lo in enumerate(range(a, b, 4)):  # chunks of 4
+            job.write_part(k, lambda f, lo=lo: fmt.write(values[lo:min(lo + 4, b)], lo, f))
+    jobs[0].complete(10)
+    jobs[2].complete(7)
+    assert main(["merge-parts", str(out)]) == 2  # process 1 has written its parts, but not said done
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"process 1 \(5 part\(s\) written, share not finished\)"):
+        jobs[0].assemble(fmt.assemble)
+    jobs[1].complete(20)
+    assert main(["merge-parts", str(out), "-o", str(tmp_path / "all.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "all.npy"), values)
+    assert not out.with_name("emb.npy.parts").exists()
+    assert main(["merge-parts", str(out)]) == 2  # nothing left to merge: a clear error, not a traceback
 
 
 # ----------------------------------------------------------------------------- workers
@@ -260,7 +281,6 @@ def _worker_score(model_dir, coordinator, num_processes, pid, out_dir) -> int:
                           buckets=BucketConfig(lengths=LENGTHS, batch_size=BATCH_SIZE))
         scores = ce.predict(local)
         gathered = multihost.gather_slices(scores, len(pairs))
-        multihost.write_part(Path(out_dir) / name, scores)
         if jax.process_index() == 0:
             np.save(Path(out_dir) / f"{name}.gathered.npy", gathered)
         report[name] = {"n_local": len(local), "compile_count": ce.compile_count,

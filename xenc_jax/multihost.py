@@ -1,4 +1,4 @@
-"""Multi-host (multi-process) runs: start-up, which inputs each process takes, and merging results.
+"""Multi-host (multi-process) runs: start-up, which inputs each process takes, gathering results.
 
 SPMD: N processes run the same program; each owns some devices and feeds only its own slice of
 the input. A jitted call is a collective, so every process makes the same calls with the same
@@ -16,9 +16,11 @@ shapes (inference.BucketedRunner pads the schedule with empty batches to guarant
   slice_indices(n, index, count)           the input positions of one slice
   gather_slices(local, n)                  every process -> the full result in input order
                                            (multihost_utils.process_allgather)
-  part_path / write_part / merge_parts     per-process files scores.part-00001-of-00004.npy
-                                           and the merge back into input order (no collective)
-See docs/multihost.md for launch commands.
+  any_process / raise_together             agree on a flag / on a failure with one all-gather
+  check_shared_dir                         every process sees the same output directory
+The CLI does not slice: each process reads its own contiguous share of the input file and writes
+its own resumable parts of the output (cli/shares.py, cli/jobs.py), one scheme for one process and
+for many. See docs/multihost.md for launch commands.
 """
 from __future__ import annotations
 
@@ -154,42 +156,6 @@ def gather_slices(local: np.ndarray, n: int) -> np.ndarray:
     padded[:local.shape[0]] = local
     everything = np.asarray(multihost_utils.process_allgather(padded, tiled=False))
     return _interleave([everything[k, :len(range(k, n, count))] for k in range(count)], n)
-
-
-def part_path(prefix: str | os.PathLike, index: int | None = None, count: int | None = None) -> Path:
-    """'scores' -> scores.part-00001-of-00004.npy (numbering from 0, like the process index)."""
-    index, count = _where(index, count)
-    return Path(f"{prefix}.part-{index:05d}-of-{count:05d}.npy")
-
-
-def write_part(prefix: str | os.PathLike, local: np.ndarray, index: int | None = None,
-               count: int | None = None) -> Path:
-    path = part_path(prefix, index, count)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from .atomic import save_npy
-    save_npy(path, local)  # a reader never sees a half-written part
-    return path
-
-
-def merge_parts(prefix: str | os.PathLike) -> np.ndarray:
-    """Read prefix.part-*-of-N.npy (all N of them) and restore input order."""
-    prefix = Path(prefix)
-    pattern = re.compile(re.escape(prefix.name) + r"\.part-(\d{5})-of-(\d{5})\.npy")
-    found = {}
-    for p in prefix.parent.glob(prefix.name + ".part-*-of-*.npy"):
-        if m := pattern.fullmatch(p.name):
-            found[(int(m[1]), int(m[2]))] = p
-    if not found:
-        raise FileNotFoundError(f"no parts {prefix}.part-XXXXX-of-XXXXX.npy found")
-    counts = {c for _, c in found}
-    if len(counts) != 1:
-        raise ValueError(f"parts of {prefix} come from runs with different process counts {sorted(counts)}")
-    count = counts.pop()
-    missing = [i for i in range(count) if (i, count) not in found]
-    if missing:
-        raise ValueError(f"{prefix}: parts {missing} of {count} are missing")
-    parts = [np.load(found[(i, count)]) for i in range(count)]
-    return _interleave(parts, sum(p.shape[0] for p in parts))
 
 
 def any_process(flag: bool) -> bool:

@@ -5,14 +5,11 @@ import argparse
 import logging
 import sys
 
-from . import score, search, train
+from . import distributed, score, search, train
+from .io import CliError
 
 # Each command module exposes register(subparsers); its parser sets `func(args) -> int`.
-COMMAND_MODULES = [score, search, train]
-
-
-class CliError(Exception):
-    """A user error the CLI reports in one line, without a traceback."""
+COMMAND_MODULES = [score, search, train, distributed]
 
 
 def build_parser() -> argparse.ArgumentParser:

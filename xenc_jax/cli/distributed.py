@@ -2,17 +2,16 @@
 `xenc merge-parts`. Thin: the work is in xenc_jax/multihost.py and xenc_jax/sharding.py.
 
 Launch N processes with the same command plus --process-id (or $XENC_PROCESS_ID); each reads
-the input, keeps its strided slice (records i with i % N == process id), scores it on its
-devices of the global mesh, then either the results are gathered and process 0 writes the
-output, or (--output-parts) each process writes OUTPUT.part-0000k-of-0000N.npy and
-`xenc merge-parts OUTPUT -o FILE` merges them later. See docs/multihost.md.
+only its share of the input file (a contiguous byte range or row groups, shares.py), scores it
+on its devices of the global mesh and writes its own resumable parts of the output (jobs.py);
+then process 0 assembles them in input order, or (--output-parts) they are kept and
+`xenc merge-parts OUTPUT` assembles them later. One process is the same scheme with N = 1.
+See docs/multihost.md.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-
-import numpy as np
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -24,8 +23,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="param sharding over the mesh (default: %(default)s = replicated)")
     add_process_args(g)
     g.add_argument("--output-parts", action="store_true",
-                   help="each process writes OUTPUT.part-0000k-of-0000N.npy (its slice, raw arrays) "
-                        "instead of gathering; merge with `xenc merge-parts OUTPUT -o FILE`")
+                   help="keep the finished parts in OUTPUT.parts/ instead of assembling OUTPUT (e.g. to "
+                        "assemble elsewhere); then `xenc merge-parts OUTPUT` writes OUTPUT")
 
 
 def add_process_args(g) -> None:
@@ -49,44 +48,18 @@ class Run:
         self.index, self.count = jax.process_index(), jax.process_count()
         self.mesh = args.mesh or ("auto" if self.count > 1 else None)
         self.sharding = args.sharding
-        self.parts = args.output_parts
-        if self.parts and args.output in (None, "-"):
-            raise ValueError("--output-parts needs --output PREFIX (parts are files, not stdout)")
-
-    def local(self, items: list) -> list:
-        """This process's slice of the input (all of it in a single-process run)."""
-        from .. import multihost
-        return multihost.process_slice(items, self.index, self.count)
-
-    def finish(self, local: np.ndarray, n: int, prefix: str) -> np.ndarray | None:
-        """Parts: write this process's part, return None. Else the full result in input order
-        on process 0, None on the others (they write nothing)."""
-        from .. import multihost
-        if self.parts:
-            path = multihost.write_part(prefix, local, self.index, self.count)
-            print(f"process {self.index}: {len(local)} of {n} results -> {path}", file=sys.stderr)
-            return None
-        full = multihost.gather_slices(local, n) if self.count > 1 else np.asarray(local)
-        return full if self.index == 0 else None
 
 
 def run_merge(args) -> int:
-    from .. import multihost
-    from .score import write_scores
-    merged = multihost.merge_parts(args.prefix)
-    if args.output.endswith(".npy"):
-        from ..atomic import save_npy
-        save_npy(args.output, merged)
-    else:
-        write_scores(merged, args.output, args.output_format)
-    print(f"merged {merged.shape[0]} results from {args.prefix}.part-* -> {args.output}", file=sys.stderr)
+    from .jobs import merge
+    target, items = merge(args.output, args.to)
+    print(f"merged {items} results from {args.output}.parts/ -> {target}", file=sys.stderr)
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("merge-parts", help="merge per-process result parts (from --output-parts) in input order")
-    p.add_argument("prefix", help="the --output given to the run: merges PREFIX.part-*-of-*.npy")
-    p.add_argument("--output", "-o", required=True,
-                   help="FILE.npy (arrays, e.g. embeddings), or scores as JSONL/TSV like `xenc score`")
-    p.add_argument("--output-format", choices=["jsonl", "tsv"], default="jsonl")
+    p = sub.add_parser("merge-parts", help="assemble the parts kept by --output-parts into the output, in input order")
+    p.add_argument("output", help="the --output given to the run (its parts are in OUTPUT.parts/)")
+    p.add_argument("--to", "-o", default=None, metavar="FILE",
+                   help="write the assembled output here instead of OUTPUT (same format)")
     p.set_defaults(func=run_merge)

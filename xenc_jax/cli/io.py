@@ -27,7 +27,11 @@ BLANK = " \t\r\n\x0b\x0c"  # bytes.strip()'s whitespace: a line of only these is
 PARQUET_INSTALL = "pip install 'xenc_jax[parquet]' (or: pip install pyarrow)"
 
 
-def _fmt(path: str, fmt: str | None) -> str:
+class CliError(Exception):
+    """A user error the CLI reports in one line, without a traceback."""
+
+
+def pair_format(path: str, fmt: str | None) -> str:
     """Pair input format: Parquet, JSON Lines, else TSV (stdin too)."""
     if fmt:
         return fmt
@@ -38,11 +42,11 @@ def _fmt(path: str, fmt: str | None) -> str:
 
 
 def text_format(path: str, fmt: str | None) -> str:
-    """Text input format: like _fmt, but only a `.tsv` name means TSV; anything else (a .txt, stdin)
-    is plain text, one whole line per text."""
+    """Text input format: like pair_format, but only a `.tsv` name means TSV; anything else (a .txt,
+    stdin) is plain text, one whole line per text."""
     if fmt:
         return fmt
-    f = _fmt(path, None)
+    f = pair_format(path, None)
     return f if f != "tsv" or str(path).endswith(".tsv") else "text"
 
 
@@ -52,7 +56,6 @@ def require_pyarrow(what: str) -> None:
     try:
         importlib.import_module("pyarrow.parquet")
     except ImportError:
-        from . import CliError
         raise CliError(f"{what} needs pyarrow, which is not installed: {PARQUET_INSTALL}") from None
 
 
@@ -89,7 +92,7 @@ def _share_lines(f, share):
         yield raw
 
 
-def _lines(path: str, counter: ByteCounter | None = None, share=None):
+def read_lines(path: str, counter: ByteCounter | None = None, share=None):
     """(where, line) for each non-blank line, where = "path:line number" for error messages.
     Read as bytes and decoded per line, so a non-UTF-8 byte names its line. `share`: only this
     process's byte range (shares.Share), numbered from its first line."""
@@ -132,7 +135,7 @@ def _kind(v) -> str:
     return {list: "a list", dict: "an object", str: "a string"}.get(type(v), type(v).__name__)
 
 
-def _text(v, where: str, what: str) -> str:
+def json_text(v, where: str, what: str) -> str:
     """v if it is a string of valid Unicode, else the error naming the row and the field."""
     if type(v) is not str:
         raise ValueError(f"{where}: {what} is {_kind(v)}, not a string; write it as a JSON string")
@@ -161,13 +164,13 @@ def _pair_from_json(obj, where: str, keys: list[str] | None = None):
         if not isinstance(obj, dict) or any(k not in obj for k in keys):
             raise ValueError(f"{where}: expected an object with the keys {keys[0]!r} and {keys[1]!r} (--columns), "
                              f"got {str(obj)[:80]!r}")
-        return _text(obj[keys[0]], where, repr(keys[0])), _text(obj[keys[1]], where, repr(keys[1]))
+        return json_text(obj[keys[0]], where, repr(keys[0])), json_text(obj[keys[1]], where, repr(keys[1]))
     if isinstance(obj, list) and len(obj) == 2:
-        return _text(obj[0], where, "item 0"), _text(obj[1], where, "item 1")
+        return json_text(obj[0], where, "item 0"), json_text(obj[1], where, "item 1")
     if isinstance(obj, dict):
         for a, b in PAIR_KEYS:
             if a in obj and b in obj:
-                return _text(obj[a], where, repr(a)), _text(obj[b], where, repr(b))
+                return json_text(obj[a], where, repr(a)), json_text(obj[b], where, repr(b))
     raise ValueError(f"{where}: expected a [text1, text2] list or an object with one of the key pairs "
                      f"{PAIR_KEYS}, got {str(obj)[:80]!r}")
 
@@ -272,7 +275,7 @@ def pair_columns(path: str, fmt: str | None, columns: list[str] | None) -> list 
         return None
     if len(columns) != 2 or not all(columns):
         raise ValueError(f"--columns takes two columns A,B, got {','.join(columns)!r}")
-    if _fmt(path, fmt) != "tsv":
+    if pair_format(path, fmt) != "tsv":
         return columns
     if not all(c.isdigit() and int(c) >= 1 for c in columns):
         raise ValueError(f"for TSV input --columns takes two column numbers, 1-based as in `cut -f` (e.g. "
@@ -303,14 +306,14 @@ def _tab_columns(line: str, where: str, picks: list[int]) -> list[str]:
 def iter_pairs(path: str, fmt: str | None = None, columns: list[str] | None = None,
                counter: ByteCounter | None = None, share=None):
     """Pairs from TSV (text1<TAB>text2, or the two `--columns`), JSON Lines or Parquet, one at a time."""
-    fmt = _fmt(path, fmt)
+    fmt = pair_format(path, fmt)
     if fmt == "parquet":
         for _, values in _parquet_rows(path, parquet_pair_columns(path, pair_columns(path, fmt, columns)), counter,
                                        share=share):
             yield values
         return
     picks = pair_columns(path, fmt, columns)
-    for where, line in _lines(path, counter, share):
+    for where, line in read_lines(path, counter, share):
         if fmt == "jsonl":
             yield _pair_from_json(_json(line, where), where, picks)
         elif picks is not None:
@@ -336,13 +339,13 @@ def iter_texts(path: str, fmt: str | None = None, key: str = "text", counter: By
             yield text
         return
     col = text_column(path, fmt, key)
-    for where, line in _lines(path, counter, share):
+    for where, line in read_lines(path, counter, share):
         if fmt == "jsonl":
             obj = _json(line, where)
             if isinstance(obj, dict) and key in obj:
-                yield _text(obj[key], where, repr(key))
+                yield json_text(obj[key], where, repr(key))
             elif isinstance(obj, str):
-                yield _text(obj, where, "the line")
+                yield json_text(obj, where, "the line")
             else:
                 raise ValueError(f"{where}: expected a JSON string or an object with {key!r}, got {_kind(obj)}")
         elif col is not None:
@@ -358,7 +361,7 @@ def iter_queries(path: str, counter: ByteCounter | None = None):
     """`rank --input`: (qid, query, documents) per JSON line. The qid is always a string: the
     given one (a string or an integer), else the query's 0-based index in the file."""
     seen: dict[str, str] = {}
-    for n, (where, line) in enumerate(_lines(path, counter)):
+    for n, (where, line) in enumerate(read_lines(path, counter)):
         it = _json(line, where)
         if not isinstance(it, dict) or "query" not in it:
             raise ValueError(f"{where}: expected an object {{'query': str, 'documents': [str, ...]}}, "
@@ -370,12 +373,12 @@ def iter_queries(path: str, counter: ByteCounter | None = None):
                              "give a list of strings")
         if not docs:
             raise ValueError(f"{where}: the query has no documents; give at least one, or drop the line")
-        query = _text(it["query"], where, "'query'")
-        docs = [_text(d, where, f"{key}[{i}]") for i, d in enumerate(docs)]
+        query = json_text(it["query"], where, "'query'")
+        docs = [json_text(d, where, f"{key}[{i}]") for i, d in enumerate(docs)]
         qid = it.get("qid", n)
         if type(qid) is int:
             qid = str(qid)
-        qid = _text(qid, where, "'qid' (a string or an integer)")
+        qid = json_text(qid, where, "'qid' (a string or an integer)")
         if qid in seen:
             raise ValueError(f"{where}: qid {qid!r} was already used at {seen[qid]}; each query needs its own qid")
         seen[qid] = where
@@ -391,12 +394,12 @@ def read_texts(path: str, fmt: str | None = None, key: str = "text") -> list[str
 
 
 def read_jsonl(path: str) -> list:
-    return [_json(line, where) for where, line in _lines(path)]
+    return [_json(line, where) for where, line in read_lines(path)]
 
 
 def read_json_objects(path: str, what: str):
     """(where, object) per JSON line (search's corpus and queries)."""
-    for where, line in _lines(path):
+    for where, line in read_lines(path):
         obj = _json(line, where)
         if not isinstance(obj, dict):
             raise ValueError(f"{where}: expected a JSON object ({what}), got {_kind(obj)}")

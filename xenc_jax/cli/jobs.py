@@ -1,15 +1,23 @@
-"""Resumable CLI jobs: the output is written as finished parts, and a rerun continues.
+"""Resumable CLI jobs, one scheme for one process and for many: the output is written as
+finished parts, and a rerun continues.
 
 `xenc score in.tsv -o scores.jsonl` writes `scores.jsonl.parts/` beside the output:
-`manifest.json` (what the job is: the input file's and the model's identity by content, and
-every setting that changes the output) and `part-000000.jsonl`, ... one per chunk of input
-items, each written atomically (atomic.atomic_file). Killed at any point, the same command run
-again checks the manifest, skips the input items of the finished parts (read, not scored), and
-continues with the first missing part. When all parts are done they are assembled into the
-output atomically and the parts directory is removed. So the output equals an uninterrupted
-run's byte for byte: part k always holds chunk k's results, and a chunk's results do not depend
-on what ran before it. A manifest that differs (another input, model or setting) is refused
-with the differing keys, or discarded with --overwrite.
+  manifest.json              what the job is: the input file's and the model's identity by
+                             content, every setting that changes the output, and the number
+                             of processes
+  part-p00000-000000.jsonl   process 0's chunk 0, chunk 1, ... (each written atomically,
+  part-p00000-000001.jsonl   atomic.atomic_file); in a run of N processes, process k writes
+  part-p00001-000000.jsonl   part-p0000k-* for its own share of the input (shares.py)
+  done-p00000.json           written when process k has finished its share: {"parts", "items"}
+Killed at any point, the same command run again checks the manifest, skips the input items of
+its finished parts (read, not scored), and continues with the first missing part. When every
+process is done, the parts are assembled into the output atomically, process by process and
+chunk by chunk (shares are contiguous, so that is input order), and the parts directory is
+removed; with --output-parts they are kept, and `xenc merge-parts OUTPUT` assembles them later.
+So the output equals an uninterrupted run's byte for byte: part k always holds chunk k's
+results, and a chunk's results do not depend on what ran before it. A manifest that differs
+(another input, model, setting or process count) is refused with the differing keys, or
+discarded with --overwrite.
 """
 from __future__ import annotations
 
@@ -20,7 +28,12 @@ from pathlib import Path
 from ..atomic import atomic_file
 
 MANIFEST = "manifest.json"
-VERSION = 1
+VERSION = 2  # 2: part-pPPPPP-KKKKKK names and done-pPPPPP.json for one process too
+
+
+def parts_dir(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".parts")
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -34,29 +47,35 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _read_json(path: Path):
+    """A JSON file we wrote (atomically), or None: absent or unreadable means not ours."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _part_name(process: int, k: int, ext: str) -> str:
+    return f"part-p{process:05d}-{k:06d}.{ext}"
+
+
 class PartsJob:
-    """Parts of one output. `identity`: JSON-able dict of everything the output depends on."""
+    """Parts of one output written by `process` of `processes`. `identity`: JSON-able dict of
+    everything the output depends on. Only process 0 creates or replaces the manifest; the others
+    open theirs after it (cli/streamed.py orders that with multihost.raise_together)."""
 
     def __init__(self, output: str | Path, identity: dict, ext: str, *, overwrite: bool = False,
-                 process: int | None = None):
-        """process: this process's index in a multi-process job (parts part-p0000k-000000.ext, and
-        only process 0 creates or replaces the manifest; the others call after it, via join)."""
-        self.output = Path(output)
-        self.dir = self.output.with_name(self.output.name + ".parts")
-        self.ext = ext
-        self.prefix = "part-" if process is None else f"part-p{process:05d}-"
-        manifest = {"version": VERSION, **identity}
+                 process: int = 0, processes: int = 1):
+        self.output, self.dir, self.ext = Path(output), parts_dir(output), ext
+        self.process, self.processes = process, processes
+        manifest = {"version": VERSION, "processes": processes, **identity}
         path = self.dir / MANIFEST
-        if process not in (None, 0):
-            if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != manifest:
+        if process != 0:
+            if _read_json(path) != manifest:
                 raise ValueError(f"{path} does not match this process's job: is the output directory shared "
                                  "by all processes, and do they run the same command?")
         elif self.dir.is_dir():
-            old = None
-            try:
-                old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-            except (OSError, json.JSONDecodeError):
-                old = None  # the manifest is written atomically: unreadable means not ours
+            old = _read_json(path)
             finished = any(self.dir.glob(f"part-*.{ext}"))  # any process's
             if old != manifest:  # parts of another job: refused, unless there are none to lose
                 if old is not None and finished and not overwrite:
@@ -75,20 +94,18 @@ class PartsJob:
             self.done += 1
 
     def part(self, k: int) -> Path:
-        return self.dir / f"{self.prefix}{k:06d}.{self.ext}"
-
-    def all_parts(self) -> list[Path]:
-        """Every process's parts in input order (process 0's first: shares are contiguous)."""
-        return sorted(self.dir.glob(f"part-*.{self.ext}"))
-
-    def parts(self) -> list[Path]:
-        return [self.part(k) for k in range(self.done)]
+        return self.dir / _part_name(self.process, k, self.ext)
 
     def write_part(self, k: int, write) -> None:
         """write(f) fills part k (binary file); it appears complete or not at all."""
         with atomic_file(self.part(k), "wb") as f:
             write(f)
         self.done = max(self.done, k + 1)
+
+    def complete(self, items: int) -> None:
+        """This process has written all its parts (`items` results in them)."""
+        with atomic_file(self.dir / f"done-p{self.process:05d}.json", "w", encoding="utf-8") as f:
+            json.dump({"parts": self.done, "items": items}, f)
 
     def keep_or_discard(self) -> bool:
         """After a failed or interrupted run: True if finished parts remain for a rerun to resume;
@@ -99,16 +116,54 @@ class PartsJob:
         shutil.rmtree(self.dir, ignore_errors=True)
         return False
 
-    def finish(self, assemble, parts: list[Path] | None = None) -> Path:
-        """assemble(parts, f) writes the output from the parts; then the parts are removed."""
-        with atomic_file(self.output, "wb") as f:
-            assemble(self.parts() if parts is None else parts, f)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        return self.output
+    def assemble(self, assemble, target: str | Path | None = None) -> tuple[Path, int]:
+        """Every process's parts -> the output (or `target`), then the parts are removed."""
+        return _assemble(self.dir, self.processes, self.ext, assemble, Path(target or self.output))
+
+    def finish(self, assemble, items: int) -> Path:
+        """One process: complete() and assemble()."""
+        self.complete(items)
+        return self.assemble(assemble)[0]
 
 
-def concat(parts: list[Path], f) -> None:
-    """Byte concatenation (JSON Lines, TSV)."""
-    for p in parts:
-        with open(p, "rb") as src:
-            shutil.copyfileobj(src, f, 1 << 20)
+def complete_parts(directory: Path, processes: int, ext: str) -> tuple[list[Path], int]:
+    """(every process's parts in input order, results in them); an error naming the processes
+    that have not finished their share."""
+    parts, items, missing = [], 0, []
+    for p in range(processes):
+        done = _read_json(directory / f"done-p{p:05d}.json")
+        files = [directory / _part_name(p, k, ext) for k in range(done["parts"])] if done else []
+        if done is None or not all(f.is_file() for f in files):
+            written = len(list(directory.glob(f"part-p{p:05d}-*.{ext}")))
+            missing.append(f"process {p} ({written} part(s) written, share not finished)")
+            continue
+        parts += files
+        items += int(done["items"])
+    if missing:
+        raise ValueError(f"{directory}: not every process has finished its share: {'; '.join(missing)}. Run the "
+                         "same command again (all processes) to finish them")
+    return parts, items
+
+
+def _assemble(directory: Path, processes: int, ext: str, assemble, target: Path) -> tuple[Path, int]:
+    parts, items = complete_parts(directory, processes, ext)
+    with atomic_file(target, "wb") as f:
+        assemble(parts, f)
+    shutil.rmtree(directory, ignore_errors=True)
+    return target, items
+
+
+def merge(output: str | Path, target: str | Path | None = None) -> tuple[Path, int]:
+    """`xenc merge-parts`: assemble the kept parts of OUTPUT (from --output-parts) into OUTPUT (or
+    `target`), after checking every process finished. -> (file written, results)."""
+    from .writers import part_format
+    directory = parts_dir(output)
+    manifest = _read_json(directory / MANIFEST)
+    if manifest is None:
+        raise FileNotFoundError(f"no parts to merge: {directory / MANIFEST} does not exist (give the --output "
+                                "of the run that wrote them)")
+    if manifest.get("version") != VERSION:
+        raise ValueError(f"{directory} was written by another xenc_jax version (parts version "
+                         f"{manifest.get('version')}, this one reads {VERSION}); run the job again")
+    fmt = part_format(manifest["settings"]["output_format"])
+    return _assemble(directory, int(manifest["processes"]), fmt.ext, fmt.assemble, Path(target or output))

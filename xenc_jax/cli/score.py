@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-
-import numpy as np
 
 from . import distributed
-from .io import (ByteCounter, _fmt, check_input, iter_pairs, iter_queries, open_out, pair_columns, read_pairs,
-                 read_texts, require_pyarrow)
+from .io import (ByteCounter, check_input, iter_pairs, iter_queries, open_out, pair_columns, pair_format, read_texts,
+                 require_pyarrow)
+from .writers import concat, rows_text
 
 
 def _model_args(p):
@@ -41,38 +39,21 @@ def _load(args, run=None):
                         **sharded, **extra)
 
 
-def _write(out, rows: list[dict], fmt: str, columns: list[str]):
-    for row in rows:
-        if fmt == "jsonl":
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            out.write("\t".join(str(row[c]) for c in columns) + "\n")
-
-
 def run_score(args) -> int:
-    from .streamed import output_format
+    from .writers import output_format
     args.output_format = output_format(args.output, args.output_format)
     if args.chunk_size is not None and args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     check_input(args.input)
     # before any model loads: the columns asked for and the optional Parquet dependency
     pair_columns(args.input, args.input_format, _columns(args))
-    if _fmt(args.input, args.input_format) == "parquet":
+    if pair_format(args.input, args.input_format) == "parquet":
         require_pyarrow("Parquet input")
     if args.output_format == "parquet":
         require_pyarrow("Parquet output")
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
-    if run.count > 1 and (run.parts or args.input in (None, "-") or args.output in (None, "-")):
-        # --output-parts, stdin or stdout: every process reads the input and keeps its slice
-        pairs = read_pairs(args.input, args.input_format, _columns(args))
-        model = _load(args, run)
-        scores = model.predict(run.local(pairs), batch_size=args.batch_size, show_progress_bar=args.progress,
-                               activation_fn="identity" if args.raw else None, apply_softmax=args.softmax)
-        scores = run.finish(np.asarray(scores), len(pairs), args.output)
-        if scores is not None:  # process 0 writes the gathered scores
-            write_scores(scores, args.output, args.output_format)
-        return 0
-    from .streamed import stream_job
+    from .streamed import check_destination, stream_job
+    check_destination(args, run.count)
     model = _load(args, run)
     counter = ByteCounter(args.input)
     return stream_job(args, model, lambda share: iter_pairs(args.input, args.input_format, _columns(args), counter,
@@ -85,19 +66,6 @@ def run_score(args) -> int:
 
 def _columns(args):
     return [c.strip() for c in args.columns.split(",")] if getattr(args, "columns", None) else None
-
-
-def write_scores(scores: np.ndarray, output: str, fmt: str) -> None:
-    """All scores at once (multi-process runs, merge-parts)."""
-    from .streamed import score_rows_text
-    if fmt == "parquet":
-        from .streamed import write_scores_parquet
-        from ..atomic import atomic_file
-        with atomic_file(output, "wb") as f:
-            write_scores_parquet(scores, 0, f)
-        return
-    with open_out(output) as out:
-        out.write(score_rows_text(scores, 0, fmt))
 
 
 def run_rank(args) -> int:
@@ -120,7 +88,7 @@ def _rank_one(args) -> int:
     from .streamed import rate_text
     if not args.documents:
         raise ValueError("--query needs --documents FILE (one document per line, or JSON Lines with 'text')")
-    fmt = _fmt(args.documents, None)
+    fmt = pair_format(args.documents, None)
     if fmt == "parquet":
         require_pyarrow("Parquet input")
     docs = read_texts(args.documents, fmt if fmt != "tsv" else "text")
@@ -140,12 +108,9 @@ def _rank_one(args) -> int:
 
 
 def _rank_rows(qids, ranked, fmt: str) -> str:
-    import io
     rows = [{"qid": qid, "rank": r + 1, "corpus_id": h["corpus_id"], "score": h["score"], "text": h["text"]}
             for qid, hits in zip(qids, ranked) for r, h in enumerate(hits)]
-    buf = io.StringIO()
-    _write(buf, rows, fmt, ["qid", "rank", "corpus_id", "score", "text"])
-    return buf.getvalue()
+    return rows_text(rows, fmt, ["qid", "rank", "corpus_id", "score", "text"])
 
 
 def _query_chunks(items, pairs_per_chunk: int):
@@ -167,7 +132,7 @@ def _rank_stream(args) -> int:
     import time
 
     from ..streaming import prefetch
-    from .jobs import PartsJob, concat
+    from .jobs import PartsJob
     from .streamed import job_identity, rate_text
     fmt = args.output_format or "jsonl"
     check_input(args.input)
@@ -201,7 +166,7 @@ def _rank_stream(args) -> int:
             args.resumable = job.keep_or_discard()
         raise
     if job is not None:
-        job.finish(concat)
+        job.finish(concat, queries)
     seconds = time.time() - t0
     info = ", ".join(x for x in (rate_text(pairs, seconds, "pairs"), f"{model.compile_count} compiles") if x)
     print(f"xenc rank: {queries} queries in {seconds:.1f}s ({info})"
@@ -260,7 +225,6 @@ def register(sub) -> None:
                    help="discard the finished parts of a different earlier job instead of refusing")
     _model_args(p)
     p.set_defaults(func=run_rank)
-    distributed.register(sub)
 
     p = sub.add_parser("tune", help="measure and cache this CPU's fastest layout for a model (autotune), "
                        "or show the cached one")

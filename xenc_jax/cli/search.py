@@ -3,15 +3,14 @@ corpus, optionally re-ranked by a cross-encoder)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from . import distributed
-from ..atomic import save_npy
-from .io import _lines, open_out, read_json_objects, read_texts
+from .io import open_out, read_json_objects, read_lines
+from .writers import rows_text
 
 
 def default_bi_encoder() -> str:
@@ -74,49 +73,35 @@ def run_encode(args) -> int:
     if str(args.output).endswith(".parquet"):
         require_pyarrow("Parquet output")
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
-    if not (run.count > 1 and (run.parts or args.input in (None, "-"))):
-        from .io import ByteCounter, iter_texts
-        from .streamed import stream_job
-        model = _load_bi_encoder(args, run)
-        counter = ByteCounter(args.input)
-        args.output_format = "npy" if str(args.output).endswith(".npy") else "embeddings-parquet"
-        return stream_job(args, model, lambda share: iter_texts(args.input, args.input_format, key=args.key,
-                                                                counter=counter, share=share),
-                          counter, what="texts", settings={"normalize": args.normalize, "prompt": args.prompt},
-                          run=run, score=lambda items, chunk, stats: model.encode_stream(
-                              items, chunk_size=chunk, batch_size=args.batch_size,
-                              normalize_embeddings=args.normalize, show_progress_bar=False, prompt=args.prompt,
-                              stats=stats))
-    if str(args.output).endswith(".parquet"):
-        raise ValueError("--output-parts and stdin input write .npy parts; Parquet output needs an input file")
-    texts = read_texts(args.input, args.input_format, key=args.key)
+    from .io import ByteCounter, iter_texts
+    from .streamed import check_destination, stream_job
+    args.output_format = "npy" if str(args.output).endswith(".npy") else "embeddings-parquet"
+    check_destination(args, run.count)
     model = _load_bi_encoder(args, run)
-    emb = model.encode(run.local(texts), batch_size=args.batch_size, normalize_embeddings=args.normalize,
-                       show_progress_bar=args.progress, prompt=args.prompt)
-    emb = run.finish(emb, len(texts), args.output[:-len(".npy")] if run.parts else args.output)
-    if emb is None:  # parts written, or not process 0
-        return 0
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    save_npy(args.output, emb)  # atomic: a kill never leaves a torn .npy
-    print(f"encoded {emb.shape[0]} texts -> {args.output} ({emb.shape[0]} x {emb.shape[1]}, float32)",
-          file=sys.stderr)
-    return 0
+    counter = ByteCounter(args.input)
+    return stream_job(args, model, lambda share: iter_texts(args.input, args.input_format, key=args.key,
+                                                            counter=counter, share=share),
+                      counter, what="texts", settings={"normalize": args.normalize, "prompt": args.prompt},
+                      run=run, score=lambda items, chunk, stats: model.encode_stream(
+                          items, chunk_size=chunk, batch_size=args.batch_size,
+                          normalize_embeddings=args.normalize, show_progress_bar=False, prompt=args.prompt,
+                          stats=stats))
 
 
 def read_corpus(path: str) -> tuple[list[str], list[str]]:
     """BEIR corpus.jsonl: {"_id", "title", "text"} -> (ids, texts); title and text joined by a space."""
-    from .io import _text
+    from .io import json_text
     ids, texts, seen = [], [], {}
     for where, obj in read_json_objects(path, '{"_id", "title", "text"}'):
         did = _doc_id(obj.get("_id", obj.get("id")), where, "'_id'")
         if "text" not in obj:
             raise ValueError(f"{where}: a corpus line needs '_id' and a string 'text'")
-        text = _text(obj["text"], where, "'text'")
+        text = json_text(obj["text"], where, "'text'")
         if did in seen:
             raise ValueError(f"{where}: duplicate document id {did!r} (first at {seen[did]})")
         seen[did] = where
         title = obj.get("title")
-        title = "" if title is None else _text(title, where, "'title'")
+        title = "" if title is None else json_text(title, where, "'title'")
         ids.append(did)
         texts.append(f"{title} {text}".strip() if title else text)
     return ids, texts
@@ -124,16 +109,16 @@ def read_corpus(path: str) -> tuple[list[str], list[str]]:
 
 def _doc_id(value, where: str, what: str) -> str:
     """An id as given: a string, or an integer written as its digits."""
-    from .io import _text
+    from .io import json_text
     if value is None:
         raise ValueError(f"{where}: {what} is missing (every line needs an id)")
-    return str(value) if type(value) is int else _text(value, where, f"{what} (a string or an integer)")
+    return str(value) if type(value) is int else json_text(value, where, f"{what} (a string or an integer)")
 
 
 def read_queries(path: str, fmt: str | None = None) -> tuple[list[str], list[str]]:
     """Queries as JSONL {"_id", "text"} or TSV "qid<TAB>text" (one column: the text, qid = its
     0-based index). A third TSV column is an error (a query holding a tab would be cut)."""
-    from .io import _text
+    from .io import json_text
     fmt = fmt or ("jsonl" if str(path).endswith((".jsonl", ".json")) else "tsv")
     qids, texts, seen = [], [], {}
 
@@ -149,9 +134,9 @@ def read_queries(path: str, fmt: str | None = None) -> tuple[list[str], list[str
             if key is None:
                 raise ValueError(f"{where}: a query line needs '_id' and a string 'text'")
             add(_doc_id(obj.get("_id", obj.get("qid", obj.get("id"))), where, "'_id'"),
-                _text(obj[key], where, repr(key)), where)
+                json_text(obj[key], where, repr(key)), where)
         return qids, texts
-    for k, (where, line) in enumerate(_lines(path)):
+    for k, (where, line) in enumerate(read_lines(path)):
         cols = line.split("\t")
         if len(cols) > 2:
             raise ValueError(f"{where}: {len(cols)} tab-separated columns, expected qid<TAB>text (or the text "
@@ -197,8 +182,7 @@ def run_search(args) -> int:
             else:
                 rows = [{"qid": qid, "rank": r + 1, "doc_id": doc_ids[h["corpus_id"]], "score": h["cross_score"],
                          "bi_score": h["bi_score"]} for r, h in enumerate(res["reranked"])]
-            for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.write(rows_text(rows, "jsonl", list(rows[0]) if rows else []))
     seconds = time.time() - t0
     info = ", ".join(x for x in (rate_text(len(queries), seconds, "queries"),
                                  f"{model.compile_count + (cross.compile_count if cross else 0)} compiles") if x)

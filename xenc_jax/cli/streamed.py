@@ -14,105 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
-from .jobs import PartsJob, concat
-
-
-def output_format(output: str | None, fmt: str | None, allowed=("jsonl", "tsv", "parquet")) -> str:
-    if fmt:
-        return fmt
-    name = str(output or "")
-    for ext, f in ((".parquet", "parquet"), (".tsv", "tsv"), (".npy", "npy")):
-        if name.endswith(ext) and f in allowed:
-            return f
-    return allowed[0]
-
-
-# ----------------------------------------------------------------------------- score rows
-
-def score_rows_text(scores: np.ndarray, start: int, fmt: str) -> str:
-    """JSON Lines {"index", "score"} or TSV (the scores only) for rows start, start+1, ..."""
-    out = []
-    for i, s in enumerate(scores, start):
-        if fmt == "tsv":
-            out.append(f"{float(s):.7g}" if np.ndim(s) == 0 else "\t".join(f"{float(x):.7g}" for x in s))
-        else:
-            score = float(s) if np.ndim(s) == 0 else [float(x) for x in s]
-            out.append(json.dumps({"index": i, "score": score}, ensure_ascii=False))
-    return "".join(x + "\n" for x in out)
-
-
-def _pa():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError("Parquet output needs pyarrow: pip install 'xenc_jax[parquet]'") from None
-    return pa, pq
-
-
-def _score_table(scores: np.ndarray, start: int):
-    pa, _ = _pa()
-    scores = np.asarray(scores, np.float32)
-    index = pa.array(np.arange(start, start + len(scores), dtype=np.int64))
-    if scores.ndim == 1:
-        col = pa.array(scores)
-    else:
-        col = pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1)), scores.shape[1])
-    return pa.table({"index": index, "score": col})
-
-
-def write_scores_parquet(scores: np.ndarray, start: int, f) -> None:
-    _, pq = _pa()
-    pq.write_table(_score_table(scores, start), f)
-
-
-def _embedding_table(emb: np.ndarray, start: int):
-    pa, _ = _pa()
-    emb = np.asarray(emb, np.float32)
-    return pa.table({"index": pa.array(np.arange(start, start + len(emb), dtype=np.int64)),
-                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])})
-
-
-def concat_parquet(parts: list[Path], f) -> None:
-    """One Parquet file from part files (a row group per part; one part in memory at a time)."""
-    _, pq = _pa()
-    writer = None
-    try:
-        for p in parts:
-            table = pq.read_table(p)
-            if writer is None:
-                writer = pq.ParquetWriter(f, table.schema)
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-def concat_npy(parts: list[Path], f) -> None:
-    """One .npy [N, D] float32 from part .npy files, streamed (never all in memory)."""
-    shapes = [np.load(p, mmap_mode="r").shape for p in parts]
-    dim = shapes[0][1] if shapes else 0
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-              "shape": (sum(s[0] for s in shapes), dim)}
-    np.lib.format.write_array_header_1_0(f, header)
-    for p in parts:
-        f.write(np.ascontiguousarray(np.load(p, mmap_mode="r"), np.float32).tobytes())
-
-
-def _encoder(fmt: str):
-    """(part file extension, write(result, start, f), assemble(parts, f)) for a format."""
-    if fmt in ("jsonl", "tsv"):
-        return fmt, lambda r, start, f: f.write(score_rows_text(r, start, fmt).encode("utf-8")), concat
-    if fmt == "parquet":
-        return "parquet", lambda r, start, f: _pa()[1].write_table(_score_table(r, start), f), concat_parquet
-    if fmt == "npy":
-        return "npy", lambda r, start, f: np.save(f, np.asarray(r, np.float32)), concat_npy
-    if fmt == "embeddings-parquet":
-        return "parquet", lambda r, start, f: _pa()[1].write_table(_embedding_table(r, start), f), concat_parquet
-    raise ValueError(f"unknown output format {fmt!r}")
-
+from .jobs import PartsJob
+from .writers import part_format, score_rows_text
 
 # ----------------------------------------------------------------------------- progress
 
@@ -202,7 +105,7 @@ def choose_layout(args, model, identity: dict | None = None) -> None:
         try:
             found = json.loads(manifest.read_text(encoding="utf-8"))
             old = found["settings"]["layout"]
-            if _without_layout(found) == _without_layout({"version": VERSION, **identity}):
+            if _without_layout(found) == _without_layout({"version": VERSION, "processes": 1, **identity}):
                 model._apply_tuning(Tuning(Choice(old["pack_length"], old["tokens_per_batch"],
                                                   model._runner.streams, old["compute_dtype"]),
                                            "resumed", model.tuning.key))
@@ -217,42 +120,48 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
     """make_source(share) -> iterator of input items (share: None, or this process's part of the
     file in a multi-process run, see shares.py); score(items_iterable, chunk_size, stats) ->
     iterator of per-chunk results (arrays), filling stats["host_wait_s"]."""
-    fmt = args.output_format
-    ext, write, assemble = _encoder(fmt)
-    to_stdout = args.output in (None, "-")
-    if to_stdout and fmt not in ("jsonl", "tsv"):
-        raise ValueError(f"{fmt} output is binary: give --output FILE")
-    multi = run is not None and run.count > 1
-    if multi and (to_stdout or args.input in (None, "-")):
-        raise ValueError("a multi-process streamed job reads an input file and writes --output FILE (every process "
-                         "reads only its share of the file)")
+    fmt = part_format(args.output_format)
+    index, count = (0, 1) if run is None else (run.index, run.count)
+    check_destination(args, count)
     t0 = time.time()
-    if multi:
-        job, share = _open_multi(args, model, what, settings, ext, run)
-        first = share.first_item
-    else:
-        job, share, first = (None if to_stdout else _open_job(args, model, what, settings, ext)), None, 0
+    job, share = _open_job(args, model, what, settings, fmt.ext, index, count)
+    first = 0 if share is None else share.first_item
     try:
         n, skipped, t_scoring, wait = _score_parts(args, model, job, make_source(share), counter, what, score,
-                                                   write, first)
-        if not multi and n == 0 and args.input not in (None, "-"):
+                                                   fmt.write, first)
+        if count == 1 and n == 0 and args.input not in (None, "-"):
             raise ValueError(f"{args.input}: no {what} found (the file is empty or has only blank lines)")
     except BaseException:
-        if job is not None and not multi:  # no manifest without parts left behind (issue 29)
+        if job is not None and count == 1:  # no manifest without parts left behind (issue 29)
             args.resumable = job.keep_or_discard() and args.input not in (None, "-")
         raise
-    if multi:
-        return _finish_multi(args, job, assemble, run, model, what, n - first, skipped, time.time() - t0)
-    if job is not None:
-        job.finish(assemble)
+    where = _finish(args, job, fmt, index, count, n - first)
     seconds = time.time() - t0
+    if count > 1:
+        info = ", ".join(x for x in (rate_text(n - first - skipped, seconds, what, " scored now"),
+                                     f"{model.compile_count} compiles") if x)
+        print(f"xenc {what}: process {index} of {count}: {n - first} in {seconds:.1f}s ({info}){where}",
+              file=sys.stderr, flush=True)
+        return 0
     info = ", ".join(x for x in (rate_text(n - skipped, seconds, what, " scored now"),
                                  f"{skipped} from finished parts" if skipped else "",
                                  f"{model.compile_count} compiles; streaming {t_scoring:.1f}s{wait}; "
                                  f"{layout_line(model)}") if x)
-    print(f"xenc {what}: {n} in {seconds:.1f}s ({info}){'' if to_stdout else ' -> ' + str(args.output)}",
-          file=sys.stderr, flush=True)
+    print(f"xenc {what}: {n} in {seconds:.1f}s ({info}){where}", file=sys.stderr, flush=True)
     return 0
+
+
+def check_destination(args, count: int) -> None:
+    """Before any model loads: where the output can go with `count` processes."""
+    to_stdout = args.output in (None, "-")
+    if to_stdout and args.output_format not in ("jsonl", "tsv"):
+        raise ValueError(f"{args.output_format} output is binary: give --output FILE")
+    if to_stdout and getattr(args, "output_parts", False):
+        raise ValueError("--output-parts keeps the parts of --output FILE: give --output FILE")
+    if count > 1 and (to_stdout or args.input in (None, "-")):
+        raise ValueError("a multi-process job reads an input file and writes --output FILE, both on a filesystem "
+                         "every process sees (each process reads only its share of the file, and writes its "
+                         "own parts); stdin and stdout cannot be shared: save the input to a file first")
 
 
 def rate_text(count: int, seconds: float, unit: str, suffix: str = "") -> str:
@@ -264,26 +173,19 @@ def rate_text(count: int, seconds: float, unit: str, suffix: str = "") -> str:
     return f"{r:.0f} {unit}/s{suffix}" if r >= 100 else f"{r:.3g} {unit}/s{suffix}"
 
 
-def _open_multi(args, model, what, settings, ext, run):
-    from ..multihost import raise_together
-    from .io import _fmt
-    from .shares import my_share
-    share = my_share(args.input, _fmt(args.input, getattr(args, "input_format", None)), run.index, run.count)
-    identity = {**job_identity(args, model, what, settings), "processes": run.count}
-    # process 0 checks (or replaces) the manifest first; then the others join it
-    job = raise_together(lambda: PartsJob(args.output, identity, ext, overwrite=args.overwrite, process=0)
-                         if run.index == 0 else None, what="opening the output parts")
-    job = raise_together(lambda: job or PartsJob(args.output, identity, ext, process=run.index),
-                         what="opening the output parts")
-    return job, share
-
-
-def _open_job(args, model, what, settings, ext) -> PartsJob:
-    """The output's parts: this job's finished ones to resume, or a fresh directory."""
+def _open_job(args, model, what, settings, ext, index: int, count: int):
+    """-> (the output's parts: this job's finished ones to resume, or a fresh directory; None for
+    stdout), (this process's share of the input in a multi-process job, else None)."""
+    if count > 1:
+        return _open_shared_job(args, model, what, settings, ext, index, count)
+    if args.output in (None, "-"):
+        return None, None
     if args.input in (None, "-"):  # stdin cannot be read again: parts of this run only
         import uuid
         choose_layout(args, model)
-        return PartsJob(args.output, {"job": what, "input": "stdin", "run": uuid.uuid4().hex}, ext, overwrite=True)
+        identity = {"job": what, "input": "stdin", "run": uuid.uuid4().hex,
+                    "settings": {"output_format": args.output_format}}
+        return PartsJob(args.output, identity, ext, overwrite=True), None
     identity = job_identity(args, model, what, settings)
     choose_layout(args, model, identity)
     identity["settings"]["layout"] = layout(model)  # what choose_layout chose
@@ -291,7 +193,22 @@ def _open_job(args, model, what, settings, ext) -> PartsJob:
     if job.done:
         print(f"xenc: resuming {args.output}: {job.done} finished part(s) of {model.chunk_size} {what} each in "
               f"{job.dir}", file=sys.stderr, flush=True)
-    return job
+    return job, None
+
+
+def _open_shared_job(args, model, what, settings, ext, index: int, count: int):
+    """Several processes: each finds its share of the file (a collective), then process 0 checks
+    (or replaces) the manifest, and then the others join it."""
+    from ..multihost import raise_together
+    from .io import pair_format
+    from .shares import my_share
+    share = my_share(args.input, pair_format(args.input, getattr(args, "input_format", None)), index, count)
+    identity = job_identity(args, model, what, settings)
+    job = raise_together(lambda: PartsJob(args.output, identity, ext, overwrite=args.overwrite, processes=count)
+                         if index == 0 else None, what="opening the output parts")
+    job = raise_together(lambda: job or PartsJob(args.output, identity, ext, process=index, processes=count),
+                         what="opening the output parts")
+    return job, share
 
 
 def _score_parts(args, model, job, source, counter, what, score, write, first):
@@ -338,16 +255,18 @@ def layout_line(model) -> str:
     return f"layout: {t.choice.text()} ({'autotune: ' + t.source if t.source != 'default' else 'default'})"
 
 
-def _finish_multi(args, job, assemble, run, model, what, mine, skipped, seconds) -> int:
-    """All parts written (a barrier), then process 0 assembles them in input order."""
-    from jax.experimental import multihost_utils
-
+def _finish(args, job, fmt, index: int, count: int, items: int) -> str:
+    """This process's parts are complete; once every process's are (a barrier), process 0
+    assembles them in input order, or with --output-parts leaves them for `xenc merge-parts`.
+    -> where the output went, for the summary line."""
+    if job is None:
+        return ""
     from ..multihost import raise_together
-    multihost_utils.sync_global_devices("xenc-stream-parts-written")
-    raise_together(lambda: job.finish(assemble, job.all_parts()) if run.index == 0 else None,
-                   what="assembling the output")
-    info = ", ".join(x for x in (rate_text(mine - skipped, seconds, what, " scored now"),
-                                 f"{model.compile_count} compiles") if x)
-    print(f"xenc {what}: process {run.index} of {run.count}: {mine} in {seconds:.1f}s ({info})"
-          f"{' -> ' + str(args.output) if run.index == 0 else ''}", file=sys.stderr, flush=True)
-    return 0
+    job.complete(items)
+    if count > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("xenc-stream-parts-written")
+    if getattr(args, "output_parts", False):
+        return f" -> {job.dir} (kept; assemble with: xenc merge-parts {args.output})"
+    raise_together(lambda: job.assemble(fmt.assemble) if index == 0 else None, what="assembling the output")
+    return f" -> {args.output}" if index == 0 else ""
