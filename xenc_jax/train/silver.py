@@ -104,8 +104,8 @@ def for_config(cfg, gold) -> SilverPairs:
     """Silver pairs for a TrainConfig `cfg` and its whole gold training split `gold` (Examples).
     The teacher runs on this process's devices; every process gets the same pairs."""
     from ..bi_encoder import BiEncoder
-    from .config import resolve_model
-    enc = BiEncoder(resolve_model(cfg.silver.teacher or cfg.model))
+    from ..hf.hub import resolve_packaged
+    enc = BiEncoder(resolve_packaged(cfg.silver.teacher or cfg.model))
     enc.max_seq_length = min(enc.max_seq_length, cfg.max_length)
     pairs = mine(gold.texts, gold.labels, lambda s: enc.encode(list(s), batch_size=cfg.silver.batch_size),
                  cfg.silver.per_text, cfg.silver.max_rank)
