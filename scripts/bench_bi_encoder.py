@@ -5,7 +5,7 @@ sentences (real MS MARCO passages + queries), one process, fp32, medians over re
         [--tokens-per-batch 4096] [--lengths 32,64,128,256] [--[no-]pack] [--pack-length 128] \
         [--st-batch-size 32]
 
-Bucket options default to BiEncoder's (inference.default_buckets("texts")); each flag overrides one field.
+Bucket options default to BiEncoder's (runner.default_buckets("texts")); each flag overrides one field.
 
 Prints sentences/s for each, the ratio, our compile count and the max abs embedding difference.
 """
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     from sentence_transformers import SentenceTransformer
 
     from xenc_jax.bi_encoder import BiEncoder
-    from xenc_jax.inference import default_buckets
+    from xenc_jax.runner import default_buckets
 
     root = _data_dir() / "msmarco-dl19-subset"
     queries = [json.loads(line)["text"] for line in open(root / "queries.jsonl", encoding="utf-8")]

@@ -99,7 +99,7 @@ def main() -> None:
     p.add_argument("--st-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--variants", default="fp32,bf16,fp32-nopack",
                    help="comma list of fp32|bf16, optionally -pack/-nopack (default: the library's layout)")
-    p.add_argument("--tokens-per-batch", type=int, default=None, help="default: the library's (inference.default_buckets)")
+    p.add_argument("--tokens-per-batch", type=int, default=None, help="default: the library's (runner.default_buckets)")
     p.add_argument("--lengths", default=None, help="bucket lengths, e.g. 32,64,128 (default: the library's)")
     p.add_argument("--pack-length", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
@@ -114,7 +114,7 @@ def main() -> None:
     import transformers
     import sentence_transformers
     from xenc_jax import CrossEncoder
-    from xenc_jax.inference import default_buckets
+    from xenc_jax.runner import default_buckets
     from xenc_jax.batching import make_batches, tokenize_pairs
 
     tmp = tempfile.mkdtemp()

@@ -32,7 +32,7 @@ def bench_jax(cfg, groups, steps: int, dtype: str):
     import jax
 
     from xenc_jax.hf.pretrained import load_pretrained
-    from xenc_jax.inference import as_dtype
+    from xenc_jax.dtypes import as_dtype
     from xenc_jax.train import step as S
     from xenc_jax.train.config import resolve_model
     from xenc_jax.train.data import BatchStream, StreamConfig

@@ -10,7 +10,7 @@ def cpu_description() -> str:
     """e.g. "AMD EPYC (family 25 model 17), 2 cores, L3 32768K, flags avx2/avx512f/avx512_bf16".
     Family and model tell CPU generations apart where a VM shows only a brand name."""
     from xenc_jax.autotune import cpu_model
-    from xenc_jax.inference import cpu_info
+    from xenc_jax.machine import cpu_info
     name, flags = cpu_model()
     fields = cpu_info()
     gen = f" (family {fields['cpu family']} model {fields['model']})" if "cpu family" in fields else ""

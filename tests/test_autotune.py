@@ -190,11 +190,11 @@ def test_untuned_bf16_follows_this_cpus_dot_check(tiny_dir, tuning_on):
     at half fp32's speed (as on the Xeon of ../shared/notes), it runs fp32 and warns; where they
     are faster, bf16. The measurement itself is real and cached per CPU."""
     from xenc_jax.autotune import bf16_dot_ratio
-    from xenc_jax.inference import _cpu_key
+    from xenc_jax.machine import cpu_key
     import jax
     from xenc_jax import CrossEncoder
     ratio = bf16_dot_ratio()  # measured on this machine
-    key = f"bf16-dot|jax {jax.__version__}|cpu {_cpu_key()}"
+    key = f"bf16-dot|jax {jax.__version__}|cpu {cpu_key()}"
     assert ratio > 0 and json.loads(tuning_on.read_text())[key]["ratio"] == round(ratio, 3)
     for stored, want in ((0.5, "float32"), (1.5, "bfloat16")):
         tuning_on.write_text(json.dumps({key: {"ratio": stored}}))

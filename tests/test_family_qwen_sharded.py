@@ -10,7 +10,7 @@ repeating them to its query head. intermediate_size 48 (not tiny_llm's 37) so th
 splits over model=4 (a dimension that does not divide is left replicated).
 
 The scorer runs the model-level path CrossEncoder runs: load_pretrained(plan=) straight into the
-mesh, SequenceClassifier.apply at each packed segment's last token, inference.setup_sharding,
+mesh, SequenceClassifier.apply at each packed segment's last token, placement.setup_sharding,
 BucketedRunner. All meshes run in ONE subprocess (jax must see the forced devices at import).
 """
 from __future__ import annotations
@@ -63,7 +63,8 @@ def _scorer(folder: str, buckets, mesh, strategy: str):
     """(score(pairs) -> [n] logits, runner, shardings): CrossEncoder's model-level path."""
     from xenc_jax.batching import make_batches, scatter_results, tokenize_pairs
     from xenc_jax.hf.pretrained import load_pretrained
-    from xenc_jax.inference import BucketedRunner, loading_on_host, setup_sharding
+    from xenc_jax.placement import loading_on_host, setup_sharding
+    from xenc_jax.runner import BucketedRunner
     from xenc_jax.models.layers import default_attention_impl
     from xenc_jax.sharding import ShardingPlan
 

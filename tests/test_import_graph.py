@@ -21,7 +21,6 @@ KNOWN_CYCLES = [
 ]
 # (importing module, imported module, private name):
 KNOWN_PRIVATE = {
-    ("xenc_jax.autotune", "xenc_jax.inference", "_cpu_key"),
     ("xenc_jax.chat_format", "xenc_jax.batching", "_split_pairs"),
     ("xenc_jax.cross_encoder", "xenc_jax.batching", "_as_sequence"),
     ("xenc_jax.hf.pretrained", "xenc_jax.hf.weights", "_flat_paths"),

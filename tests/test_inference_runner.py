@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from xenc_jax.batching import Batch
-from xenc_jax.inference import BucketedRunner, default_streams
+from xenc_jax.runner import BucketedRunner, default_streams
 
 
 def _fn(params, a):

@@ -147,7 +147,7 @@ def _check_cross_encoder(ce_dir, failures):
             if table[param] != spec:
                 failures.append(f"CE {name} {strategy}: {param} placed {table[param]}, expected {spec}")
         if strategy == "tp":  # the modules' with_logical_constraint hints bind under the plan
-            from xenc_jax.inference import empty_batch
+            from xenc_jax.runner import empty_batch
             runner = ce._runner
             placed = runner._place(runner.arrays(empty_batch(ce.plan.data_parallel_size, 16, 1)))
             with ce.plan.context():

@@ -1,7 +1,7 @@
 """Choose the CPU layout (packed row length, tokens per batch), the stream count and, for a
 bfloat16 model, the compute dtype by measuring a handful of candidates on this machine.
 
-Why measure instead of rules keyed on CPU flags: the defaults of inference.default_buckets came
+Why measure instead of rules keyed on CPU flags: the defaults of runner.default_buckets came
 from sweeps on one AMD EPYC, and the same flags do not predict the same speed. On a 2-core
 Intel Xeon with AVX-512 BF16 and VNNI, XLA:CPU's bf16 dots ran no faster than fp32 and the
 model in bf16 at 0.93x of sentence-transformers, slower than our own fp32; on an AMD EPYC with
@@ -81,7 +81,7 @@ def enabled() -> bool:
 
 
 def cache_path() -> str:
-    from .inference import user_cache_root
+    from .compile_cache import user_cache_root
     return os.environ.get("XENC_AUTOTUNE_CACHE") or os.path.join(user_cache_root(), "autotune.json")
 
 
@@ -89,7 +89,7 @@ def cpu_model() -> tuple[str, str]:
     """(CPU model name, the flags that decide XLA:CPU's and PyTorch's dot paths)."""
     import platform
 
-    from .inference import cpu_info
+    from .machine import cpu_info
     info = cpu_info()
     flags = set(info.get("flags", info.get("Features", "")).split())
     keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni", "asimd", "bf16", "sve")
@@ -116,8 +116,8 @@ def bf16_dot_ratio() -> float:
     full tuning yet, so an untuned process on a CPU whose bf16 dots are slow (the Xeon of
     ../shared/notes/intel-xeon-matmul-2026-12-02.md: 108-135 against 143-187 GFLOP/s) does not
     run slower than fp32 until someone tunes."""
-    from .inference import _cpu_key
-    key = f"bf16-dot|jax {jax.__version__}|cpu {_cpu_key()}"
+    from .machine import cpu_key
+    key = f"bf16-dot|jax {jax.__version__}|cpu {cpu_key()}"
     entry = _read_cache().get(key) if enabled() else None
     if isinstance(entry, dict) and isinstance(entry.get("ratio"), (int, float)):
         return float(entry["ratio"])
@@ -148,10 +148,10 @@ def default_choice(kind: str, dtype: str, streams: int) -> Choice:
 
 
 def tuning_key(kind: str, config, dtype: str, max_length: int, extra: str = "") -> str:
-    from .inference import _cpu_key
+    from .machine import cpu_key
     shape = (f"{config.family} h{config.hidden_size} l{config.num_layers} a{config.num_heads} "
              f"i{config.intermediate_size} e{config.embedding_size}")
-    return f"{kind}|{shape}|{dtype}|max{max_length}|{extra}|jax {jax.__version__}|cpu {_cpu_key()}"
+    return f"{kind}|{shape}|{dtype}|max{max_length}|{extra}|jax {jax.__version__}|cpu {cpu_key()}"
 
 
 def folder_key(kind: str, model, dtype: str = "float32", max_length: int | None = None,

@@ -24,7 +24,7 @@ from .batching import BucketConfig, make_batches, scatter_results, tokenize_text
 from .encoders import Encoder, check_token_limit, load_model, open_model_dir
 from .hf import st_folder
 from .hf.save import save_folder, write_sentence_transformer
-from .inference import as_dtype
+from .dtypes import as_dtype
 from .model_fns import make_embed_fn
 from .streaming import DEFAULT_CHUNK_SIZE
 from .models import pooling as P
@@ -74,7 +74,7 @@ class BiEncoder(Encoder):
         tokenizer's model_max_length capped by the position table, as ST).
       dtype: compute dtype. param_dtype: the encoder's params ("bfloat16" halves a large model's
         memory; Dense weights stay fp32). buckets: batching.BucketConfig (default
-        inference.default_buckets("texts"): packed rows, pooling per packed segment).
+        runner.default_buckets("texts"): packed rows, pooling per packed segment).
       compilation_cache: JAX persistent cache directory (default as CrossEncoder's: on, in the
         user cache directory; False or XENC_COMPILATION_CACHE=0: off).
       mesh / sharding: run over several devices or processes, as CrossEncoder (None, "auto",

@@ -18,7 +18,7 @@ from .encoders import Encoder, check_token_limit, load_model, open_model_dir
 from .hf import st_folder
 from .hf.model_folder import read_json
 from .hf.save import save_folder, write_cross_encoder
-from .inference import as_dtype
+from .dtypes import as_dtype
 from .model_fns import make_score_fn
 from .streaming import DEFAULT_CHUNK_SIZE
 
@@ -75,10 +75,10 @@ class CrossEncoder(Encoder):
         else sigmoid for 1 label and identity otherwise (as ST).
       dtype: compute dtype ("float32", "bfloat16"); params stay as loaded (fp32).
       buckets: a batching.BucketConfig (lengths, rows per batch or token budget, packing);
-        None = inference.default_buckets("pairs"), the measured fastest for the backend.
+        None = runner.default_buckets("pairs"), the measured fastest for the backend.
       compilation_cache: directory for JAX's persistent compilation cache, so a second process
         starts without recompiling; default $XENC_COMPILATION_CACHE, else the user cache
-        directory (inference.enable_compilation_cache); False or XENC_COMPILATION_CACHE=0: off.
+        directory (compile_cache.enable_compilation_cache); False or XENC_COMPILATION_CACHE=0: off.
       mesh: None (one device), "auto" (data parallel over all devices), "data=4,model=2", or a
         jax.sharding.Mesh (see sharding.make_mesh). Bucket rows become a multiple of the
         data-parallel size; scores are the same, in input order. With several processes

@@ -20,8 +20,11 @@ from .batching import BucketConfig
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained
 from .models.layers import default_attention_impl
-from .inference import (BucketedRunner, as_dtype, default_buckets, enable_compilation_cache, load_plan,
-                        loading_on_host, progress, setup_sharding)
+from .compile_cache import enable_compilation_cache
+from .dtypes import as_dtype
+from .placement import load_plan, loading_on_host, setup_sharding
+from .progress import progress
+from .runner import BucketedRunner, default_buckets
 from .streaming import check_chunk_size, check_stream_input, numbered_chunks, run_chunks
 
 
@@ -33,7 +36,7 @@ def open_model_dir(model_name_or_path, revision: str | None, compilation_cache) 
 
 def load_model(model_dir: Path, mesh, sharding: str, *, param_dtype, **kwargs):
     """hf.pretrained.load_pretrained; with a mesh each param goes straight into its sharding,
-    read on the host (inference.loading_on_host)."""
+    read on the host (placement.loading_on_host)."""
     with loading_on_host(mesh):
         return load_pretrained(model_dir, param_dtype=as_dtype(param_dtype), plan=load_plan(mesh, sharding), **kwargs)
 

@@ -2,7 +2,7 @@
 
 SPMD: N processes run the same program; each owns some devices and feeds only its own slice of
 the input. A jitted call is a collective, so every process makes the same calls with the same
-shapes (inference.BucketedRunner pads the schedule with empty batches to guarantee it).
+shapes (runner.BucketedRunner pads the schedule with empty batches to guarantee it).
 
   initialize(coordinator, num_processes, process_id)   jax.distributed.initialize, arguments or
                                            env ($XENC_COORDINATOR, $XENC_NUM_PROCESSES,

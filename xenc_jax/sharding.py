@@ -60,7 +60,7 @@ API (what scoring, encoding and training use)
                                              jax.jit(init, out_shardings=...) in training
   spec_table(shardings) -> {"encoder/layer_0/attention/query/kernel": P(None, 'model', None), ...}
 
-Used by: inference.BucketedRunner(plan=...) and inference.setup_sharding, hence
+Used by: runner.BucketedRunner(plan=...) and placement.setup_sharding, hence
 CrossEncoder(mesh=, sharding=) and BiEncoder(mesh=, sharding=); multi-process input and output
 helpers are in multihost.py; docs/multihost.md has the launch recipes.
 

@@ -29,7 +29,8 @@ def _allow_new_head_arg(p):
 def _load(args, run=None):
     import dataclasses
 
-    from ..inference import cli_compilation_cache, default_buckets
+    from ..compile_cache import cli_compilation_cache
+    from ..runner import default_buckets
     from ..cross_encoder import CrossEncoder
     buckets = dataclasses.replace(default_buckets("pairs"), pack=bool(args.pack)) if args.pack is not None else None
     sharded = {} if run is None else {"mesh": run.mesh, "sharding": run.sharding}
@@ -246,7 +247,7 @@ def run_tune(args) -> int:
     from ..autotune import cache_path, cpu_model, enabled
     if not enabled():
         raise ValueError("XENC_AUTOTUNE=0 turns the autotune off; unset it to tune")
-    from ..inference import cli_compilation_cache
+    from ..compile_cache import cli_compilation_cache
     if args.show:  # the cache key is the model's shape: its config and tokenizer, no weights loaded
         from ..autotune import cached, folder_key
         found = cached(folder_key("pairs" if args.kind == "cross" else "texts", args.model, args.dtype,

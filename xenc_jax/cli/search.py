@@ -46,7 +46,7 @@ def _load_bi_encoder(args, run=None):
     import dataclasses
 
     from ..bi_encoder import BiEncoder
-    from ..inference import default_buckets
+    from ..runner import default_buckets
     _positive(args.batch_size, "--batch-size")
     pooling = args.pooling.split(",") if args.pooling else None
     buckets = dataclasses.replace(default_buckets("texts"), pack=args.pack) if args.pack is not None else None
@@ -54,7 +54,7 @@ def _load_bi_encoder(args, run=None):
     extra = {"chunk_size": args.chunk_size} if getattr(args, "chunk_size", None) else {}
     if getattr(args, "chunk_size", None) is not None and args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
-    from ..inference import cli_compilation_cache
+    from ..compile_cache import cli_compilation_cache
     return BiEncoder(args.model or default_bi_encoder(), pooling=pooling, max_seq_length=args.max_seq_length,
                      dtype=args.dtype, buckets=buckets, compilation_cache=cli_compilation_cache(), **sharded, **extra)
 

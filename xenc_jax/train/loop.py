@@ -20,7 +20,7 @@ from ..multihost import check_shared_dir, raise_together
 from ..chat_format import pair_encoder
 from ..hf.pretrained import load_pretrained
 from ..hf.save import write_cross_encoder
-from ..inference import as_dtype
+from ..dtypes import as_dtype
 from . import step as S
 from .bi_head import BiHead, build_head, encoder_dir
 from .checkpoint import Checkpointer
