@@ -162,14 +162,13 @@ def folder_key(kind: str, model, dtype: str = "float32", max_length: int | None 
     from .hf.configs import load_config
     from .hf.hub import resolve_model_dir
     from .hf.pretrained import load_tokenizer
+    from .hf.st_folder import default_max_length, default_max_seq_length
     model_dir = resolve_model_dir(model)
     if kind == "pairs":
-        from .cross_encoder import default_max_length
         config = load_config(model_dir)
         if max_length is None:
             max_length = default_max_length(load_tokenizer(model_dir), config)
     else:
-        from .bi_encoder import default_max_seq_length
         from .hf.st_folder import read_st_folder
         mods = read_st_folder(model_dir)
         config = load_config(mods.encoder_dir)

@@ -23,6 +23,7 @@ import numpy as np
 from .batching import BucketConfig, make_batches, scatter_results, tokenize_texts, unique_encodings
 from .encoders import Encoder, check_token_limit, load_model, open_model_dir
 from .hf import st_folder
+from .hf.st_folder import default_max_seq_length
 from .hf.save import save_folder, write_sentence_transformer
 from .dtypes import as_dtype
 from .model_fns import make_embed_fn
@@ -52,14 +53,6 @@ def _check_sentences(sentences) -> tuple[list[str], bool]:
             raise TypeError(f"sentences[{i}] is {type(s).__name__} {str(s)[:40]!r}, not a str; "
                             "every item must be a text (use '' for an empty one)")
     return [str(s) for s in items], False
-
-
-def default_max_seq_length(st_cfg: dict, tokenizer, config) -> int:
-    """ST's max_seq_length: sentence_bert_config.json's, else the tokenizer's model_max_length
-    capped by the position table."""
-    limit = config.max_position_embeddings - config.position_offset
-    n = st_cfg.get("max_seq_length") or min(int(tokenizer.model_max_length), config.max_position_embeddings)
-    return min(int(n), limit)
 
 
 class BiEncoder(Encoder):

@@ -16,6 +16,7 @@ from .batching import BucketConfig, _as_sequence, make_batches, scatter_results,
 from .chat_format import pair_encoder
 from .encoders import Encoder, check_token_limit, load_model, open_model_dir
 from .hf import st_folder
+from .hf.st_folder import default_max_length  # noqa: F401  (public here too)
 from .hf.model_folder import read_json
 from .hf.save import save_folder, write_cross_encoder
 from .dtypes import as_dtype
@@ -50,11 +51,6 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def _read_st_model_config(model_dir: Path) -> dict:
     path = Path(model_dir) / "config_sentence_transformers.json"
     return read_json(path) if path.is_file() else {}
-
-
-def default_max_length(tokenizer, config) -> int:
-    """ST's max_length for a CrossEncoder: the tokenizer's model_max_length, capped by the position table."""
-    return min(int(tokenizer.model_max_length), config.max_position_embeddings - config.position_offset)
 
 
 def _is_single_pair(pairs) -> bool:

@@ -38,6 +38,21 @@ CE_ACTIVATIONS = {"torch.nn.modules.activation.Sigmoid": "sigmoid", "torch.nn.mo
 CE_ACTIVATION_PATHS = {v: k for k, v in CE_ACTIVATIONS.items()}
 
 
+# ----------------------------------------------------------------------------- ST's token limits
+
+def default_max_length(tokenizer, config) -> int:
+    """ST's max_length for a CrossEncoder: the tokenizer's model_max_length, capped by the position table."""
+    return min(int(tokenizer.model_max_length), config.max_position_embeddings - config.position_offset)
+
+
+def default_max_seq_length(st_cfg: dict, tokenizer, config) -> int:
+    """ST's max_seq_length: sentence_bert_config.json's, else the tokenizer's model_max_length
+    capped by the position table."""
+    limit = config.max_position_embeddings - config.position_offset
+    n = st_cfg.get("max_seq_length") or min(int(tokenizer.model_max_length), config.max_position_embeddings)
+    return min(int(n), limit)
+
+
 def stored_ce_activation(raw_config: dict) -> str | None:
     """The torch class path of the activation a CrossEncoder's config.json stores, if any."""
     return ((raw_config.get("sentence_transformers") or {}).get("activation_fn")
