@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .dense import contract
+
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 # ST's legacy booleans in 1_Pooling/config.json, in ST's concatenation order.
 LEGACY_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
@@ -124,13 +126,18 @@ class DenseSpec:
 def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, activation: str,
           residual_kernel: jax.Array | None = None, use_residual: bool = False) -> jax.Array:
     """ST Dense: act(x @ W^T + b) (+ x or x @ R^T when use_residual). kernel is torch's [out, in]."""
-    y = jnp.matmul(x, kernel.T.astype(x.dtype), precision=_HI)
+    y = _linear(x, kernel)
     if bias is not None:
         y = y + bias.astype(x.dtype)
     y = DENSE_ACTIVATIONS[activation](y)
     if use_residual:
-        y = y + (x if residual_kernel is None else jnp.matmul(x, residual_kernel.T.astype(x.dtype), precision=_HI))
+        y = y + (x if residual_kernel is None else _linear(x, residual_kernel))
     return y
+
+
+def _linear(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """x @ kernel^T for torch's [out, in] kernel, through the matmul seam, at full fp32 precision."""
+    return contract(x, kernel, (((x.ndim - 1,), (1,)), ((), ())), x.dtype, precision=_HI)
 
 
 def sentence_head(modes: Sequence[str] | str, ops: Sequence[tuple], dense_params: Sequence[dict],
