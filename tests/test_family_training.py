@@ -57,8 +57,7 @@ def family_model(request, tmp_path_factory, minilm_dir, pairs_file):
     pt = load_pretrained(path, head=True)
     groups = D.make_groups(D.read_examples(D.DataSource(path=str(pairs_file))), pt.tokenizer, 64)
     stream = D.BatchStream(groups, D.StreamConfig(batch_size=16, bucket_lengths=(32,), max_length=64,
-                                                  pad_token_id=tok.pad_token_id,
-                                                  position_offset=pt.config.position_offset, shuffle=False))
+                                                  pad_token_id=tok.pad_token_id, shuffle=False))
     stream.start_at({"epoch": 0, "index": 0})
     return family, path, torch_model, pt, next(stream)
 

@@ -45,8 +45,10 @@ def _model(family, path):
 
 def _batch(family):
     ids, mask, types = random_batch("bert" if family == "qwen3" else family, lengths=(17, 6, 23, 1, 12, 23))
+    positions = (np.cumsum(mask, axis=1) - 1) * mask   # the batch contract: 0-based, 0 on padding
     return {"input_ids": jnp.asarray(ids, jnp.int32), "attention_mask": jnp.asarray(mask, jnp.int32),
-            "token_type_ids": jnp.asarray(types, jnp.int32), "position_ids": None}
+            "token_type_ids": jnp.asarray(types, jnp.int32), "position_ids": jnp.asarray(positions, jnp.int32),
+            "cls_positions": jnp.zeros((ids.shape[0], 1), jnp.int32)}
 
 
 def _grad_fn(pt, remat: bool):

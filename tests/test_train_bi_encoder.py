@@ -81,8 +81,8 @@ def _check_export(cfg, final, texts, dim):
     module = pt.module()
     p_sh = head.param_shardings(plan, S.param_shardings(plan, module))
     params = plan.put_params(head.init_params(pt.params), p_sh)
-    scorer = Scorer(S.make_eval_step(head.apply_fn(module), plan, p_sh), plan, pt.tokenizer, 64,
-                    pt.config.position_offset, do_lower_case=head.do_lower_case)
+    scorer = Scorer(S.make_eval_step(head.model_fn(module), plan, p_sh), plan, pt.tokenizer, 64,
+                    do_lower_case=head.do_lower_case)
     step_emb = scorer.embed(params, texts)
     assert np.abs(step_emb - theirs).max() <= TOL, np.abs(step_emb - theirs).max()
     return ours

@@ -92,7 +92,7 @@ def test_bi_encoder_mnrl_training_exports_a_sentence_transformer(tmp_path):
     pt = load_pretrained(final, head=False)
     plan = S.make_plan("dp")
     module = pt.module()
-    scorer = Scorer(S.make_eval_step(S.bi_encoder_apply(module), plan, S.param_shardings(plan, module)),
+    scorer = Scorer(S.make_eval_step(S.embed_fn(module), plan, S.param_shardings(plan, module)),
                     plan, pt.tokenizer, 64)
     ours = scorer.embed(pt.params, texts)
     np.testing.assert_allclose(ours, theirs, atol=1e-4)

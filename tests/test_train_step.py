@@ -113,7 +113,8 @@ def test_layer_decay_and_head_lr_match_torch_param_groups():
                           is_leaf=lambda x: isinstance(x, tuple))
     cfg = O.OptimConfig(learning_rate=1e-2, weight_decay=0.1, eps=1e-8, warmup_steps=0, schedule="constant",
                         max_grad_norm=0.0, layer_decay=0.5, head_lr_scale=4.0)
-    scales = O.lr_scales(params, cfg.layer_decay, cfg.head_lr_scale)
+    depths = O.Depths(num_layers=3, inputs=("embeddings", "embeddings_project"))
+    scales = O.lr_scales(params, depths, cfg.layer_decay, cfg.head_lr_scale)
     flat = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(scales)}
     assert flat["['head']['out']['kernel']"] == 4.0
     assert flat["['encoder']['layer_2']['mlp_in']['kernel']"] == 0.5
@@ -127,7 +128,7 @@ def test_layer_decay_and_head_lr_match_torch_param_groups():
     groups = [{"params": [p], "lr": cfg.learning_rate * f, "weight_decay": cfg.weight_decay if d else 0.0}
               for p, f, d in zip(tparams, jax.tree.leaves(scales), decays)]
     opt = torch.optim.AdamW(groups, lr=cfg.learning_rate, eps=cfg.eps)
-    tx = O.make_optimizer(cfg, 10, params)
+    tx = O.make_optimizer(cfg, 10, params, depths)
     state, p = tx.init(params), params
     for _ in range(4):
         grads = [rng.standard_normal(x.shape).astype(np.float32) for x in leaves]
@@ -183,7 +184,7 @@ def test_dropout_override_changes_training_dropout_only(tmp_path):
     R, Lx = 4, 12
     batch = {"input_ids": rng.integers(1000, 2000, (R, Lx)).astype(np.int32),
              "attention_mask": np.ones((R, Lx), np.int32), "token_type_ids": np.zeros((R, Lx), np.int32),
-             "position_ids": np.tile(np.arange(Lx, dtype=np.int32), (R, 1))}
+             "position_ids": np.tile(np.arange(Lx, dtype=np.int32), (R, 1)), "cls_positions": np.zeros((R, 1), np.int32)}
 
     def train_logits(p, seed):
         return np.asarray(S.cross_encoder_apply(p.module())(p.params, batch, jax.random.key(seed), deterministic=False))
@@ -216,6 +217,7 @@ def test_grouped_losses_run_and_are_finite(tiny, loss, kw, G):
     batch = {"input_ids": rng.integers(1000, 2000, (Q * G, Lx)).astype(np.int32),
              "attention_mask": np.ones((Q * G, Lx), np.int32), "token_type_ids": np.zeros((Q * G, Lx), np.int32),
              "position_ids": np.tile(np.arange(Lx, dtype=np.int32), (Q * G, 1)),
+             "cls_positions": np.zeros((Q * G, 1), np.int32),
              "labels": rng.integers(0, 3, (Q, G)).astype(np.float32) / (2.0 if loss == "mse" else 1.0),
              "valid": np.ones(Q * G, bool)}
     batch["valid"][-1] = False
@@ -237,6 +239,7 @@ def test_gradcache_equals_the_one_pass_step(tiny, task):
     batch = {"input_ids": np.where(mask, rng.integers(1000, 2000, (Q * G, Lx)), 0).astype(np.int32),
              "attention_mask": mask, "token_type_ids": np.zeros((Q * G, Lx), np.int32),
              "position_ids": np.tile(np.arange(Lx, dtype=np.int32), (Q * G, 1)),
+             "cls_positions": np.zeros((Q * G, 1), np.int32),
              "labels": np.tile(np.asarray([[1.0, 0.0]], np.float32), (Q, 1)), "valid": np.ones(Q * G, bool)}
     if task == "bi_encoder":
         apply = S.bi_encoder_apply(build_module(pt.config, head=False))
@@ -290,6 +293,7 @@ def test_gradcache_bounds_activation_memory(tiny):
     ones = jnp.ones((Q * G, Lx), jnp.int32)
     batch = {"input_ids": ones, "attention_mask": ones, "token_type_ids": ones * 0,
              "position_ids": jnp.tile(jnp.arange(Lx, dtype=jnp.int32), (Q * G, 1)),
+             "cls_positions": jnp.zeros((Q * G, 1), jnp.int32),
              "labels": jnp.zeros((Q, G)), "valid": jnp.ones(Q * G, bool)}
     temp = {}
     for chunks in (1, 8):

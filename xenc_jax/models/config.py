@@ -50,6 +50,10 @@ class EncoderConfig:
     head_module: ClassVar[type]
     # Decoders (models/families/qwen/) are read at each segment's last token, not its first.
     reads_last_token: ClassVar[bool] = False
+    # The encoder's param groups besides its layer_{i} (train/optim.Depths: layer-wise lr decay):
+    # below layer 0 (token / position / relative tables and their norms), above the last layer.
+    input_params: ClassVar[tuple[str, ...]] = ("embeddings",)
+    output_params: ClassVar[tuple[str, ...]] = ()
 
     # HF class of the model with its head: "{architecture}{head_class_suffix}"
     head_class_suffix: ClassVar[str] = "ForSequenceClassification"

@@ -1,4 +1,7 @@
-"""Training: pure losses (`losses`), metrics (`evaluation`), and later the train step and loop.
+"""Training: data (`data`, `rows`, `silver`), losses (`losses`), optimizer (`optim`), the jitted
+train and eval steps (`step`, on the one batch contract of model_fns.py), checkpoints
+(`checkpoint`), evaluators and metrics (`evaluators`, `evaluation`), the bi-encoder head
+(`bi_head`) and the loop (`loop.train`, in stages: data, state, loop, finalize).
 
-Everything here is a pure function of arrays so it can live inside `jax.jit` with fixed shapes.
+Losses and steps are pure functions of arrays, so they live inside `jax.jit` with fixed shapes.
 """

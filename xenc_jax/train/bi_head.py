@@ -2,8 +2,8 @@
 Normalize modules (hf/st_folder.py), as changed by the config's `pooling` / `dense` /
 `normalize` settings.
 
-The train and eval steps embed with step.bi_encoder_apply, which runs models.pooling's
-`sentence_head` (BiEncoder's own path), so the loss sees exactly the embeddings that
+The train and eval steps embed with step.bi_encoder_apply, model_fns.make_embed_fn per row
+(BiEncoder's own function), so the loss sees exactly the embeddings that
 BiEncoder and PyTorch sentence-transformers compute on the export. Trained Dense weights live
 in the params tree as params["dense"] (a list, one dict per Dense module); frozen ones are
 constants of the step (no gradient, no optimizer state, no weight decay).
@@ -26,7 +26,6 @@ class BiHead:
     modules: st_folder.SentenceModules   # what is trained and exported (source Dense weights)
     train_dense: bool
     do_lower_case: bool
-    position_offset: int = 0
 
     @property
     def has_dense(self) -> bool:
@@ -50,10 +49,14 @@ class BiHead:
             sh["dense"] = jax.tree.map(lambda _: plan.replicated, [dict(p) for p in self.modules.dense_params])
         return sh
 
-    def apply_fn(self, module):
+    def model_fn(self, module):
+        """The embed_fn (fp32 [B, P, D]) of this head: what the evaluators run."""
         frozen = None if self.trains_dense else list(self.modules.dense_params)
-        return S.bi_encoder_apply(module, self.modules.pooling_modes, self.modules.ops,
-                                  position_offset=self.position_offset, frozen_dense=frozen)
+        return S.embed_fn(module, self.modules.pooling_modes, self.modules.ops, frozen_dense=frozen)
+
+    def apply_fn(self, module):
+        """model_fn per training row: fp32 [R, D], what the losses take."""
+        return S.per_row(self.model_fn(module))
 
     def dense_params(self, params) -> list:
         """Host Dense weights to export: the trained ones, or the frozen source weights."""
@@ -89,8 +92,7 @@ def build_head(cfg, model_dir: Path, model_cfg) -> BiHead:
     except ValueError as e:
         raise ValueError(f"{model_dir} with pooling={cfg.pooling!r}: {e}") from None
     return BiHead(mods, train_dense=cfg.dense == "train",
-                  do_lower_case=bool(mods.transformer.get("do_lower_case", False)),
-                  position_offset=model_cfg.position_offset)
+                  do_lower_case=bool(mods.transformer.get("do_lower_case", False)))
 
 
 def encoder_dir(model_dir: Path) -> Path:

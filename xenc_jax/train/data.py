@@ -233,7 +233,6 @@ class StreamConfig:
     bucket_lengths: tuple = (32, 64, 128, 256)
     max_length: int = 256
     pad_token_id: int = 0
-    position_offset: int = 0
     seed: int = 0
     group_factor: int = 50           # batches per length-sorted mega batch
     shuffle: bool = True
@@ -312,6 +311,8 @@ class BatchStream:
 
     # ---- batches
     def build(self, group_ix: np.ndarray, length: int) -> dict[str, np.ndarray]:
+        """One training batch: the model inputs of the one batch contract (model_fns.py: 0-based
+        positions, one segment per row read at token 0) plus labels [Q, G] and valid [R]."""
         G, cfg = self.groups.group_size, self.cfg
         rows = self.local_batch * G
         ids = np.full((rows, length), cfg.pad_token_id, np.int32)
@@ -329,10 +330,10 @@ class BatchStream:
                     continue
                 r, n = q * G + s, len(t)
                 ids[r, :n], types[r, :n], mask[r, :n] = t, self._types[e], 1
-                pos[r, :n] = np.arange(n) + cfg.position_offset
+                pos[r, :n] = np.arange(n)
                 valid[r] = True
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
-                "position_ids": pos, "labels": labels, "valid": valid}
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "position_ids": pos,
+                "cls_positions": np.zeros((rows, 1), np.int32), "labels": labels, "valid": valid}
 
     def __iter__(self):
         return self

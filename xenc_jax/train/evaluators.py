@@ -22,12 +22,15 @@ from .data import DataError, Examples, read_examples
 
 @dataclasses.dataclass
 class Scorer:
-    """Runs `eval_step(params, arrays)` over bucketed batches and restores input order."""
+    """Runs `eval_step(params, batch)` over bucketed batches and restores input order.
+
+    eval_step: step.make_eval_step of a score_fn / embed_fn (model_fns.py), the functions
+    inference and training run, over batching.Batch.arrays() (0-based positions, the model's
+    offset added inside): outputs [B, P, ...], as scatter_results takes them."""
     eval_step: Callable
     plan: object                 # sharding.ShardingPlan
     tokenizer: object
     max_length: int
-    position_offset: int = 0
     batch_size: int = 64
     bucket_lengths: tuple = (32, 64, 128, 256)
     do_lower_case: bool = False  # texts (bi-encoder): the model's sentence_bert_config setting
@@ -43,13 +46,9 @@ class Scorer:
         pi, pc = jax.process_index(), jax.process_count()
         outs = []
         for b in make_batches(encodings, cfg, self.max_length, pad):
-            arrays = {"input_ids": b.input_ids, "attention_mask": b.attention_mask,
-                      "token_type_ids": b.token_type_ids,
-                      "position_ids": b.position_ids + self.position_offset}
             n = b.input_ids.shape[0] // pc  # each process supplies its slice of the rows
-            arrays = {k: v[pi * n:(pi + 1) * n] for k, v in arrays.items()}
-            out = np.asarray(jax.device_get(self.eval_step(params, self.plan.place_batch(arrays))))
-            outs.append((b, out[:, None]))
+            arrays = {k: v[pi * n:(pi + 1) * n] for k, v in b.arrays().items()}
+            outs.append((b, np.asarray(jax.device_get(self.eval_step(params, self.plan.place_batch(arrays))))))
         return scatter_results(outs, len(encodings))
 
     def logits(self, params, pairs) -> np.ndarray:

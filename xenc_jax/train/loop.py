@@ -1,6 +1,7 @@
-"""The training loop: config -> data -> model -> sharded state -> steps, logging, evaluation,
-checkpoints, export. Everything that can be checked (config, data files, labels) is checked
-before the model is loaded or anything is compiled.
+"""The training loop: train(cfg) in four stages (see "train() in stages" below): data ->
+model, batches and sharded state -> steps with logging, evaluation and checkpoints -> final
+checkpoint, export and test. Everything that can be checked (config, data files, labels) is
+checked before the model is loaded or anything is compiled.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from .config import TrainConfig, resolve_model, to_dict
 from .digest import config_digest
 from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather, read_examples
 from .evaluators import Scorer, build_evaluator
-from .optim import make_optimizer, make_schedule
+from .optim import Depths, make_optimizer, make_schedule
 from . import silver as silver_pairs
 
 log = logging.getLogger(__name__)
@@ -145,19 +146,27 @@ class ProgressLines:
         self.window, self.last_step, self.last_t, self.printed = [], step, now, True
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training; returns a summary dict (also written to summary.json)."""
-    cfg.validate()
-    host_memory.tune_malloc()  # before JAX's CPU threads start: no page faults on every step
-    if (why := host_memory.status()["reason"]) != "applied":
-        log.info("malloc tuning: %s", why)
-    pi, pc = jax.process_index(), jax.process_count()
-    out = cfg.out_dir()
-    check_shared_dir(out)  # several processes: all must see one output_dir, checked before any work
+# ----------------------------------------------------------------------------- train() in stages
+#
+# train(cfg) = read_training_data (every file and label checked, before any model compute)
+#            -> build_run (model, batches, sharded state, resume, steps, evaluators' scorer)
+#            -> run_loop (steps, logs, evaluation, best export, checkpoints)
+#            -> finalize (last checkpoint, final export, test evaluation, summary.json)
 
-    # ---- data first: every file and label is checked before any model compute. Each process
-    # reads its own share, so a bad row is seen by one process: raise_together makes every
-    # process stop with that error, instead of the others waiting in the first collective.
+
+@dataclasses.dataclass
+class TrainingData:
+    """Stage 1: this process's training rows (silver pairs added) and the evaluators by role
+    ("eval", "test") as (evaluator, EvalConfig)."""
+    examples: object
+    evaluators: dict
+    silver: list | None
+
+
+def read_training_data(cfg: TrainConfig, out: Path, pi: int, pc: int) -> TrainingData:
+    """Each process reads its own share, so a bad row is seen by one process: raise_together
+    makes every process stop with that error, instead of the others waiting in the first
+    collective."""
     def read_data():
         train_ex = read_examples(cfg.train, process_index=pi, process_count=pc)
         check_labels(train_ex, cfg.loss, cfg.num_labels)
@@ -167,184 +176,266 @@ def train(cfg: TrainConfig) -> dict:
                 evaluators[role] = (build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or role), ev)
         return train_ex, evaluators
     train_ex, evaluators = raise_together(read_data, what="reading the data")
-    silver = None
-    if cfg.silver.per_text:  # mined from the whole split, then sharded like the gold rows
-        full = train_ex if pc == 1 else read_examples(cfg.train)
-        meta = silver_pairs.meta_for(cfg, len(full))
-        # A resumed run reuses the saved pairs: mined again on other hardware, a near-tie could
-        # flip and shift every later row, so the checkpoint's data position would not be exact.
-        silver = silver_pairs.read_jsonl(out / "silver_pairs.jsonl", meta) if cfg.resume else None
-        if silver is not None:
-            log.info("reusing %d silver pairs from %s", len(silver), out / "silver_pairs.jsonl")
-        else:
-            silver = silver_pairs.for_config(cfg, full)
-            if pi == 0:
-                out.mkdir(parents=True, exist_ok=True)
-                silver_pairs.write_jsonl(out / "silver_pairs.jsonl", silver, meta)
-        texts, labels = silver_pairs.shard(silver, len(full), pi, pc)
-        train_ex.texts += texts
-        train_ex.labels += labels
-    # ---- model
-    model_dir = Path(resolve_model(cfg.model))
-    head = cfg.task == "cross_encoder"
+    return TrainingData(train_ex, evaluators, _add_silver(cfg, out, train_ex, pi, pc))
 
-    def load_model():
-        pt = load_pretrained(model_dir if head else encoder_dir(model_dir), head=head,
-                             num_labels=cfg.num_labels if head else None, seed=cfg.seed)
-        if cfg.dropout is not None:
-            pt = with_dropout(pt, cfg.dropout)
-        if cfg.remat:   # training modules only, like dropout: nothing of it is exported
-            pt = dataclasses.replace(pt, config=dataclasses.replace(pt.config, remat=True))
-        bi = None if head else build_head(cfg, model_dir, pt.config)  # pooling, Dense, Normalize: trained and exported
-        limit = pt.config.max_position_embeddings - pt.config.position_offset
-        if cfg.max_length > limit:
-            raise ValueError(f"max_length {cfg.max_length} exceeds the model's position table ({limit})")
-        enc = pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else None
-        groups = make_groups(train_ex, pt.tokenizer, cfg.max_length, task=cfg.task,
-                             group_size=cfg.list_size or None, do_lower_case=bool(bi and bi.do_lower_case),
-                             encode_pairs=enc)
-        return pt, bi, groups, config_digest(cfg, model_dir), enc
-    pt, bi, groups, digest, encode_pairs = raise_together(load_model, what="loading the model")
-    mcfg, tokenizer = pt.config, pt.tokenizer
+
+def _add_silver(cfg: TrainConfig, out: Path, train_ex, pi: int, pc: int) -> list | None:
+    """Silver pairs (cfg.silver) appended to train_ex: mined from the whole split, then sharded
+    like the gold rows. None when none are configured."""
+    if not cfg.silver.per_text:
+        return None
+    full = train_ex if pc == 1 else read_examples(cfg.train)
+    meta = silver_pairs.meta_for(cfg, len(full))
+    # A resumed run reuses the saved pairs: mined again on other hardware, a near-tie could
+    # flip and shift every later row, so the checkpoint's data position would not be exact.
+    silver = silver_pairs.read_jsonl(out / "silver_pairs.jsonl", meta) if cfg.resume else None
+    if silver is not None:
+        log.info("reusing %d silver pairs from %s", len(silver), out / "silver_pairs.jsonl")
+    else:
+        silver = silver_pairs.for_config(cfg, full)
+        if pi == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            silver_pairs.write_jsonl(out / "silver_pairs.jsonl", silver, meta)
+    texts, labels = silver_pairs.shard(silver, len(full), pi, pc)
+    train_ex.texts += texts
+    train_ex.labels += labels
+    return silver
+
+
+def _load_model(cfg: TrainConfig, model_dir: Path, train_ex):
+    """(pretrained, bi-encoder head or None, tokenized groups, config digest, pair encoder)."""
+    head = cfg.task == "cross_encoder"
+    pt = load_pretrained(model_dir if head else encoder_dir(model_dir), head=head,
+                         num_labels=cfg.num_labels if head else None, seed=cfg.seed)
+    if cfg.dropout is not None:
+        pt = with_dropout(pt, cfg.dropout)
+    if cfg.remat:   # training modules only, like dropout: nothing of it is exported
+        pt = dataclasses.replace(pt, config=dataclasses.replace(pt.config, remat=True))
+    bi = None if head else build_head(cfg, model_dir, pt.config)  # pooling, Dense, Normalize: trained and exported
+    limit = pt.config.max_position_embeddings - pt.config.position_offset
+    if cfg.max_length > limit:
+        raise ValueError(f"max_length {cfg.max_length} exceeds the model's position table ({limit})")
+    enc = pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else None
+    groups = make_groups(train_ex, pt.tokenizer, cfg.max_length, task=cfg.task,
+                         group_size=cfg.list_size or None, do_lower_case=bool(bi and bi.do_lower_case),
+                         encode_pairs=enc)
+    return pt, bi, groups, config_digest(cfg, model_dir), enc
+
+
+def _model_fns(cfg: TrainConfig, module, bi, plan):
+    """(model_fn, loss_fn, param shardings): model_fn is the one batch contract's score_fn /
+    embed_fn ([B, P, ...], what the evaluators run); the train step runs it per row."""
+    p_sh = S.param_shardings(plan, module)
+    if bi is None:
+        return S.score_fn(module), S.cross_encoder_loss(cfg.loss, **cfg.loss_kwargs), p_sh
+    return bi.model_fn(module), S.bi_encoder_loss(cfg.loss, **cfg.loss_kwargs), bi.param_shardings(plan, p_sh)
+
+
+@dataclasses.dataclass
+class Run:
+    """Stage 2's result: everything the loop and the finalize stage share."""
+    cfg: TrainConfig
+    out: Path
+    data: TrainingData
+    model_dir: Path
+    pt: object               # hf.pretrained.Pretrained (config, tokenizer)
+    bi: BiHead | None
+    digest: str
+    plan: object             # sharding.ShardingPlan
+    stream: BatchStream
+    steps_per_epoch: int     # computed once: each call of stream.steps_per_epoch() plans epoch 0
+    total: int
+    shardings: S.TrainState
+    state: S.TrainState
+    rng: jax.Array
+    ckpt: Checkpointer
+    train_step: object
+    scorer: Scorer
+    writer: MetricsWriter
+    best: dict = dataclasses.field(default_factory=lambda: {"metric": None, "value": None, "step": None})
+
+    def run_eval(self, role: str, params, step: int) -> dict:
+        evaluator, ev = self.data.evaluators[role]
+        t = time.time()
+        self.scorer.batch_size = ev.batch_size
+        metrics = evaluator(self.scorer, params)
+        values = {f"{role}/{k}": float(v) for k, v in metrics.items()}
+        self.writer.write(step, {**values, f"{role}/seconds": round(time.time() - t, 3)})
+        log.info("step %d %s: %s", step, role, {k: round(v, 4) for k, v in metrics.items()})
+        return metrics
+
+    def save(self, step: int, force=False) -> None:
+        self.ckpt.save(step, self.state, {"data_position": self.stream.position, "best": self.best,
+                                          "config_digest": self.digest,
+                                          "rng": np.asarray(jax.random.key_data(self.rng)).tolist()}, force=force)
+
+    def export(self, name: str, host) -> Path:
+        """Atomic: a kill during the export leaves the previous `name/` whole (atomic.py)."""
+        with atomic_dir(self.out / name) as tmp:
+            export_model(tmp, self.cfg, self.pt.config, host, self.pt.tokenizer, self.model_dir, self.bi)
+        return self.out / name
+
+
+def build_run(cfg: TrainConfig, out: Path, data: TrainingData, pi: int, pc: int) -> Run:
+    """Stage 2: the model, the batch stream, the optimizer and sharded state (restored from the
+    latest checkpoint when resuming), the jitted train step and the evaluators' scorer."""
+    model_dir = Path(resolve_model(cfg.model))
+    pt, bi, groups, digest, encode_pairs = raise_together(lambda: _load_model(cfg, model_dir, data.examples),
+                                                          what="loading the model")
     from ..sharding import resolve_mesh
     plan = S.make_plan(cfg.sharding, resolve_mesh(cfg.mesh) if cfg.mesh else None)
     dp = plan.data_parallel_size
     if cfg.batch_size % dp:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the data-parallel size {dp}")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pt.tokenizer.pad_token_id if pt.tokenizer.pad_token_id is not None else 0
     stream = BatchStream(groups, StreamConfig(
         batch_size=cfg.batch_size, bucket_lengths=tuple(cfg.bucket_lengths), max_length=cfg.max_length,
-        pad_token_id=pad, position_offset=mcfg.position_offset, seed=cfg.seed, group_factor=cfg.group_factor),
+        pad_token_id=pad, seed=cfg.seed, group_factor=cfg.group_factor),
         process_index=pi, process_count=pc, allgather=process_allgather)
     steps_per_epoch = stream.steps_per_epoch()
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     accum = int(cfg.optim.grad_accum_steps)
-    params0 = pt.params if head else bi.init_params(pt.params)
-    tx = make_optimizer(cfg.optim, max(total // accum, 1), params0)
-    module = pt.module(dtype=as_dtype(cfg.dtype))
-    p_sh = S.param_shardings(plan, module)
-    if head:
-        apply_fn = S.cross_encoder_apply(module)
-        loss_fn = S.cross_encoder_loss(cfg.loss, **cfg.loss_kwargs)
-    else:
-        apply_fn = bi.apply_fn(module)
-        loss_fn = S.bi_encoder_loss(cfg.loss, **cfg.loss_kwargs)
-        p_sh = bi.param_shardings(plan, p_sh)
+    params0 = pt.params if bi is None else bi.init_params(pt.params)
+    tx = make_optimizer(cfg.optim, max(total // accum, 1), params0, Depths.of(pt.config))
+    model_fn, loss_fn, p_sh = _model_fns(cfg, pt.module(dtype=as_dtype(cfg.dtype)), bi, plan)
     shardings = S.state_shardings(plan, tx, params0, p_sh, ema=cfg.ema_decay > 0)
-    state = S.create_state(plan, tx, params0, shardings)
-    rng = jax.random.key(cfg.seed)
-    ckpt = Checkpointer(out / "checkpoints", every_steps=cfg.checkpoint_every or total,
-                        keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
-    best = {"metric": None, "value": None, "step": None}
-    if cfg.resume:
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-        restored = ckpt.restore_latest(abstract, digest=digest, may_change=cfg.resume_may_change)
-        if restored is not None:
-            state, meta = restored
-            stream.start_at(meta["data_position"])
-            if meta.get("rng") != np.asarray(jax.random.key_data(rng)).tolist():
-                raise ValueError("the checkpoint was written with another seed; use a new output_dir or the same seed")
-            best = meta.get("best", best)
-            log.info("resuming at step %d (epoch %d, batch %d)", int(state.step), *stream.position.values())
-    else:
-        ckpt.set_aside()  # resume=false: the old checkpoints are kept, beside, never deleted
     # GradCache (cache_chunks > 1): the loss sees the whole batch, activations one mini-batch.
-    train_step = S.make_train_step(S.cached_apply(apply_fn, cfg.cache_chunks), loss_fn, tx, plan, shardings,
-                                   lr_schedule=make_schedule(cfg.optim, max(total // accum, 1)),
+    train_step = S.make_train_step(S.cached_apply(S.per_row(model_fn), cfg.cache_chunks), loss_fn, tx, plan,
+                                   shardings, lr_schedule=make_schedule(cfg.optim, max(total // accum, 1)),
                                    grad_accum_steps=accum, ema_decay=cfg.ema_decay)
-    eval_step = S.make_eval_step(apply_fn, plan, shardings.params)
-    scorer = Scorer(eval_step, plan, tokenizer, cfg.max_length, mcfg.position_offset,
+    scorer = Scorer(S.make_eval_step(model_fn, plan, shardings.params), plan, pt.tokenizer, cfg.max_length,
                     bucket_lengths=tuple(cfg.bucket_lengths), do_lower_case=bool(bi and bi.do_lower_case),
                     encode_pairs=encode_pairs)
-    writer = MetricsWriter(out, enabled=pi == 0)
+    run = Run(cfg, out, data, model_dir, pt, bi, digest, plan, stream, steps_per_epoch, total, shardings,
+              S.create_state(plan, tx, params0, shardings), jax.random.key(cfg.seed),
+              Checkpointer(out / "checkpoints", every_steps=cfg.checkpoint_every or total,
+                           keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint),
+              train_step, scorer, None)
+    _resume(run)
+    run.writer = MetricsWriter(out, enabled=pi == 0)
     if pi == 0:
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, default=str) + "\n")
+    return run
 
-    def run_eval(role: str, params, step: int) -> dict:
-        evaluator, ev = evaluators[role]
-        t = time.time()
-        scorer.batch_size = ev.batch_size
-        metrics = evaluator(scorer, params)
-        values = {f"{role}/{k}": float(v) for k, v in metrics.items()}
-        writer.write(step, {**values, f"{role}/seconds": round(time.time() - t, 3)})
-        log.info("step %d %s: %s", step, role, {k: round(v, 4) for k, v in metrics.items()})
-        return metrics
 
-    def save(step: int, force=False):
-        ckpt.save(step, state, {"data_position": stream.position, "best": best, "config_digest": digest,
-                                "rng": np.asarray(jax.random.key_data(rng)).tolist()}, force=force)
+def _resume(run: Run) -> None:
+    """cfg.resume: the latest checkpoint's state, data position and best metric (same seed and
+    config digest required); otherwise the old checkpoints are set aside."""
+    if not run.cfg.resume:
+        run.ckpt.set_aside()  # resume=false: the old checkpoints are kept, beside, never deleted
+        return
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state)
+    restored = run.ckpt.restore_latest(abstract, digest=run.digest, may_change=run.cfg.resume_may_change)
+    if restored is None:
+        return
+    run.state, meta = restored
+    run.stream.start_at(meta["data_position"])
+    if meta.get("rng") != np.asarray(jax.random.key_data(run.rng)).tolist():
+        raise ValueError("the checkpoint was written with another seed; use a new output_dir or the same seed")
+    run.best = meta.get("best", run.best)
+    log.info("resuming at step %d (epoch %d, batch %d)", int(run.state.step), *run.stream.position.values())
 
-    def export(name: str, host) -> Path:
-        """Atomic: a kill during the export leaves the previous `name/` whole (atomic.py)."""
-        with atomic_dir(out / name) as tmp:
-            export_model(tmp, cfg, mcfg, host, tokenizer, model_dir, bi)
-        return out / name
 
-    step = int(jax.device_get(state.step))
+def run_loop(run: Run, pi: int, pc: int) -> int:
+    """Stage 3: train steps up to run.total, with logs, evaluation (and the best export) and
+    checkpoints; returns the last step."""
+    cfg, total, steps_per_epoch = run.cfg, run.total, run.steps_per_epoch
+    step = int(jax.device_get(run.state.step))
     bar = _progress(total, step, cfg.progress)
     lines = ProgressLines(total, step, steps_per_epoch) if bar is None and cfg.progress is None and pi == 0 else None
     pending, t_log, rows_log = [], time.time(), 0
-    t_start, step_start = time.time(), step
     while step < total:
-        batch = stream.__next__()
+        batch = run.stream.__next__()
         rows_log += int(batch["valid"].sum())
-        state, metrics = train_step(state, plan.place_batch(batch), rng)
+        run.state, metrics = run.train_step(run.state, run.plan.place_batch(batch), run.rng)
         step += 1
         pending.append(metrics)
         if lines is not None:
             lines.step(step, metrics)
         if step % cfg.log_every == 0 or step == total:
-            got = jax.device_get(pending)
-            now = time.time()
-            values = {"train/loss": float(np.mean([m["loss"] for m in got])),
-                      "train/grad_norm": float(np.mean([m["grad_norm"] for m in got])),
-                      "train/lr": float(got[-1].get("lr", 0.0)),
-                      "train/pairs_per_s": rows_log * pc / max(now - t_log, 1e-9),
-                      "train/epoch": step / steps_per_epoch}
-            writer.write(step, values)
+            values = _train_values(pending, rows_log * pc / max(time.time() - t_log, 1e-9), step / steps_per_epoch)
+            run.writer.write(step, values)
             if bar is not None:
                 bar.set_postfix(loss=f"{values['train/loss']:.4f}", pairs_s=f"{values['train/pairs_per_s']:.0f}")
-            pending, t_log, rows_log = [], now, 0
+            pending, t_log, rows_log = [], time.time(), 0
         if bar is not None:
             bar.update(1)
         due = (step % cfg.eval_every == 0) if cfg.eval_every > 0 else (step % steps_per_epoch == 0)
-        if "eval" in evaluators and (due or step == total):
-            ev_cfg = evaluators["eval"][1]
-            metrics_ev = run_eval("eval", state.eval_params(), step)
-            name = ev_cfg.metric or evaluators["eval"][0].default_metric
-            value = float(metrics_ev[name])
-            if best["value"] is None or value > best["value"]:
-                best = {"metric": name, "value": value, "step": step}
-                if cfg.export_best:
-                    host = host_params(state.eval_params())  # collective: all processes
-                    if pi == 0:
-                        export("best", host)
-        save(step)
+        if "eval" in run.data.evaluators and (due or step == total):
+            _evaluate_and_keep_best(run, step, pi)
+        run.save(step)
     if bar is not None:
         bar.close()
-    if not ckpt.all_steps() or ckpt.all_steps()[-1] != step:
-        save(step, force=True)
-    ckpt.close()
-    train_seconds = time.time() - t_start
-    summary = {"steps": step, "steps_per_epoch": steps_per_epoch, "train_seconds": round(train_seconds, 2),
-               "steps_run_now": step - step_start, "best": best, "output_dir": str(out),
+    return step
+
+
+def _train_values(pending: list, pairs_per_s: float, epoch: float) -> dict:
+    """The logged train/* values over the steps since the last log (device read here)."""
+    got = jax.device_get(pending)
+    return {"train/loss": float(np.mean([m["loss"] for m in got])),
+            "train/grad_norm": float(np.mean([m["grad_norm"] for m in got])),
+            "train/lr": float(got[-1].get("lr", 0.0)),
+            "train/pairs_per_s": pairs_per_s, "train/epoch": epoch}
+
+
+def _evaluate_and_keep_best(run: Run, step: int, pi: int) -> None:
+    evaluator, ev_cfg = run.data.evaluators["eval"]
+    metrics_ev = run.run_eval("eval", run.state.eval_params(), step)
+    name = ev_cfg.metric or evaluator.default_metric
+    value = float(metrics_ev[name])
+    if run.best["value"] is None or value > run.best["value"]:
+        run.best = {"metric": name, "value": value, "step": step}
+        if run.cfg.export_best:
+            host = host_params(run.state.eval_params())  # collective: all processes
+            if pi == 0:
+                run.export("best", host)
+
+
+def finalize(run: Run, step: int, step_start: int, t_start: float, pi: int) -> dict:
+    """Stage 4: the last checkpoint, the final export, the test evaluation (final, and best
+    when it differs), summary.json."""
+    if not run.ckpt.all_steps() or run.ckpt.all_steps()[-1] != step:
+        run.save(step, force=True)
+    run.ckpt.close()
+    silver = run.data.silver
+    summary = {"steps": step, "steps_per_epoch": run.steps_per_epoch, "train_seconds": round(time.time() - t_start, 2),
+               "steps_run_now": step - step_start, "best": run.best, "output_dir": str(run.out),
                "silver_pairs": len(silver) if silver is not None else 0}
-    host = host_params(state.eval_params())  # collective: all processes
+    host = host_params(run.state.eval_params())  # collective: all processes
     if pi == 0:
-        summary["final_model"] = str(export("final", host))
-    if "test" in evaluators:
-        summary["test_final"] = run_eval("test", state.eval_params(), step)
-        recover_dir(out / "best")  # a kill between the two renames of an export
-        if best["step"] is not None and best["step"] != step and (out / "best").is_dir():
-            best_params = load_pretrained(out / "best", head=head, with_tokenizer=False).params
-            if bi is not None:
-                best_params = bi.load_exported(out / "best", best_params)
-            summary["test_best"] = run_eval("test", plan.put_params(best_params, shardings.params), step)
-    writer.close()
+        summary["final_model"] = str(run.export("final", host))
+    if "test" in run.data.evaluators:
+        summary["test_final"] = run.run_eval("test", run.state.eval_params(), step)
+        recover_dir(run.out / "best")  # a kill between the two renames of an export
+        best_step = run.best["step"]
+        if best_step is not None and best_step != step and (run.out / "best").is_dir():
+            best_params = load_pretrained(run.out / "best", head=run.bi is None, with_tokenizer=False).params
+            if run.bi is not None:
+                best_params = run.bi.load_exported(run.out / "best", best_params)
+            summary["test_best"] = run.run_eval("test", run.plan.put_params(best_params, run.shardings.params), step)
+    run.writer.close()
     if pi == 0:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    summary["state"] = state
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["state"] = run.state
     return summary
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) training; returns a summary dict (also written to summary.json).
+    Everything that can be checked (config, data files, labels) is checked before the model is
+    loaded or anything is compiled."""
+    cfg.validate()
+    host_memory.tune_malloc()  # before JAX's CPU threads start: no page faults on every step
+    if (why := host_memory.status()["reason"]) != "applied":
+        log.info("malloc tuning: %s", why)
+    pi, pc = jax.process_index(), jax.process_count()
+    out = cfg.out_dir()
+    check_shared_dir(out)  # several processes: all must see one output_dir, checked before any work
+    data = read_training_data(cfg, out, pi, pc)
+    run = build_run(cfg, out, data, pi, pc)
+    t_start, step_start = time.time(), int(jax.device_get(run.state.step))
+    step = run_loop(run, pi, pc)
+    return finalize(run, step, step_start, t_start, pi)
 
 
 def evaluate_model(cfg: TrainConfig, ev) -> dict:
@@ -355,16 +446,12 @@ def evaluate_model(cfg: TrainConfig, ev) -> dict:
     # a folder without a trained head is refused: its metrics would be those of a random head
     pt = load_pretrained(model_dir if head else encoder_dir(model_dir), head=head,
                          num_labels=cfg.num_labels if head else None, seed=cfg.seed, allow_new_head=False)
-    module = pt.module(dtype=as_dtype(cfg.dtype))
     plan = S.make_plan("dp")
-    p_sh, params = S.param_shardings(plan, module), pt.params
     bi = None if head else build_head(cfg, model_dir, pt.config)
-    if head:
-        apply_fn = S.cross_encoder_apply(module)
-    else:
-        apply_fn, params, p_sh = bi.apply_fn(module), bi.init_params(params), bi.param_shardings(plan, p_sh)
-    scorer = Scorer(S.make_eval_step(apply_fn, plan, p_sh), plan, pt.tokenizer, cfg.max_length,
-                    pt.config.position_offset, batch_size=ev.batch_size, bucket_lengths=tuple(cfg.bucket_lengths),
+    model_fn, _, p_sh = _model_fns(cfg, pt.module(dtype=as_dtype(cfg.dtype)), bi, plan)
+    params = pt.params if head else bi.init_params(pt.params)
+    scorer = Scorer(S.make_eval_step(model_fn, plan, p_sh), plan, pt.tokenizer, cfg.max_length,
+                    batch_size=ev.batch_size, bucket_lengths=tuple(cfg.bucket_lengths),
                     do_lower_case=bool(bi and bi.do_lower_case),
                     encode_pairs=pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else None)
     return {k: float(v) for k, v in evaluator(scorer, plan.put_params(params, p_sh)).items()}

@@ -63,25 +63,51 @@ def _names(path) -> list[str]:
     return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
 
 
-def lr_scales(params, layer_decay: float = 1.0, head_lr_scale: float = 1.0):
+@dataclasses.dataclass(frozen=True)
+class Depths:
+    """Where each child of the encoder's params sits, from the model's config (not guessed from
+    names): `layer_{i}` for i < num_layers are the shared blocks' layers; `inputs` are below
+    layer 0 (token / position / relative tables and their norms: the family's
+    EncoderConfig.input_params); `outputs` are above the last layer (a final norm:
+    EncoderConfig.output_params). Anything else under "encoder" is an error, so a family that
+    adds a param group must place it."""
+    num_layers: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, model_config) -> "Depths":
+        return cls(int(model_config.num_layers), tuple(model_config.input_params),
+                   tuple(model_config.output_params))
+
+    def depth(self, child: str) -> int:
+        """Depth of an encoder child counted down from the top: outputs 0, layer i of N N - i,
+        inputs N + 1."""
+        if child.startswith("layer_") and child[6:].isdigit() and int(child[6:]) < self.num_layers:
+            return self.num_layers - int(child[6:])
+        if child in self.inputs:
+            return self.num_layers + 1
+        if child in self.outputs:
+            return 0
+        raise ValueError(f"encoder param group {child!r} is neither layer_0..layer_{self.num_layers - 1} nor "
+                         f"named in the family config's input_params {self.inputs} or output_params "
+                         f"{self.outputs}: add it there so layer-wise lr decay can place it")
+
+
+def lr_scales(params, depths: Depths, layer_decay: float = 1.0, head_lr_scale: float = 1.0):
     """Per-leaf lr multipliers (a pytree like `params`) for layer-wise lr decay.
 
-    Depth counts down from the top, as in ELECTRA/BEiT fine-tuning: the head (and anything
-    outside the encoder) has depth 0 and is scaled by `head_lr_scale`; encoder layer i of N has
-    depth N - i; the embeddings have depth N + 1. Multiplier = layer_decay ** depth.
+    Depth counts down from the top, as in ELECTRA/BEiT fine-tuning: encoder layer i of N has
+    depth N - i, the embeddings (and whatever else is below layer 0) N + 1, a final norm above
+    the last layer 0 (Depths). Multiplier = layer_decay ** depth. Everything outside
+    params["encoder"] (the head: pooler, classifier, LM-head columns; a bi-encoder's Dense) is
+    scaled by `head_lr_scale`.
     """
-    paths = [_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    layer_ids = {int(n[6:]) for names in paths for n in names if n.startswith("layer_") and n[6:].isdigit()}
-    n_layers = max(layer_ids) + 1 if layer_ids else 0
-
     def scale(path, _):
         names = _names(path)
-        for n in names:
-            if n.startswith("layer_") and n[6:].isdigit():
-                return float(layer_decay ** (n_layers - int(n[6:])))
-        if any(n.startswith("embeddings") for n in names):  # also ELECTRA's embeddings_project
-            return float(layer_decay ** (n_layers + 1))
-        return float(head_lr_scale)
+        if names[0] != "encoder":
+            return float(head_lr_scale)
+        return float(layer_decay ** depths.depth(names[1]))
     return jax.tree_util.tree_map_with_path(scale, params)
 
 
@@ -116,18 +142,21 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return schedule
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int, params=None) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimConfig, total_steps: int, params=None, depths: Depths | None = None
+                   ) -> optax.GradientTransformation:
     """total_steps counts optimizer updates (micro-batches / grad_accum_steps). `params` (arrays
-    or shapes) is needed only for layer_decay / head_lr_scale, to name each leaf's group."""
+    or shapes) and `depths` (Depths.of(model config)) are needed only for layer_decay /
+    head_lr_scale, to place each leaf."""
     parts = []
     if cfg.max_grad_norm and cfg.max_grad_norm > 0:
         parts.append(optax.clip_by_global_norm(cfg.max_grad_norm))
     parts.append(optax.adamw(make_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                              weight_decay=cfg.weight_decay, mask=decay_mask))
     if cfg.layer_decay != 1.0 or cfg.head_lr_scale != 1.0:
-        if params is None:
-            raise ValueError("optim.layer_decay / head_lr_scale need the params to group them: pass params=")
-        parts.append(scale_updates(lr_scales(params, cfg.layer_decay, cfg.head_lr_scale)))
+        if params is None or depths is None:
+            raise ValueError("optim.layer_decay / head_lr_scale need the params and the model's depths to "
+                             "group them: pass params= and depths=Depths.of(model_config)")
+        parts.append(scale_updates(lr_scales(params, depths, cfg.layer_decay, cfg.head_lr_scale)))
     tx = optax.chain(*parts)
     if cfg.grad_accum_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=int(cfg.grad_accum_steps))

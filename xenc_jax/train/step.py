@@ -8,9 +8,14 @@
 resuming from a checkpoint reproduces the uninterrupted run, and the key does not depend on
 how the batch is sharded (threefry is partitionable), so sharded training equals one device.
 
-Batches are dicts of arrays whose leading axis is rows (split over the mesh's data axes):
+Batches are dicts of arrays whose leading axis is rows (split over the mesh's data axes): the
+model inputs of the one batch contract (model_fns.py, batching.MODEL_INPUTS: 0-based positions,
+the model's position offset added inside the jitted function), one text or pair per row,
   input_ids, attention_mask, token_type_ids, position_ids: int32 [R, L], R = Q * G rows
-  valid: bool [R]; labels: float32 [Q, G]
+  cls_positions: int32 [R, 1] zeros (one segment per row, read at its first token)
+plus valid: bool [R] and labels: float32 [Q, G].
+The model runs through model_fns.make_score_fn / make_embed_fn, the functions inference and the
+evaluators use (per_row: its [R, 1, ...] output as [R, ...]).
 For a cross-encoder, row q * G + s is slot s of group q (see data.py); for a bi-encoder the
 G texts of a row (anchor, positive, negatives..., or text1, text2) are its G slots.
 """
@@ -25,7 +30,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from ..models import pooling as P
+from ..batching import MODEL_INPUTS
+from ..model_fns import make_embed_fn, make_score_fn
 from . import losses as L
 
 CROSS_LOSSES = ("bce", "ce", "mse", "margin_mse", "mnrl", "listnet", "listmle", "lambda", "ranknet")
@@ -116,42 +122,36 @@ def bi_encoder_loss(name: str, **kw) -> Callable:
 
 # ----------------------------------------------------------------------------- model apply
 
+def per_row(model_fn: Callable) -> Callable:
+    """A model_fns score_fn / embed_fn on training rows: one segment per row (cls_positions
+    [R, 1] zeros), so its [R, 1, ...] output is read as [R, ...], what the losses take."""
+    def apply(params, batch, rng=None, deterministic=True):
+        return model_fn(params, batch, rng, deterministic)[:, 0]
+    return apply
+
+
+def score_fn(module: nn.Module) -> Callable:
+    """model_fns.make_score_fn of a SequenceClassifier-like module (the function inference scores
+    with): fp32 logits [B, P, C]; the position offset is the module's config's."""
+    return make_score_fn(module, module.cfg.position_offset)
+
+
+def embed_fn(module: nn.Module, pooling="mean", ops=(), *, frozen_dense=None) -> Callable:
+    """model_fns.make_embed_fn of a BareEncoder-like module (the function BiEncoder embeds with:
+    the encoder, then the pooling modes and the ST Dense / Normalize `ops`): fp32 [B, P, D].
+    Dense weights: params["dense"] (trained), or `frozen_dense` (constants: no gradient, no
+    optimizer update)."""
+    return make_embed_fn(module, module.cfg.position_offset, pooling, ops, frozen_dense)
+
+
 def cross_encoder_apply(module: nn.Module) -> Callable:
-    """(params, batch, rng, deterministic) -> fp32 logits [R, C]."""
-    def apply(params, batch, rng=None, deterministic=True):
-        rngs = None if deterministic else {"dropout": rng}
-        return module.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                            batch["token_type_ids"], batch["position_ids"], None,
-                            deterministic=deterministic, rngs=rngs)
-    return apply
+    """(params, batch, rng, deterministic) -> fp32 logits [R, C]: score_fn per row."""
+    return per_row(score_fn(module))
 
 
-def bi_encoder_apply(module: nn.Module, pooling="mean", ops=(), *, position_offset: int = 0,
-                     frozen_dense=None) -> Callable:
-    """(params, batch, rng, deterministic) -> fp32 sentence embeddings [R, D]: the encoder, then
-    models.pooling.sentence_head (pooling modes, then the ST Dense / Normalize `ops`), the code
-    BiEncoder embeds with. One text per row. Dense weights: params["dense"] (trained), or
-    `frozen_dense` (constants: no gradient, no optimizer update). `position_offset`: what the
-    batch's position_ids carry on top of 0-based positions (RoBERTa's padding offset)."""
-    modes = P.check_modes(pooling)
-    ops = tuple(ops)
-    n_dense = sum(kind == "dense" for kind, _ in ops)
-    if frozen_dense is not None:
-        frozen_dense = [{k: jnp.asarray(v, jnp.float32) for k, v in p.items()} for p in frozen_dense]
-
-    def apply(params, batch, rng=None, deterministic=True):
-        rngs = None if deterministic else {"dropout": rng}
-        h = module.apply({"params": {"encoder": params["encoder"]}}, batch["input_ids"], batch["attention_mask"],
-                         batch["token_type_ids"], batch["position_ids"],
-                         deterministic=deterministic, rngs=rngs)
-        dense = frozen_dense if frozen_dense is not None else params.get("dense", [])
-        if len(dense) != n_dense:
-            raise ValueError(f"{len(dense)} Dense param sets for {n_dense} Dense modules in {ops}")
-        segment = (batch["attention_mask"] > 0).astype(jnp.int32)  # one text (segment 1) per row
-        first = jnp.zeros((segment.shape[0], 1), jnp.int32)        # right-padded: it starts at 0
-        e = P.sentence_head(modes, ops, dense, h, segment, batch["position_ids"] - position_offset, first)
-        return e[:, 0]
-    return apply
+def bi_encoder_apply(module: nn.Module, pooling="mean", ops=(), *, frozen_dense=None) -> Callable:
+    """(params, batch, rng, deterministic) -> fp32 sentence embeddings [R, D]: embed_fn per row."""
+    return per_row(embed_fn(module, pooling, ops, frozen_dense=frozen_dense))
 
 
 def cached_apply(apply_fn: Callable, chunks: int) -> Callable:
@@ -173,8 +173,6 @@ def cached_apply(apply_fn: Callable, chunks: int) -> Callable:
         raise ValueError(f"cache chunks must be a positive int, got {chunks!r}")
     if chunks == 1:
         return apply_fn
-    fields = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
-
     def apply(params, batch, rng=None, deterministic=True):
         rows = batch["input_ids"].shape[0]
         if rows % chunks:
@@ -188,7 +186,7 @@ def cached_apply(apply_fn: Callable, chunks: int) -> Callable:
             return apply_fn(p, part, key, deterministic)
 
         out = jax.lax.map(lambda t: one(params, t[0], t[1]),
-                          (jnp.arange(chunks), {k: split(batch[k]) for k in fields}))
+                          (jnp.arange(chunks), {k: split(batch[k]) for k in MODEL_INPUTS}))
         return jnp.swapaxes(out, 0, 1).reshape((rows,) + out.shape[2:])
     return apply
 
@@ -269,17 +267,20 @@ def make_train_step(apply_fn: Callable, loss_fn: Callable, tx: optax.GradientTra
                 lambda m, e: jnp.where((state.step + 1) % grad_accum_steps == 0, m, e), moved, ema)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema), metrics
 
-    batch_sh = {k: plan.batch_sharding(n) for k, n in
-                (("input_ids", 2), ("attention_mask", 2), ("token_type_ids", 2), ("position_ids", 2),
-                 ("labels", 2), ("valid", 1))}
+    batch_sh = {**_input_shardings(plan), "labels": plan.batch_sharding(2), "valid": plan.batch_sharding(1)}
     return plan.jit(train_step, in_shardings=(shardings, batch_sh, plan.replicated),
                     out_shardings=(shardings, plan.replicated),
                     donate_argnums=(0,) if donate else ())
 
 
-def make_eval_step(apply_fn: Callable, plan, param_shardings) -> Callable:
-    """Jitted `eval_step(params, batch) -> outputs [R, ...]` (deterministic, replicated out)."""
+def _input_shardings(plan) -> dict:
+    """The model inputs (batching.MODEL_INPUTS, all int32 [R, ...]): rows split over data."""
+    return {k: plan.batch_sharding(2) for k in MODEL_INPUTS}
+
+
+def make_eval_step(model_fn: Callable, plan, param_shardings) -> Callable:
+    """Jitted `eval_step(params, batch) -> outputs` (deterministic, replicated out) of a
+    score_fn / embed_fn (or a per_row one) over a batch of MODEL_INPUTS (Batch.arrays())."""
     def eval_step(params, batch):
-        return apply_fn(params, batch, None, deterministic=True)
-    batch_sh = {k: plan.batch_sharding(2) for k in ("input_ids", "attention_mask", "token_type_ids", "position_ids")}
-    return plan.jit(eval_step, in_shardings=(param_shardings, batch_sh), out_shardings=plan.replicated)
+        return model_fn(params, batch, None, deterministic=True)
+    return plan.jit(eval_step, in_shardings=(param_shardings, _input_shardings(plan)), out_shardings=plan.replicated)

@@ -58,3 +58,4 @@ class BertEncoder(nn.Module):
 
 BertConfig.encoder_module = BertEncoder
 BertConfig.head_module = ClassificationHead
+BertConfig.input_params = ("embeddings", "embeddings_project")  # ELECTRA projects its embeddings

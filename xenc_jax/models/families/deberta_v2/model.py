@@ -190,3 +190,4 @@ class ContextPooler(nn.Module):
 
 DebertaV2Config.encoder_module = DebertaV2Encoder
 DebertaV2Config.head_module = ContextPooler
+DebertaV2Config.input_params = ("embeddings", "rel_embeddings", "rel_norm")  # tables every layer reads

@@ -150,3 +150,4 @@ class ModernBertHead(nn.Module):
 
 ModernBertConfig.encoder_module = ModernBertEncoder
 ModernBertConfig.head_module = ModernBertHead
+ModernBertConfig.output_params = ("final_norm",)

@@ -53,3 +53,4 @@ class MPNetEncoder(nn.Module):
 
 MPNetConfig.encoder_module = MPNetEncoder
 MPNetConfig.head_module = ClassificationHead
+MPNetConfig.input_params = ("embeddings", "relative_bias")  # the bias table every layer adds

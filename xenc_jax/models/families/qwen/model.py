@@ -151,3 +151,4 @@ class QwenHead(nn.Module):
 
 QwenConfig.encoder_module = QwenDecoder
 QwenConfig.head_module = QwenHead
+QwenConfig.input_params, QwenConfig.output_params = ("word",), ("final_norm",)
