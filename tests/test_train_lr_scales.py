@@ -22,7 +22,9 @@ FAMILIES = {
     "modernbert": {"max_position_embeddings": 128, "pad_token_id": 0, "local_attention": 8, "num_hidden_layers": 3},
     "mpnet": {},
     "deberta-v2": {},   # tiny_hf's DeBERTa-v3 switches: relative table with its norm
-    "qwen3": None,   # tests/tiny_llm.py's Qwen3ForCausalLM reranker (yes/no LM columns)
+    # tests/tiny_llm.py's Qwen3ForCausalLM reranker (yes/no LM columns), untied so it has a head
+    # of its own (tied, the LM columns are the token table: encoder/word, embedding depth)
+    "qwen3": None,
 }
 
 
@@ -30,7 +32,7 @@ FAMILIES = {
 def tiny_model(request, tmp_path_factory):
     family, path = request.param, tmp_path_factory.mktemp(request.param)
     if family == "qwen3":
-        make_tiny_llm("qwen3-causal", path, seed=1)
+        make_tiny_llm("qwen3-causal", path, seed=1, tie_word_embeddings=False)
     else:
         make_tiny(family, path, num_labels=1, seed=1, **FAMILIES[family])
     return family, load_pretrained(path, head=True, with_tokenizer=False)
