@@ -273,3 +273,30 @@ def test_cli_compilation_cache_is_on_by_default_and_can_be_turned_off(model, tmp
     off = subprocess.run(cmd, env={**env, "XENC_COMPILATION_CACHE": "0", "XDG_CACHE_HOME": str(tmp_path / "xdg2")},
                          capture_output=True, text=True, timeout=300)
     assert off.returncode == 0 and not (tmp_path / "xdg2").exists()
+
+
+def test_output_parts_are_kept_and_merge_parts_assembles_them(model, tmp_path, capsys):
+    """One process uses the same parts scheme as many (cli/jobs.py): --output-parts keeps
+    part-p00000-*.tsv and the done marker; `xenc merge-parts OUTPUT` writes what a plain run writes,
+    byte for byte. Several processes need files: stdin and stdout are refused before any model loads."""
+    from argparse import Namespace
+
+    from xenc_jax.cli.streamed import check_destination
+    tsv = write_tsv(tmp_path / "pairs.tsv", 300, seed=4)
+    plain, kept = tmp_path / "plain.tsv", tmp_path / "kept.tsv"
+    assert main(["score", str(tsv), "--model", str(model), "--chunk-size", "128", "-o", str(plain)]) == 0
+    assert main(["score", str(tsv), "--model", str(model), "--chunk-size", "128", "-o", str(kept),
+                 "--output-parts"]) == 0
+    assert "(kept; assemble with: xenc merge-parts" in capsys.readouterr().err
+    assert not kept.exists()
+    assert sorted(p.name for p in (tmp_path / "kept.tsv.parts").iterdir()) == [
+        "done-p00000.json", "manifest.json", "part-p00000-000000.tsv", "part-p00000-000001.tsv",
+        "part-p00000-000002.tsv"]  # 300 pairs in chunks of 128
+    assert main(["merge-parts", str(kept)]) == 0
+    assert "merged 300 results" in capsys.readouterr().err
+    assert kept.read_bytes() == plain.read_bytes() and not (tmp_path / "kept.tsv.parts").exists()
+    for given, why in ((dict(input=str(tsv), output="-"), "stdin and stdout cannot be shared"),
+                       (dict(input="-", output=str(kept)), "stdin and stdout cannot be shared"),
+                       (dict(input=str(tsv), output="-", output_parts=True), "--output-parts keeps the parts")):
+        with pytest.raises(ValueError, match=why):
+            check_destination(Namespace(output_format="jsonl", **given), 2 if "output_parts" not in given else 1)
