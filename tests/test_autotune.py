@@ -18,13 +18,10 @@ from test_streaming import _pairs
 def tiny_dir(tmp_path_factory):
     """A tiny BERT cross-encoder with MiniLM's real WordPiece tokenizer and a 512-position table,
     so every candidate layout (rows of 192 and 256 tokens) fits."""
-    import transformers as tf
     from test_train_utils import minilm_path
-    from tiny_hf import make_tiny
+    from tiny_hf import make_tiny_minilm
     path = tmp_path_factory.mktemp("autotune") / "ce"
-    tok = tf.AutoTokenizer.from_pretrained(str(minilm_path()))
-    make_tiny("bert", path, num_labels=1, seed=5, vocab_size=tok.vocab_size, max_position_embeddings=512)
-    tok.save_pretrained(str(path))
+    make_tiny_minilm("bert", path, minilm_path(), num_labels=1, seed=5, max_position_embeddings=512)
     return path
 
 

@@ -9,9 +9,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import transformers as tf
 
-from tiny_hf import make_tiny
+from tiny_hf import make_tiny_minilm
 from xenc_jax.batching import BucketConfig
 from xenc_jax.bi_encoder import BiEncoder
 from xenc_jax.train.evaluation import spearman
@@ -86,13 +85,11 @@ def test_compile_count_bounded_and_no_recompiles(minilm_dir, sentences):
 @pytest.fixture(scope="module")
 def tiny_hf(tmp_path_factory, minilm_dir):
     """Tiny random BERT and RoBERTa encoders with the real WordPiece tokenizer."""
-    tok = tf.AutoTokenizer.from_pretrained(str(minilm_dir))
     out = {}
     for family in ("bert", "roberta"):
         path = tmp_path_factory.mktemp(f"tiny_{family}")
-        make_tiny(family, path, head=False, seed=5, vocab_size=tok.vocab_size, type_vocab_size=2,
-                  max_position_embeddings=66 if family == "roberta" else 64)
-        tok.save_pretrained(str(path))
+        make_tiny_minilm(family, path, minilm_dir, head=False, seed=5, type_vocab_size=2,
+                         max_position_embeddings=66 if family == "roberta" else 64)
         out[family] = path
     return out
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import transformers as tf
 
-from tiny_hf import make_tiny
+from tiny_hf import make_tiny_minilm
 from xenc_jax.bi_encoder import BiEncoder
 from xenc_jax.cross_encoder import CrossEncoder
 
@@ -22,13 +22,11 @@ THREADS, ROUNDS = 8, 3
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory, minilm_dir):
-    tok = tf.AutoTokenizer.from_pretrained(str(minilm_dir))
     out = {}
     for head in (True, False):
         path = tmp_path_factory.mktemp("ce" if head else "bi")
-        make_tiny("bert", path, head=head, seed=3, vocab_size=tok.vocab_size, type_vocab_size=2,
-                  max_position_embeddings=64)
-        tok.save_pretrained(str(path))
+        make_tiny_minilm("bert", path, minilm_dir, head=head, seed=3, type_vocab_size=2,
+                         max_position_embeddings=64)
         out[head] = path
     return out
 

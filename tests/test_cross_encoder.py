@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers as tf
 
-from tiny_hf import make_tiny
+from tiny_hf import make_tiny_minilm
 from xenc_jax.batching import BucketConfig
 from xenc_jax.cross_encoder import CrossEncoder
 
@@ -40,12 +40,10 @@ def real_pairs(data_dir):
 def tiny_dirs(tmp_path_factory, minilm_dir):
     """Tiny random BERT and RoBERTa with the real WordPiece tokenizer (fast to compile)."""
     out = {}
-    tok = tf.AutoTokenizer.from_pretrained(str(minilm_dir))
     for family in ("bert", "roberta"):
         path = tmp_path_factory.mktemp(family)
-        make_tiny(family, path, num_labels=1, seed=21, vocab_size=tok.vocab_size, type_vocab_size=2,
-                  max_position_embeddings=514 if family == "roberta" else 512)
-        tok.save_pretrained(str(path))
+        make_tiny_minilm(family, path, minilm_dir, num_labels=1, seed=21, type_vocab_size=2,
+                         max_position_embeddings=514 if family == "roberta" else 512)
         out[family] = path
     return out
 

@@ -8,9 +8,8 @@ import math
 
 import numpy as np
 import pytest
-import transformers as tf
 
-from tiny_hf import make_tiny
+from tiny_hf import make_tiny_minilm
 from xenc_jax.bi_encoder import BiEncoder
 from xenc_jax.cross_encoder import CrossEncoder
 from xenc_jax.retrieval import evaluate_retrieval, retrieve_rerank
@@ -89,9 +88,7 @@ def tiny_cross_encoder(tmp_path_factory, minilm_dir):
     """A tiny random cross-encoder with the real tokenizer: its scores are noise, which is what
     we want here: it must reorder the candidates."""
     path = tmp_path_factory.mktemp("tiny_ce")
-    tok = tf.AutoTokenizer.from_pretrained(str(minilm_dir))
-    make_tiny("bert", path, num_labels=1, seed=7, vocab_size=tok.vocab_size, max_position_embeddings=512)
-    tok.save_pretrained(str(path))
+    make_tiny_minilm("bert", path, minilm_dir, num_labels=1, seed=7, max_position_embeddings=512)
     return CrossEncoder(path)
 
 

@@ -22,19 +22,14 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, minilm_dir):
-    import transformers as tf
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules as models
-    from tiny_hf import make_tiny
-    tok = tf.AutoTokenizer.from_pretrained(str(minilm_dir))
-    dims = dict(vocab_size=tok.vocab_size, type_vocab_size=2, max_position_embeddings=512,
-                intermediate_size=64)
+    from tiny_hf import make_tiny_minilm
+    dims = dict(type_vocab_size=2, max_position_embeddings=512, intermediate_size=64)
     ce_dir = tmp_path_factory.mktemp("ce")
-    make_tiny("bert", ce_dir, num_labels=1, seed=21, **dims)
-    tok.save_pretrained(str(ce_dir))
+    make_tiny_minilm("bert", ce_dir, minilm_dir, num_labels=1, seed=21, **dims)
     enc_dir = tmp_path_factory.mktemp("enc")
-    make_tiny("bert", enc_dir, head=False, seed=3, **dims)
-    tok.save_pretrained(str(enc_dir))
+    make_tiny_minilm("bert", enc_dir, minilm_dir, head=False, seed=3, **dims)
     st_dir = tmp_path_factory.mktemp("st")
     SentenceTransformer(modules=[models.Transformer(str(enc_dir), max_seq_length=64),
                                  models.Pooling(32, "mean"), models.Dense(32, 16), models.Normalize()],

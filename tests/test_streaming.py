@@ -37,13 +37,10 @@ def test_predict_stream_equals_predict_bit_for_bit(tiny_dir):
 
 
 def test_encode_stream_equals_encode_bit_for_bit(tmp_path):
-    from tiny_hf import make_tiny
-    import transformers as tf
+    from tiny_hf import make_tiny_minilm
     from test_train_utils import minilm_path
     from xenc_jax.bi_encoder import BiEncoder
-    tok = tf.AutoTokenizer.from_pretrained(str(minilm_path()))
-    make_tiny("bert", tmp_path / "bi", head=False, seed=4, vocab_size=tok.vocab_size)
-    tok.save_pretrained(str(tmp_path / "bi"))
+    make_tiny_minilm("bert", tmp_path / "bi", minilm_path(), head=False, seed=4)
     texts = [b for _, b in _pairs(900, seed=1)]
     bi = BiEncoder(str(tmp_path / "bi"), chunk_size=400)
     want = bi.encode(texts, normalize_embeddings=True)

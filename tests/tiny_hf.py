@@ -81,6 +81,17 @@ def make_tiny(family: str, path: Path, *, head: bool = True, num_labels: int = 1
     return model
 
 
+def make_tiny_minilm(family: str, path: Path, minilm_dir: Path, *, tokenizer=None, **kwargs):
+    """`make_tiny` sized to all-MiniLM-L6-v2's real uncased WordPiece vocabulary, with that
+    tokenizer (or `tokenizer`, e.g. `mpnet_tokenizer(minilm_dir)`) saved beside the weights: a
+    loadable model folder that tokenizes real text. Returns the torch model, as `make_tiny`.
+    `kwargs` go to `make_tiny` (head, num_labels, seed, config overrides)."""
+    tok = tokenizer if tokenizer is not None else tf.AutoTokenizer.from_pretrained(str(minilm_dir))
+    model = make_tiny(family, path, vocab_size=tok.vocab_size, **kwargs)
+    tok.save_pretrained(str(path))
+    return model
+
+
 def random_batch(family: str, lengths=(9, 4, 13, 1), vocab=120, seed=0):
     """input_ids / attention_mask / token_type_ids with real right-padding of different lengths."""
     rng = np.random.default_rng(seed)
