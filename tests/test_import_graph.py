@@ -20,7 +20,6 @@ KNOWN_CYCLES: list[set] = []
 # (importing module, imported module, private name):
 KNOWN_PRIVATE = {
     ("xenc_jax.chat_format", "xenc_jax.batching", "_split_pairs"),
-    ("xenc_jax.cross_encoder", "xenc_jax.batching", "_as_sequence"),
     ("xenc_jax.hf.pretrained", "xenc_jax.hf.weights", "_flat_paths"),
     ("xenc_jax.models.families.deberta_v2", "xenc_jax.models.families.deberta_v2.model", "_allowed"),
     ("xenc_jax.models.positions", "xenc_jax.models.layers", "_normal"),

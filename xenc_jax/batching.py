@@ -66,7 +66,7 @@ def _describe(x) -> str:
     return f"{type(x).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
-def _as_sequence(items, what: str, example: str):
+def as_sequence(items, what: str, example: str):
     # A bare string is iterable, so without this check it would be read as a list of characters.
     if isinstance(items, (str, bytes)):
         raise TypeError(f"{what} must be a list, got a single {_describe(items)}; "
@@ -92,7 +92,7 @@ def _check_text(x, where: str, fix: str) -> str:
 
 def _split_pairs(pairs, offset: int = 0) -> tuple[list[str], list[str]]:
     """`offset`: the index of pairs[0] in the whole input (a chunk of a stream), for messages."""
-    pairs = _as_sequence(pairs, "pairs", "[(query, passage), ...]")
+    pairs = as_sequence(pairs, "pairs", "[(query, passage), ...]")
     if offset == 0 and len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
         raise TypeError("pairs looks like one pair of two strings, not a list of pairs; "
                         "wrap it in a list: [(text_a, text_b)]")
@@ -177,7 +177,7 @@ def tokenize_texts(tokenizer, texts, max_length: int, do_lower_case: bool = Fals
                    offset: int = 0) -> list[Encoding]:
     """Token ids of each text exactly as ST 6.2's `Transformer` module makes them.
     `offset`: the index of texts[0] in the whole input, for error messages."""
-    texts = _as_sequence(texts, "texts", "[text, ...]")
+    texts = as_sequence(texts, "texts", "[text, ...]")
     clean = []
     for i, t in enumerate(texts, offset):
         if type(t) is not str:

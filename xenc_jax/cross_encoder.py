@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .batching import BucketConfig, _as_sequence, make_batches, scatter_results, tokenize_pairs, unique_encodings
+from .batching import BucketConfig, as_sequence, make_batches, scatter_results, tokenize_pairs, unique_encodings
 from .chat_format import pair_encoder
 from .encoders import Encoder, check_token_limit, load_model, open_model_dir
 from .hf import st_folder
@@ -176,7 +176,7 @@ class CrossEncoder(Encoder):
                chunk_size: int | None = None, *, prompt: str | None = None,
                prompt_name: str | None = None) -> np.ndarray:
         """Raw fp32 logits [N, num_labels] in input order."""
-        pairs = _as_sequence(pairs, "pairs", "[(query, passage), ...]")
+        pairs = as_sequence(pairs, "pairs", "[(query, passage), ...]")
         if len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
             tokenize_pairs(self.tokenizer, pairs, self.max_length)  # raises: one pair, not a list
         parts = list(self.logits_stream(pairs, batch_size, chunk_size, show_progress_bar, prompt=prompt,
