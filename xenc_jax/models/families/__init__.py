@@ -1,2 +1,3 @@
-"""One module per encoder family: its config class (naming its encoder and head modules) and
-its encoder, composed of the shared blocks. hf/registry.py maps HF model_type onto these."""
+"""One folder per family: its config class (naming its encoder and head modules, and saying what
+its layers are as blocks/ data) and its modules, composed of the shared blocks (models/blocks/).
+hf/registry.py maps HF model_type onto these."""
