@@ -1,7 +1,7 @@
 """DeBERTa-v2/v3 (model_type deberta-v2): parity with PyTorch transformers per module (each
 layer run alone on HF's input) and end to end (fp32), packed rows, strict loading, save ->
-PyTorch, sentence-transformers CrossEncoder / SentenceTransformer (packed and unpacked), and
-dp / fsdp / tp on 8 forced CPU devices. Training (gradients equal PyTorch's, loss lowers, bf16
+PyTorch. sentence-transformers CrossEncoder / SentenceTransformer (packed and unpacked) and
+dp / fsdp / tp on 8 forced CPU devices: tests/test_family_conformance.py. Training (gradients equal PyTorch's, loss lowers, bf16
 close to fp32) is the shared check in tests/test_family_training.py.
 
 The variants cover every switch that changes the math: share_att_key both ways, pos_att_type
@@ -13,13 +13,10 @@ Inputs (150 tokens) are longer than every bucket and relative range.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 MODULE_TOL = 1e-5
 END_TOL = 1e-4
 LENGTHS = (150, 9, 40, 1, 131)
@@ -253,131 +250,5 @@ def test_strict_loading_names_the_problem(variants, tmp_path):
     assert extra in params_from_hf(load_file(str(w_path)), load_config(tmp_path), head=True).ignored
 
 
-# ---- through sentence-transformers, with a WordPiece stand-in for DeBERTa's tokenizer ----
-
-@pytest.fixture(scope="module")
-def deberta_dirs(tmp_path_factory, minilm_dir):
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer import modules as st_modules
-    from tiny_hf import deberta_tokenizer, make_tiny
-    tok = deberta_tokenizer(minilm_dir)
-    dims = dict(vocab_size=len(tok), max_position_embeddings=512, intermediate_size=64)
-    ce_dir = tmp_path_factory.mktemp("deberta_ce")   # token types and separate position projections
-    make_tiny("deberta-v2", ce_dir, num_labels=1, seed=21, type_vocab_size=2, share_att_key=False,
-              position_buckets=32, max_relative_positions=128, **dims)
-    tok.save_pretrained(str(ce_dir))
-    enc_dir = tmp_path_factory.mktemp("deberta_enc")   # DeBERTa-v3 style
-    make_tiny("deberta-v2", enc_dir, head=False, seed=3, position_buckets=16, max_relative_positions=64, **dims)
-    tok.save_pretrained(str(enc_dir))
-    st_dir = tmp_path_factory.mktemp("deberta_st")
-    SentenceTransformer(modules=[st_modules.Transformer(str(enc_dir), max_seq_length=384),
-                                 st_modules.Pooling(32, "mean"), st_modules.Normalize()],
-                        device="cpu").save(str(st_dir))
-    return ce_dir, st_dir
-
-
-@pytest.fixture(scope="module")
-def texts(data_dir):
-    root = data_dir / "msmarco-dl19-subset"
-    queries = [json.loads(line)["text"] for line in open(root / "queries.jsonl")][:6]
-    passages = [json.loads(line)["text"] for line in open(root / "corpus.jsonl")][:300]
-    passages.sort(key=len)
-    return queries, passages[:3] + passages[150:153] + passages[-3:] + [" ".join(passages[-6:]), "", "a"]
-
-
-def _pairs(texts):
-    queries, docs = texts
-    return [(q, d) for q in queries[:3] for d in docs] + [(docs[-3], docs[-4]), ("", "")]
-
-
-BUCKETS = (128, 512)   # few lengths: every one is a compilation
-
-
-def test_cross_encoder_equals_sentence_transformers(deberta_dirs, texts):
-    from sentence_transformers import CrossEncoder as STCrossEncoder
-
-    from xenc_jax.batching import BucketConfig
-    from xenc_jax.cross_encoder import CrossEncoder
-    ce_dir, _ = deberta_dirs
-    pairs = _pairs(texts)
-    want = STCrossEncoder(str(ce_dir), device="cpu").predict(pairs)
-    for buckets in (BucketConfig(lengths=BUCKETS, pack=False), BucketConfig(lengths=BUCKETS, pack=True),
-                    BucketConfig(lengths=(512,), pack=True, max_segments=16)):
-        got = CrossEncoder(ce_dir, buckets=buckets).predict(pairs)
-        assert np.abs(got - want).max() <= END_TOL, buckets
-
-
-def test_bi_encoder_equals_sentence_transformers(deberta_dirs, texts, tmp_path):
-    from sentence_transformers import SentenceTransformer
-
-    from xenc_jax.batching import BucketConfig
-    from xenc_jax.bi_encoder import BiEncoder
-    _, st_dir = deberta_dirs
-    queries, docs = texts
-    sentences = queries + docs
-    want = SentenceTransformer(str(st_dir), device="cpu").encode(sentences, batch_size=5)
-    ours = BiEncoder(st_dir, buckets=BucketConfig(lengths=BUCKETS, pack=False))
-    got = ours.encode(sentences)
-    assert got.shape == want.shape == (len(sentences), 32)
-    assert np.abs(got - want).max() <= END_TOL
-    packed = BiEncoder(st_dir, buckets=BucketConfig(pack=True, lengths=(64, 512), max_segments=8))
-    assert np.abs(packed.encode(sentences) - want).max() <= END_TOL
-    ours.save(tmp_path / "saved")
-    reloaded = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
-    assert np.abs(reloaded.encode(sentences, batch_size=8) - got).max() <= END_TOL
-
-
-# ---- 8 forced CPU devices: dp, fsdp (and tp for the cross-encoder) equal one device ----
-
-def test_dp_and_fsdp_on_8_devices_equal_one_device(deberta_dirs):
-    from forced_devices import run_on_devices
-    ce_dir, st_dir = deberta_dirs
-    run_on_devices([__file__, str(ce_dir), str(st_dir)], devices=8)
-
-
-def _main(ce_dir: str, st_dir: str) -> int:
-    sys.path.insert(0, str(REPO))
-    import dataclasses
-
-    import jax
-
-    from xenc_jax.batching import BucketConfig
-    from xenc_jax.bi_encoder import BiEncoder
-    from xenc_jax.cross_encoder import CrossEncoder
-    from xenc_jax.sharding import make_mesh
-    assert jax.device_count() == 8, jax.devices()
-    rng = np.random.default_rng(0)
-    words = "the a of relative position bucket deberta packed segment score pair".split()
-    text = lambda n: " ".join(rng.choice(words, n))
-    pairs = [(text(int(rng.integers(1, 8))), text(int(rng.integers(1, 90)))) for _ in range(27)] + [("", "")]
-    failures = []
-    buckets = BucketConfig(lengths=(128,), batch_size=8)
-    meshes = (("data=8", "dp", lambda: make_mesh(8, 1)), ("fsdp=8", "fsdp", lambda: make_mesh(1, 1, fsdp=8)),
-              ("data=4,model=2", "tp", lambda: make_mesh(4, 2)))
-    # the cross-encoder packed (segments, restarting positions), the bi-encoder not: both paths
-    packed = dataclasses.replace(buckets, pack=True, max_segments=4)
-    want = CrossEncoder(ce_dir, max_length=128, buckets=packed).predict(pairs)
-    for name, strategy, mesh in meshes:
-        got = CrossEncoder(ce_dir, max_length=128, buckets=packed, mesh=mesh(), sharding=strategy).predict(pairs)
-        diff = float(np.abs(got - want).max())
-        print(f"deberta cross-encoder {name} {strategy} packed: max diff {diff:.2e}")
-        if got.shape != want.shape or diff > 1e-5:
-            failures.append(f"CE {strategy} packed: {diff}")
-    sentences = [p[1] for p in pairs]
-    want = BiEncoder(st_dir, buckets=buckets).encode(sentences)
-    for name, strategy, mesh in meshes[:2]:
-        got = BiEncoder(st_dir, buckets=buckets, mesh=mesh(), sharding=strategy).encode(sentences)
-        diff = float(np.abs(got - want).max())
-        print(f"deberta bi-encoder {name} {strategy}: max diff {diff:.2e}")
-        if got.shape != want.shape or diff > 1e-5:
-            failures.append(f"BE {strategy}: {diff}")
-    for f in failures:
-        print("FAIL", f)
-    if failures:
-        return 1
-    print("ALL OK")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(*sys.argv[1:3]))
+# sentence-transformers CrossEncoder / SentenceTransformer (packed and unpacked), save -> ST and
+# 8 forced CPU devices: the shared family checks in tests/test_family_conformance.py

@@ -1,7 +1,7 @@
 """ModernBERT (model_type modernbert): parity with PyTorch transformers per module (each layer run
 alone on HF's own input) and end to end (fp32), the exact masks HF builds, rotary tables, strict
-loading, save -> PyTorch, sentence-transformers CrossEncoder / SentenceTransformer (packed and
-unpacked), and dp / fsdp on 8 forced CPU devices.
+loading, save -> PyTorch. sentence-transformers CrossEncoder / SentenceTransformer (packed and
+unpacked) and dp / fsdp / tp on 8 forced CPU devices: tests/test_family_conformance.py.
 
 The reference runs with attn_implementation="eager" (tests/tiny_hf.py). transformers 5 has no
 unpadding path in ModernBertModel (4.x unpadded only for flash attention): eager and sdpa both
@@ -12,13 +12,10 @@ and off, rope thetas, both classifier_pooling values, num_labels 1 and 3.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 MODULE_TOL = 1e-5
 END_TOL = 1e-4
 LENGTHS = (70, 9, 41, 1, 57)
@@ -336,129 +333,5 @@ def test_strict_loading_names_the_problem(tmp_path):
         load_pretrained(tmp_path, with_tokenizer=False)
 
 
-# ---- through sentence-transformers, with a real WordPiece vocabulary ----
-
-@pytest.fixture(scope="module")
-def modernbert_dirs(tmp_path_factory, minilm_dir):
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer import modules as st_modules
-    from tiny_hf import make_tiny, modernbert_tokenizer
-    tok = modernbert_tokenizer(minilm_dir)
-    dims = dict(vocab_size=len(tok), max_position_embeddings=8192, intermediate_size=64, local_attention=16,
-                pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
-                bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, num_hidden_layers=3)
-    ce_dir = tmp_path_factory.mktemp("modernbert_ce")
-    make_tiny("modernbert", ce_dir, num_labels=1, seed=21, classifier_pooling="mean", **dims, **BIASES)
-    tok.save_pretrained(str(ce_dir))
-    enc_dir = tmp_path_factory.mktemp("modernbert_enc")
-    make_tiny("modernbert", enc_dir, head=False, seed=3, **dims)
-    tok.save_pretrained(str(enc_dir))
-    st_dir = tmp_path_factory.mktemp("modernbert_st")
-    SentenceTransformer(modules=[st_modules.Transformer(str(enc_dir), max_seq_length=1024),
-                                 st_modules.Pooling(32, "mean"), st_modules.Normalize()],
-                        device="cpu").save(str(st_dir))
-    return ce_dir, st_dir
-
-
-@pytest.fixture(scope="module")
-def texts(data_dir):
-    root = data_dir / "msmarco-dl19-subset"
-    queries = [json.loads(line)["text"] for line in open(root / "queries.jsonl")][:6]
-    passages = [json.loads(line)["text"] for line in open(root / "corpus.jsonl")][:300]
-    passages.sort(key=len)
-    return queries, passages[:3] + passages[150:152] + passages[-2:] + [" ".join(passages[-6:]), "", "a"]
-
-
-def test_cross_encoder_equals_sentence_transformers(modernbert_dirs, texts):
-    from sentence_transformers import CrossEncoder as STCrossEncoder
-
-    from xenc_jax.batching import BucketConfig
-    from xenc_jax.cross_encoder import CrossEncoder
-    ce_dir, _ = modernbert_dirs
-    queries, docs = texts
-    pairs = [(q, d) for q in queries[:2] for d in docs] + [(docs[-3], docs[-4]), ("", "")]
-    want = STCrossEncoder(str(ce_dir), device="cpu", max_length=1024).predict(pairs)
-    # on CPU CrossEncoder packs by default: pack=False is the unpacked case
-    for buckets in (BucketConfig(pack=False, lengths=(256, 1024)), BucketConfig(pack=True, lengths=(1024,), max_segments=16)):
-        got = CrossEncoder(ce_dir, max_length=1024, buckets=buckets).predict(pairs)
-        assert np.abs(got - want).max() <= END_TOL, buckets
-
-
-def test_bi_encoder_equals_sentence_transformers(modernbert_dirs, texts, tmp_path):
-    from sentence_transformers import SentenceTransformer
-
-    from xenc_jax.batching import BucketConfig
-    from xenc_jax.bi_encoder import BiEncoder
-    _, st_dir = modernbert_dirs
-    queries, docs = texts
-    sentences = queries + docs
-    ref = SentenceTransformer(str(st_dir), device="cpu")
-    want = ref.encode(sentences, batch_size=5)
-    unpacked = BiEncoder(st_dir, buckets=BucketConfig(pack=False, lengths=(64, 256, 1024)))
-    got = unpacked.encode(sentences)
-    assert got.shape == want.shape == (len(sentences), 32)
-    assert np.abs(got - want).max() <= END_TOL
-    packed = BiEncoder(st_dir, buckets=BucketConfig(pack=True, lengths=(64, 1024), max_segments=8))
-    assert np.abs(packed.encode(sentences) - want).max() <= END_TOL
-    unpacked.save(tmp_path / "saved")
-    reloaded = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
-    assert np.abs(reloaded.encode(sentences, batch_size=8) - got).max() <= END_TOL
-
-
-# ---- 8 forced CPU devices: dp and fsdp equal one device ----
-
-def test_dp_fsdp_tp_on_8_devices_equal_one_device(modernbert_dirs):
-    from forced_devices import run_on_devices
-    ce_dir, st_dir = modernbert_dirs
-    run_on_devices([__file__, str(ce_dir), str(st_dir)], devices=8)
-
-
-def _main(ce_dir: str, st_dir: str) -> int:
-    sys.path.insert(0, str(REPO))
-    import dataclasses
-
-    import jax
-
-    from xenc_jax.batching import BucketConfig
-    from xenc_jax.bi_encoder import BiEncoder
-    from xenc_jax.cross_encoder import CrossEncoder
-    from xenc_jax.sharding import make_mesh
-    assert jax.device_count() == 8, jax.devices()
-    rng = np.random.default_rng(0)
-    words = "the a of rotary local window global attention modern packed segment score pair".split()
-    text = lambda n: " ".join(rng.choice(words, n))
-    pairs = [(text(int(rng.integers(1, 8))), text(int(rng.integers(1, 90)))) for _ in range(19)] + [("", "")]
-    failures = []
-    buckets = BucketConfig(lengths=(128,), batch_size=8)   # one shape per run: compiles dominate here
-    meshes = (("data=8", "dp"), ("fsdp=8", "fsdp"), ("data=4,model=2", "tp"))  # 4 heads over model=2
-    mesh_of = {"data=8": lambda: make_mesh(8, 1), "fsdp=8": lambda: make_mesh(1, 1, fsdp=8),
-               "data=4,model=2": lambda: make_mesh(4, 2)}
-    for pack in (False, True):
-        b = dataclasses.replace(buckets, pack=pack, max_segments=4) if pack else buckets
-        want = CrossEncoder(ce_dir, max_length=128, buckets=b).predict(pairs)
-        for name, strategy in meshes:
-            got = CrossEncoder(ce_dir, max_length=128, buckets=b, mesh=mesh_of[name](), sharding=strategy).predict(pairs)
-            diff = float(np.abs(got - want).max())
-            print(f"modernbert cross-encoder {name} {strategy} pack={pack}: max diff {diff:.2e}")
-            if got.shape != want.shape or diff > 1e-5:
-                failures.append(f"CE {strategy} pack={pack}: {diff}")
-        if pack:   # the bi-encoder's packed path is the cross-encoder's; one compile set fewer
-            continue
-        sentences = [p[1] for p in pairs]
-        want = BiEncoder(st_dir, buckets=b).encode(sentences)
-        for name, strategy in meshes:
-            got = BiEncoder(st_dir, buckets=b, mesh=mesh_of[name](), sharding=strategy).encode(sentences)
-            diff = float(np.abs(got - want).max())
-            print(f"modernbert bi-encoder {name} {strategy} pack={pack}: max diff {diff:.2e}")
-            if got.shape != want.shape or diff > 1e-5:
-                failures.append(f"BE {strategy} pack={pack}: {diff}")
-    for f in failures:
-        print("FAIL", f)
-    if failures:
-        return 1
-    print("ALL OK")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(*sys.argv[1:3]))
+# sentence-transformers CrossEncoder / SentenceTransformer (packed and unpacked), save -> ST and
+# 8 forced CPU devices: the shared family checks in tests/test_family_conformance.py

@@ -1,6 +1,6 @@
 """MPNet (model_type mpnet): parity with PyTorch transformers per module and end to end (fp32),
-strict loading, save -> PyTorch, sentence-transformers CrossEncoder / SentenceTransformer
-(packed and unpacked), and dp / fsdp on 8 forced CPU devices.
+strict loading, save -> PyTorch. sentence-transformers CrossEncoder / SentenceTransformer (packed
+and unpacked) and dp / fsdp / tp on 8 forced CPU devices: tests/test_family_conformance.py.
 
 Inputs are longer than the bucket range (relative distances past max_distance 128) so every
 bucket, log-spaced ones included, is exercised. HF MPNet always buckets with 32 buckets (its
@@ -10,13 +10,10 @@ fewer than 32 rows fails in PyTorch too and is rejected by name.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 MODULE_TOL = 1e-5
 END_TOL = 1e-4
 LONG = dict(max_position_embeddings=202)
@@ -175,130 +172,5 @@ def test_strict_loading_names_the_problem(tmp_path):
         load_pretrained(tmp_path, with_tokenizer=False)
 
 
-# ---- through sentence-transformers, with a real-vocabulary MPNet tokenizer ----
-
-@pytest.fixture(scope="module")
-def mpnet_dirs(tmp_path_factory, minilm_dir):
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer import modules as st_modules
-    from tiny_hf import make_tiny, mpnet_tokenizer
-    tok = mpnet_tokenizer(minilm_dir)
-    dims = dict(vocab_size=len(tok), max_position_embeddings=514, intermediate_size=64)
-    ce_dir = tmp_path_factory.mktemp("mpnet_ce")
-    make_tiny("mpnet", ce_dir, num_labels=1, seed=21, **dims)
-    tok.save_pretrained(str(ce_dir))
-    enc_dir = tmp_path_factory.mktemp("mpnet_enc")
-    make_tiny("mpnet", enc_dir, head=False, seed=3, **dims)
-    tok.save_pretrained(str(enc_dir))
-    st_dir = tmp_path_factory.mktemp("mpnet_st")
-    SentenceTransformer(modules=[st_modules.Transformer(str(enc_dir), max_seq_length=384),
-                                 st_modules.Pooling(32, "mean"), st_modules.Normalize()],
-                        device="cpu").save(str(st_dir))
-    return ce_dir, st_dir
-
-
-@pytest.fixture(scope="module")
-def texts(data_dir):
-    root = data_dir / "msmarco-dl19-subset"
-    queries = [json.loads(line)["text"] for line in open(root / "queries.jsonl")][:6]
-    passages = [json.loads(line)["text"] for line in open(root / "corpus.jsonl")][:300]
-    passages.sort(key=len)
-    return queries, passages[:3] + passages[150:153] + passages[-3:] + [" ".join(passages[-6:]), "", "a"]
-
-
-def test_cross_encoder_equals_sentence_transformers(mpnet_dirs, texts):
-    from sentence_transformers import CrossEncoder as STCrossEncoder
-
-    from xenc_jax.batching import BucketConfig
-    from xenc_jax.cross_encoder import CrossEncoder
-    ce_dir, _ = mpnet_dirs
-    queries, docs = texts
-    pairs = [(q, d) for q in queries[:3] for d in docs] + [(docs[-3], docs[-4]), ("", "")]
-    want = STCrossEncoder(str(ce_dir), device="cpu").predict(pairs)
-    got = CrossEncoder(ce_dir).predict(pairs)
-    assert np.abs(got - want).max() <= END_TOL
-    for buckets in (BucketConfig(pack=True), BucketConfig(pack=True, lengths=(512,), max_segments=16)):
-        packed = CrossEncoder(ce_dir, buckets=buckets).predict(pairs)
-        assert np.abs(packed - want).max() <= END_TOL, buckets
-
-
-def test_bi_encoder_equals_sentence_transformers(mpnet_dirs, texts, tmp_path):
-    from sentence_transformers import SentenceTransformer
-
-    from xenc_jax.batching import BucketConfig
-    from xenc_jax.bi_encoder import BiEncoder
-    _, st_dir = mpnet_dirs
-    queries, docs = texts
-    sentences = queries + docs
-    ref = SentenceTransformer(str(st_dir), device="cpu")
-    want = ref.encode(sentences, batch_size=5)
-    ours = BiEncoder(st_dir)
-    got = ours.encode(sentences)
-    assert got.shape == want.shape == (len(sentences), 32)
-    assert np.abs(got - want).max() <= END_TOL
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    packed = BiEncoder(st_dir, buckets=BucketConfig(pack=True, lengths=(64, 512), max_segments=8))
-    assert np.abs(packed.encode(sentences) - want).max() <= END_TOL
-    ours.save(tmp_path / "saved")
-    reloaded = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
-    assert np.abs(reloaded.encode(sentences, batch_size=8) - got).max() <= END_TOL
-
-
-# ---- 8 forced CPU devices: dp, fsdp and tp equal one device ----
-
-def test_dp_fsdp_tp_on_8_devices_equal_one_device(mpnet_dirs):
-    from forced_devices import run_on_devices
-    ce_dir, st_dir = mpnet_dirs
-    run_on_devices([__file__, str(ce_dir), str(st_dir)], devices=8)
-
-
-def _main(ce_dir: str, st_dir: str) -> int:
-    sys.path.insert(0, str(REPO))
-    import dataclasses
-
-    import jax
-
-    from xenc_jax.batching import BucketConfig
-    from xenc_jax.bi_encoder import BiEncoder
-    from xenc_jax.cross_encoder import CrossEncoder
-    from xenc_jax.sharding import make_mesh
-    assert jax.device_count() == 8, jax.devices()
-    rng = np.random.default_rng(0)
-    words = "the a of relative position bucket mpnet packed segment score pair".split()
-    text = lambda n: " ".join(rng.choice(words, n))
-    pairs = [(text(int(rng.integers(1, 8))), text(int(rng.integers(1, 90)))) for _ in range(27)] + [("", "")]
-    failures = []
-    buckets = BucketConfig(lengths=(32, 128), batch_size=8)
-    # 4 heads over model=2 (the tiny MLP's 37 units do not divide: left replicated, as the rules say)
-    meshes = (("data=8", "dp"), ("fsdp=8", "fsdp"), ("data=4,model=2", "tp"))
-    mesh_of = {"data=8": lambda: make_mesh(8, 1), "fsdp=8": lambda: make_mesh(1, 1, fsdp=8),
-               "data=4,model=2": lambda: make_mesh(4, 2)}
-    for pack in (False, True):
-        b = dataclasses.replace(buckets, pack=pack, max_segments=4) if pack else buckets
-        want = CrossEncoder(ce_dir, max_length=128, buckets=b).predict(pairs)
-        for name, strategy in meshes:
-            mesh = mesh_of[name]()
-            got = CrossEncoder(ce_dir, max_length=128, buckets=b, mesh=mesh, sharding=strategy).predict(pairs)
-            diff = float(np.abs(got - want).max())
-            print(f"mpnet cross-encoder {name} {strategy} pack={pack}: max diff {diff:.2e}")
-            if got.shape != want.shape or diff > 1e-5:
-                failures.append(f"CE {strategy} pack={pack}: {diff}")
-        sentences = [p[1] for p in pairs]
-        want = BiEncoder(st_dir, buckets=b).encode(sentences)
-        for name, strategy in meshes:
-            mesh = mesh_of[name]()
-            got = BiEncoder(st_dir, buckets=b, mesh=mesh, sharding=strategy).encode(sentences)
-            diff = float(np.abs(got - want).max())
-            print(f"mpnet bi-encoder {name} {strategy} pack={pack}: max diff {diff:.2e}")
-            if got.shape != want.shape or diff > 1e-5:
-                failures.append(f"BE {strategy} pack={pack}: {diff}")
-    for f in failures:
-        print("FAIL", f)
-    if failures:
-        return 1
-    print("ALL OK")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(*sys.argv[1:3]))
+# sentence-transformers CrossEncoder / SentenceTransformer (packed and unpacked), save -> ST and
+# 8 forced CPU devices: the shared family checks in tests/test_family_conformance.py
