@@ -5,7 +5,7 @@
   false_token_id (mxbai-rerank-v2's "1"/"0"; false_token_id null: the true token alone);
 - otherwise (a plain *ForCausalLM folder): the tokenizer's "yes" and "no" vocabulary entries.
 
-The score is logit[true] - logit[false] (or logit[true]) at the last token; models/families/qwen.py.
+The score is logit[true] - logit[false] (or logit[true]) at the last token; models/families/qwen/.
 Stricter than ST on purpose: ST only checks that the lookup is not None, so a tokenizer with an
 unknown token would silently score the unknown token's logit; that is an error here.
 """

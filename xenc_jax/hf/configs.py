@@ -1,7 +1,7 @@
 """Hugging Face config.json <-> the family's frozen, validated config (models/config.py).
 
 Generic checks live here; what each family reads from config.json is its record's read_config
-(hf/tables/<name>.py, found through hf/registry.py).
+(models/families/<name>/hf.py, found through hf/registry.py).
 
 Strict on purpose (DESIGN principle 4): an attribute that changes the math and that we do not
 implement is an error naming the attribute, its value and what we support. Attributes that only
@@ -19,7 +19,7 @@ from ..models.config import EncoderConfig
 from .model_folder import read_json
 from .registry import FAMILIES as _REGISTRY
 from .registry import family as _family
-from .tables.common import ConfigError
+from .family import ConfigError
 
 FAMILIES = tuple(_REGISTRY)
 __all__ = ["ConfigError", "EncoderConfig", "FAMILIES", "SUPPORTED_ACTIVATIONS", "config_from_dict",

@@ -20,6 +20,7 @@ from .configs import EncoderConfig, config_to_dict, load_config
 from .hub import resolve_model_dir
 from .model_folder import (check_cross_encoder_modules, check_tokenizer_files, check_tokenizer_vocab,
                            missing_head_error, read_json)
+from .registry import FAMILIES, family
 from .weights import _flat_paths, params_from_hf, params_to_hf
 
 log = logging.getLogger(__name__)
@@ -79,15 +80,20 @@ def _place_subtree(tree: dict, prefix: str, place) -> dict:
             for k, v in tree.items()}
 
 
-# model_type -> the tokenizer class transformers' AutoTokenizer registers for it (checked against
-# TOKENIZER_MAPPING_NAMES by tests/test_hf_loading.py). When a folder's tokenizer_config.json
-# names exactly that class, AutoTokenizer loads that class, so we load it directly: importing
-# AutoTokenizer pulls in transformers' config machinery and with it torch when torch is installed
-# (~1.8 s of a fresh process's start, more than the rest of loading a MiniLM).
-DIRECT_TOKENIZERS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "xlm-roberta": "XLMRobertaTokenizer",
-                     "mpnet": "MPNetTokenizer", "deberta-v2": "DebertaV2Tokenizer", "distilbert": "BertTokenizer",
-                     "electra": "BertTokenizer", "camembert": "CamembertTokenizer", "qwen2": "Qwen2Tokenizer",
-                     "qwen3": "Qwen2Tokenizer"}
+def _scores_lm_tokens(cfg: EncoderConfig) -> bool:
+    """A causal-LM reranker (head kind "lm", a kind its family's record declares): it scores the
+    logits of tokens that loading resolves from its folder (hf/causal_score.py)."""
+    return "lm" in family(cfg.family).head_kinds and getattr(cfg, "head_kind", None) == "lm"
+
+
+def direct_tokenizers() -> dict[str, str]:
+    """model_type -> the tokenizer class transformers' AutoTokenizer registers for it, from each
+    family's record (Family.tokenizer; checked against TOKENIZER_MAPPING_NAMES by
+    tests/test_hf_loading.py). When a folder's tokenizer_config.json names exactly that class,
+    AutoTokenizer loads that class, so we load it directly: importing AutoTokenizer pulls in
+    transformers' config machinery and with it torch when torch is installed (~1.8 s of a fresh
+    process's start, more than the rest of loading a MiniLM)."""
+    return {name: record.tokenizer for name, record in FAMILIES.items() if record.tokenizer}
 
 
 def _direct_tokenizer_class(model_dir: Path):
@@ -100,7 +106,7 @@ def _direct_tokenizer_class(model_dir: Path):
     name = tok_cfg.get("tokenizer_class")
     if not isinstance(name, str) or "auto_map" in tok_cfg:
         return None
-    if DIRECT_TOKENIZERS.get(model_type) != name.removesuffix("Fast"):
+    if direct_tokenizers().get(model_type) != name.removesuffix("Fast"):
         return None
     import transformers
     return getattr(transformers, name.removesuffix("Fast"), None)
@@ -163,12 +169,12 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         cfg = cfg.with_num_labels(num_labels)
     tokenizer = load_tokenizer(model_dir) if with_tokenizer else None
-    if head and getattr(cfg, "head_kind", None) == "lm":   # a causal-LM reranker: which tokens it scores
+    if head and _scores_lm_tokens(cfg):   # a causal-LM reranker: which tokens it scores
         if tokenizer is None and logit_score_config(model_dir) is None:
             tokenizer = load_tokenizer(model_dir)
     if tokenizer is not None:
         check_tokenizer_vocab(tokenizer, cfg, model_dir)
-    if head and getattr(cfg, "head_kind", None) == "lm":
+    if head and _scores_lm_tokens(cfg):
         cfg = dataclasses.replace(cfg, score_token_ids=score_token_ids(model_dir, tokenizer))
     tensors = lazy_checkpoint(model_dir)
     place = None if plan is None else _placer(plan, cfg, head, param_dtype)
@@ -176,7 +182,7 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
     params = conv.params
     if conv.ignored:
         log.info("ignored checkpoint tensors (harmless by name): %s", conv.ignored)
-    if head and conv.missing_head and getattr(cfg, "head_kind", None) == "lm":
+    if head and conv.missing_head and _scores_lm_tokens(cfg):
         from .weights import WeightsError
         raise WeightsError(f"{model_dir} is a causal LM with untied embeddings but its checkpoint has no "
                            f"LM head ({conv.missing_head}); an LM head cannot be initialised fresh")

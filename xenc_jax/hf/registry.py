@@ -1,21 +1,24 @@
-"""HF model_type -> the family's record (hf/tables/common.py:Family). Adding a family: its model
-file (models/families/<name>.py), its HF file (hf/tables/<name>.py) and one line here. A pure
-alias (same math, same weight names, other class names) is one line: alias(RECORD, "ClassStem").
+"""HF model_type -> the family's record (hf/family.py:Family). Each record lives in its family's
+folder, models/families/<name>/hf.py; this file is the one place that lists them: one line per
+model_type. A pure alias (same math, same weight names, other class names) is one line too:
+alias(RECORD, "ClassStem", "TokenizerClass"). register() adds one at run time (docs/model_families.md).
 """
 from __future__ import annotations
 
-from .tables.bert import BERT, DISTILBERT, ELECTRA, ROBERTA
-from .tables.common import ConfigError, Family, alias
-from .tables.deberta_v2 import DEBERTA_V2
-from .tables.modernbert import MODERNBERT
-from .tables.mpnet import MPNET
-from .tables.qwen import QWEN2, QWEN3
+from ..models.families.bert.hf import BERT, DISTILBERT, ELECTRA, ROBERTA
+from ..models.families.deberta_v2.hf import DEBERTA_V2
+from ..models.families.modernbert.hf import MODERNBERT
+from ..models.families.mpnet.hf import MPNET
+from ..models.families.qwen.hf import QWEN2, QWEN3
+from .family import ConfigError, Family, alias
+
+__all__ = ["FAMILIES", "alias", "family", "register"]
 
 FAMILIES: dict[str, Family] = {
     "bert": BERT,
     "roberta": ROBERTA,
-    "xlm-roberta": alias(ROBERTA, "XLMRoberta"),
-    "camembert": alias(ROBERTA, "Camembert"),
+    "xlm-roberta": alias(ROBERTA, "XLMRoberta", "XLMRobertaTokenizer"),
+    "camembert": alias(ROBERTA, "Camembert", "CamembertTokenizer"),
     "electra": ELECTRA,
     "distilbert": DISTILBERT,
     "mpnet": MPNET,
@@ -24,6 +27,16 @@ FAMILIES: dict[str, Family] = {
     "qwen2": QWEN2,
     "qwen3": QWEN3,
 }
+
+
+def register(model_type: str, record: Family) -> None:
+    """Add a family (or an alias of one) under an HF model_type; a taken model_type is an error
+    (replacing a record would silently change how existing checkpoints load)."""
+    if not isinstance(record, Family):
+        raise TypeError(f"register({model_type!r}, ...) needs an hf.family.Family record, got {type(record).__name__}")
+    if model_type in FAMILIES:
+        raise ValueError(f"model_type {model_type!r} is already registered")
+    FAMILIES[model_type] = record
 
 
 def family(model_type: str | None) -> Family:

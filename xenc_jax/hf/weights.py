@@ -14,7 +14,7 @@ import numpy as np
 
 from ..models.config import EncoderConfig
 from .registry import FAMILIES, family
-from .tables.common import TRANSFORMS, FamilyTable, Fused, Rule
+from .family import TRANSFORMS, FamilyTable, Fused, Rule
 
 __all__ = ["WeightsError", "TRANSFORMS", "Rule", "Fused", "FamilyTable", "TABLES", "expected_keys", "params_from_hf",
            "params_to_hf"]
@@ -24,7 +24,7 @@ class WeightsError(ValueError):
     """A checkpoint does not fit the model: missing/unexpected tensors or wrong shapes."""
 
 
-# model_type -> weight table (each family's own is in hf/tables/<name>.py)
+# model_type -> weight table (each family's own is in models/families/<name>/hf.py)
 TABLES: dict[str, FamilyTable] = {name: f.table for name, f in FAMILIES.items()}
 
 

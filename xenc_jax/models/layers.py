@@ -1,5 +1,5 @@
 """Deprecated home of the shared parts, kept as re-exports so that callers outside models/ keep
-working: hf/tables (ACTIVATIONS), cross_encoder.py / bi_encoder.py (default_attention_impl) and
+working: cross_encoder.py / bi_encoder.py (default_attention_impl) and
 tests. New code imports from models.blocks (modules, masks, norms, activations),
 models.attention_impl (kernels) and models.dense (matmuls)."""
 from .attention_impl import default_attention_impl

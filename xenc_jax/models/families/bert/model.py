@@ -1,7 +1,7 @@
 """BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT: one post-LayerNorm transformer with
 absolute position embeddings. They differ in embeddings (token types or not, RoBERTa's position
 offset, ELECTRA's projection) and in the head's activation and dropout placement, all config
-values; the differing HF *names* live only in hf/tables/bert.py.
+values; the differing HF *names* live only in hf.py.
 """
 from __future__ import annotations
 

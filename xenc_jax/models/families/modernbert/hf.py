@@ -1,5 +1,5 @@
 """HF record of ModernBERT (ModernBertModel, ModernBertForSequenceClassification;
-models/families/modernbert.py).
+model.py).
 
 config.json comes in two spellings: transformers 5 writes `layer_types` and `rope_parameters`
 (and keeps `global_attn_every_n_layers`), the 4.x-saved checkpoints on the hub have
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-from ...models.families.modernbert import GLOBAL, LOCAL, ModernBertConfig
-from ...models.layers import ACTIVATIONS
-from .common import LAYER, ConfigError, Family, FamilyTable, Fused, Rule, require
+from .model import GLOBAL, LOCAL, ModernBertConfig
+from ...blocks.mlp import ACTIVATIONS
+from ....hf.family import LAYER, ConfigError, Family, FamilyTable, Fused, Rule, require
 
 _KEYS = {
     "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_layers": "num_hidden_layers",

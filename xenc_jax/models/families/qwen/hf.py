@@ -1,5 +1,5 @@
 """HF records of Qwen2 and Qwen3 (Qwen{2,3}Model, ...ForCausalLM, ...ForSequenceClassification;
-models/families/qwen.py).
+model.py).
 
 What the head is comes from `architectures`: *ForCausalLM is a causal-LM scorer (the LM head's
 columns of the scoring tokens, which hf/causal_score.py resolves), anything else gets
@@ -12,8 +12,8 @@ Both config spellings are read: transformers 5's `rope_parameters` and 4.x's `ro
 """
 from __future__ import annotations
 
-from ...models.families.qwen import QwenConfig
-from .common import LAYER, ConfigError, Family, FamilyTable, Rule, require
+from .model import QwenConfig
+from ....hf.family import LAYER, ConfigError, Family, FamilyTable, Rule, require
 
 _KEYS = {
     "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_layers": "num_hidden_layers",
@@ -129,6 +129,6 @@ _HARMLESS = frozenset({
 _IGNORED = (r"lm_head\.weight", r"(.*\.)?rotary_emb\.inv_freq")
 
 QWEN3 = Family(QwenConfig, _reader(True), FamilyTable("model", _ENCODER, _HEAD, _IGNORED, needs=_needs),
-               "Qwen3", harmless=_HARMLESS)
+               "Qwen3", harmless=_HARMLESS, tokenizer="Qwen2Tokenizer", head_kinds=("score", "lm"))
 QWEN2 = Family(QwenConfig, _reader(False), FamilyTable("model", _ENCODER, _HEAD, _IGNORED, needs=_needs),
-               "Qwen2", harmless=_HARMLESS)
+               "Qwen2", harmless=_HARMLESS, tokenizer="Qwen2Tokenizer", head_kinds=("score", "lm"))

@@ -1,12 +1,13 @@
-"""What every family's HF record is made of: the record itself, weight rules, named transforms
-(each a load and a save direction) and small helpers the tables share.
+"""What every family's HF record is made of: the record itself (Family, which hf/registry.py maps
+model_type onto), weight rules, named transforms (each a load and a save direction) and small
+helpers the tables share. Each family's own record is models/families/<name>/hf.py.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
 
-from ...models.config import EncoderConfig
+from ..models.config import EncoderConfig
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,12 @@ class Family:
     architecture: HF class-name stem, "{architecture}Model" / "{architecture}ForSequenceClassification".
     must_equal: config keys that change the math -> the values we implement.
     harmless: config keys of this family that never change the forward pass.
+    tokenizer: the tokenizer class transformers' AutoTokenizer registers for this model_type
+      (without "Fast"); a folder whose tokenizer_config.json names it is loaded with that class
+      directly (hf/pretrained.load_tokenizer). "": always through AutoTokenizer.
+    head_kinds: the heads this family's config can ask for (its config's `head_kind`, when it has
+      one): "classifier" (ForSequenceClassification), "score" (a decoder's score Linear), "lm"
+      (a causal LM's logits of the score tokens, hf/causal_score.py).
     """
     config_cls: type[EncoderConfig]
     read_config: ConfigReader
@@ -100,11 +107,15 @@ class Family:
     architecture: str
     must_equal: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
     harmless: frozenset[str] = frozenset()
+    tokenizer: str = ""
+    head_kinds: tuple[str, ...] = ("classifier",)
 
 
-def alias(family: Family, architecture: str) -> Family:
-    """The same model under another model_type and class names (e.g. CamemBERT = RoBERTa)."""
-    return dataclasses.replace(family, architecture=architecture)
+def alias(family: Family, architecture: str, tokenizer: str | None = None) -> Family:
+    """The same model under another model_type and class names (e.g. CamemBERT = RoBERTa); its
+    tokenizer class, when AutoTokenizer registers another one for it."""
+    return dataclasses.replace(family, architecture=architecture,
+                               tokenizer=family.tokenizer if tokenizer is None else tokenizer)
 
 
 def linear(hf: str, ours: str, kernel="linear", bias="identity") -> list[Rule]:

@@ -1,10 +1,10 @@
 """HF records of the BERT-like families (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT): one
-module (models/families/bert.py), their config.json names, weight tables and HF classes."""
+module (model.py), their config.json names, weight tables and HF classes."""
 from __future__ import annotations
 
 
-from ...models.families.bert import BertConfig
-from .common import (BUFFERS, EMB, LAYER, ConfigError, Family, FamilyTable, Rule, attention, linear, norm,
+from .model import BertConfig
+from ....hf.family import (BUFFERS, EMB, LAYER, ConfigError, Family, FamilyTable, Rule, attention, linear, norm,
                      require)
 
 _BERT_KEYS = {
@@ -84,7 +84,7 @@ BERT = Family(
     FamilyTable("bert", tuple(_BERT_LIKE_ENCODER),
                 tuple(linear("{p}pooler.dense", "head/dense") + linear("classifier", "head/out")),
                 BUFFERS + (r"cls\..*",)),  # pre-training heads (MLM/NSP) of bert-base-style checkpoints
-    "Bert", _ABSOLUTE)
+    "Bert", _ABSOLUTE, tokenizer="BertTokenizer")
 
 ROBERTA = Family(
     BertConfig,
@@ -93,7 +93,7 @@ ROBERTA = Family(
     # RobertaModel's pooler is not used by RobertaForSequenceClassification; lm_head = MLM head
     FamilyTable("roberta", tuple(_BERT_LIKE_ENCODER), _ROBERTA_HEAD,
                 BUFFERS + (r"(roberta\.)?pooler\..*", r"lm_head\..*")),
-    "Roberta", _ABSOLUTE)
+    "Roberta", _ABSOLUTE, tokenizer="RobertaTokenizer")
 
 ELECTRA = Family(
     BertConfig,
@@ -103,7 +103,7 @@ ELECTRA = Family(
                 _ROBERTA_HEAD,
                 BUFFERS + (r"discriminator_predictions\..*", r"generator_predictions\..*",
                            r"generator_lm_head\..*")),
-    "Electra", _ABSOLUTE)
+    "Electra", _ABSOLUTE, tokenizer="BertTokenizer")
 
 DISTILBERT = Family(
     BertConfig, _read_distilbert,
@@ -111,4 +111,5 @@ DISTILBERT = Family(
                 tuple(linear("pre_classifier", "head/dense") + linear("classifier", "head/out")),
                 BUFFERS + (r"vocab_transform\..*", r"vocab_layer_norm\..*", r"vocab_projector\..*")),
     "DistilBert",
-    {"sinusoidal_pos_embds": (False, True)})  # HF stores the (fixed) table as a weight either way
+    {"sinusoidal_pos_embds": (False, True)},  # HF stores the (fixed) table as a weight either way
+    tokenizer="BertTokenizer")

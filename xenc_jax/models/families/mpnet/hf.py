@@ -1,8 +1,8 @@
-"""HF record of MPNet (MPNetModel, MPNetForSequenceClassification; models/families/mpnet.py)."""
+"""HF record of MPNet (MPNetModel, MPNetForSequenceClassification; model.py)."""
 from __future__ import annotations
 
-from ...models.families.mpnet import MPNetConfig
-from .common import BUFFERS, EMB, LAYER, ConfigError, Family, FamilyTable, Rule, attention, linear, norm, require
+from .model import MPNetConfig
+from ....hf.family import BUFFERS, EMB, LAYER, ConfigError, Family, FamilyTable, Rule, attention, linear, norm, require
 
 _KEYS = {
     "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_layers": "num_hidden_layers",
@@ -50,4 +50,4 @@ MPNET = Family(
     FamilyTable("mpnet", tuple(_ENCODER),
                 tuple(linear("classifier.dense", "head/dense") + linear("classifier.out_proj", "head/out")),
                 BUFFERS + (r"(mpnet\.)?pooler\..*", r"lm_head\..*")),
-    "MPNet")
+    "MPNet", tokenizer="MPNetTokenizer")

@@ -1,5 +1,5 @@
 """HF record of DeBERTa-v2/v3 (DebertaV2Model, DebertaV2ForSequenceClassification;
-models/families/deberta_v2.py). Several tensors exist only under some configs (absolute
+model.py). Several tensors exist only under some configs (absolute
 positions, the embedding projection, the relative table and its LayerNorm, separate position
 projections): the table's `needs` says which.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 
-from ...models.families.deberta_v2 import DebertaV2Config
-from .common import BUFFERS, EMB, LAYER, ConfigError, Family, FamilyTable, Rule, attention, linear, norm, require
+from .model import DebertaV2Config
+from ....hf.family import BUFFERS, EMB, LAYER, ConfigError, Family, FamilyTable, Rule, attention, linear, norm, require
 
 _KEYS = {
     "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_layers": "num_hidden_layers",
@@ -37,7 +37,7 @@ def _names(value, key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _read(d: dict, family: str) -> tuple[dict, set]:
-    from ...models.layers import ACTIVATIONS
+    from ...blocks.mlp import ACTIVATIONS
     v = {ours: require(d, theirs, family) for ours, theirs in _KEYS.items()}
     hidden = int(v["hidden_size"])
     conv = d.get("conv_kernel_size", 0) or 0
@@ -129,4 +129,5 @@ DEBERTA_V2 = Family(
                     r"cls\..*", r"lm_predictions\..*", r"mask_predictions\..*"),   # pre-training heads
                 needs=_needs),
     "DebertaV2",
-    harmless=frozenset({"legacy", "conv_groups", "conv_act"}))   # conv_* only matter with conv_kernel_size > 0
+    harmless=frozenset({"legacy", "conv_groups", "conv_act"}),   # conv_* only matter with conv_kernel_size > 0
+    tokenizer="DebertaV2Tokenizer")
