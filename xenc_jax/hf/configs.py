@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..models.config import EncoderConfig
-from .model_folder import read_json
-from .registry import FAMILIES as _REGISTRY
-from .registry import family as _family
 from .family import ConfigError
+from .model_folder import read_json
+from .registry import family as _family
 
-FAMILIES = tuple(_REGISTRY)
-__all__ = ["ConfigError", "EncoderConfig", "FAMILIES", "SUPPORTED_ACTIVATIONS", "config_from_dict",
+__all__ = ["ConfigError", "EncoderConfig", "SUPPORTED_ACTIVATIONS", "config_from_dict",
            "config_to_dict", "load_config"]
 
 

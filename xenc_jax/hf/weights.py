@@ -13,19 +13,15 @@ from typing import Callable
 import numpy as np
 
 from ..models.config import EncoderConfig
-from .registry import FAMILIES, family
 from .family import TRANSFORMS, FamilyTable, Fused, Rule
+from .registry import family
 
-__all__ = ["WeightsError", "TRANSFORMS", "Rule", "Fused", "FamilyTable", "TABLES", "expected_keys", "params_from_hf",
+__all__ = ["WeightsError", "TRANSFORMS", "Rule", "Fused", "FamilyTable", "expected_keys", "params_from_hf",
            "params_to_hf"]
 
 
 class WeightsError(ValueError):
     """A checkpoint does not fit the model: missing/unexpected tensors or wrong shapes."""
-
-
-# model_type -> weight table (each family's own is in models/families/<name>/hf.py)
-TABLES: dict[str, FamilyTable] = {name: f.table for name, f in FAMILIES.items()}
 
 
 def _legacy_rename(key: str) -> str:
