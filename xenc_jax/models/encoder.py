@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from .axes import Dtype
 from .blocks import AbsoluteEmbeddings
 from .config import EncoderConfig
+from .module import EncoderModule
 
 
 def last_token_positions(attention_mask: jax.Array, starts: jax.Array) -> jax.Array:
@@ -41,13 +42,9 @@ def absolute_embeddings(cfg: EncoderConfig, dtype: Dtype, param_dtype: Dtype) ->
                               cfg.layer_norm_eps, cfg.hidden_dropout, dtype, param_dtype, name="embeddings")
 
 
-class BareEncoder(nn.Module):
+class BareEncoder(EncoderModule):
     """The family's encoder alone, with its params under "encoder" like SequenceClassifier's, so
     one param tree (and one HF conversion table) serves both."""
-    cfg: EncoderConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
@@ -57,7 +54,7 @@ class BareEncoder(nn.Module):
         return encoder(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
 
 
-class SequenceClassifier(nn.Module):
+class SequenceClassifier(EncoderModule):
     """The family's encoder + its classification head -> logits.
 
     cls_positions None: logits [B, num_labels] read at token 0 (as HF).

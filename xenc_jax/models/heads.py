@@ -10,18 +10,13 @@ so one module with the family's activation and dropout placement (config values)
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from .config import EncoderConfig
-from .axes import Dtype
 from .blocks import ACTIVATIONS
 from .dense import dense
+from .module import ConfigModule
 
 
-class ClassificationHead(nn.Module):
-    cfg: EncoderConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+class ClassificationHead(ConfigModule):
 
     @nn.compact
     def __call__(self, first_token, deterministic: bool = True):

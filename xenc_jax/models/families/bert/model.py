@@ -10,12 +10,13 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ...axes import Dtype, constrain
+from ...axes import constrain
 from ...blocks import post_norm_stack
 from ...config import EncoderConfig
 from ...dense import dense
 from ...encoder import absolute_embeddings, default_position_ids
 from ...heads import ClassificationHead
+from ...module import EncoderModule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,12 +24,8 @@ class BertConfig(EncoderConfig):
     """No switches beyond EncoderConfig's."""
 
 
-class BertEncoder(nn.Module):
+class BertEncoder(EncoderModule):
     """(input_ids, attention_mask, ...) -> last hidden state [B, L, hidden]."""
-    cfg: EncoderConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,

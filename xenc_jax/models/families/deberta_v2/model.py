@@ -26,12 +26,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from ...axes import Dtype, constrain
+from ...axes import constrain
 from ...blocks import ACTIVATIONS, embed, layer_class, layer_norm, pair_mask_4d, post_norm_block
 from ...config import EncoderConfig
 from ...dense import dense, normal
 from ...encoder import default_position_ids
 from .disentangled import DisentangledScore
+from ...module import ConfigModule, EncoderModule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +81,9 @@ def relative_index_table(cfg: DebertaV2Config, max_distance: int) -> np.ndarray:
     return np.clip(rel + span, 0, 2 * span - 1).astype(np.int32)
 
 
-class DebertaV2Embeddings(nn.Module):
+class DebertaV2Embeddings(ConfigModule):
     """word (+ absolute position) (+ token type) -> projection when embedding_size != hidden
     -> LayerNorm -> times the padding mask -> dropout."""
-    cfg: DebertaV2Config
-    dtype: Dtype
-    param_dtype: Dtype
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids, position_ids, attention_mask, deterministic: bool):
@@ -104,14 +102,10 @@ class DebertaV2Embeddings(nn.Module):
         return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
 
 
-class DebertaV2Layer(nn.Module):
+class DebertaV2Layer(EncoderModule):
     """The shared post-LayerNorm layer with the disentangled score plugged into its attention.
     x [B, L, embed], allowed [B, 1, Lq, L] bool, rel_index [B, Lq, L] rows of rel_table
     [2 * span, hidden] (both None without relative attention) -> [B, Lq, embed]."""
-    cfg: DebertaV2Config
-    dtype: Dtype
-    param_dtype: Dtype
-    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, x, allowed, rel_index, rel_table, deterministic: bool, query_positions=None):
@@ -128,15 +122,11 @@ class DebertaV2Layer(nn.Module):
 _allowed = pair_mask_4d   # both tokens real and in the same segment (HF: m[i] * m[j])
 
 
-class DebertaV2Encoder(nn.Module):
+class DebertaV2Encoder(EncoderModule):
     """(input_ids, attention_mask, ...) -> last hidden state [B, L, hidden]; arguments as
     BertEncoder's. The disentangled scores are always written out (no fused kernel computes
     c2p/p2c): attention_impl 'query_chunked' computes them a group of rows at a time, every
     other kernel falls back to the whole-batch 'reference' one (models/attention_impl.py)."""
-    cfg: DebertaV2Config
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
@@ -171,12 +161,9 @@ class DebertaV2Encoder(nn.Module):
         return x
 
 
-class ContextPooler(nn.Module):
+class ContextPooler(ConfigModule):
     """DebertaV2ForSequenceClassification's head: first token -> dropout(pooler_dropout) -> dense
     -> pooler_hidden_act -> dropout(cls_dropout, else hidden dropout) -> classifier."""
-    cfg: DebertaV2Config
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, first_token, deterministic: bool = True):

@@ -21,6 +21,7 @@ from ...blocks import ACTIVATIONS, GLOBAL, LOCAL, AttentionSpec, LayerSpec, Laye
 from ...config import EncoderConfig
 from ...dense import dense
 from ...encoder import default_position_ids
+from ...module import ConfigModule, EncoderModule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +57,7 @@ class ModernBertConfig(EncoderConfig):
                          mlp_inner_dropout=self.hidden_dropout)
 
 
-class ModernBertEmbeddings(nn.Module):
-    cfg: ModernBertConfig
-    dtype: Dtype
-    param_dtype: Dtype
+class ModernBertEmbeddings(ConfigModule):
 
     @nn.compact
     def __call__(self, input_ids, deterministic: bool):
@@ -96,7 +94,7 @@ def make_layer(cfg: ModernBertConfig, i: int, dtype: Dtype, param_dtype: Dtype, 
                                                    name=f"layer_{i}" if name is None else name)
 
 
-class ModernBertEncoder(nn.Module):
+class ModernBertEncoder(EncoderModule):
     """(input_ids, attention_mask, ...) -> final-normed hidden states [B, L, hidden]; arguments as
     BertEncoder's (token_type_ids is accepted and unused: ModernBERT has no token types).
 
@@ -131,11 +129,8 @@ class ModernBertEncoder(nn.Module):
         return x
 
 
-class ModernBertHead(nn.Module):
+class ModernBertHead(ConfigModule):
     """HF ModernBertPredictionHead + drop + classifier on the pooled hidden state [..., hidden]."""
-    cfg: ModernBertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, pooled, deterministic: bool = True):

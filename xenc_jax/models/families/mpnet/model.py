@@ -14,11 +14,12 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ...axes import Dtype, constrain
+from ...axes import constrain
 from ...blocks import RelativePositionBias, post_norm_stack
 from ...config import EncoderConfig
 from ...encoder import absolute_embeddings, default_position_ids
 from ...heads import ClassificationHead
+from ...module import EncoderModule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,13 +27,9 @@ class MPNetConfig(EncoderConfig):
     relative_attention_num_buckets: int = 32   # rows of the bias table (HF buckets with 32 always)
 
 
-class MPNetEncoder(nn.Module):
+class MPNetEncoder(EncoderModule):
     """(input_ids, attention_mask, ...) -> last hidden state [B, L, hidden]; arguments as
     BertEncoder's (token_type_ids is accepted and unused: MPNet has no token types)."""
-    cfg: MPNetConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,

@@ -27,6 +27,7 @@ from ...blocks import GLOBAL, AttentionSpec, LayerSpec, LayerType, NormSpec, Pre
 from ...config import EncoderConfig
 from ...dense import contract, dense, normal
 from ...encoder import default_position_ids
+from ...module import ConfigModule, EncoderModule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,14 +76,10 @@ class DecoderLayer(PreNormLayer):
     post_attention_layernorm); its own class only so that captured intermediates name it."""
 
 
-class QwenDecoder(nn.Module):
+class QwenDecoder(EncoderModule):
     """(input_ids, attention_mask, ...) -> final-normed hidden states [B, L, hidden]; arguments as
     BertEncoder's (token_type_ids is accepted and unused). query_positions [B, P]: only those
     rows, [B, P, hidden] (the last layer computes only them)."""
-    cfg: QwenConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
@@ -120,7 +117,7 @@ class _TokenColumns(nn.Module):
         return jnp.take(kernel, ids, axis=1)
 
 
-class QwenHead(nn.Module):
+class QwenHead(ConfigModule):
     """Score at the read token [..., hidden] -> [..., num_labels] (fp32 out).
 
     "score": ForSequenceClassification's `score` Linear (no bias).
