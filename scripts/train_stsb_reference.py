@@ -111,10 +111,10 @@ def param_group_adamw(hf_model, lr: float, ocfg, layer_decay: float, head_scale:
     from transformers import Trainer
 
     from xenc_jax.hf.pretrained import load_pretrained
-    from xenc_jax.hf.weights import _flat_paths, expected_keys
+    from xenc_jax.hf.weights import flat_paths, expected_keys
     from xenc_jax.train.optim import Depths, lr_scales
     pt = load_pretrained(model_dir, head=True, num_labels=1, with_tokenizer=False)
-    ours = _flat_paths(lr_scales(pt.params, Depths.of(pt.config), layer_decay, head_scale))
+    ours = flat_paths(lr_scales(pt.params, Depths.of(pt.config), layer_decay, head_scale))
     hf_to_ours = {k: r.ours for k, r in expected_keys(pt.config, head=True, prefixed=True).items()}
     decay_names = set(Trainer.get_decay_parameter_names(None, hf_model))  # does not use self
     groups: dict = {}

@@ -98,12 +98,13 @@ def test_relative_index_equals_torch_gather_index(name, variants):
 def _layer_alone(pt, i, x, mask, rel_table):
     import jax.numpy as jnp
 
-    from xenc_jax.models.families.deberta_v2 import DebertaV2Layer, _allowed, relative_index_table
+    from xenc_jax.models.blocks import pair_mask_4d
+    from xenc_jax.models.families.deberta_v2 import DebertaV2Layer, relative_index_table
     n = x.shape[1]
     index = relative_index_table(pt.config, n - 1)[np.arange(n)[:, None] - np.arange(n)[None, :] + n - 1]
     index = jnp.broadcast_to(jnp.asarray(index), (x.shape[0], n, n))
     layer = DebertaV2Layer(pt.config, jnp.float32, jnp.float32)
-    return layer.apply({"params": pt.params["encoder"][f"layer_{i}"]}, jnp.asarray(x), _allowed(jnp.asarray(mask)),
+    return layer.apply({"params": pt.params["encoder"][f"layer_{i}"]}, jnp.asarray(x), pair_mask_4d(jnp.asarray(mask)),
                        index, rel_table, True)
 
 

@@ -78,7 +78,7 @@ def test_rotary_tables_equal_torch():
     import transformers as tf
     from transformers.models.modernbert.modeling_modernbert import ModernBertRotaryEmbedding
 
-    from xenc_jax.models.positions import RotaryPositions
+    from xenc_jax.models.blocks import RotaryPositions
     cfg = tf.ModernBertConfig(hidden_size=768, num_attention_heads=12, num_hidden_layers=3, pad_token_id=0,
                               global_rope_theta=160_000.0, local_rope_theta=10_000.0)
     rope = ModernBertRotaryEmbedding(cfg)
@@ -102,7 +102,7 @@ def test_masks_equal_the_masks_hf_builds(local_attention):
     from tiny_hf import random_batch
     from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
 
-    from xenc_jax.models.layers import attention_mask_4d, sliding_window_mask
+    from xenc_jax.models.blocks import attention_mask_4d, sliding_window_mask
     cfg = tf.ModernBertConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, pad_token_id=0,
                               local_attention=local_attention)
     cfg._attn_implementation = "eager"
@@ -127,7 +127,7 @@ def test_encoder_parity_per_layer(case, tmp_path):
 
     from xenc_jax.hf.pretrained import load_pretrained
     from xenc_jax.models.families.modernbert import layer_inputs, make_layer
-    from xenc_jax.models.layers import layer_norm
+    from xenc_jax.models.blocks import layer_norm
     ref = make_tiny("modernbert", tmp_path, head=False, seed=1, **ENCODER_CASES[case])
     pt = load_pretrained(tmp_path, head=False, with_tokenizer=False)
     cfg = pt.config

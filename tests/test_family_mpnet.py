@@ -31,7 +31,7 @@ def test_bucket_table_equals_torch():
     import torch
     from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
-    from xenc_jax.models.positions import relative_position_buckets
+    from xenc_jax.models.blocks import relative_position_buckets
     d = 4100
     want = MPNetEncoder.relative_position_bucket(torch.arange(-d, d + 1)).numpy()
     np.testing.assert_array_equal(relative_position_buckets(d), want)

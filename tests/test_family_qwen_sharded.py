@@ -65,7 +65,7 @@ def _scorer(folder: str, buckets, mesh, strategy: str):
     from xenc_jax.hf.pretrained import load_pretrained
     from xenc_jax.placement import loading_on_host, setup_sharding
     from xenc_jax.runner import BucketedRunner
-    from xenc_jax.models.layers import default_attention_impl
+    from xenc_jax.models.attention_impl import default_attention_impl
     from xenc_jax.sharding import ShardingPlan
 
     with loading_on_host(mesh):

@@ -18,12 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "xenc_jax"
 # imports the encoders, issue 28): a cycle within one of these sets is tolerated.
 KNOWN_CYCLES: list[set] = []
 # (importing module, imported module, private name):
-KNOWN_PRIVATE = {
-    ("xenc_jax.chat_format", "xenc_jax.batching", "_split_pairs"),
-    ("xenc_jax.hf.pretrained", "xenc_jax.hf.weights", "_flat_paths"),
-    ("xenc_jax.models.families.deberta_v2", "xenc_jax.models.families.deberta_v2.model", "_allowed"),
-    ("xenc_jax.models.positions", "xenc_jax.models.layers", "_normal"),
-}
+KNOWN_PRIVATE: set = set()
 
 
 def _modules() -> dict[str, Path]:

@@ -90,7 +90,7 @@ def _check_text(x, where: str, fix: str) -> str:
     return str(x)  # np.str_ and other subclasses -> plain str
 
 
-def _split_pairs(pairs, offset: int = 0) -> tuple[list[str], list[str]]:
+def split_pairs(pairs, offset: int = 0) -> tuple[list[str], list[str]]:
     """`offset`: the index of pairs[0] in the whole input (a chunk of a stream), for messages."""
     pairs = as_sequence(pairs, "pairs", "[(query, passage), ...]")
     if offset == 0 and len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
@@ -168,7 +168,7 @@ def _encode(tokenizer, first, second, max_length: int) -> list[Encoding]:
 def tokenize_pairs(tokenizer, pairs, max_length: int, offset: int = 0) -> list[Encoding]:
     """Token ids of each (text_a, text_b) pair exactly as ST 6.2 `CrossEncoder.predict` makes them.
     `offset`: the index of pairs[0] in the whole input, for error messages."""
-    first, second = _split_pairs(pairs, offset)
+    first, second = split_pairs(pairs, offset)
     max_length = _check_max_length(tokenizer, max_length, pair=True)
     return _encode(tokenizer, first, second, max_length) if first else []
 

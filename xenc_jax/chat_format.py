@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import TOKENIZER_LOCK, Encoding, _split_pairs
+from .batching import TOKENIZER_LOCK, Encoding, split_pairs
 from .hf.model_folder import read_json
 
 PAIR_ROLES = ("query", "document")
@@ -81,7 +81,7 @@ class ChatPairFormatter:
         return self._suffixes[prompt]
 
     def encode(self, pairs, prompt: str | None = None, offset: int = 0) -> list[Encoding]:
-        queries, documents = _split_pairs(pairs, offset)
+        queries, documents = split_pairs(pairs, offset)
         if not queries:
             return []
         texts = self._render([self.messages(q, d, prompt) for q, d in zip(queries, documents)])

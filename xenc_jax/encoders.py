@@ -19,7 +19,7 @@ from .autotune import Autotuned
 from .batching import BucketConfig
 from .hf.hub import resolve_model_dir
 from .hf.pretrained import load_pretrained
-from .models.layers import default_attention_impl
+from .models.attention_impl import default_attention_impl
 from .compile_cache import enable_compilation_cache
 from .dtypes import as_dtype
 from .placement import load_plan, loading_on_host, setup_sharding

@@ -1,6 +1,6 @@
 """Meshes, logical-axis rules, and placing params and batches on devices (one CPU to a TPU pod).
 
-Every param already carries logical axis names (models/layers.py, `nn.with_logical_partitioning`)
+Every param already carries logical axis names (models/dense.py and models/blocks, `nn.with_logical_partitioning`)
 and activations carry `nn.with_logical_constraint` hints. This file resolves those names onto a
 small device mesh through ONE rules table, so scoring, encoding and training share one notion
 of "how is this sharded". No pmap: `jax.jit` with explicit in/out shardings (pjit semantics).

@@ -24,7 +24,7 @@ __all__ = ["ConfigError", "EncoderConfig", "SUPPORTED_ACTIVATIONS", "config_from
            "config_to_dict", "load_config"]
 
 
-# HF activation names we implement exactly (see models/layers.py:ACTIVATIONS).
+# HF activation names we implement exactly (see models/blocks/mlp.py:ACTIVATIONS).
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 
 # Keys that never change the forward pass of an encoder or its classification head.

@@ -21,7 +21,7 @@ from .hub import resolve_model_dir
 from .model_folder import (check_cross_encoder_modules, check_tokenizer_files, check_tokenizer_vocab,
                            missing_head_error, read_json)
 from .registry import FAMILIES, family
-from .weights import _flat_paths, params_from_hf, params_to_hf
+from .weights import flat_paths, params_from_hf, params_to_hf
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def param_shapes(cfg: EncoderConfig, *, head: bool, param_dtype=jnp.float32) -> 
     module = build_module(cfg, head=head, param_dtype=param_dtype)
     ids = jnp.zeros((1, 2), jnp.int32)
     abstract = jax.eval_shape(lambda: nn.meta.unbox(module.init(jax.random.key(0), ids, ids)["params"]))
-    return {k: tuple(v.shape) for k, v in _flat_paths(abstract).items()}
+    return {k: tuple(v.shape) for k, v in flat_paths(abstract).items()}
 
 
 def init_head_params(cfg: EncoderConfig, seed: int, param_dtype=jnp.float32) -> dict:
@@ -65,7 +65,7 @@ def _placer(plan, cfg: EncoderConfig, head: bool, param_dtype):
     """(our param path, numpy array) -> a global array in that param's sharding on plan's mesh."""
     module = build_module(cfg, head=head, param_dtype=param_dtype)
     ids = np.zeros((1, 2), np.int32)
-    by_path = _flat_paths(plan.module_param_shardings(module, ids, ids))
+    by_path = flat_paths(plan.module_param_shardings(module, ids, ids))
     dtype = np.dtype(jnp.dtype(param_dtype))
 
     def place(path: str, value) -> jax.Array:

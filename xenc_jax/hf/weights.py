@@ -106,11 +106,11 @@ def _get(tree: dict, path: str):
     return tree
 
 
-def _flat_paths(tree: dict, prefix="") -> dict[str, object]:
+def flat_paths(tree: dict, prefix="") -> dict[str, object]:
     out = {}
     for k, v in tree.items():
         if isinstance(v, dict):
-            out.update(_flat_paths(v, f"{prefix}{k}/"))
+            out.update(flat_paths(v, f"{prefix}{k}/"))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -196,7 +196,7 @@ def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool,
 def params_to_hf(params: dict, cfg: EncoderConfig, *, head: bool) -> dict[str, np.ndarray]:
     """Our param tree -> HF state dict (task layout with prefix when `head`, bare otherwise)."""
     out = {}
-    ours = _flat_paths(params)
+    ours = flat_paths(params)
     rules = expected_keys(cfg, head=head, prefixed=head)
     for key, rule in rules.items():
         for path in _paths(rule):

@@ -119,7 +119,6 @@ class DebertaV2Layer(EncoderModule):
                                deterministic, query_positions, score=score)
 
 
-_allowed = pair_mask_4d   # both tokens real and in the same segment (HF: m[i] * m[j])
 
 
 class DebertaV2Encoder(EncoderModule):
@@ -148,7 +147,7 @@ class DebertaV2Encoder(EncoderModule):
             rows = jnp.asarray(relative_index_table(cfg, d))
             pos = position_ids.astype(jnp.int32)
             rel_index = rows[jnp.clip(pos[:, :, None] - pos[:, None, :], -d, d) + d]       # [B, L, L]
-        allowed = _allowed(attention_mask)
+        allowed = pair_mask_4d(attention_mask)
         layer = layer_class(DebertaV2Layer, cfg.remat, 5)
         for i in range(cfg.num_layers):
             last = i == cfg.num_layers - 1 and query_positions is not None
@@ -156,7 +155,7 @@ class DebertaV2Encoder(EncoderModule):
             if last and rel_index is not None:
                 index = jnp.take_along_axis(rel_index, query_positions[:, :, None].astype(jnp.int32), axis=1)
             x = layer(cfg, self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")(
-                x, _allowed(attention_mask, query_positions) if last else allowed, index, rel_table,
+                x, pair_mask_4d(attention_mask, query_positions) if last else allowed, index, rel_table,
                 deterministic, query_positions if last else None)
         return x
 
