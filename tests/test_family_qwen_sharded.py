@@ -180,12 +180,8 @@ def _main(scorer_dir: str, st_dir: str, reranker_dir: str, data: str) -> int:
         if not np.array_equal(again, got):
             failures.append(f"bi-encoder {name}: second call differs")
     _training(reranker_dir, data, failures)
-    for f in failures:
-        print("FAIL", f)
-    if failures:
-        return 1
-    print("ALL OK")
-    return 0
+    from forced_devices import report
+    return report(failures)
 
 
 if __name__ == "__main__":

@@ -249,12 +249,8 @@ def _main(ce_dir, st_dir) -> int:
     _check_cross_encoder(ce_dir, failures)
     _check_bi_encoder_and_search(st_dir, failures)
     _check_indivisible_and_errors(ce_dir, failures)
-    for f in failures:
-        print("FAIL", f)
-    if failures:
-        return 1
-    print("ALL OK")
-    return 0
+    from forced_devices import report
+    return report(failures)
 
 
 if __name__ == "__main__":
