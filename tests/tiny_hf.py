@@ -6,55 +6,29 @@ missed bias cannot hide behind HF's zero/one initialisation.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 import transformers as tf
 
+from xenc_jax.hf import registry
+
+# the BERT-like model_types test_parity.py / test_hf_loading.py parametrize over
 FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
-
-_COMMON = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-               intermediate_size=37, max_position_embeddings=64)
-
-
-_ATTENTION = {"modernbert": dict(attn_implementation="eager")}
 
 
 def tiny_config(family: str, num_labels: int = 1, **overrides):
-    if family == "bert":
-        cfg = tf.BertConfig(**_COMMON, type_vocab_size=2)
-    elif family == "roberta":
-        cfg = tf.RobertaConfig(**{**_COMMON, "max_position_embeddings": 66}, type_vocab_size=1, pad_token_id=1)
-    elif family == "xlm-roberta":
-        cfg = tf.XLMRobertaConfig(**{**_COMMON, "max_position_embeddings": 66}, type_vocab_size=1,
-                                  pad_token_id=1, hidden_act="gelu_new")
-    elif family == "electra":
-        cfg = tf.ElectraConfig(**_COMMON, embedding_size=16, type_vocab_size=2)
-    elif family == "camembert":  # an alias of RoBERTa in hf/registry.py
-        cfg = tf.CamembertConfig(**{**_COMMON, "max_position_embeddings": 66}, type_vocab_size=1, pad_token_id=1)
-    elif family == "mpnet":  # positions start at padding_idx + 1 = 2, like RoBERTa
-        cfg = tf.MPNetConfig(**{**_COMMON, "max_position_embeddings": 66}, pad_token_id=1)
-    elif family == "modernbert":
-        # token ids 0-2 are pad/cls/sep (the real ones are past this vocab). Overrides go to the
-        # constructor: layer_types and rope_parameters are derived there from
-        # global_attn_every_n_layers / num_hidden_layers / *_rope_theta.
-        cfg = tf.ModernBertConfig(**{**_COMMON, **dict(pad_token_id=0, cls_token_id=1, bos_token_id=1,
-                                                       sep_token_id=2, eos_token_id=2, global_attn_every_n_layers=2,
-                                                       local_attention=8), **overrides})
-        overrides = {}
-    elif family == "deberta-v2":  # DeBERTa-v3's switches (relative, log buckets, shared keys, normed table)
-        cfg = tf.DebertaV2Config(**_COMMON, relative_attention=True, pos_att_type=["p2c", "c2p"],
-                                 position_buckets=8, max_relative_positions=32, share_att_key=True,
-                                 norm_rel_ebd="layer_norm", position_biased_input=False, type_vocab_size=0)
-    elif family == "distilbert":
-        cfg = tf.DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
-                                  max_position_embeddings=64)
-    else:
-        raise ValueError(family)
+    """The HF config of `family`'s (a registered model_type's) tiny test model: its record's `tiny`
+    preset (models/families/<name>/presets.py) with `overrides`, all given to the config's
+    constructor (ModernBERT derives layer_types / rope_parameters there)."""
+    preset = registry.family(family).tiny
+    if not preset:
+        raise ValueError(f"model_type {family!r} has no tiny preset (its family folder's presets.py)")
+    # deep copy: HF config constructors may normalise nested values (lists, rope dicts) in place
+    cfg = tf.AutoConfig.for_model(family, **copy.deepcopy({**preset, **overrides}))
     cfg.num_labels = num_labels
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
     return cfg
 
 
@@ -73,8 +47,8 @@ def make_tiny(family: str, path: Path, *, head: bool = True, num_labels: int = 1
     torch.manual_seed(seed)
     cfg = tiny_config(family, num_labels, **overrides)
     cls = tf.AutoModelForSequenceClassification if head else tf.AutoModel
-    # eager attention as the reference where HF would pick another kernel (ModernBERT: sdpa)
-    model = cls.from_config(cfg, **_ATTENTION.get(family, {}))
+    # eager attention as the reference (every family accepts it; ModernBERT would pick sdpa)
+    model = cls.from_config(cfg, attn_implementation="eager")
     randomize_(model, seed)
     model.eval()
     model.save_pretrained(str(path))
@@ -93,9 +67,11 @@ def make_tiny_minilm(family: str, path: Path, minilm_dir: Path, *, tokenizer=Non
 
 
 def random_batch(family: str, lengths=(9, 4, 13, 1), vocab=120, seed=0):
-    """input_ids / attention_mask / token_type_ids with real right-padding of different lengths."""
+    """input_ids / attention_mask / token_type_ids with real right-padding of different lengths:
+    padded with the tiny model's pad id; second halves of type 1 where it has two token types."""
     rng = np.random.default_rng(seed)
-    pad = 1 if family in ("roberta", "xlm-roberta", "camembert", "mpnet") else 0  # deberta-v2: 0
+    cfg = tiny_config(family)
+    pad = cfg.pad_token_id
     L = max(lengths)
     ids = np.full((len(lengths), L), pad, np.int64)
     mask = np.zeros((len(lengths), L), np.int64)
@@ -103,7 +79,7 @@ def random_batch(family: str, lengths=(9, 4, 13, 1), vocab=120, seed=0):
     for r, n in enumerate(lengths):
         ids[r, :n] = rng.integers(3, vocab, n)
         mask[r, :n] = 1
-        if family in ("bert", "electra"):
+        if getattr(cfg, "type_vocab_size", 0) >= 2:
             types[r, n // 2:n] = 1
     return ids, mask, types
 

@@ -1,8 +1,12 @@
-"""Tiny, seeded, fully random decoder-only Hugging Face models (Qwen3 / Qwen2) with a small
-in-process byte-level BPE tokenizer: the PyTorch reference side of the LLM parity tests.
+"""Tiny, seeded, fully random decoder-only Hugging Face models (any registered decoder family's
+tiny preset, models/families/<name>/presets.py) with a small in-process byte-level BPE tokenizer:
+the PyTorch reference side of the LLM parity tests.
 
 As in tiny_hf.py every parameter (RMSNorm scales, q/k norms and Qwen2's q/k/v biases included)
 is drawn at random, so a wrong transform or a missed bias cannot hide behind HF's initialisation.
+
+A model "kind" is "<model_type>-<head>": head "causal" (...ForCausalLM, the record's "lm" head kind),
+"seqcls" (...ForSequenceClassification, its "score" head kind) or "model" (the bare ...Model).
 
 Builders:
   llm_tokenizer(path, template="reranker"|"chat"|None)   -> PreTrainedTokenizerFast (saved)
@@ -21,9 +25,15 @@ from pathlib import Path
 import torch
 import transformers as tf
 
-from tiny_hf import randomize_
+from tiny_hf import randomize_, tiny_config
+from xenc_jax.hf import registry
 
-KINDS = ("qwen3-causal", "qwen2-causal", "qwen3-seqcls")
+# kind suffix -> (the record's head kind it needs, None: any decoder; HF class suffix)
+HEADS = {"causal": ("lm", "ForCausalLM"), "seqcls": ("score", "ForSequenceClassification"), "model": (None, "Model")}
+# the scoring kinds of every registered decoder family with a tiny preset
+KINDS = tuple(f"{model_type}-{head}" for model_type, rec in registry.FAMILIES.items()
+              if rec.tiny and "lm" in rec.head_kinds for head in ("causal", "seqcls"))
+DEFAULT_MODEL_TYPE = "qwen3"   # the ST builders' default: Qwen3-Reranker's and Qwen3-Embedding's layouts
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 0, 1, 2 (Qwen's order)
 VOCAB_SIZE = 512          # BPE target incl. the 256 byte tokens and the 3 specials
 MODEL_VOCAB_SIZE = 544    # the model's embedding rows: a bit more than the tokenizer, like Qwen
@@ -125,35 +135,38 @@ def llm_tokenizer(path: Path | None = None, *, template: str | None = "reranker"
     return tok
 
 
+def split_kind(kind: str) -> tuple[str, str]:
+    """"qwen3-causal" -> ("qwen3", "ForCausalLM"): the model_type and the HF class suffix."""
+    model_type, _, head = kind.rpartition("-")
+    needs, suffix = HEADS.get(head, ("?", ""))
+    rec = registry.FAMILIES.get(model_type)
+    if rec is None or not rec.tiny or needs == "?" or (needs is not None and needs not in rec.head_kinds):
+        raise ValueError(f"kind must be <decoder model_type>-<{'|'.join(HEADS)}> (e.g. one of {KINDS}), got {kind!r}")
+    return model_type, suffix
+
+
 def tiny_llm_config(kind: str, *, num_labels: int = 1, pad_token_id: int = 0, **overrides):
-    common = dict(vocab_size=MODEL_VOCAB_SIZE, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-6,
-                  pad_token_id=pad_token_id, bos_token_id=None, eos_token_id=2)
-    if kind in ("qwen3-causal", "qwen3-seqcls"):
-        # Qwen3 defaults: head_dim given explicitly (16 != 32/4 is a valid override), tied embeddings
-        cfg_kwargs = {**common, "head_dim": 8, "tie_word_embeddings": True, **overrides}
-        cfg = tf.Qwen3Config(**cfg_kwargs)
-    elif kind == "qwen2-causal":  # Qwen2: head_dim = hidden / heads, q/k/v biases, untied head
-        cfg_kwargs = {**common, "tie_word_embeddings": False, **overrides}
-        cfg = tf.Qwen2Config(**cfg_kwargs)
-    else:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    cfg.num_labels = num_labels
-    return cfg
+    """The HF config of a kind's tiny model: its family's tiny preset, the tokenizer's pad id, overrides."""
+    model_type, _ = split_kind(kind)
+    return tiny_config(model_type, num_labels, pad_token_id=pad_token_id, **overrides)
+
+
+def _model_class(kind: str):
+    model_type, suffix = split_kind(kind)
+    return getattr(tf, registry.family(model_type).architecture + suffix)
 
 
 def make_tiny_llm(kind: str, path: Path, *, seed: int = 0, num_labels: int = 1, template: str | None = "reranker",
                   **overrides) -> torch.nn.Module:
-    """Build, randomize and save (safetensors) a tiny Qwen3ForCausalLM / Qwen2ForCausalLM /
-    Qwen3ForSequenceClassification plus llm_tokenizer() into path; returns the model in eval mode.
-    overrides go to the config constructor (e.g. head_dim=16, tie_word_embeddings=False)."""
+    """Build, randomize and save (safetensors) a tiny model of `kind` (e.g. Qwen3ForCausalLM for
+    "qwen3-causal", Qwen3ForSequenceClassification for "qwen3-seqcls") plus llm_tokenizer() into
+    path; returns the model in eval mode. overrides go to the config constructor (e.g. head_dim=16,
+    tie_word_embeddings=False)."""
     path = Path(path)
+    cls = _model_class(kind)
     tok = llm_tokenizer(path, template=template)
     torch.manual_seed(seed)
     cfg = tiny_llm_config(kind, num_labels=num_labels, pad_token_id=tok.pad_token_id, **overrides)
-    cls = {"qwen3-causal": tf.Qwen3ForCausalLM, "qwen2-causal": tf.Qwen2ForCausalLM,
-           "qwen3-seqcls": tf.Qwen3ForSequenceClassification}[kind]
     model = cls._from_config(cfg, attn_implementation="eager")
     randomize_(model, seed)  # named_parameters() yields a tied embedding/head once
     model.eval()
@@ -161,7 +174,7 @@ def make_tiny_llm(kind: str, path: Path, *, seed: int = 0, num_labels: int = 1, 
     return model
 
 
-def make_st_reranker(path: Path, *, tokens: str = "yes/no", kind: str = "qwen3-causal", seed: int = 0,
+def make_st_reranker(path: Path, *, tokens: str = "yes/no", kind: str = DEFAULT_MODEL_TYPE + "-causal", seed: int = 0,
                      max_length: int | None = 96, prompts: dict | None = None, default_prompt_name: str | None = None,
                      **overrides):
     """A Sentence Transformers CrossEncoder folder around a tiny causal LM, saved by ST itself.
@@ -199,9 +212,10 @@ QWEN3_EMBEDDING_PROMPTS = {
 
 def make_st_lasttoken_embedder(path: Path, *, seed: int = 0, max_seq_length: int = 48, normalize: bool = True,
                                prompts: dict | None = None, default_prompt_name: str | None = None,
-                               padding_side: str = "left", **overrides):
+                               padding_side: str = "left", model_type: str = DEFAULT_MODEL_TYPE, **overrides):
     """A SentenceTransformer folder like Qwen3-Embedding: Transformer(feature-extraction, a tiny
-    Qwen3Model) -> Pooling("lasttoken") -> Normalize, prompts in config_sentence_transformers.json.
+    <model_type>Model, Qwen3Model by default) -> Pooling("lasttoken") -> Normalize, prompts in
+    config_sentence_transformers.json.
     The tokenizer has no chat template (else ST would render plain texts through it as "message"
     inputs) and is saved with padding_side (Qwen3-Embedding ships "left"). The base Qwen3Model is
     written to path / "hf", the SentenceTransformer to path / "st"; returns the SentenceTransformer."""
@@ -211,8 +225,8 @@ def make_st_lasttoken_embedder(path: Path, *, seed: int = 0, max_seq_length: int
     path = Path(path)
     tok = llm_tokenizer(path / "hf", template=None, padding_side=padding_side)
     torch.manual_seed(seed)
-    cfg = tiny_llm_config("qwen3-causal", pad_token_id=tok.pad_token_id, **overrides)
-    model = tf.Qwen3Model._from_config(cfg, attn_implementation="eager")
+    cfg = tiny_llm_config(f"{model_type}-model", pad_token_id=tok.pad_token_id, **overrides)
+    model = _model_class(f"{model_type}-model")._from_config(cfg, attn_implementation="eager")
     randomize_(model, seed)
     model.eval()
     model.save_pretrained(str(path / "hf"), safe_serialization=True)
@@ -246,10 +260,9 @@ def _main() -> None:
         tok = llm_tokenizer(tmp / "tok")
         print("tokenizer:", len(tok), "tokens; yes/no/1/0 ->",
               [tok.convert_tokens_to_ids(w) for w in ("yes", "no", "1", "0")], "pad", tok.pad_token_id)
-        for kind, extra in (("qwen3-causal", {}), ("qwen3-causal", {"head_dim": 16, "tie_word_embeddings": False}),
-                            ("qwen2-causal", {}), ("qwen3-seqcls", {})):
-            m = make_tiny_llm(kind, tmp / f"{kind}-{len(extra)}", **extra)
-            print(kind, extra, type(m).__name__, sum(p.numel() for p in m.parameters()), "params")
+        for kind in KINDS:
+            m = make_tiny_llm(kind, tmp / kind)
+            print(kind, type(m).__name__, sum(p.numel() for p in m.parameters()), "params")
 
         for tokens in ("yes/no", "1/0", "yes"):
             make_st_reranker(tmp / tokens.replace("/", ""), tokens=tokens,
@@ -269,13 +282,13 @@ def _main() -> None:
             print("  rank(prompt=...):", ce.rank(PAIRS[0][0], [d for _, d in PAIRS], prompt="find the cat"))
 
         seqcls = tmp / "seqcls"
-        make_tiny_llm("qwen3-seqcls", seqcls)
+        make_tiny_llm(DEFAULT_MODEL_TYPE + "-seqcls", seqcls)
         ce = CrossEncoder(str(seqcls), local_files_only=True, max_length=96, model_kwargs={"attn_implementation": "eager"})
         print("\n[seqcls] modules:", [type(m).__name__ for m in ce], "padding:", ce[0].tokenizer.padding_side,
               "predict:", ce.predict(PAIRS))
 
         bad = tmp / "bad"
-        make_tiny_llm("qwen3-causal", bad, template="chat")
+        make_tiny_llm(DEFAULT_MODEL_TYPE + "-causal", bad, template="chat")
         try:
             CrossEncoder(str(bad), local_files_only=True).predict(PAIRS[:1])
         except ValueError as e:

@@ -100,6 +100,9 @@ class Family:
     head_kinds: the heads this family's config can ask for (its config's `head_kind`, when it has
       one): "classifier" (ForSequenceClassification), "score" (a decoder's score Linear), "lm"
       (a causal LM's logits of the score tokens, hf/causal_score.py).
+    tiny / base: HF config.json kwargs (the family folder's presets.py) of a tiny random model for
+      tests and of the base-shaped one benchmarks build; a model is
+      `transformers.AutoConfig.for_model(model_type, **{**tiny, **overrides})`. {}: none.
     """
     config_cls: type[EncoderConfig]
     read_config: ConfigReader
@@ -109,13 +112,17 @@ class Family:
     harmless: frozenset[str] = frozenset()
     tokenizer: str = ""
     head_kinds: tuple[str, ...] = ("classifier",)
+    tiny: Mapping = dataclasses.field(default_factory=dict)
+    base: Mapping = dataclasses.field(default_factory=dict)
 
 
-def alias(family: Family, architecture: str, tokenizer: str | None = None) -> Family:
+def alias(family: Family, architecture: str, tokenizer: str | None = None, tiny: Mapping | None = None) -> Family:
     """The same model under another model_type and class names (e.g. CamemBERT = RoBERTa); its
-    tokenizer class, when AutoTokenizer registers another one for it."""
+    tokenizer class, when AutoTokenizer registers another one for it; its tiny test preset, when its
+    tests vary something its base family's does not (else it reuses the base family's presets)."""
     return dataclasses.replace(family, architecture=architecture,
-                               tokenizer=family.tokenizer if tokenizer is None else tokenizer)
+                               tokenizer=family.tokenizer if tokenizer is None else tokenizer,
+                               tiny=family.tiny if tiny is None else tiny)
 
 
 def linear(hf: str, ours: str, kernel="linear", bias="identity") -> list[Rule]:

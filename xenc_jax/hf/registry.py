@@ -6,6 +6,7 @@ alias(RECORD, "ClassStem", "TokenizerClass"). register() adds one at run time (d
 from __future__ import annotations
 
 from ..models.families.bert.hf import BERT, DISTILBERT, ELECTRA, ROBERTA
+from ..models.families.bert.presets import XLM_ROBERTA_TINY
 from ..models.families.deberta_v2.hf import DEBERTA_V2
 from ..models.families.modernbert.hf import MODERNBERT
 from ..models.families.mpnet.hf import MPNET
@@ -17,7 +18,7 @@ __all__ = ["FAMILIES", "alias", "family", "register"]
 FAMILIES: dict[str, Family] = {
     "bert": BERT,
     "roberta": ROBERTA,
-    "xlm-roberta": alias(ROBERTA, "XLMRoberta", "XLMRobertaTokenizer"),
+    "xlm-roberta": alias(ROBERTA, "XLMRoberta", "XLMRobertaTokenizer", tiny=XLM_ROBERTA_TINY),
     "camembert": alias(ROBERTA, "Camembert", "CamembertTokenizer"),
     "electra": ELECTRA,
     "distilbert": DISTILBERT,

@@ -3,6 +3,7 @@ module (model.py), their config.json names, weight tables and HF classes."""
 from __future__ import annotations
 
 
+from . import presets
 from .model import BertConfig
 from ....hf.family import (BUFFERS, EMB, LAYER, ConfigError, Family, FamilyTable, Rule, attention, linear, norm,
                      require)
@@ -84,7 +85,7 @@ BERT = Family(
     FamilyTable("bert", tuple(_BERT_LIKE_ENCODER),
                 tuple(linear("{p}pooler.dense", "head/dense") + linear("classifier", "head/out")),
                 BUFFERS + (r"cls\..*",)),  # pre-training heads (MLM/NSP) of bert-base-style checkpoints
-    "Bert", _ABSOLUTE, tokenizer="BertTokenizer")
+    "Bert", _ABSOLUTE, tokenizer="BertTokenizer", tiny=presets.TINY)
 
 ROBERTA = Family(
     BertConfig,
@@ -93,7 +94,7 @@ ROBERTA = Family(
     # RobertaModel's pooler is not used by RobertaForSequenceClassification; lm_head = MLM head
     FamilyTable("roberta", tuple(_BERT_LIKE_ENCODER), _ROBERTA_HEAD,
                 BUFFERS + (r"(roberta\.)?pooler\..*", r"lm_head\..*")),
-    "Roberta", _ABSOLUTE, tokenizer="RobertaTokenizer")
+    "Roberta", _ABSOLUTE, tokenizer="RobertaTokenizer", tiny=presets.ROBERTA_TINY)
 
 ELECTRA = Family(
     BertConfig,
@@ -103,7 +104,7 @@ ELECTRA = Family(
                 _ROBERTA_HEAD,
                 BUFFERS + (r"discriminator_predictions\..*", r"generator_predictions\..*",
                            r"generator_lm_head\..*")),
-    "Electra", _ABSOLUTE, tokenizer="BertTokenizer")
+    "Electra", _ABSOLUTE, tokenizer="BertTokenizer", tiny=presets.ELECTRA_TINY)
 
 DISTILBERT = Family(
     BertConfig, _read_distilbert,
@@ -112,4 +113,4 @@ DISTILBERT = Family(
                 BUFFERS + (r"vocab_transform\..*", r"vocab_layer_norm\..*", r"vocab_projector\..*")),
     "DistilBert",
     {"sinusoidal_pos_embds": (False, True)},  # HF stores the (fixed) table as a weight either way
-    tokenizer="BertTokenizer")
+    tokenizer="BertTokenizer", tiny=presets.DISTILBERT_TINY)

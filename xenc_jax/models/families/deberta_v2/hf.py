@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from . import presets
 from .model import DebertaV2Config
 from ....hf.family import BUFFERS, EMB, LAYER, ConfigError, Family, FamilyTable, Rule, attention, linear, norm, require
 
@@ -130,4 +131,4 @@ DEBERTA_V2 = Family(
                 needs=_needs),
     "DebertaV2",
     harmless=frozenset({"legacy", "conv_groups", "conv_act"}),   # conv_* only matter with conv_kernel_size > 0
-    tokenizer="DebertaV2Tokenizer")
+    tokenizer="DebertaV2Tokenizer", tiny=presets.TINY, base=presets.BASE)

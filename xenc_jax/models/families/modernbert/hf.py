@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from . import presets
 from .model import GLOBAL, LOCAL, ModernBertConfig
 from ...blocks.mlp import ACTIVATIONS
 from ....hf.family import LAYER, ConfigError, Family, FamilyTable, Fused, Rule, require
@@ -168,4 +169,4 @@ MODERNBERT = Family(
     # ModernBertForMaskedLM's head/decoder are not the classification head: dropped by name only
     # when loading a bare encoder from an MLM checkpoint (decoder.* never maps to our head).
     FamilyTable("model", _ENCODER, _HEAD, (r"decoder\.(weight|bias)",), needs=_needs),
-    "ModernBert", harmless=_HARMLESS)
+    "ModernBert", harmless=_HARMLESS, tiny=presets.TINY, base=presets.BASE)

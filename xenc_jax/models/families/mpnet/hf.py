@@ -1,6 +1,7 @@
 """HF record of MPNet (MPNetModel, MPNetForSequenceClassification; model.py)."""
 from __future__ import annotations
 
+from . import presets
 from .model import MPNetConfig
 from ....hf.family import BUFFERS, EMB, LAYER, ConfigError, Family, FamilyTable, Rule, attention, linear, norm, require
 
@@ -50,4 +51,4 @@ MPNET = Family(
     FamilyTable("mpnet", tuple(_ENCODER),
                 tuple(linear("classifier.dense", "head/dense") + linear("classifier.out_proj", "head/out")),
                 BUFFERS + (r"(mpnet\.)?pooler\..*", r"lm_head\..*")),
-    "MPNet", tokenizer="MPNetTokenizer")
+    "MPNet", tokenizer="MPNetTokenizer", tiny=presets.TINY, base=presets.BASE)

@@ -12,6 +12,7 @@ Both config spellings are read: transformers 5's `rope_parameters` and 4.x's `ro
 """
 from __future__ import annotations
 
+from . import presets
 from .model import QwenConfig
 from ....hf.family import LAYER, ConfigError, Family, FamilyTable, Rule, require
 
@@ -129,6 +130,8 @@ _HARMLESS = frozenset({
 _IGNORED = (r"lm_head\.weight", r"(.*\.)?rotary_emb\.inv_freq")
 
 QWEN3 = Family(QwenConfig, _reader(True), FamilyTable("model", _ENCODER, _HEAD, _IGNORED, needs=_needs),
-               "Qwen3", harmless=_HARMLESS, tokenizer="Qwen2Tokenizer", head_kinds=("score", "lm"))
+               "Qwen3", harmless=_HARMLESS, tokenizer="Qwen2Tokenizer", head_kinds=("score", "lm"),
+               tiny=presets.TINY, base=presets.BASE)
 QWEN2 = Family(QwenConfig, _reader(False), FamilyTable("model", _ENCODER, _HEAD, _IGNORED, needs=_needs),
-               "Qwen2", harmless=_HARMLESS, tokenizer="Qwen2Tokenizer", head_kinds=("score", "lm"))
+               "Qwen2", harmless=_HARMLESS, tokenizer="Qwen2Tokenizer", head_kinds=("score", "lm"),
+               tiny=presets.QWEN2_TINY)
