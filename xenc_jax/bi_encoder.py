@@ -20,11 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .batching import BucketConfig, make_batches, scatter_results, tokenize_texts, unique_encodings
+from .batching import BucketConfig, make_batches, scatter_results, unique_encodings
+from .chat_format import text_encoder
 from .encoders import Encoder, check_token_limit, load_model, open_model_dir
 from .hf import st_folder
 from .hf.st_folder import default_max_seq_length
 from .hf.save import save_folder, write_sentence_transformer
+from .hf.st_transformer import input_format
 from .dtypes import as_dtype
 from .model_fns import make_embed_fn
 from .streaming import DEFAULT_CHUNK_SIZE
@@ -102,6 +104,10 @@ class BiEncoder(Encoder):
         if max_seq_length is None:
             max_seq_length = default_max_seq_length(st_cfg, self.tokenizer, self.config)
         self.max_seq_length = check_token_limit(max_seq_length, "max_seq_length", 2, self.config)
+        # ST 6.3's modality: each text a user message through the chat template, or plain text
+        self._input_format = input_format(st_cfg, self.tokenizer, self.config.raw_dict.get("model_type"),
+                                          saved=mods.is_st, where=str(mods.encoder_dir))
+        self._text_encoder = None
         if truncate_dim is not None and (not isinstance(truncate_dim, int) or truncate_dim < 1):
             raise ValueError(f"truncate_dim must be a positive int or None, got {truncate_dim!r}")
         self.truncate_dim = truncate_dim
@@ -128,17 +134,23 @@ class BiEncoder(Encoder):
 
     def _resolve_prompt(self, prompt, prompt_name):
         prompt = super()._resolve_prompt(prompt, prompt_name)
-        if prompt and not self.include_prompt:
+        if prompt and not self.include_prompt and not self._input_format.message:   # ST ignores it for messages
             raise NotImplementedError("this model's Pooling has include_prompt=False (prompt tokens excluded "
                                       "from pooling), which BiEncoder does not implement yet")
         return prompt
 
     # ---- one chunk: tokenize + bucket (background thread), then embed (device) ----
+    def encode_texts(self, texts, prompt: str | None = None, offset: int = 0):
+        """Token ids of each text as ST 6.3 makes them (chat_format.text_encoder): through the chat
+        template when the Transformer takes messages, else the prompt prepended to the text."""
+        if self._text_encoder is None or self._text_encoder[0] != self.max_seq_length:   # it may be set later
+            self._text_encoder = (self.max_seq_length, text_encoder(self.tokenizer, self.max_seq_length,
+                                                                    self._input_format, self.do_lower_case,
+                                                                    str(self.model_dir)))
+        return self._text_encoder[1](texts, prompt, offset)
+
     def _prepare(self, start: int, texts: list, cfg: BucketConfig, prompt: str | None):
-        if prompt:
-            texts = [prompt + t if isinstance(t, str) else t for t in texts]  # non-str: tokenize_texts explains
-        encodings, inverse = unique_encodings(
-            tokenize_texts(self.tokenizer, texts, self.max_seq_length, self.do_lower_case, offset=start))
+        encodings, inverse = unique_encodings(self.encode_texts(texts, prompt, offset=start))
         # A decoder's tokenizer adds no special tokens, so "" has no tokens at all: it never
         # reaches the model (see _empty_vector).
         kept = np.flatnonzero(np.fromiter((len(e) > 0 for e in encodings), bool, len(encodings)))
@@ -235,6 +247,7 @@ class BiEncoder(Encoder):
             ops=self._ops).with_dense_params(jax.device_get(self.params["dense"]))
         write_sentence_transformer(path, self.config, self.params, self.tokenizer, mods,
                                    max_seq_length=self.max_seq_length, do_lower_case=self.do_lower_case,
+                                   transformer_config=self._input_format.transformer_config("feature-extraction"),
                                    model_config={"model_type": "SentenceTransformer",
                                                  "similarity_fn_name": self.similarity_fn_name,
                                                  "prompts": self.prompts, "default_prompt_name": self.default_prompt_name})

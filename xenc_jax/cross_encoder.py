@@ -6,21 +6,25 @@ jitted function (one compile per bucket shape), restore input order on the host.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .batching import BucketConfig, as_sequence, make_batches, scatter_results, tokenize_pairs, unique_encodings
 from .chat_format import pair_encoder
 from .encoders import Encoder, check_token_limit, load_model, open_model_dir
-from .hf import st_folder
+from .hf import st_folder, st_modules
 from .hf.st_folder import default_max_length  # noqa: F401  (public here too)
 from .hf.model_folder import read_json
-from .hf.save import save_folder, write_cross_encoder
+from .hf.save import save_folder, write_cross_encoder, write_sentence_transformer
+from .hf.st_transformer import input_format
 from .dtypes import as_dtype
-from .model_fns import make_score_fn
+from .model_fns import make_embed_fn, make_score_fn
 from .streaming import DEFAULT_CHUNK_SIZE
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
@@ -105,35 +109,70 @@ class CrossEncoder(Encoder):
                  prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
                  param_dtype="float32", autotune: bool | None = None, allow_new_head: bool = False):
         model_dir = open_model_dir(model_name_or_path, revision, compilation_cache)
-        raw = read_json(model_dir / "config.json") if (model_dir / "config.json").is_file() else {}
+        # modules.json's chain (hf/st_modules.py): a module we do not compute is refused by name
+        self._chain = chain = st_modules.read_chain(model_dir)
+        raw = read_json(chain.encoder_dir / "config.json") if (chain.encoder_dir / "config.json").is_file() else {}
         archs = raw.get("architectures") or []
-        if num_labels is None and not any(a.endswith("ForSequenceClassification") for a in archs):
-            num_labels = 1  # a bare encoder becomes a 1-label cross-encoder, as in ST
-        pt = load_model(model_dir, mesh, sharding, param_dtype=param_dtype, head=True, num_labels=num_labels,
-                        revision=revision, ignore_config_keys=ignore_config_keys, seed=seed,
-                        allow_new_head=allow_new_head)
-        self.model_dir, self.config, self.params, self.tokenizer = model_dir, pt.config, pt.params, pt.tokenizer
+        if chain.kind == "pooled":   # Transformer -> Pooling -> Dense "scores": the trained head is the Dense
+            pt = self._load_pooled(chain, num_labels, mesh, sharding, param_dtype, revision, ignore_config_keys)
+        else:
+            if num_labels is None and not any(a.endswith("ForSequenceClassification") for a in archs):
+                num_labels = 1  # a bare encoder becomes a 1-label cross-encoder, as in ST
+            pt = load_model(model_dir, mesh, sharding, param_dtype=param_dtype, head=True, num_labels=num_labels,
+                            revision=revision, ignore_config_keys=ignore_config_keys, seed=seed,
+                            allow_new_head=allow_new_head)
+            self.params = pt.params
+        self.model_dir, self.config, self.tokenizer = model_dir, pt.config, pt.tokenizer
         self.dtype = as_dtype(dtype)
-        if max_length is None:
-            max_length = default_max_length(self.tokenizer, self.config)
+        if chain.transformer.get("do_lower_case"):
+            raise ValueError(f"{chain.encoder_dir}: do_lower_case in its Transformer config is not supported for "
+                             "cross-encoders")
+        if max_length is None:   # a Transformer config's max_seq_length is ST's model_max_length
+            max_length = (st_folder.default_max_seq_length(chain.transformer, self.tokenizer, self.config)
+                          if chain.transformer.get("max_seq_length") else default_max_length(self.tokenizer, self.config))
         self.max_length = check_token_limit(max_length, "max_length", 3, self.config)
         st_cfg = _read_st_model_config(model_dir)
         self._init_prompts(st_cfg, prompts, default_prompt_name)
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
                              f"{sorted(self.prompts)}")
-        # a decoder whose tokenizer has a chat template: pairs go through it (ST 6.2's message modality)
-        self._encode = pair_encoder(model_dir, self.tokenizer, self.config, self.max_length)
-        stored = st_folder.stored_ce_activation(raw) or st_cfg.get("activation_fn")
-        if activation_fn is None:
-            activation_fn = stored if stored in _ST_NAMES else ("sigmoid" if self.num_labels == 1 else "identity")
+        # ST 6.3's modality: pairs as query/document messages through the chat template, or text pairs
+        self._input_format = input_format(chain.transformer, self.tokenizer, raw.get("model_type"), saved=chain.is_st,
+                                          where=str(chain.encoder_dir))
+        self._encode = pair_encoder(model_dir, self.tokenizer, self.config, self.max_length, fmt=self._input_format)
+        if activation_fn is None:   # the stored one (ST 6.3's order), else ST's default
+            activation_fn = (st_modules.stored_activation(st_cfg, raw, model_dir)
+                             or ("sigmoid" if self.num_labels == 1 else "identity"))
         self.activation_name, self.activation_fn = _resolve_activation(activation_fn)
         self._init_runtime(pt, buckets=buckets, attention_impl=attention_impl, mesh=mesh, sharding=sharding,
                            chunk_size=chunk_size, autotune=autotune)
 
+    def _load_pooled(self, chain, num_labels, mesh, sharding, param_dtype, revision, ignore_config_keys):
+        """The encoder (no head) and the chain's Dense weights; self.params = {"encoder", "dense"}."""
+        pt = load_model(chain.encoder_dir, mesh, sharding, param_dtype=param_dtype, head=False, revision=revision,
+                        ignore_config_keys=ignore_config_keys)
+        chain.pooled.output_dim(pt.config.hidden_size)   # Pooling's dimension and each Dense's in_features
+        if num_labels is not None and num_labels != chain.num_labels:
+            raise ValueError(f"num_labels={num_labels}, but the score head of {chain.model_dir} (its last Dense) "
+                             f"gives {chain.num_labels} scores per pair")
+        self.params = {"encoder": pt.params["encoder"],
+                       "dense": [{k: jnp.asarray(v) for k, v in p.items()} for p in chain.pooled.dense_params]}
+        return dataclasses.replace(pt, config=pt.config.with_num_labels(chain.num_labels))
+
     # ---- the pure function ----
     def _model_fn(self, module):
+        if self._chain.kind == "pooled":   # the bi-encoder's pooling and Dense ops give the logits
+            pooled = self._chain.pooled
+            return make_embed_fn(module, self.config.position_offset, pooled.pooling_modes, pooled.ops)
         return make_score_fn(module, self.config.position_offset)
+
+    def _resolve_prompt(self, prompt, prompt_name):
+        prompt = super()._resolve_prompt(prompt, prompt_name)
+        pooled = self._chain.pooled
+        if prompt and pooled is not None and not pooled.include_prompt and not self._input_format.message:
+            raise NotImplementedError("this model's Pooling has include_prompt=False (prompt tokens excluded "
+                                      "from pooling), which xenc_jax does not implement yet")
+        return prompt
 
     def _token_limit(self) -> int:
         return self.max_length
@@ -144,8 +183,8 @@ class CrossEncoder(Encoder):
 
     # ---- one chunk: tokenize + bucket (background thread), then score (device) ----
     def encode_pairs(self, pairs, prompt: str | None = None, offset: int = 0):
-        """Token ids of each pair as ST 6.2 makes them: through the chat template for a decoder
-        that has one (chat_format.py), else as a text pair with the prompt before the query."""
+        """Token ids of each pair as ST 6.3 makes them: through the chat template when the
+        Transformer takes messages (chat_format.py), else as a text pair with the prompt before the query."""
         return self._encode(pairs, prompt, offset)
 
     def _prepare(self, start: int, pairs: list, cfg: BucketConfig, prompt: str | None = None):
@@ -259,6 +298,16 @@ class CrossEncoder(Encoder):
     def save(self, path: str | os.PathLike) -> Path:
         """HF directory (config, safetensors, tokenizer) that PyTorch sentence-transformers loads.
         Atomic: an existing directory at `path` is replaced only once the new one is complete."""
+        if self._chain.kind == "pooled":   # the same modules.json chain, Dense weights from self.params
+            activation = st_folder.CE_ACTIVATION_PATHS.get(self.activation_name)
+            return save_folder(
+                path, write_sentence_transformer, self.config, self.params, self.tokenizer,
+                self._chain.pooled.with_dense_params(jax.device_get(self.params["dense"])),
+                max_seq_length=self.max_length, do_lower_case=False,
+                model_config={"model_type": "CrossEncoder", "prompts": self.prompts,
+                              "default_prompt_name": self.default_prompt_name,
+                              **({"activation_fn": activation} if activation else {})},
+                transformer_config=self._input_format.transformer_config("feature-extraction"))
         return save_folder(path, write_cross_encoder, self.config, self.params, self.tokenizer,
                            max_length=self.max_length, activation=self.activation_name, source_dir=self.model_dir,
                            prompts=self.prompts, default_prompt_name=self.default_prompt_name)

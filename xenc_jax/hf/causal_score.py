@@ -1,4 +1,4 @@
-"""Which tokens a causal-LM reranker scores, with sentence-transformers 6.2's rules
+"""Which tokens a causal-LM reranker scores, with sentence-transformers 6.3's rules
 (cross_encoder/model.py, cross_encoder/modules/logit_score.py):
 
 - a folder with modules.json whose second module is a LogitScore: its config's true_token_id and
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .model_folder import read_json, st_modules
+from .model_folder import is_st_cross_encoder, read_json, st_modules
+from .st_transformer import read_transformer_file
 
 LOGIT_SCORE_TYPE = "sentence_transformers.cross_encoder.modules.logit_score.LogitScore"
 
@@ -64,20 +65,28 @@ def score_token_ids(model_dir: Path, tokenizer) -> tuple[int, ...]:
 def copy_st_files(src: Path, dst: Path) -> None:
     """Carry a CrossEncoder folder's ST files into a saved copy, so ST loads the copy with the
     same tokens, input format and prompts: config_sentence_transformers.json of a CrossEncoder
-    (prompts), and for a causal-LM reranker saved by ST its modules.json, LogitScore folder and
-    the Transformer's sentence_bert_config.json (the chat-template modality). Nothing from a
-    bi-encoder folder (its Pooling modules would make ST load the copy as something else), and
-    nothing for a plain HF folder: ST's defaults then apply to both alike."""
+    (prompts), and for a CrossEncoder saved by ST (a sequence classifier, or a causal-LM reranker)
+    its modules.json, LogitScore folder and the Transformer's sentence_bert_config.json (the
+    modality: chat template or text). Nothing from a bi-encoder folder (its Pooling modules would
+    make ST load the copy as something else), and nothing for a plain HF folder: ST's defaults
+    then apply to both alike. (A Pooling -> Dense CrossEncoder is written whole by its own save.)"""
     import shutil
     src, dst = Path(src), Path(dst)
     st_cfg = src / "config_sentence_transformers.json"
     if st_cfg.is_file() and read_json(st_cfg).get("model_type") == "CrossEncoder":
         shutil.copy2(st_cfg, dst / st_cfg.name)
-    if logit_score_config(src) is None:
+    if not (src / "modules.json").is_file() or not is_st_cross_encoder(src):
         return
-    for name in ("modules.json", "sentence_bert_config.json"):
-        if (src / name).is_file():
-            shutil.copy2(src / name, dst / name)
-    for _, sub in st_modules(src):
-        if sub and (src / sub).is_dir() and not (dst / sub).exists():
+    # The saved weights and tokenizer are in dst itself: the Transformer module moves to the root
+    # (a source keeping it in a subfolder would point ST at the source's weights).
+    import json
+    entries = read_json(src / "modules.json", "module list", expect=list)
+    for entry, (name, sub) in zip(entries, st_modules(src)):
+        if name == "Transformer":
+            entry["path"] = ""
+            config = read_transformer_file(src / sub)
+            if config is not None:
+                (dst / "sentence_bert_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        elif sub and (src / sub).is_dir() and not (dst / sub).exists():
             shutil.copytree(src / sub, dst / sub)
+    (dst / "modules.json").write_text(json.dumps(entries, indent=2) + "\n")

@@ -25,6 +25,7 @@ from ..atomic import atomic_dir
 from ..batching import copy_tokenizer
 from . import st_folder
 from .causal_score import copy_st_files
+from .st_modules import set_activation
 from .pretrained import save_pretrained
 
 
@@ -51,6 +52,8 @@ def write_cross_encoder(path: str | os.PathLike, cfg, params, tokenizer, *, max_
     save_pretrained(path, cfg, jax.device_get(params), _tokenizer_for(tokenizer, max_length), head=True)
     if source_dir is not None:
         copy_st_files(Path(source_dir), path)
+        # ST 6.3 reads the activation from config_sentence_transformers.json before config.json's
+        set_activation(path, st_folder.CE_ACTIVATION_PATHS.get(activation))
     st_cfg = path / "config_sentence_transformers.json"
     if prompts and not st_cfg.is_file():
         st_cfg.write_text(json.dumps({"model_type": "CrossEncoder", "prompts": prompts,
@@ -59,14 +62,18 @@ def write_cross_encoder(path: str | os.PathLike, cfg, params, tokenizer, *, max_
 
 
 def write_sentence_transformer(path: str | os.PathLike, cfg, params, tokenizer, mods: st_folder.SentenceModules, *,
-                               max_seq_length: int, do_lower_case: bool, model_config: dict | None) -> Path:
+                               max_seq_length: int, do_lower_case: bool, model_config: dict | None,
+                               transformer_config: dict | None = None) -> Path:
     """The encoder (config.json, model.safetensors from params["encoder"], tokenizer files) and
-    the ST modules of `mods` with its dense_params (st_folder.write_st_folder)."""
+    the ST modules of `mods` with its dense_params (st_folder.write_st_folder). A CrossEncoder
+    whose scores are Pooling -> Dense modules (hf/st_modules.py "pooled") is written this way too,
+    with model_config's model_type "CrossEncoder"."""
     path = Path(path)
     save_pretrained(path, cfg, {"encoder": jax.device_get(params["encoder"])},
                     _tokenizer_for(tokenizer, max_seq_length), head=False)
     st_folder.write_st_folder(path, mods, hidden_size=cfg.hidden_size, max_seq_length=max_seq_length,
-                              do_lower_case=do_lower_case, model_config=model_config)
+                              do_lower_case=do_lower_case, model_config=model_config,
+                              transformer_config=transformer_config)
     return path
 
 

@@ -20,6 +20,7 @@ from ..models import pooling as P
 from ..models.pooling import DenseSpec
 from . import model_folder
 from .checkpoint_files import read_checkpoint, write_safetensors
+from .st_transformer import TRANSFORMER_CONFIGS, read_transformer_file
 
 # modules.json "type" -> our module kind. Both the legacy short paths and ST 6.2's full paths.
 MODULE_KINDS = {"Transformer": "transformer", "Pooling": "pooling", "Dense": "dense",
@@ -28,8 +29,6 @@ ST_TYPES = {"transformer": "sentence_transformers.base.modules.transformer.Trans
             "pooling": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
             "dense": "sentence_transformers.base.modules.dense.Dense",
             "normalize": "sentence_transformers.base.modules.normalize.Normalize"}
-TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json",
-                       "sentence_distilbert_config.json", "sentence_xlm-roberta_config.json")
 
 # A CrossEncoder folder keeps its activation in config.json: "sentence_transformers.activation_fn"
 # (ST >= 4) or "sbert_ce_default_activation_function" (older), as a torch class path.
@@ -83,6 +82,9 @@ class SentenceModules:
     model_config: dict | None = None
     pooling_dim: int | None = None
     is_st: bool = False
+    # (module_input_name, module_output_name) per op, as written; () = "sentence_embedding" for all
+    # (a cross-encoder's last Dense writes "scores": hf/st_modules.py)
+    io_names: tuple = ()
 
     @property
     def normalize(self) -> bool:
@@ -152,14 +154,24 @@ def pooling_modes(cfg: dict, where: Path) -> tuple[tuple[str, ...], bool]:
 
 
 def read_dense(folder: Path) -> tuple[DenseSpec, dict]:
+    """A bi-encoder's Dense module: reads and writes the sentence embedding."""
+    spec, params, names = read_dense_io(folder)
+    for key, name in zip(("module_input_name", "module_output_name"), names):
+        if name != "sentence_embedding":
+            raise ValueError(f"{folder}: Dense {key}={name!r} is not supported (only 'sentence_embedding')")
+    return spec, params
+
+
+def read_dense_io(folder: Path) -> tuple[DenseSpec, dict, tuple[str, str]]:
+    """A Dense module: (spec, {"kernel", "bias"?, "residual"?}, (module_input_name,
+    module_output_name)); ST's defaults: input "sentence_embedding", output = input."""
     cfg = read_json(folder / "config.json", "Dense config")
     act = cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
     if act not in P.DENSE_ACTIVATIONS:
-        raise ValueError(f"{folder}: Dense activation_function {act!r} is not supported; "
+        raise ValueError(f"{folder / 'config.json'}: Dense activation_function {act!r} is not supported; "
                          f"supported: {sorted(P.DENSE_ACTIVATIONS)}")
-    for key in ("module_input_name", "module_output_name"):
-        if cfg.get(key, "sentence_embedding") != "sentence_embedding":
-            raise ValueError(f"{folder}: Dense {key}={cfg[key]!r} is not supported (only 'sentence_embedding')")
+    name_in = cfg.get("module_input_name") or "sentence_embedding"
+    name_out = cfg.get("module_output_name") or name_in
     spec = DenseSpec(int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True)), act,
                      bool(cfg.get("use_residual", False)))
     tensors = read_checkpoint(folder)
@@ -173,19 +185,19 @@ def read_dense(folder: Path) -> tuple[DenseSpec, dict]:
         raise ValueError(f"{folder}: Dense weights {got} do not match its config (expected {want})")
     params = {"kernel": tensors["linear.weight"], "bias": tensors.get("linear.bias"),
               "residual": tensors.get("residual.weight")}
-    return spec, {k: np.asarray(v, np.float32) for k, v in params.items() if v is not None}
+    return spec, {k: np.asarray(v, np.float32) for k, v in params.items() if v is not None}, (name_in, name_out)
 
 
 def read_transformer_config(folder: Path) -> dict:
-    for name in TRANSFORMER_CONFIGS:
-        if (folder / name).is_file():
-            cfg = read_json(folder / name, "Transformer config")
-            task = cfg.get("transformer_task", "feature-extraction")
-            if task != "feature-extraction" or cfg.get("module_output_name", "token_embeddings") != "token_embeddings":
-                raise ValueError(f"{folder / name}: transformer_task {task!r} / module_output_name "
-                                 f"{cfg.get('module_output_name')!r} not supported (feature-extraction only)")
-            return cfg
-    return {}
+    """A bi-encoder's Transformer config (feature extraction writing token embeddings), {} if none."""
+    cfg = read_transformer_file(folder)
+    if cfg is None:
+        return {}
+    task = cfg.get("transformer_task", "feature-extraction")
+    if task != "feature-extraction" or cfg.get("module_output_name", "token_embeddings") != "token_embeddings":
+        raise ValueError(f"{folder / TRANSFORMER_CONFIGS[0]}: transformer_task {task!r} / module_output_name "
+                         f"{cfg.get('module_output_name')!r} not supported (feature-extraction only)")
+    return cfg
 
 
 def read_model_config(path: Path, score_functions) -> dict:
@@ -249,15 +261,19 @@ def read_st_folder(model_dir: Path, score_functions=("cosine", "dot", "euclidean
 
 
 def write_st_folder(path: Path, mods: SentenceModules, *, hidden_size: int, max_seq_length: int,
-                    do_lower_case: bool, model_config: dict | None = None) -> Path:
+                    do_lower_case: bool, model_config: dict | None = None,
+                    transformer_config: dict | None = None) -> Path:
     """Write everything of an ST folder but the encoder (config.json, weights, tokenizer, which
-    save_pretrained writes in `path`): sentence_bert_config.json, 1_Pooling, one folder per
-    Dense / Normalize op (Dense weights in ST's layout), modules.json and
-    config_sentence_transformers.json (`model_config`, default cosine similarity)."""
+    save_pretrained writes in `path`): sentence_bert_config.json (max_seq_length, do_lower_case
+    and `transformer_config`: task, modality_config, module_output_name), 1_Pooling, one folder per
+    Dense / Normalize op (Dense weights in ST's layout, mods.io_names' feature names),
+    modules.json and config_sentence_transformers.json (`model_config`; a SentenceTransformer's
+    default: cosine similarity; a CrossEncoder's model_type: "CrossEncoder")."""
     path = Path(path)
     mods.output_dim(hidden_size)  # the dimensions chain
     (path / "sentence_bert_config.json").write_text(json.dumps(
-        {"max_seq_length": int(max_seq_length), "do_lower_case": bool(do_lower_case)}, indent=2) + "\n")
+        {"max_seq_length": int(max_seq_length), "do_lower_case": bool(do_lower_case), **(transformer_config or {})},
+        indent=2) + "\n")
     modules = [{"idx": 0, "name": "0", "path": "", "type": ST_TYPES["transformer"]}]
     pool_dir = path / "1_Pooling"
     pool_dir.mkdir(exist_ok=True)
@@ -267,14 +283,15 @@ def write_st_folder(path: Path, mods: SentenceModules, *, hidden_size: int, max_
         "include_prompt": mods.include_prompt}, indent=2) + "\n")
     modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_TYPES["pooling"]})
     dense = iter(mods.dense_params)
-    for idx, (kind, spec) in enumerate(mods.ops, start=2):
+    io_names = mods.io_names or [("sentence_embedding", "sentence_embedding")] * len(mods.ops)
+    for idx, (kind, spec), (name_in, name_out) in zip(range(2, len(mods.ops) + 2), mods.ops, io_names):
         folder = path / f"{idx}_{kind.capitalize()}"
         folder.mkdir(exist_ok=True)
         if kind == "dense":
             prm = next(dense)
             conf = {"in_features": spec.in_features, "out_features": spec.out_features, "bias": spec.bias,
-                    "activation_function": spec.activation, "module_input_name": "sentence_embedding",
-                    "module_output_name": "sentence_embedding"}
+                    "activation_function": spec.activation, "module_input_name": name_in,
+                    "module_output_name": name_out}
             if spec.use_residual:
                 conf["use_residual"] = True
             tensors = {"linear.weight": prm["kernel"]}
@@ -284,12 +301,13 @@ def write_st_folder(path: Path, mods: SentenceModules, *, hidden_size: int, max_
                 tensors["residual.weight"] = prm["residual"]
             write_safetensors({k: np.asarray(v, np.float32) for k, v in tensors.items()}, folder / "model.safetensors")
         else:
-            conf = {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}
+            conf = {"module_input_name": name_in, "module_output_name": name_out}
         (folder / "config.json").write_text(json.dumps(conf, indent=2) + "\n")
         modules.append({"idx": idx, "name": str(idx), "path": folder.name, "type": ST_TYPES[kind]})
     (path / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
     model_config = dict(model_config or {})
     model_config.setdefault("model_type", "SentenceTransformer")
-    model_config.setdefault("similarity_fn_name", "cosine")
+    if model_config["model_type"] == "SentenceTransformer":
+        model_config.setdefault("similarity_fn_name", "cosine")
     (path / "config_sentence_transformers.json").write_text(json.dumps(model_config, indent=2) + "\n")
     return path
