@@ -83,7 +83,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,10 @@ class ShardingPlan:
     """A mesh + a strategy's rules: param/batch shardings, placement, and sharded jit."""
 
     def __init__(self, mesh: Mesh, strategy: str = "dp", *, strict: bool = False):
-        if not isinstance(mesh, Mesh):
-            raise TypeError(f"ShardingPlan needs a jax.sharding.Mesh, got {mesh!r}")
+        # An AbstractMesh (devices we do not have) serves for tracing and jax.export only:
+        # tests/test_export_platforms.py lowers the training step for an 8-device TPU/GPU mesh.
+        if not isinstance(mesh, (Mesh, AbstractMesh)):
+            raise TypeError(f"ShardingPlan needs a jax.sharding.Mesh (or AbstractMesh), got {mesh!r}")
         self.mesh, self.strategy, self.strict = mesh, strategy, strict
         self.rules = axis_rules(strategy, mesh)
         self.batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
@@ -230,7 +232,8 @@ class ShardingPlan:
     @contextlib.contextmanager
     def context(self):
         """Mesh + logical-axis rules: flax's with_logical_constraint binds inside it."""
-        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+        use = jax.sharding.use_abstract_mesh if isinstance(self.mesh, AbstractMesh) else jax.set_mesh
+        with use(self.mesh), nn.logical_axis_rules(self.rules):
             yield
 
     def jit(self, fn: Callable, **jit_kwargs) -> Callable:
