@@ -5,11 +5,11 @@ import argparse
 import logging
 import sys
 
-from . import distributed, score, search, train
+from . import distributed, mine, score, search, train
 from .io import CliError
 
 # Each command module exposes register(subparsers); its parser sets `func(args) -> int`.
-COMMAND_MODULES = [score, search, train, distributed]
+COMMAND_MODULES = [score, search, mine, train, distributed]
 
 
 def build_parser() -> argparse.ArgumentParser:
