@@ -82,11 +82,14 @@ def config_from_dict(d: dict, *, ignore_keys: tuple[str, ...] = ()) -> EncoderCo
             f"config.json has attributes xenc_jax does not handle: {unknown}. They may change the "
             "model's math, so scores could silently differ from PyTorch. If you have checked that "
             "they do not, pass ignore_config_keys=" + repr(tuple(unknown)))
+    # a reader sets only the fields its family has (a decoder leaves the BERT-only ones to their defaults)
     for k in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
               "max_position_embeddings", "type_vocab_size", "pad_token_id", "embedding_size"):
-        v[k] = int(v[k])
+        if k in v:
+            v[k] = int(v[k])
     for k in ("layer_norm_eps", "hidden_dropout", "attention_dropout"):
-        v[k] = float(v[k])
+        if k in v:
+            v[k] = float(v[k])
     return record.config_cls(family=family, num_labels=_num_labels(d), raw_json=json.dumps(d), **v)
 
 

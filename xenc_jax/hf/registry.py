@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..models.families.bert.hf import BERT, DISTILBERT, ELECTRA, ROBERTA
 from ..models.families.bert.presets import XLM_ROBERTA_TINY
 from ..models.families.deberta_v2.hf import DEBERTA_V2
+from ..models.families.llama.hf import LLAMA, MISTRAL
 from ..models.families.modernbert.hf import MODERNBERT
 from ..models.families.mpnet.hf import MPNET
 from ..models.families.qwen.hf import QWEN2, QWEN3
@@ -27,6 +28,8 @@ FAMILIES: dict[str, Family] = {
     "modernbert": MODERNBERT,
     "qwen2": QWEN2,
     "qwen3": QWEN3,
+    "llama": LLAMA,
+    "mistral": MISTRAL,
 }
 
 

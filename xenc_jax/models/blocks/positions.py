@@ -65,20 +65,47 @@ class RelativePositionBias(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
+class Llama3RopeScaling:
+    """HF rope_type "llama3" (Llama 3.1+): long wavelengths divided by `factor`, short ones kept,
+    the band between interpolated (transformers modeling_rope_utils._compute_llama3_parameters;
+    its attention factor is 1, so cos/sin are not rescaled). Done in float32 like torch."""
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int
+
+    def __call__(self, inv_freq: np.ndarray) -> np.ndarray:
+        inv_freq = np.asarray(inv_freq, np.float32)
+        old = float(self.original_max_position_embeddings)
+        low_wavelen, high_wavelen = old / self.low_freq_factor, old / self.high_freq_factor
+        # torch's `scalar / tensor` is reciprocal(tensor) * scalar: the same order here
+        wavelen = (np.float32(1) / inv_freq) * np.float32(2 * math.pi)
+        scaled = np.where(wavelen > low_wavelen, inv_freq / np.float32(self.factor), inv_freq)
+        smooth = ((np.float32(1) / wavelen) * np.float32(old) - np.float32(self.low_freq_factor)) \
+            / np.float32(self.high_freq_factor - self.low_freq_factor)
+        smoothed = (1 - smooth) * scaled / np.float32(self.factor) + smooth * scaled
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
 class RotaryPositions:
     """Rotary position embedding with base `theta` over the whole head (HF's "default" rope type:
     cat(freqs, freqs) layout, rotate_half). No params; its hook is blocks.Attention's `rotate`.
+    scaling: a frequency rescaling (Llama3RopeScaling) applied to the inverse frequencies.
 
     Angles come from position ids, so packed segments (positions restarting) rotate exactly as
     they would alone. The rotation is done in fp32 and cast back, as HF's apply_rotary_pos_emb.
     """
     head_dim: int
     theta: float
+    scaling: Llama3RopeScaling | None = None
 
     def inv_freq(self) -> np.ndarray:
         """1 / theta^(2i/d), rounded once to float32 (host constant; checked against HF's)."""
         exponent = np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim
-        return (1.0 / (float(self.theta) ** exponent)).astype(np.float32)
+        inv_freq = (1.0 / (float(self.theta) ** exponent)).astype(np.float32)
+        return inv_freq if self.scaling is None else self.scaling(inv_freq)
 
     def cos_sin(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
         """positions [B, L] -> cos, sin [B, L, 1, head_dim] fp32 (broadcast over heads)."""
@@ -127,11 +154,12 @@ class LayerType:
     """What differs between a model's kinds of layers, as data: the attention window and the
     rotary base. half_window None: global attention; else a sliding window of half_window
     tokens each side (bidirectional; with causal=True the window's later half is cut by the
-    causal mask). rope_theta None: no rotary positions."""
+    causal mask). rope_theta None: no rotary positions; rope_scaling: RotaryPositions' scaling."""
     name: str = GLOBAL
     half_window: int | None = None
     rope_theta: float | None = None
     causal: bool = False
+    rope_scaling: Llama3RopeScaling | None = None
 
     def mask(self, segments, positions, query_rows=None):
         """The [B, 1, Lq, L] mask of this layer kind (blocks/masks.py), queries at query_rows."""
@@ -145,7 +173,7 @@ class LayerType:
     def rotary(self, head_dim: int, positions, query_rows=None) -> "Rotation | None":
         if self.rope_theta is None:
             return None
-        return RotaryPositions(head_dim, self.rope_theta).hook(positions, query_rows)
+        return RotaryPositions(head_dim, self.rope_theta, self.rope_scaling).hook(positions, query_rows)
 
     def inputs(self, head_dim: int, segments, positions, query_rows=None):
         """(mask4, rotate) for one layer of this kind."""

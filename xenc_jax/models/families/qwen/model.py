@@ -1,151 +1,22 @@
 """Qwen2 / Qwen3 decoders (HF Qwen{2,3}Model, ...ForCausalLM, ...ForSequenceClassification) as
-scorers and embedders: token embeddings, pre-RMSNorm layers with causal grouped-query attention
-and rotary positions, a SwiGLU MLP, a final RMSNorm. Qwen3 adds an RMSNorm per head on q and k
-(before the rotation); Qwen2 has biases on q/k/v; Qwen3's attention_bias puts biases on q/k/v/o.
-
-A decoder is read at the LAST real token of each (packed) segment, not the first: the score
-head (ForSequenceClassification's `score`, or the LM head of a causal-LM reranker) runs only
-there, and the last layer computes only those rows. The LM head never runs over the vocabulary:
-only the columns of the scoring tokens are taken, and the score is logit[true] - logit[false]
-(or logit[true] alone), as sentence-transformers' LogitScore.
-
-Packed rows: attention is block-causal (a token sees the earlier tokens of its own segment) and
-positions restart per segment, so each pair is scored exactly as alone. Rotary angles depend only
-on position differences, so HF's left padding (positions shifted by the padding) gives the same
-attention as our right padding up to rounding.
+scorers and embedders, on the shared Llama-shaped decoder (models/decoder.py: modules, heads,
+packing, last-token reads). Qwen3 adds an RMSNorm per head on q and k (before the rotation) and
+an explicit head_dim; Qwen2 has biases on q/k/v; Qwen3's attention_bias puts biases on q/k/v/o.
+Which of those a checkpoint has is data on the config, read by hf.py.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
-import flax.linen as nn
-import jax.numpy as jnp
-
-from ...axes import Dtype, constrain
-from ...blocks import GLOBAL, AttentionSpec, LayerSpec, LayerType, NormSpec, PreNormLayer, embed, layer_class
-from ...config import EncoderConfig
-from ...dense import contract, dense, normal
-from ...encoder import default_position_ids
-from ...module import ConfigModule, EncoderModule
+from ...decoder import Decoder, DecoderConfig, DecoderHead, DecoderLayer
 
 
 @dataclasses.dataclass(frozen=True)
-class QwenConfig(EncoderConfig):
-    num_kv_heads: int = 0              # grouped-query attention: query heads per kv head = num_heads // num_kv_heads
-    attn_head_dim: int = 0             # Qwen3's explicit head_dim (may differ from hidden // heads); 0: hidden // heads
-    rope_theta: float = 10_000.0
-    qk_norm: bool = False              # Qwen3: RMSNorm over head_dim on q and k
-    qkv_bias: bool = False             # biases on q/k/v (Qwen2 always; Qwen3 with attention_bias)
-    out_bias: bool = False             # bias on o_proj (Qwen3 with attention_bias)
-    tie_word_embeddings: bool = False  # the LM head is the token embedding table
-    head_kind: str = "score"           # "score": ForSequenceClassification's Linear; "lm": causal-LM columns
-    score_token_ids: tuple[int, ...] = ()   # "lm": (true,) or (true, false), resolved when loading
-    reads_last_token: ClassVar[bool] = True  # SequenceClassifier reads each segment's last token
-
-    @property
-    def head_dim(self) -> int:
-        return self.attn_head_dim or self.hidden_size // self.num_heads
-
-    @property
-    def head_class_suffix(self) -> str:
-        return "ForCausalLM" if self.head_kind == "lm" else "ForSequenceClassification"
-
-    def head_inputs(self, encoder) -> dict:
-        """The tied LM head reads the decoder's token table (bound `encoder` after its call)."""
-        if self.head_kind == "lm" and self.tie_word_embeddings:
-            return {"tied_embedding": nn.meta.unbox(encoder.variables["params"]["word"]["embedding"])}
-        return {}
-
-    def layer_type(self) -> LayerType:
-        """Every layer: causal, global, rotary with rope_theta (sliding windows are rejected)."""
-        return LayerType(GLOBAL, None, self.rope_theta, causal=True)
-
-    def layer_spec(self) -> LayerSpec:
-        """Pre-RMSNorm, grouped-query attention (Qwen3: RMSNorm per head on q and k, before
-        the rotation), SwiGLU MLP without biases; no dropout but on attention probabilities."""
-        norm = NormSpec("rms", self.layer_norm_eps)
-        attention = AttentionSpec(self.num_heads, self.head_dim, self.num_kv_heads, qkv_bias=self.qkv_bias,
-                                  out_bias=self.out_bias, qk_norm=norm if self.qk_norm else None,
-                                  dropout=self.attention_dropout)
-        return LayerSpec(attention, self.intermediate_size, self.hidden_act, norm, gated_mlp=True, mlp_bias=False)
+class QwenConfig(DecoderConfig):
+    """DecoderConfig under Qwen's name: no switches of its own (qk_norm, qkv_bias, out_bias and
+    attn_head_dim are the shared decoder's)."""
 
 
-class DecoderLayer(PreNormLayer):
-    """The shared pre-norm layer, norms input_norm / mlp_norm (HF input_layernorm /
-    post_attention_layernorm); its own class only so that captured intermediates name it."""
+QwenDecoder, QwenHead = Decoder, DecoderHead   # the names this folder exported before the shared decoder
 
-
-class QwenDecoder(EncoderModule):
-    """(input_ids, attention_mask, ...) -> final-normed hidden states [B, L, hidden]; arguments as
-    BertEncoder's (token_type_ids is accepted and unused). query_positions [B, P]: only those
-    rows, [B, P, hidden] (the last layer computes only them)."""
-
-    @nn.compact
-    def __call__(self, input_ids, attention_mask, token_type_ids=None, position_ids=None,
-                 deterministic: bool = True, query_positions=None):
-        cfg = self.cfg
-        if position_ids is None:
-            position_ids = default_position_ids(cfg, input_ids)
-        position_ids = jnp.asarray(position_ids, jnp.int32)
-        x = embed(cfg.vocab_size, cfg.hidden_size, "word", self.param_dtype)
-        x = nn.Dropout(cfg.hidden_dropout)(x(input_ids), deterministic=deterministic).astype(self.dtype)
-        x = constrain(x, ("batch", "length", "embed"))
-        kind, spec = cfg.layer_type(), cfg.layer_spec()
-        full = kind.inputs(cfg.head_dim, attention_mask, position_ids)
-        layer = layer_class(DecoderLayer, cfg.remat, 3)
-        for i in range(cfg.num_layers):
-            last = i == cfg.num_layers - 1 and query_positions is not None
-            mask4, rotate = kind.inputs(cfg.head_dim, attention_mask, position_ids, query_positions) if last else full
-            x = layer(spec, "input_norm", self.dtype, self.param_dtype, self.attention_impl, name=f"layer_{i}")(
-                x, mask4, deterministic, query_positions if last else None, rotate)
-        x = spec.norm("final_norm", self.param_dtype)(x)
-        return constrain(x.astype(self.dtype), ("batch", "length", "embed"))
-
-
-class _TokenColumns(nn.Module):
-    """The LM head's kernel [embed, vocab] (HF lm_head.weight transposed); returns only the
-    columns of `ids`, [embed, len(ids)]."""
-    vocab_size: int
-    hidden_size: int
-    param_dtype: Dtype
-
-    @nn.compact
-    def __call__(self, ids):
-        kernel = self.param("kernel", nn.with_logical_partitioning(normal(0.02), ("embed", "vocab")),
-                            (self.hidden_size, self.vocab_size), self.param_dtype)
-        return jnp.take(kernel, ids, axis=1)
-
-
-class QwenHead(ConfigModule):
-    """Score at the read token [..., hidden] -> [..., num_labels] (fp32 out).
-
-    "score": ForSequenceClassification's `score` Linear (no bias).
-    "lm": the causal LM's logits of cfg.score_token_ids only (one [hidden, n] matmul, not the
-    vocabulary): logit[true] - logit[false], or logit[true] alone. tied_embedding [vocab,
-    hidden]: the token table, when the LM head is tied to it (no params here then)."""
-    cfg: QwenConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, h, deterministic: bool = True, tied_embedding=None):
-        cfg = self.cfg
-        if cfg.head_kind == "score":
-            return dense(cfg.num_labels, ("embed", "labels"), "score", self.dtype, self.param_dtype,
-                         use_bias=False)(h)
-        ids = jnp.asarray(cfg.score_token_ids, jnp.int32)
-        if ids.size not in (1, 2):
-            raise ValueError(f"a causal-LM scorer needs 1 or 2 score_token_ids (true[, false]), got "
-                             f"{cfg.score_token_ids!r}")
-        if tied_embedding is not None:
-            cols = jnp.take(tied_embedding, ids, axis=0).T
-        else:
-            cols = _TokenColumns(cfg.vocab_size, cfg.hidden_size, self.param_dtype, name="lm")(ids)
-        logits = contract(h, cols, (((h.ndim - 1,), (0,)), ((), ())), self.dtype, out_dtype=jnp.float32)
-        return logits[..., :1] - logits[..., 1:2] if ids.size == 2 else logits
-
-
-QwenConfig.encoder_module = QwenDecoder
-QwenConfig.head_module = QwenHead
-QwenConfig.input_params, QwenConfig.output_params = ("word",), ("final_norm",)
+__all__ = ["DecoderLayer", "QwenConfig", "QwenDecoder", "QwenHead"]

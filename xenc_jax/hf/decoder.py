@@ -1,0 +1,149 @@
+"""The HF half every Llama-shaped decoder family shares (models/decoder.py): config.json keys
+common to LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config, the rotary settings, the head
+kind, and one weight table (HF's `model.layers.{i}.self_attn.q_proj` ... names are the same in all
+four). Each family's hf.py reads its own switches and builds its record from these.
+
+Rotary positions: HF's "default" rope type, and "llama3" where the family allows it; every other
+scaled type (linear, dynamic, yarn, longrope, ...) is rejected by name. Both config spellings are
+read: transformers 5's `rope_parameters` and 4.x's `rope_theta` / `rope_scaling`.
+"""
+from __future__ import annotations
+
+from ..models.blocks import Llama3RopeScaling
+from ..models.decoder import DecoderConfig
+from .family import LAYER, ConfigError, FamilyTable, Rule, require
+
+_KEYS = {
+    "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads", "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings",
+}
+_OPTIONAL = {   # ours -> (HF key, HF default)
+    "hidden_act": ("hidden_act", "silu"), "layer_norm_eps": ("rms_norm_eps", 1e-6),
+    "attention_dropout": ("attention_dropout", 0.0), "tie_word_embeddings": ("tie_word_embeddings", False),
+}
+# read by read_common (num_key_value_heads, rope, pad) or by every family's reader (head_dim, biases)
+COMMON_KEYS = frozenset(set(_KEYS.values()) | {k for k, _ in _OPTIONAL.values()} | {
+    "num_key_value_heads", "head_dim", "attention_bias", "rope_parameters", "rope_theta", "rope_scaling",
+    "pad_token_id"})
+_LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def _llama3(params: dict, d: dict, family: str) -> Llama3RopeScaling:
+    values = {k: params.get(k) for k in _LLAMA3_KEYS}
+    if values["original_max_position_embeddings"] is None:   # HF's fallback (standardize_rope_params)
+        values["original_max_position_embeddings"] = d.get("max_position_embeddings")
+    missing = [k for k, x in values.items() if x is None]
+    if missing:
+        raise ConfigError(f"{family} config has a llama3 rope without {missing}: HF needs them to scale the frequencies")
+    if float(values["high_freq_factor"]) == float(values["low_freq_factor"]):
+        raise ConfigError(f"{family} config has a llama3 rope with high_freq_factor == low_freq_factor "
+                          f"({values['low_freq_factor']}): HF divides by their difference")
+    return Llama3RopeScaling(float(values["factor"]), float(values["low_freq_factor"]),
+                             float(values["high_freq_factor"]), int(values["original_max_position_embeddings"]))
+
+
+def rope(d: dict, family: str, types: tuple[str, ...] = ("default",)) -> tuple[float, Llama3RopeScaling | None]:
+    """(rope_theta, scaling) from either spelling; a rope type outside `types` is an error naming
+    the key ("llama3" is the only scaled type implemented)."""
+    theta, scaling = float(d.get("rope_theta") or 10_000.0), None
+    for key in ("rope_scaling", "rope_parameters"):   # 5.x's rope_parameters wins when both exist
+        params = d.get(key)
+        if params is None:
+            continue
+        kind = params.get("rope_type", params.get("type")) if isinstance(params, dict) else None
+        kind = kind or "default"
+        known = {"rope_type", "type", "rope_theta"} | (set(_LLAMA3_KEYS) if kind == "llama3" else set())
+        if not isinstance(params, dict) or kind not in types or set(params) - known:
+            raise ConfigError(f"{family} config has {key}={params!r}: only rope_type {' or '.join(map(repr, types))} "
+                              f"is supported (with rope_theta{', and llama3 factors' if 'llama3' in types else ''}); "
+                              "other RoPE scaling (linear, dynamic, yarn, longrope, ...) would give other scores")
+        theta = float(params.get("rope_theta") or theta)
+        scaling = _llama3(params, d, family) if kind == "llama3" else None
+    return theta, scaling
+
+
+def head_kind(d: dict) -> str:
+    """*ForCausalLM: a causal-LM scorer (hf/causal_score.py); anything else ForSequenceClassification's
+    `score` (fresh when the checkpoint has none, as HF)."""
+    archs = d.get("architectures") or []
+    return "lm" if any(str(a).endswith("ForCausalLM") for a in archs) else "score"
+
+
+def read_common(d: dict, family: str, rope_types: tuple[str, ...] = ("default",)) -> dict:
+    """The DecoderConfig fields every decoder family reads alike; the family adds head_dim,
+    biases, norms and windows."""
+    v = {ours: require(d, theirs, family) for ours, theirs in _KEYS.items()}
+    v.update({ours: d.get(theirs, default) for ours, (theirs, default) in _OPTIONAL.items()})
+    heads = int(v["num_heads"])
+    kv = int(d.get("num_key_value_heads") or heads)
+    if kv < 1 or heads % kv:
+        raise ConfigError(f"{family} config has num_key_value_heads={kv}: must divide num_attention_heads={heads}")
+    if v["hidden_act"] not in ("silu", "swish"):
+        raise ConfigError(f"{family} config has hidden_act={v['hidden_act']!r} (supported: 'silu')")
+    theta, scaling = rope(d, family, rope_types)
+    pad = d.get("pad_token_id")
+    v.update(num_kv_heads=kv, rope_theta=theta, rope_scaling=scaling, head_kind=head_kind(d),
+             tie_word_embeddings=bool(v["tie_word_embeddings"]), pad_token_id=0 if pad is None else pad)
+    return v
+
+
+def head_dim(d: dict, v: dict) -> int:
+    """An explicit head_dim (Llama, Mistral, Qwen3), else hidden / heads."""
+    return int(d.get("head_dim") or int(v["hidden_size"]) // int(v["num_heads"]))
+
+
+_AT = f"{LAYER}/attention"
+_ENCODER = (
+    Rule("embed_tokens.weight", "encoder/word/embedding"),
+    Rule("layers.{i}.input_layernorm.weight", f"{LAYER}/input_norm/scale"),
+    Rule("layers.{i}.self_attn.q_proj.weight", f"{_AT}/query/kernel", "split_heads"),
+    Rule("layers.{i}.self_attn.q_proj.bias", f"{_AT}/query/bias", "split_heads_bias"),
+    Rule("layers.{i}.self_attn.k_proj.weight", f"{_AT}/key/kernel", "split_kv_heads"),
+    Rule("layers.{i}.self_attn.k_proj.bias", f"{_AT}/key/bias", "split_kv_heads_bias"),
+    Rule("layers.{i}.self_attn.v_proj.weight", f"{_AT}/value/kernel", "split_kv_heads"),
+    Rule("layers.{i}.self_attn.v_proj.bias", f"{_AT}/value/bias", "split_kv_heads_bias"),
+    Rule("layers.{i}.self_attn.o_proj.weight", f"{_AT}/out/kernel", "merge_heads"),
+    Rule("layers.{i}.self_attn.o_proj.bias", f"{_AT}/out/bias"),
+    Rule("layers.{i}.self_attn.q_norm.weight", f"{_AT}/q_norm/scale"),
+    Rule("layers.{i}.self_attn.k_norm.weight", f"{_AT}/k_norm/scale"),
+    Rule("layers.{i}.post_attention_layernorm.weight", f"{LAYER}/mlp_norm/scale"),
+    # SwiGLU down(silu(gate(x)) * up(x)): GatedMLP activates its "input" and multiplies by "gate"
+    Rule("layers.{i}.mlp.gate_proj.weight", f"{LAYER}/mlp/input/kernel", "linear"),
+    Rule("layers.{i}.mlp.gate_proj.bias", f"{LAYER}/mlp/input/bias"),
+    Rule("layers.{i}.mlp.up_proj.weight", f"{LAYER}/mlp/gate/kernel", "linear"),
+    Rule("layers.{i}.mlp.up_proj.bias", f"{LAYER}/mlp/gate/bias"),
+    Rule("layers.{i}.mlp.down_proj.weight", f"{LAYER}/mlp/out/kernel", "linear"),
+    Rule("layers.{i}.mlp.down_proj.bias", f"{LAYER}/mlp/out/bias"),
+    Rule("norm.weight", "encoder/final_norm/scale"),
+)
+_HEAD = (
+    Rule("lm_head.weight", "head/lm/kernel", "linear"),
+    Rule("score.weight", "head/score/kernel", "linear"),
+)
+
+
+def _needs(path: str, cfg: DecoderConfig) -> bool:
+    if path.startswith("head/lm/"):
+        return cfg.head_kind == "lm" and not cfg.tie_word_embeddings
+    if path.startswith("head/score/"):
+        return cfg.head_kind == "score"
+    if "/q_norm/" in path or "/k_norm/" in path:
+        return cfg.qk_norm
+    if path.endswith("/bias") and "/mlp/" in path:
+        return cfg.mlp_bias
+    if path.endswith("/out/bias"):
+        return cfg.out_bias
+    if path.endswith("/bias"):
+        return cfg.qkv_bias
+    return True
+
+
+# A tied causal LM saved by 4.x may carry lm_head.weight (a copy of embed_tokens); the rotary
+# inv_freq buffer is recomputed from the rope settings.
+_IGNORED = (r"lm_head\.weight", r"(.*\.)?rotary_emb\.inv_freq")
+
+
+def decoder_table() -> FamilyTable:
+    """The weight table of every Llama-shaped decoder (params a config switch removes: `needs`)."""
+    return FamilyTable("model", _ENCODER, _HEAD, _IGNORED, needs=_needs)
