@@ -53,7 +53,7 @@ def bench_jax(cfg, groups, steps: int, dtype: str):
     batches, lens = stream.plan(0)
     t0 = time.time()
     for L in sorted(set(lens)):  # compile every shape the stream will produce
-        state, m = fn(state, plan.place_batch(stream.build(batches[lens.index(L)], L)), rng)
+        state, m = fn(state, plan.place_batch(stream.build(batches[lens.index(L)], L).arrays()), rng)
     jax.block_until_ready(m)
     compile_s = time.time() - t0
 
@@ -61,9 +61,9 @@ def bench_jax(cfg, groups, steps: int, dtype: str):
         times, rows = [], 0
         for _ in range(steps):
             b = next(stream)
-            rows += int(b["valid"].sum())
+            rows += b.num_examples
             t = time.perf_counter()
-            nonlocal_state[0], m = fn(nonlocal_state[0], plan.place_batch(b), rng)
+            nonlocal_state[0], m = fn(nonlocal_state[0], plan.place_batch(b.arrays()), rng)
             jax.block_until_ready(m["loss"])
             times.append(time.perf_counter() - t)
         return times, rows

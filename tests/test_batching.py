@@ -360,6 +360,28 @@ def test_empty_and_single():
     assert b.real_tokens == 3 and b.padded_tokens == 128
 
 
+def test_fill_rows_keeps_row_order_and_empty_rows():
+    """fill_rows lays rows out in the order given; a row of 0 examples is an empty row (the
+    training stream's missing slots), also as the last row, where an index past the last segment
+    used to be read."""
+    from xenc_jax.batching import TokenTable, fill_rows
+    rng = np.random.default_rng(5)
+    encodings = _random_encodings(rng, "tiny", 5, 16)
+    table = TokenTable.of(encodings[:2] + [None] + encodings[2:])  # a None slot has length 0
+    assert table.lens[2] == 0 and table.lens.sum() == sum(len(e) for e in encodings)
+    seg_ex, counts = np.array([3, 0, 1, 4, 5]), np.array([1, 0, 2, 0, 2, 0])
+    batches = fill_rows(table, seg_ex, counts, (4, 16), 2, PAD)
+    assert [b.input_ids.shape for b in batches] == [(4, 16), (4, 16)]
+    ids = np.concatenate([b.example_ids for b in batches])
+    assert ids.tolist() == [[3, -1], [-1, -1], [0, 1], [-1, -1], [4, 5], [-1, -1], [-1, -1], [-1, -1]]
+    found = {k: v for b in batches for k, v in _unpack(b, 2).items()}
+    by_slot = dict(zip([0, 1, 3, 4, 5], encodings))
+    assert sorted(found) == sorted(by_slot)
+    for k, (got_ids, got_types) in found.items():
+        np.testing.assert_array_equal(got_ids, by_slot[k].input_ids)
+        np.testing.assert_array_equal(got_types, by_slot[k].token_type_ids)
+
+
 @pytest.mark.parametrize("pack", [False, True])
 def test_scatter_results_restores_input_order(pack):
     rng = np.random.default_rng(3)

@@ -59,7 +59,7 @@ def family_model(request, tmp_path_factory, minilm_dir, pairs_file):
     stream = D.BatchStream(groups, D.StreamConfig(batch_size=16, bucket_lengths=(32,), max_length=64,
                                                   pad_token_id=tok.pad_token_id, shuffle=False))
     stream.start_at({"epoch": 0, "index": 0})
-    return family, path, torch_model, pt, next(stream)
+    return family, path, torch_model, pt, next(stream).arrays()
 
 
 def _torch_bce_grads(family, torch_model, batch):

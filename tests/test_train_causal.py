@@ -45,7 +45,7 @@ def test_bce_gradient_equals_pytorch(reranker, tmp_path):
     stream = D.BatchStream(groups, D.StreamConfig(batch_size=8, bucket_lengths=(MAX_LENGTH,), max_length=MAX_LENGTH,
                                                   pad_token_id=pt.tokenizer.pad_token_id, shuffle=False))
     stream.start_at({"epoch": 0, "index": 0})
-    batch = next(stream)
+    batch = next(stream).arrays()
     apply = S.cross_encoder_apply(pt.module())
     loss_fn = S.cross_encoder_loss("bce")
     ours_loss, grads = jax.jit(jax.value_and_grad(lambda p: loss_fn(apply(p, batch), batch)))(pt.params)

@@ -61,7 +61,26 @@ def test_triplets_and_lists(tmp_path, tokenizer):
     assert g.group_size == 3 and g.encodings[4] is None and g.labels.tolist() == [[1, 0, 2], [1, 0, 0]]
     s = D.BatchStream(g, D.StreamConfig(batch_size=2, bucket_lengths=(8,), max_length=32, shuffle=False))
     b = next(s)
-    assert b["input_ids"].shape == (6, 8) and b["valid"].tolist() == [True] * 4 + [False] * 2
+    assert b.input_ids.shape == (6, 8) and b.valid.tolist() == [True] * 4 + [False] * 2
+    # The rows are laid out by batching.fill_rows, inference's function: row q * G + s is slot s
+    # of the step's group q, 0-based positions, one segment read at token 0, padding elsewhere.
+    (ix,), G = s.plan(0)[0][:1], g.group_size
+    assert b.cls_positions.tolist() == [[0]] * 6 and b.labels.tolist() == g.labels[ix].tolist()
+    for r in range(6):
+        e = ix[r // G] * G + r % G
+        enc = g.encodings[e]
+        n = 0 if enc is None else len(enc)
+        assert b.example_ids[r, 0] == (e if enc is not None else -1)
+        assert b.attention_mask[r].tolist() == [1] * n + [0] * (8 - n)
+        assert b.position_ids[r].tolist() == list(range(n)) + [0] * (8 - n)
+        assert b.input_ids[r, n:].tolist() == [0] * (8 - n) and (b.token_type_ids[r, n:] == 0).all()
+        if enc is not None:
+            assert b.input_ids[r, :n].tolist() == enc.input_ids.tolist()
+            assert b.token_type_ids[r, :n].tolist() == enc.token_type_ids.tolist()
+    arrays = b.arrays()  # what the jitted train step takes: the model inputs, labels and valid
+    assert set(arrays) == {"input_ids", "attention_mask", "token_type_ids", "position_ids", "cls_positions",
+                           "labels", "valid"}
+    assert arrays["valid"].dtype == bool and arrays["labels"].dtype == np.float32
 
 
 def test_stream_is_fixed_shape_deterministic_and_resumable(tmp_path, tokenizer):
@@ -71,7 +90,7 @@ def test_stream_is_fixed_shape_deterministic_and_resumable(tmp_path, tokenizer):
     a = D.BatchStream(g, cfg)
     first = [next(a) for _ in range(11)]  # crosses into epoch 1 (7 batches per epoch)
     assert a.steps_per_epoch() == 7
-    shapes = {x["input_ids"].shape for x in first}
+    shapes = {x.input_ids.shape for x in first}
     assert shapes <= {(8, 8), (8, 16), (8, 64)}
     # every example exactly once per epoch
     seen = sorted(i for ix in a.plan(0)[0] for i in ix)
@@ -80,7 +99,7 @@ def test_stream_is_fixed_shape_deterministic_and_resumable(tmp_path, tokenizer):
     b = D.BatchStream(g, cfg)
     b.start_at({"epoch": 0, "index": 5})
     for want in first[5:]:
-        got = next(b)
+        got, want = next(b).arrays(), want.arrays()
         assert all(np.array_equal(got[k], want[k]) for k in want)
     assert b.position == {"epoch": 1, "index": 4}
 
@@ -111,7 +130,7 @@ def test_multi_process_plans_agree_on_steps_and_shapes(tmp_path, tokenizer):
     streams = [D.BatchStream(g, cfg, process_index=i, process_count=2, allgather=allgather)
                for i, g in enumerate(groups)]
     batches = [[s.build(ix, L) for ix, L in zip(*s.plan(0))] for s in streams]
-    assert [b["input_ids"].shape for b in batches[0]] == [b["input_ids"].shape for b in batches[1]]
+    assert [b.input_ids.shape for b in batches[0]] == [b.input_ids.shape for b in batches[1]]
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -42,7 +42,7 @@ def _train(pt, stream, plan, steps, sgd_lr=None):
     rng = jax.random.key(7)
     losses = []
     for _ in range(steps):
-        state, m = fn(state, plan.place_batch(next(stream)), rng)
+        state, m = fn(state, plan.place_batch(next(stream).arrays()), rng)
         losses.append(float(m["loss"]))
     return jax.device_get(state.params), losses, state
 

@@ -44,7 +44,7 @@ def _eval_loss(pt, params, batch):
 def test_train_step_lowers_the_loss(tiny):
     pt, stream = tiny
     stream.start_at({"epoch": 0, "index": 0})
-    batch = next(stream)
+    batch = next(stream).arrays()
     plan, state, step = _setup(pt, O.OptimConfig(learning_rate=1e-3, warmup_steps=0))
     before = _eval_loss(pt, pt.params, batch)
     rng = jax.random.key(0)
@@ -63,7 +63,7 @@ def test_grad_accumulation_equals_one_big_batch(tiny):
     after AdamW they are ill-conditioned in the gradient (see GRAD_RTOL in test_train_utils)."""
     pt, stream = tiny
     stream.start_at({"epoch": 0, "index": 0})
-    batch = next(stream)
+    batch = next(stream).arrays()
     halves = [{k: v[:4] for k, v in batch.items()}, {k: v[4:] for k, v in batch.items()}]
     rng = jax.random.key(0)
     plan, s2, step2 = _setup(pt, O.OptimConfig(learning_rate=1e-3, warmup_steps=0, grad_accum_steps=2))
@@ -154,7 +154,7 @@ def test_ema_follows_the_params(tiny, accum):
     d_n = min(decay, (1 + n) / (10 + n)); micro-steps inside an accumulation leave it alone."""
     pt, stream = tiny
     stream.start_at({"epoch": 0, "index": 0})
-    batches = [next(stream) for _ in range(3 * accum)]
+    batches = [next(stream).arrays() for _ in range(3 * accum)]
     ocfg = O.OptimConfig(learning_rate=1e-3, warmup_steps=0, grad_accum_steps=accum)
     rng = jax.random.key(0)
     plan, plain, step = _setup(pt, ocfg)

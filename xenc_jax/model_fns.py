@@ -23,11 +23,12 @@ Positions: the batch always carries 0-based positions; the model's `position_off
 (RoBERTa-style checkpoints start their position table at pad_token_id + 1, MPNet at 2) is
 added inside the jitted function, here, and nowhere else. Host code (batching, train/data,
 evaluators) never needs to know a model's offset, and pooling ("weightedmean") reads the
-0-based positions directly. So a training batch builder makes position_ids = arange(n) per
-row (no offset), cls_positions = zeros [R, 1], attention_mask = 1 on real tokens; then
-score_fn(...)[:, 0] is the [R, C] logits and embed_fn(...)[:, 0] the [R, D] embeddings that
-the losses take (read at token 0, as before: for a decoder family the module itself moves the
-read position to each segment's last token).
+0-based positions directly. Every batch, inference's and training's, is laid out by one
+function (batching.fill_rows). A training batch (train/data.TrainBatch) has one segment per
+row: position_ids = arange(n), cls_positions = zeros [R, 1], attention_mask = 1 on real tokens;
+score_fn(...)[:, 0] is then the [R, C] logits and embed_fn(...)[:, 0] the [R, D] embeddings
+that the losses take (read at token 0: for a decoder family the module itself moves the read
+position to each segment's last token).
 
 rng / deterministic: dropout for training (rng is the "dropout" key); inference passes neither.
 """

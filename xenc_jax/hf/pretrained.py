@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models import BareEncoder, SequenceClassifier
+from ..models.encoder import BareEncoder, SequenceClassifier
 from .causal_score import logit_score_config, score_token_ids
 from .checkpoint_files import lazy_checkpoint, write_safetensors
 from .configs import EncoderConfig, config_to_dict, load_config

@@ -5,12 +5,7 @@
   dense.py           the matmul seam (dot_general policy)
   families/<name>/   each family's config and modules, composed of blocks
   encoder.py         BareEncoder / SequenceClassifier wrappers; heads.py, pooling.py
-"""
-from .config import EncoderConfig
-from .encoder import BareEncoder, SequenceClassifier, default_position_ids
-from .families.bert import BertConfig, BertEncoder
-from .families.mpnet import MPNetConfig, MPNetEncoder
-from .heads import ClassificationHead
 
-__all__ = ["BareEncoder", "SequenceClassifier", "ClassificationHead", "default_position_ids",
-           "EncoderConfig", "BertConfig", "BertEncoder", "MPNetConfig", "MPNetEncoder"]
+Nothing is re-exported here: import from the module that holds a name (a family's config and
+modules from families/<name>/, the wrappers from encoder.py), so each name has one home.
+"""

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..batching import tokenize_pairs, tokenize_texts
+from ..batching import Batch, TokenTable, fill_rows, tokenize_pairs, tokenize_texts
 from .rows import FORMATS, DataError, iter_rows, parse_row  # noqa: F401  (DataError: the public name)
 
 log = logging.getLogger(__name__)
@@ -227,6 +227,23 @@ def make_groups(ex: Examples, tokenizer, max_length: int, *, task: str = "cross_
 
 # ----------------------------------------------------------------------------- batch stream
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainBatch(Batch):
+    """A batching.Batch (the one batch contract of model_fns.py: 0-based positions, here one
+    segment per row, read at token 0; example_ids [R, 1]: the row's index into
+    Groups.encodings, -1 for an empty slot) plus the labels of its groups."""
+    labels: np.ndarray  # float32 [Q, G]
+
+    @property
+    def valid(self) -> np.ndarray:
+        """bool [R]: the rows that hold a pair; every loss masks the others out."""
+        return self.example_ids[:, 0] >= 0
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What the jitted train step takes: the model inputs, labels and valid."""
+        return {**super().arrays(), "labels": self.labels, "valid": self.valid}
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamConfig:
     batch_size: int                  # groups per step, global (all processes together)
@@ -259,8 +276,6 @@ class BatchStream:
         self.local_batch = cfg.batch_size // process_count
         self.process_index, self.process_count = process_index, process_count
         self._allgather = allgather
-        self._ids = [e.input_ids if e is not None else None for e in groups.encodings]
-        self._types = [e.token_type_ids if e is not None else None for e in groups.encodings]
         self._plan_cache: dict[int, tuple[list, list]] = {}
         self.epoch, self.index = 0, 0
 
@@ -310,35 +325,31 @@ class BatchStream:
         self.epoch, self.index = int(position["epoch"]), int(position["index"])
 
     # ---- batches
-    def build(self, group_ix: np.ndarray, length: int) -> dict[str, np.ndarray]:
-        """One training batch: the model inputs of the one batch contract (model_fns.py: 0-based
-        positions, one segment per row read at token 0) plus labels [Q, G] and valid [R]."""
-        G, cfg = self.groups.group_size, self.cfg
+    def build(self, group_ix: np.ndarray, length: int) -> TrainBatch:
+        """One training batch of [local groups * G, length] rows: row q * G + s is slot s of
+        group group_ix[q], laid out by batching.fill_rows (the function inference batches with)."""
+        G, group_ix = self.groups.group_size, np.asarray(group_ix, np.int64)
+        slots = (group_ix[:, None] * G + np.arange(G)).reshape(-1)
+        encs = [self.groups.encodings[e] for e in slots]
+        present = np.flatnonzero(np.fromiter((e is not None for e in encs), bool, len(encs)))
+        table = TokenTable.of(encs)
+        if table.lens.size and table.lens.max() > length:
+            raise ValueError(f"an example of {table.lens.max()} tokens does not fit the step's length {length}")
         rows = self.local_batch * G
-        ids = np.full((rows, length), cfg.pad_token_id, np.int32)
-        mask = np.zeros((rows, length), np.int32)
-        types = np.zeros((rows, length), np.int32)
-        pos = np.zeros((rows, length), np.int32)
-        valid = np.zeros((rows,), bool)
+        counts = np.zeros(rows, np.int64)
+        counts[present] = 1
+        b = fill_rows(table, present, counts, (rows, length), 1, int(self.cfg.pad_token_id))[0]
+        example_ids = np.full((rows, 1), -1, np.int64)
+        example_ids[present, 0] = slots[present]
         labels = np.zeros((self.local_batch, G), np.float32)
-        for q, g in enumerate(group_ix):
-            labels[q] = self.groups.labels[g]
-            for s in range(G):
-                e = g * G + s
-                t = self._ids[e]
-                if t is None:
-                    continue
-                r, n = q * G + s, len(t)
-                ids[r, :n], types[r, :n], mask[r, :n] = t, self._types[e], 1
-                pos[r, :n] = np.arange(n)
-                valid[r] = True
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "position_ids": pos,
-                "cls_positions": np.zeros((rows, 1), np.int32), "labels": labels, "valid": valid}
+        labels[:len(group_ix)] = self.groups.labels[group_ix]
+        return TrainBatch(b.input_ids, b.attention_mask, b.token_type_ids, b.position_ids, b.cls_positions,
+                          example_ids, labels)
 
     def __iter__(self):
         return self
 
-    def __next__(self) -> dict[str, np.ndarray]:
+    def __next__(self) -> TrainBatch:
         batches, lens = self.plan(self.epoch)
         if self.index >= len(batches):
             self.epoch, self.index = self.epoch + 1, 0

@@ -345,9 +345,9 @@ def run_loop(run: Run, pi: int, pc: int) -> int:
     lines = ProgressLines(total, step, steps_per_epoch) if bar is None and cfg.progress is None and pi == 0 else None
     pending, t_log, rows_log = [], time.time(), 0
     while step < total:
-        batch = run.stream.__next__()
-        rows_log += int(batch["valid"].sum())
-        run.state, metrics = run.train_step(run.state, run.plan.place_batch(batch), run.rng)
+        batch = next(run.stream)
+        rows_log += batch.num_examples
+        run.state, metrics = run.train_step(run.state, run.plan.place_batch(batch.arrays()), run.rng)
         step += 1
         pending.append(metrics)
         if lines is not None:

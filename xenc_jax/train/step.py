@@ -8,9 +8,11 @@
 resuming from a checkpoint reproduces the uninterrupted run, and the key does not depend on
 how the batch is sharded (threefry is partitionable), so sharded training equals one device.
 
-Batches are dicts of arrays whose leading axis is rows (split over the mesh's data axes): the
-model inputs of the one batch contract (model_fns.py, batching.MODEL_INPUTS: 0-based positions,
-the model's position offset added inside the jitted function), one text or pair per row,
+Batches are dicts of arrays whose leading axis is rows (split over the mesh's data axes), as
+data.TrainBatch.arrays() makes them (TrainBatch is a batching.Batch, laid out by the function
+inference batches with): the model inputs of the one batch contract (model_fns.py,
+batching.MODEL_INPUTS: 0-based positions, the model's position offset added inside the jitted
+function), one text or pair per row,
   input_ids, attention_mask, token_type_ids, position_ids: int32 [R, L], R = Q * G rows
   cls_positions: int32 [R, 1] zeros (one segment per row, read at its first token)
 plus valid: bool [R] and labels: float32 [Q, G].
