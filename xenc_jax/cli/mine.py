@@ -142,6 +142,9 @@ def _check_args(args) -> None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.output in ("-", "") or args.pairs == "-" or args.corpus == "-":
+        raise ValueError("xenc mine reads its pairs twice and writes its output in resumable parts: give files "
+                         "for --pairs, --corpus and --output, not '-'")
     args.pairs_format = pair_format(args.pairs, None)
     if args.pairs_format not in ("jsonl", "parquet"):
         raise ValueError(f"--pairs {args.pairs}: give JSON Lines (.jsonl) or Parquet (.parquet) rows with an anchor "
