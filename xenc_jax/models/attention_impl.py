@@ -15,7 +15,7 @@ True = may attend) or that bool array itself; plus the optional features below; 
 A kernel lists the features it supports; asked for one it lacks, `attention` runs "reference"
 (the written-out kernel, which has them all). A kernel may also have constraints (platform,
 head dim, block sizes, dtype, mask kind), checked when the call is traced: when one fails,
-`attention` logs one line (once per reason) and runs "xla" (or "reference" when xla lacks a
+`attention` logs one INFO line (once per reason) and runs "xla" (or "reference" when xla lacks a
 feature asked for). Rows of real tokens get the same result from every kernel; a fully masked
 (padding) row gets finite values, never NaN, and is never read.
 
@@ -203,7 +203,9 @@ def _fallback(name: str, reason: str, asked: set) -> Kernel:
     line = f"attention kernel {name!r} cannot run this call ({reason}); using {fallback!r}"
     if line not in _logged:   # one line per reason, not one per layer and call
         _logged.add(line)
-        log.warning(line)
+        # INFO, not WARNING: most fallbacks are by design (a decoder's last layer reads a few
+        # rows; fp32 compute on a GPU), and a CLI run must not print them to every user
+        log.info(line)
     return KERNELS[fallback]
 
 
