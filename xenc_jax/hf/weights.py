@@ -77,10 +77,16 @@ def _to_ours(rule: Rule | Fused, tensor: np.ndarray, cfg: EncoderConfig, shapes)
         if tensor.ndim == 0 or tensor.shape[0] % n:
             return [], [f"{rule.hf} {tuple(tensor.shape)}: first axis not {n} equal parts "
                         f"({', '.join(rule.paths)})"]
-        pieces = [(path, TRANSFORMS[t][0](chunk, cfg))
-                  for (path, t), chunk in zip(rule.parts, np.split(tensor, n, axis=0))]
-    else:
-        pieces = [(rule.ours, TRANSFORMS[rule.transform][0](tensor, cfg))]
+    try:
+        if isinstance(rule, Fused):
+            pieces = [(path, TRANSFORMS[t][0](chunk, cfg))
+                      for (path, t), chunk in zip(rule.parts, np.split(tensor, len(rule.parts), axis=0))]
+        else:
+            pieces = [(rule.ours, TRANSFORMS[rule.transform][0](tensor, cfg))]
+    except ValueError:   # a reshaping transform (split_heads, ...) cannot take this shape: name it
+        paths = rule.paths if isinstance(rule, Fused) else (rule.ours,)
+        return [], [f"{rule.hf} {tuple(tensor.shape)} -> " + ", ".join(
+            f"{p}, expected {tuple(shapes[p])}" if shapes is not None and p in shapes else p for p in paths)]
     bad = [f"{rule.hf} {tuple(tensor.shape)} -> {path} {tuple(v.shape)}, expected {tuple(shapes[path])}"
            for path, v in pieces
            if shapes is not None and path in shapes and tuple(v.shape) != tuple(shapes[path])]
