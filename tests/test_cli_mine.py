@@ -212,9 +212,12 @@ def test_bad_inputs_are_one_line_errors(files, minilm_dir, tmp_path, capsys):
 def test_teacher_scores_fill_the_columns_training_reads(files, bi, minilm_dir, corpus_embeddings, teacher, tmp_path):
     """--rerank: the teacher's score of every (query, document) written is its own prediction of
     that pair, the rows equal the API's cross_encoder= rows, and the distillation preset
-    (configs/msmarco_distill_cross_encoder.py) trains on the file: 2 steps, finite losses."""
+    (configs/msmarco_distill_cross_encoder.py, as shipped but for the student, swapped for a tiny
+    BERT with MiniLM's tokenizer to keep CI fast, and the run cut to 2 steps) trains on the file:
+    finite, positive losses."""
     import dataclasses
 
+    from tiny_hf import make_tiny_minilm
     from xenc_jax.train.config import load_config
     from xenc_jax.train.loop import train
     head = files["pairs"][:12]  # 3 queries: the teacher scores ~40 pairs per query
@@ -237,7 +240,9 @@ def test_teacher_scores_fill_the_columns_training_reads(files, bi, minilm_dir, c
     assert np.abs(np.concatenate([r["scores"] for r in got]) - again).max() <= 1e-6
     cfg = load_config("configs/msmarco_distill_cross_encoder.py")
     assert (cfg.loss, cfg.train.kind, cfg.train.label_column, cfg.list_size) == ("margin_mse", "lists", "scores", 8)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, path=str(out)), model=str(minilm_dir),
+    student = tmp_path / "student"
+    make_tiny_minilm("bert", student, minilm_dir, head=False, max_position_embeddings=MAX_LEN)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, path=str(out)), model=str(student),
                               max_length=MAX_LEN, bucket_lengths=(MAX_LEN,), max_steps=2, batch_size=4,
                               list_size=4, output_dir=str(tmp_path / "run"), checkpoint_every=0, log_every=1,
                               progress=False, async_checkpoint=False)
