@@ -19,12 +19,12 @@ _KEYS = {
     "max_position_embeddings": "max_position_embeddings",
 }
 _OPTIONAL = {   # ours -> (HF key, HF default)
-    "hidden_act": ("hidden_act", "silu"), "layer_norm_eps": ("rms_norm_eps", 1e-6),
+    "layer_norm_eps": ("rms_norm_eps", 1e-6),
     "attention_dropout": ("attention_dropout", 0.0), "tie_word_embeddings": ("tie_word_embeddings", False),
 }
 # read by read_common (num_key_value_heads, rope, pad) or by every family's reader (head_dim, biases)
 COMMON_KEYS = frozenset(set(_KEYS.values()) | {k for k, _ in _OPTIONAL.values()} | {
-    "num_key_value_heads", "head_dim", "attention_bias", "rope_parameters", "rope_theta", "rope_scaling",
+    "hidden_act", "num_key_value_heads", "head_dim", "attention_bias", "rope_parameters", "rope_theta", "rope_scaling",
     "pad_token_id"})
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
@@ -70,17 +70,21 @@ def head_kind(d: dict) -> str:
     return "lm" if any(str(a).endswith("ForCausalLM") for a in archs) else "score"
 
 
-def read_common(d: dict, family: str, rope_types: tuple[str, ...] = ("default",)) -> dict:
+def read_common(d: dict, family: str, rope_types: tuple[str, ...] = ("default",),
+                act: tuple[str, str, tuple[str, ...]] = ("hidden_act", "silu", ("silu", "swish"))) -> dict:
     """The DecoderConfig fields every decoder family reads alike; the family adds head_dim,
-    biases, norms and windows."""
+    biases, norms and windows. act: (the config key of the MLP's activation, HF's default, the
+    values allowed: SwiGLU's silu; Gemma's GeGLU reads hidden_activation, tanh GELU)."""
     v = {ours: require(d, theirs, family) for ours, theirs in _KEYS.items()}
     v.update({ours: d.get(theirs, default) for ours, (theirs, default) in _OPTIONAL.items()})
+    key, default, allowed = act
+    v["hidden_act"] = d.get(key) or default
     heads = int(v["num_heads"])
     kv = int(d.get("num_key_value_heads") or heads)
     if kv < 1 or heads % kv:
         raise ConfigError(f"{family} config has num_key_value_heads={kv}: must divide num_attention_heads={heads}")
-    if v["hidden_act"] not in ("silu", "swish"):
-        raise ConfigError(f"{family} config has hidden_act={v['hidden_act']!r} (supported: 'silu')")
+    if v["hidden_act"] not in allowed:
+        raise ConfigError(f"{family} config has {key}={v['hidden_act']!r} (supported: {', '.join(map(repr, allowed))})")
     theta, scaling = rope(d, family, rope_types)
     pad = d.get("pad_token_id")
     v.update(num_kv_heads=kv, rope_theta=theta, rope_scaling=scaling, head_kind=head_kind(d),
@@ -144,6 +148,17 @@ def _needs(path: str, cfg: DecoderConfig) -> bool:
 _IGNORED = (r"lm_head\.weight", r"(.*\.)?rotary_emb\.inv_freq")
 
 
-def decoder_table() -> FamilyTable:
-    """The weight table of every Llama-shaped decoder (params a config switch removes: `needs`)."""
-    return FamilyTable("model", _ENCODER, _HEAD, _IGNORED, needs=_needs)
+# Gemma 2/3: four norms per layer; post_attention_layernorm is the attention output's own norm there
+_POST_NORMS = (
+    Rule("layers.{i}.post_attention_layernorm.weight", f"{LAYER}/post_attn_norm/scale"),
+    Rule("layers.{i}.pre_feedforward_layernorm.weight", f"{LAYER}/mlp_norm/scale"),
+    Rule("layers.{i}.post_feedforward_layernorm.weight", f"{LAYER}/post_mlp_norm/scale"),
+)
+
+
+def decoder_table(post_norms: bool = False) -> FamilyTable:
+    """The weight table of every Llama-shaped decoder (params a config switch removes: `needs`);
+    post_norms: Gemma 2/3's four norms per layer."""
+    rules = _ENCODER if not post_norms else tuple(
+        r for r in _ENCODER if "post_attention_layernorm" not in r.hf) + _POST_NORMS
+    return FamilyTable("model", rules, _HEAD, _IGNORED, needs=_needs)

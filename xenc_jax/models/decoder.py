@@ -1,8 +1,9 @@
-"""The decoder every Llama-shaped family shares (Llama, Mistral, Qwen2, Qwen3): token embeddings,
+"""The decoder every Llama-shaped family shares (Llama, Mistral, Qwen2, Qwen3, Gemma 1/2/3): token embeddings,
 pre-RMSNorm layers with causal grouped-query attention and rotary positions, a SwiGLU MLP, a final
 RMSNorm; and the two heads a decoder scores with. What differs between those families is data on
 DecoderConfig: q/k norms (Qwen3), biases (Qwen2's q/k/v, attention_bias, mlp_bias), an explicit
-head_dim, Llama 3's rope scaling, a sliding window (Mistral), tied embeddings. A family folder
+head_dim, Llama 3's rope scaling, a sliding window (Mistral), tied embeddings; Gemma's (1 + w)
+norms, scaled embeddings, post-branch norms, score scale, soft-caps and GeGLU (by activation name). A family folder
 holds a DecoderConfig subclass (its name) and its HF record; the modules are these.
 
 A decoder is read at the LAST real token of each (packed) segment, not the first: the score
@@ -47,6 +48,15 @@ class DecoderConfig(EncoderConfig):
     out_bias: bool = False             # bias on o_proj
     mlp_bias: bool = False             # biases on the MLP's gate/up/down (Llama's mlp_bias)
     tie_word_embeddings: bool = False  # the LM head is the token embedding table
+    # Gemma's switches (the defaults are Llama's)
+    norm_kind: str = "rms"             # blocks NormSpec kind of every norm; "rms_one_plus": (1 + w) RMSNorm
+    embed_scale: bool = False          # token embeddings times sqrt(hidden), rounded to their dtype
+    post_norms: bool = False           # Gemma 2/3: a norm on the attention's and the MLP's outputs too
+    attn_scale: float | None = None    # score scale (Gemma 2/3: query_pre_attn_scalar ** -0.5); None: head_dim ** -0.5
+    attn_softcap: float | None = None  # Gemma 2: cap * tanh(scores / cap)
+    final_softcap: float | None = None  # Gemma 2: cap * tanh(logits / cap) on the LM logits
+    local_rope_theta: float | None = None  # Gemma 3: the sliding layers' rope theta; None: rope_theta
+    bidirectional: bool = False        # EmbeddingGemma: no causal mask; a window reaches both ways
     head_kind: str = "score"           # "score": ForSequenceClassification's Linear; "lm": causal-LM columns
     score_token_ids: tuple[int, ...] = ()   # "lm": (true,) or (true, false), resolved when loading
     reads_last_token: ClassVar[bool] = True  # SequenceClassifier reads each segment's last token
@@ -73,23 +83,27 @@ class DecoderConfig(EncoderConfig):
                              f"{self.num_layers} layers, {LOCAL!r} only with a sliding_window >= 1")
 
     def layer_types(self) -> tuple[LayerType, ...]:
-        """Each layer's kind: causal, rotary with rope_theta (and its scaling); a LOCAL layer
-        also masks keys `sliding_window` or more tokens back (HF: kv_idx > q_idx - window)."""
+        """Each layer's kind: causal (unless bidirectional), rotary with rope_theta (and its
+        scaling; LOCAL layers with local_rope_theta when set); a LOCAL layer also masks keys
+        `sliding_window` or more tokens away (HF: kv_idx > q_idx - window; bidirectional Gemma 3:
+        |q_idx - kv_idx| < window)."""
         kinds = self.layer_kinds or ((LOCAL if self.sliding_window else GLOBAL),) * self.num_layers
-        of = {GLOBAL: LayerType(GLOBAL, None, self.rope_theta, causal=True, rope_scaling=self.rope_scaling),
-              LOCAL: LayerType(LOCAL, self.sliding_window - 1, self.rope_theta, causal=True,
-                               rope_scaling=self.rope_scaling)}
+        causal = not self.bidirectional
+        local_theta = self.rope_theta if self.local_rope_theta is None else self.local_rope_theta
+        of = {GLOBAL: LayerType(GLOBAL, None, self.rope_theta, causal=causal, rope_scaling=self.rope_scaling),
+              LOCAL: LayerType(LOCAL, self.sliding_window - 1, local_theta, causal=causal,
+                               rope_scaling=None if self.local_rope_theta is not None else self.rope_scaling)}
         return tuple(of[k] for k in kinds)
 
     def layer_spec(self) -> LayerSpec:
         """Pre-RMSNorm, grouped-query attention (Qwen3: RMSNorm per head on q and k, before
         the rotation), SwiGLU MLP; no dropout but on attention probabilities."""
-        norm = NormSpec("rms", self.layer_norm_eps)
+        norm = NormSpec(self.norm_kind, self.layer_norm_eps)
         attention = AttentionSpec(self.num_heads, self.head_dim, self.num_kv_heads, qkv_bias=self.qkv_bias,
                                   out_bias=self.out_bias, qk_norm=norm if self.qk_norm else None,
-                                  dropout=self.attention_dropout)
+                                  dropout=self.attention_dropout, scale=self.attn_scale, softcap=self.attn_softcap)
         return LayerSpec(attention, self.intermediate_size, self.hidden_act, norm, gated_mlp=True,
-                         mlp_bias=self.mlp_bias)
+                         mlp_bias=self.mlp_bias, post_norms=self.post_norms)
 
 
 class DecoderLayer(PreNormLayer):
@@ -109,8 +123,10 @@ class Decoder(EncoderModule):
         if position_ids is None:
             position_ids = default_position_ids(cfg, input_ids)
         position_ids = jnp.asarray(position_ids, jnp.int32)
-        x = embed(cfg.vocab_size, cfg.hidden_size, "word", self.param_dtype)
-        x = nn.Dropout(cfg.hidden_dropout)(x(input_ids), deterministic=deterministic).astype(self.dtype)
+        x = embed(cfg.vocab_size, cfg.hidden_size, "word", self.param_dtype)(input_ids)
+        if cfg.embed_scale:   # HF Gemma: embeddings * tensor(sqrt(hidden), their dtype)
+            x = x * jnp.asarray(cfg.hidden_size ** 0.5, x.dtype)
+        x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
         x = constrain(x, ("batch", "length", "embed"))
         kinds, spec = cfg.layer_types(), cfg.layer_spec()
         full = {kind: kind.inputs(cfg.head_dim, attention_mask, position_ids) for kind in dict.fromkeys(kinds)}
@@ -165,6 +181,8 @@ class DecoderHead(ConfigModule):
         else:
             cols = TokenColumns(cfg.vocab_size, cfg.hidden_size, self.param_dtype, name="lm")(ids)
         logits = contract(h, cols, (((h.ndim - 1,), (0,)), ((), ())), self.dtype, out_dtype=jnp.float32)
+        if cfg.final_softcap is not None:   # HF Gemma2ForCausalLM: on each logit, before any difference
+            logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
         return logits[..., :1] - logits[..., 1:2] if ids.size == 2 else logits
 
 

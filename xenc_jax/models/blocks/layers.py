@@ -44,6 +44,7 @@ class LayerSpec:
     attn_out_dropout: float = 0.0   # on the attention output, before the residual add
     mlp_out_dropout: float = 0.0    # on the MLP output, before the residual add
     mlp_inner_dropout: float = 0.0  # inside the gated MLP, before its output dense
+    post_norms: bool = False        # pre-norm layers: a norm on each branch's output too (Gemma 2/3)
 
 
 def _rows(x, query_positions):
@@ -105,7 +106,8 @@ def post_norm_stack(spec: LayerSpec, num_layers: int, remat: bool, dtype: Dtype,
 
 
 class PreNormLayer(nn.Module):
-    """x + drop(attn(attn_norm(x))), then x + mlp(mlp_norm(x)).
+    """x + drop(attn(attn_norm(x))), then x + mlp(mlp_norm(x)); with spec.post_norms,
+    x + post_attn_norm(attn(attn_norm(x))), then x + post_mlp_norm(mlp(mlp_norm(x))) (Gemma 2/3).
 
     attn_norm: the name of the norm before attention, or None for none (HF ModernBERT's layer 0
     has nn.Identity there: the embeddings' norm comes right before it)."""
@@ -126,8 +128,12 @@ class PreNormLayer(nn.Module):
             hq, x = jnp.take_along_axis(h, rows, axis=1), jnp.take_along_axis(x, rows, axis=1)
         a = Attention(spec.attention, self.dtype, self.param_dtype, self.attention_impl, name="attention")(
             h, mask4, deterministic, hq, None, rotate)
+        if spec.post_norms:
+            a = spec.norm("post_attn_norm", self.param_dtype)(a).astype(self.dtype)
         x = x + nn.Dropout(spec.attn_out_dropout)(a, deterministic=deterministic)
         x = constrain(x, ("batch", "length", "embed"))
         m = _mlp(spec, spec.norm("mlp_norm", self.param_dtype)(x).astype(self.dtype), self.dtype,
                  self.param_dtype, deterministic)
+        if spec.post_norms:
+            m = spec.norm("post_mlp_norm", self.param_dtype)(m).astype(self.dtype)
         return constrain((x + m).astype(self.dtype), ("batch", "length", "embed"))

@@ -1,0 +1,185 @@
+"""Gemma, Gemma 2 and Gemma 3 text decoders (model_type gemma, gemma2, gemma3_text) on the shared
+decoder: per-layer and end-to-end parity with PyTorch transformers (causal LMs with their
+soft-caps, 1- and 3-label ...ForSequenceClassification, a bidirectional EmbeddingGemma-style
+Gemma 3), packed rows equal to each segment alone with windows shorter than the segments, a
+bge-reranker-v2-gemma-style CrossEncoder (LogitScore with only a true token) and an
+EmbeddingGemma-style SentenceTransformer (mean Pooling -> Dense -> Dense -> Normalize, prompts,
+truncate_dim) against sentence-transformers, strict loading, 8 forced devices.
+
+Models: tiny random ones from models/families/gemma/presets.py (multi-query Gemma; Gemma 2 with a
+5-token window, query_pre_attn_scalar 24, soft-caps 2 and 3 that bind; Gemma 3 with q/k norms and
+a theta per layer type), built with transformers and tests/tiny_llm.py's BPE tokenizer. The
+shared checks are tests/test_family_llama.py's; layers are compared relative to their scale
+(assert_matches_hf(relative=True) says why).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_family_llama import END_TOL, PAIRS, assert_matches_hf, assert_packed_equals_alone, make_model
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = {   # name -> (model_type, head, num_labels, config overrides)
+    "gemma-causal": ("gemma", "causal", 1, {}),
+    "gemma-seqcls-3": ("gemma", "seqcls", 3, {"attention_bias": True}),
+    "gemma2-causal": ("gemma2", "causal", 1, {}),
+    "gemma2-seqcls-1": ("gemma2", "seqcls", 1, {}),
+    "gemma3-causal": ("gemma3_text", "causal", 1, {}),
+    # EmbeddingGemma's switch: bidirectional, config.json window 8 -> |q - k| < 8 // 2 + 1
+    "gemma3-bidir-seqcls-3": ("gemma3_text", "seqcls", 3, {"use_bidirectional_attention": True, "sliding_window": 8}),
+}
+
+
+def make_gemma(model_type: str, path: Path, head: str, *, num_labels: int = 1, seed: int = 0, **overrides):
+    """make_model, except Gemma 3's causal LM, whose class is Gemma3ForCausalLM (not
+    Gemma3TextForCausalLM, the name tiny_llm derives from the record)."""
+    if (model_type, head) != ("gemma3_text", "causal"):
+        return make_model(model_type, path, head, num_labels=num_labels, seed=seed, **overrides)
+    import torch
+    import transformers as tf
+    from tiny_hf import randomize_
+    from tiny_llm import llm_tokenizer, tiny_llm_config
+    tok = llm_tokenizer(path, template=overrides.pop("template", "reranker"))
+    cfg = tiny_llm_config("gemma3_text-seqcls", num_labels=num_labels, pad_token_id=tok.pad_token_id, **overrides)
+    torch.manual_seed(seed)
+    model = tf.Gemma3ForCausalLM._from_config(cfg, attn_implementation="eager")
+    randomize_(model, seed)
+    model.eval()
+    model.save_pretrained(str(path), safe_serialization=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    pytest.importorskip("torch")
+    out = {}
+    for name, (model_type, head, labels, over) in CASES.items():
+        path = tmp_path_factory.mktemp(name)
+        out[name] = (path, make_gemma(model_type, path, head, num_labels=labels, seed=len(out), **over))
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_layers_and_scored_position_match_hf(models, name):
+    """Per layer and at the scored token; the final-logit soft-cap (3.0) binds: HF's capped
+    logits come within a few percent of the cap, where cap * tanh(x / cap) is far from x."""
+    path, ref = models[name]
+    raw = assert_matches_hf(path, ref, CASES[name][2], relative=True)
+    if name in ("gemma2-causal", "gemma3-causal"):
+        assert np.abs(raw).max() > 0.9 * 3.0, np.abs(raw).max()
+
+
+@pytest.mark.parametrize("name", ["gemma2-causal", "gemma3-bidir-seqcls-3"])
+def test_packed_row_equals_each_segment_alone(models, name):
+    """23, 9 and 17 tokens in one row: Gemma 2's causal window of 5, Gemma 3's two-sided window
+    of 4 tokens each way (bidirectional), both measured inside each segment."""
+    assert_packed_equals_alone(models[name][0])
+
+
+def test_true_token_reranker_matches_sentence_transformers(tmp_path):
+    """bge-reranker-v2-gemma scores with logit["Yes"] alone: a Gemma causal LM with
+    LogitScore(true token only) equals ST's raw scores, packed and unpacked."""
+    import torch
+    from tiny_llm import make_st_reranker
+
+    from xenc_jax import CrossEncoder
+    from xenc_jax.batching import BucketConfig
+    st = make_st_reranker(tmp_path, tokens="yes", kind="gemma-causal", seed=11)
+    want = st.predict(PAIRS, activation_fn=torch.nn.Identity())
+    assert np.ptp(want) > 0.05, want
+    packed = CrossEncoder(tmp_path / "st", max_length=96)
+    unpacked = CrossEncoder(tmp_path / "st", max_length=96, buckets=BucketConfig(pack=False, batch_size=4))
+    assert len(packed.config.score_token_ids) == 1
+    for ce in (packed, unpacked):
+        assert np.abs(ce.predict(PAIRS, activation_fn="identity") - want).max() <= END_TOL
+
+
+EMBEDDING_GEMMA_PROMPTS = {"query": "task: search result | query: ", "document": "title: none | text: "}
+TEXTS = [q for q, _ in PAIRS] + [d for _, d in PAIRS] + ["yes"]
+
+
+@pytest.fixture(scope="module")
+def embedding_gemma(tmp_path_factory):
+    """An EmbeddingGemma-shaped ST folder: a bidirectional Gemma3TextModel (window 8 in
+    config.json) -> mean Pooling -> Dense(32 -> 48, no bias) -> Dense(48 -> 32, no bias) ->
+    Normalize, query/document prompts; a plain tokenizer (no chat template)."""
+    pytest.importorskip("sentence_transformers")
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    root = tmp_path_factory.mktemp("embeddinggemma")
+    make_model("gemma3_text", root / "hf", "model", seed=9, template=None, use_bidirectional_attention=True,
+               sliding_window=8)
+    transformer = Transformer(str(root / "hf"), max_seq_length=48, model_kwargs={"attn_implementation": "eager"})
+    torch.manual_seed(9)
+    modules = [transformer, Pooling(32, pooling_mode="mean"),
+               Dense(32, 48, bias=False, activation_function=torch.nn.Identity()),
+               Dense(48, 32, bias=False, activation_function=torch.nn.Identity()), Normalize()]
+    SentenceTransformer(modules=modules, prompts=EMBEDDING_GEMMA_PROMPTS, similarity_fn_name="cosine").save(
+        str(root / "st"))
+    return root / "st"
+
+
+def test_embedding_gemma_matches_sentence_transformers(embedding_gemma):
+    """Packed and unpacked, with each prompt, and Matryoshka truncate_dim=16 (ST slices after
+    Normalize): within END_TOL of ST."""
+    import dataclasses
+
+    from sentence_transformers import SentenceTransformer
+
+    from xenc_jax.bi_encoder import BiEncoder
+    st = SentenceTransformer(str(embedding_gemma), device="cpu", local_files_only=True)
+    packed = BiEncoder(embedding_gemma)
+    unpacked = BiEncoder(embedding_gemma, buckets=dataclasses.replace(packed.buckets, pack=False))
+    assert packed.prompts == st.prompts and [k for k, _ in packed._ops] == ["dense", "dense", "normalize"]
+    for prompt_name in ("query", "document"):
+        want = st.encode(TEXTS, prompt_name=prompt_name)
+        for model in (packed, unpacked):
+            assert np.abs(model.encode(TEXTS, prompt_name=prompt_name) - want).max() <= END_TOL, prompt_name
+    st16 = SentenceTransformer(str(embedding_gemma), device="cpu", local_files_only=True, truncate_dim=16)
+    want = st16.encode(TEXTS, prompt_name="query")
+    got = BiEncoder(embedding_gemma, truncate_dim=16).encode(TEXTS, prompt_name="query")
+    assert got.shape == want.shape == (len(TEXTS), 16) and np.abs(got - want).max() <= END_TOL
+
+
+def test_rejected_switches_are_named(models):
+    from xenc_jax.hf.configs import ConfigError, config_from_dict
+    gemma2 = json.loads((models["gemma2-causal"][0] / "config.json").read_text())
+    gemma3 = json.loads((models["gemma3-causal"][0] / "config.json").read_text())
+    linear = {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}
+    for d, key, value, match in (
+            (gemma2, "use_bidirectional_attention", True, "use_bidirectional_attention"),
+            (gemma2, "layer_types", ["sliding_attention", "global"], "layer_types"),
+            (gemma2, "attn_logit_softcapping", 0.0, "attn_logit_softcapping"),
+            (gemma2, "hidden_activation", "silu", "hidden_activation"),
+            (gemma2, "sliding_window", None, "sliding_window=None"),
+            (gemma3, "rope_parameters", {"full_attention": linear}, "linear"),
+            (gemma3, "rope_parameters", {"chunked_attention": {}}, "rope_parameters")):
+        with pytest.raises(ConfigError, match=match):
+            config_from_dict({**d, key: value})
+    legacy = config_from_dict({**json.loads((models["gemma-causal"][0] / "config.json").read_text()),
+                               "hidden_act": "gelu"})
+    assert legacy.hidden_act == "gelu_pytorch_tanh"   # as GemmaConfig maps it
+    kinds = config_from_dict(gemma3).layer_types()
+    assert [(k.half_window, k.rope_theta, k.causal) for k in kinds] == [(4, 1e4, True), (4, 1e4, True),
+                                                                        (None, 1e6, True)]
+
+
+def test_dp_fsdp_tp_on_8_devices_equal_one_device(models, embedding_gemma):
+    """Gemma 2's reranker packed (sliding and full layers, soft-caps) and the EmbeddingGemma-style
+    bi-encoder on dp / fsdp / tp (4 query heads, 2 kv heads kept whole, over model=2): 1e-5."""
+    from forced_devices import run_on_devices
+    run_on_devices([__file__, str(models["gemma2-causal"][0]), str(embedding_gemma)], devices=8, timeout=540)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO / "tests"))
+    from forced_devices import encoders_equal_on_meshes
+    from test_family_llama import WORDS
+    sys.exit(encoders_equal_on_meshes("gemma", sys.argv[1], sys.argv[2], words=WORDS, n_pairs=11, lengths=(128,),
+                                      ce={True: ("dp", "fsdp", "tp")}, be={False: ("dp", "fsdp", "tp")}))

@@ -1,0 +1,117 @@
+"""HF records of Gemma and Gemma 2 (Gemma{,2}Model, ...ForCausalLM, ...ForSequenceClassification;
+model.py). Keys, rotary settings, head kind and the weight table are the shared decoder's
+(hf/decoder.py); here what Gemma sets on it.
+
+Gemma: the MLP activation is `hidden_act` (HF's GemmaConfig maps a legacy "gelu" to the tanh
+approximation, "gelu_pytorch_tanh": so do we); optional attention_bias (q/k/v/o).
+Gemma 2: the activation is `hidden_activation` (a `hidden_act` key is not read by Gemma2Model:
+harmless); `layer_types` (default: even layers sliding, as Gemma2Config), `sliding_window`,
+`query_pre_attn_scalar`, `attn_logit_softcapping`, `final_logit_softcapping` (on the causal LM's
+logits only: ForSequenceClassification's `score` is not capped, as HF).
+Both: tied embeddings unless the config says otherwise (HF's default True is often not written),
+only the "default" rope type; `use_bidirectional_attention` is rejected (Gemma 1/2 build a causal
+mask whatever it says under eager attention: it is only a kernel hint there).
+"""
+from __future__ import annotations
+
+from . import presets
+from .model import GemmaConfig
+from ....hf.decoder import COMMON_KEYS, decoder_table, head_dim, read_common, rope
+from ....hf.family import ConfigError, Family, require
+
+_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")   # the same tanh GELU in HF's ACT2FN
+
+
+def _gemma_common(d: dict, family: str, act_key: str) -> dict:
+    if act_key == "hidden_act" and d.get("hidden_act") == "gelu":   # GemmaConfig.__post_init__
+        d = {**d, "hidden_act": "gelu_pytorch_tanh"}
+    v = read_common(d, family, act=(act_key, "gelu_pytorch_tanh", _GELU))
+    bias = bool(d.get("attention_bias", False))
+    v.update(attn_head_dim=head_dim(d, v), qkv_bias=bias, out_bias=bias, norm_kind="rms_one_plus",
+             embed_scale=True, tie_word_embeddings=bool(d.get("tie_word_embeddings", True)))
+    return v
+
+
+def _read_gemma(d: dict, family: str) -> tuple[dict, set]:
+    return _gemma_common(d, family, "hidden_act"), set(COMMON_KEYS)
+
+
+def _cap(d: dict, key: str, family: str) -> float | None:
+    cap = d.get(key)
+    if cap is not None and not float(cap) > 0:
+        raise ConfigError(f"{family} config has {key}={cap!r}: a soft-cap must be positive (or null for none)")
+    return None if cap is None else float(cap)
+
+
+def _read_gemma2(d: dict, family: str) -> tuple[dict, set]:
+    v = _gemma_common(d, family, "hidden_activation")
+    n = int(v["num_layers"])
+    kinds = tuple(d.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention"
+                                           for i in range(n)])
+    window = d.get("sliding_window")
+    if len(kinds) != n or set(kinds) - {"sliding_attention", "full_attention"}:
+        raise ConfigError(f"{family} config has layer_types={list(kinds)!r}: expected {n} entries of "
+                          "'sliding_attention' / 'full_attention'")
+    if "sliding_attention" in kinds and (not isinstance(window, int) or window < 1):
+        raise ConfigError(f"{family} config has sliding_window={window!r} with sliding layers: expected a positive "
+                          "number of tokens")
+    v.update(layer_kinds=kinds, sliding_window=window or 0, post_norms=True,
+             attn_scale=float(d.get("query_pre_attn_scalar", 256)) ** -0.5,
+             attn_softcap=_cap(d, "attn_logit_softcapping", family),
+             final_softcap=_cap(d, "final_logit_softcapping", family))
+    return v, set(COMMON_KEYS) | {"hidden_activation", "layer_types", "sliding_window", "query_pre_attn_scalar",
+                                  "attn_logit_softcapping", "final_logit_softcapping"}
+
+
+def _gemma3_rope(d: dict, family: str) -> tuple[float, float]:
+    """(global theta, local theta): 5.x's rope_parameters per layer type, or 4.x's rope_theta /
+    rope_local_base_freq / rope_scaling (the global layers'); Gemma 3's defaults 1e6 / 1e4."""
+    full = {"rope_type": "default", "rope_theta": d.get("rope_theta") or 1_000_000.0, **(d.get("rope_scaling") or {})}
+    local = {"rope_type": "default", "rope_theta": d.get("rope_local_base_freq") or 10_000.0}
+    params = d.get("rope_parameters")
+    if params is not None:
+        if not isinstance(params, dict) or set(params) - {"full_attention", "sliding_attention"}:
+            raise ConfigError(f"{family} config has rope_parameters={params!r}: expected one dict per layer type "
+                              "('full_attention', 'sliding_attention')")
+        full.update(params.get("full_attention") or {})
+        local.update(params.get("sliding_attention") or {})
+    return (rope({"rope_parameters": full}, f"{family} (full_attention layers)")[0],
+            rope({"rope_parameters": local}, f"{family} (sliding_attention layers)")[0])
+
+
+def _read_gemma3(d: dict, family: str) -> tuple[dict, set]:
+    """Gemma 3 text (EmbeddingGemma when use_bidirectional_attention): Gemma 2's layer plus q/k
+    norms, a rope theta per layer type; layer_types default to 5 sliding then 1 full
+    (sliding_window_pattern). A bidirectional config.json holds the window HF halves on load
+    (Gemma3TextConfig: sliding_window // 2 + 1, |q - k| < that)."""
+    bidirectional = bool(d.get("use_bidirectional_attention"))
+    n = int(require(d, "num_hidden_layers", family))
+    pattern = int(d.get("sliding_window_pattern", d.get("_sliding_window_pattern", 6)))   # 5.x writes the latter
+    window = d.get("sliding_window", 4096)
+    d = {**d, "layer_types": d.get("layer_types") or ["sliding_attention" if (i + 1) % pattern else "full_attention"
+                                                      for i in range(n)],
+         "sliding_window": window // 2 + 1 if bidirectional and isinstance(window, int) else window}
+    v, used = _read_gemma2({k: x for k, x in d.items() if k not in ("rope_parameters", "rope_scaling")}, family)
+    theta, local = _gemma3_rope(d, family)
+    v.update(qk_norm=True, rope_theta=theta, rope_scaling=None, local_rope_theta=local, bidirectional=bidirectional)
+    return v, used | {"sliding_window_pattern", "_sliding_window_pattern", "rope_local_base_freq", "use_bidirectional_attention",
+                      "rope_parameters", "rope_scaling"}
+
+
+_MUST_EQUAL = {"use_bidirectional_attention": (False,)}
+_HARMLESS = frozenset({
+    "hidden_activation",      # Gemma: 5.x GemmaMLP reads hidden_act only
+    "cache_implementation",   # Gemma 2: generation cache ("hybrid")
+})
+_HARMLESS2 = frozenset({"hidden_act", "cache_implementation"})   # Gemma2MLP reads hidden_activation
+
+GEMMA = Family(GemmaConfig, _read_gemma, decoder_table(), "Gemma", must_equal=_MUST_EQUAL, harmless=_HARMLESS,
+               tokenizer="GemmaTokenizer", head_kinds=("score", "lm"), tiny=presets.TINY, base=presets.BASE)
+GEMMA2 = Family(GemmaConfig, _read_gemma2, decoder_table(post_norms=True), "Gemma2", must_equal=_MUST_EQUAL,
+                harmless=_HARMLESS2, tokenizer="GemmaTokenizer", head_kinds=("score", "lm"),
+                tiny=presets.GEMMA2_TINY, base=presets.GEMMA2_BASE)
+# Gemma 3 text: HF names the causal LM Gemma3ForCausalLM but the others Gemma3Text*; a saved causal
+# LM's `architectures` says Gemma3TextForCausalLM (transformers' Auto classes go by model_type)
+GEMMA3_TEXT = Family(GemmaConfig, _read_gemma3, decoder_table(post_norms=True), "Gemma3Text",
+                     harmless=_HARMLESS2, tokenizer="GemmaTokenizer", head_kinds=("score", "lm"),
+                     tiny=presets.GEMMA3_TINY, base=presets.GEMMA3_BASE)
