@@ -135,3 +135,14 @@ def test_default_kernel_per_platform():
     if jax.default_backend() == "cpu":
         assert A.default_attention_impl() == "query_chunked"
     assert isinstance(attention_mask_4d(jnp.ones((1, 4), jnp.int32)), SegmentMask)
+
+
+def test_splash_off_tpu_runs_the_written_out_kernel():
+    """A program with splash selected, run on CPU: lax.platform_dependent takes the non-TPU
+    branch (the reference kernel), so asking for splash never breaks a CPU run."""
+    seg, _ = rows([(100, 20)], 128)
+    q, k, v = qkv(1, 128, 2, 8)
+    fn = jax.jit(lambda q, k, v, seg: A.attention(q, k, v, causal_mask_4d(seg), "splash", scale=0.2, softcap=5.0))
+    want = A.reference(q, k, v, causal_mask_4d(seg), scale=0.2, softcap=5.0)
+    real = np.asarray(seg) != 0
+    assert np.abs(np.asarray(fn(q, k, v, seg)) - np.asarray(want))[real].max() <= TOL

@@ -31,6 +31,7 @@ A new kernel is one `register` call.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import warnings
 from typing import Callable
@@ -148,7 +149,7 @@ def _xla(q, k, v, mask4, *, bias=None, scale=None):
 KERNELS: dict[str, Kernel] = {
     "xla": Kernel(_xla, frozenset({"bias", "scale"})),
     "cudnn": Kernel(_cudnn.attention, _cudnn.SUPPORTS, _cudnn.check),
-    "splash": Kernel(_splash.attention, _splash.SUPPORTS, _splash.check),
+    "splash": Kernel(functools.partial(_splash.attention, elsewhere=reference), _splash.SUPPORTS, _splash.check),
     "query_chunked": Kernel(query_chunked, frozenset({"bias", "scale", "softcap", "score"})),
     "reference": Kernel(reference, frozenset(FEATURES)),
 }

@@ -12,8 +12,8 @@ XLA path; padding rows (segment 0) attend each other instead of the real keys, a
 Memory is linear in the row length (blocks of block_q x block_kv scores; a [B, L] segment id
 array in place of an [L, L] mask). Under a mesh the kernel runs per device (shard_map over the
 mesh axes that the logical rules give batch and heads): a Pallas call cannot be partitioned by
-XLA. On other platforms lax.platform_dependent runs the XLA kernel, so a program exported for
-several platforms carries splash for TPU only.
+XLA. On other platforms lax.platform_dependent runs the seam's written-out kernel (same math), so
+a program exported for several platforms carries splash for TPU only.
 
 Constraints (checked when traced, else the seam falls back to XLA): the mask is a SegmentMask
 over all rows in order (not the last layer's few read rows: the static mask assumes query i is
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .per_device import per_device
-from .segment_mask import SegmentMask, dense
+from .segment_mask import SegmentMask
 
 SUPPORTS = frozenset({"scale", "softcap"})
 LANES = 128   # TPU lanes: splash's kv blocks are multiples of this
@@ -86,9 +86,9 @@ def _splash(q, k, v, q_seg, k_seg, *, causal, half_window, scale, softcap, inter
     return heads_first(out).astype(v.dtype)
 
 
-def attention(q, k, v, mask: SegmentMask, *, scale=None, softcap=None, interpret: bool = False):
-    """Splash on TPU (interpret=True: Pallas' interpreter on any backend, for tests), the XLA
-    kernel on other platforms."""
+def attention(q, k, v, mask: SegmentMask, *, scale=None, softcap=None, interpret: bool = False, elsewhere=None):
+    """Splash on TPU (interpret=True: Pallas' interpreter on any backend, for tests); on other
+    platforms `elsewhere(q, k, v, mask, scale=, softcap=)`, the seam's written-out kernel."""
     scale = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
     fn = functools.partial(_splash, causal=mask.causal, half_window=mask.half_window, scale=scale,
                            softcap=None if softcap is None else float(softcap), interpret=interpret)
@@ -98,13 +98,6 @@ def attention(q, k, v, mask: SegmentMask, *, scale=None, softcap=None, interpret
     def on_tpu(q, k, v, mask):
         return per_device(fn, q, k, v, mask.q_segments, mask.k_segments)
 
-    def elsewhere(q, k, v, mask):
-        # only reached off TPU, where no soft-cap can be asked of xla: the seam checked features
-        return jax.nn.dot_product_attention(q, k, v, mask=dense(mask), scale=scale, implementation="xla") \
-            if softcap is None else _capped_reference(q, k, v, mask, scale, softcap)
-    return jax.lax.platform_dependent(q, k, v, mask, tpu=on_tpu, default=elsewhere)
-
-
-def _capped_reference(q, k, v, mask, scale, softcap):
-    from ..attention_impl import reference   # the written-out kernel (imported late: no cycle)
-    return reference(q, k, v, mask, scale=scale, softcap=softcap)
+    def off_tpu(q, k, v, mask):
+        return elsewhere(q, k, v, mask, scale=scale, softcap=softcap)
+    return jax.lax.platform_dependent(q, k, v, mask, tpu=on_tpu, default=off_tpu)
