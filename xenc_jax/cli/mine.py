@@ -73,19 +73,24 @@ def _mining_args(p) -> None:
     g.add_argument("--num-negatives", type=int, default=3, help="default: %(default)s")
     g.add_argument("--range-min", type=int, default=0, help="skip this many top candidates (default: 0)")
     g.add_argument("--range-max", type=int, default=None, help="consider candidates up to this rank")
-    g.add_argument("--max-score", type=float, default=None)
-    g.add_argument("--min-score", type=float, default=None)
-    g.add_argument("--absolute-margin", type=float, default=None)
-    g.add_argument("--relative-margin", type=float, default=None)
-    g.add_argument("--sampling-strategy", choices=["top", "random"], default="top")
+    g.add_argument("--max-score", type=float, default=None, help="drop candidates scoring above this")
+    g.add_argument("--min-score", type=float, default=None, help="drop candidates scoring below this")
+    g.add_argument("--absolute-margin", type=float, default=None,
+                   help="drop candidates scoring above the anchor's lowest positive score minus this")
+    g.add_argument("--relative-margin", type=float, default=None,
+                   help="drop candidates scoring above (1 - this) x the anchor's lowest positive score")
+    g.add_argument("--sampling-strategy", choices=["top", "random"], default="top",
+                   help="the best num_negatives of what is left, or a random draw of them (default: top)")
     g.add_argument("--seed", type=int, default=0, help="random sampling's seed (default: %(default)s)")
-    g.add_argument("--include-positives", action="store_true")
+    g.add_argument("--include-positives", action="store_true",
+                   help="keep the positives among the candidates (n-tuple rows in rank order, as ST)")
     g.add_argument("--missing-positive", choices=["add", "error"], default="add",
                    help="a positive that is not in --corpus: joins it (ST's behaviour, the default) or is an error")
-    g.add_argument("--query-prompt", default=None)
-    g.add_argument("--query-prompt-name", default=None)
-    g.add_argument("--corpus-prompt", default=None)
-    g.add_argument("--corpus-prompt-name", default=None)
+    g.add_argument("--query-prompt", default=None, help="text put before each anchor when embedding it")
+    g.add_argument("--query-prompt-name", default=None, help="a prompt of the model's config (default: its 'query')")
+    g.add_argument("--corpus-prompt", default=None, help="text put before each corpus text")
+    g.add_argument("--corpus-prompt-name", default=None,
+                   help="a prompt of the model's config (default: its 'document', 'passage' or 'corpus')")
     g.add_argument("--embedding-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="precision the corpus embeddings are held in (default: %(default)s)")
     g.add_argument("--cache-folder", default=None, help="keep the corpus embeddings here (default: in the "
