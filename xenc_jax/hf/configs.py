@@ -74,7 +74,7 @@ def config_from_dict(d: dict, *, ignore_keys: tuple[str, ...] = ()) -> EncoderCo
                               f"(supported: {allowed}); this model cannot be run exactly by xenc_jax")
     if v["hidden_act"] not in SUPPORTED_ACTIVATIONS:
         raise ConfigError(f"hidden_act={v['hidden_act']!r} is not supported (supported: {SUPPORTED_ACTIVATIONS})")
-    if v["hidden_size"] % v["num_heads"]:
+    if not v.get("attn_head_dim") and v["hidden_size"] % v["num_heads"]:   # an explicit head dim need not divide
         raise ConfigError(f"hidden_size={v['hidden_size']} is not divisible by num_attention_heads={v['num_heads']}")
     unknown = sorted(set(d) - used - _HARMLESS - record.harmless - set(must_equal) - set(ignore_keys))
     if unknown:

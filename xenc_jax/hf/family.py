@@ -78,6 +78,9 @@ class FamilyTable:
     # (our param path with the layer filled in, cfg) -> whether this config has that param; for
     # tensors a config switch removes (ModernBERT: biases off, no norm before layer 0). None: all.
     needs: Callable[[str, EncoderConfig], bool] | None = None
+    # HF key -> the key it is tied to (HF _tied_weights_keys, e.g. T5's encoder.embed_tokens.weight ->
+    # shared.weight): a checkpoint that holds only the source is read in the key's place, as HF ties them.
+    tied: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 ConfigReader = Callable[[dict, str], tuple[dict, set]]
@@ -99,7 +102,8 @@ class Family:
       directly (hf/pretrained.load_tokenizer). "": always through AutoTokenizer.
     head_kinds: the heads this family's config can ask for (its config's `head_kind`, when it has
       one): "classifier" (ForSequenceClassification), "score" (a decoder's score Linear), "lm"
-      (a causal LM's logits of the score tokens, hf/causal_score.py).
+      (a causal LM's logits of the score tokens, hf/causal_score.py), "embeddings" (no head: the
+      encoder's hidden states only, for bi-encoders; T5).
     tiny / base: HF config.json kwargs (the family folder's presets.py) of a tiny random model for
       tests and of the base-shaped one benchmarks build; a model is
       `transformers.AutoConfig.for_model(model_type, **{**tiny, **overrides})`. {}: none.

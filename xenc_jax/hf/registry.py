@@ -13,6 +13,7 @@ from ..models.families.llama.hf import LLAMA, MISTRAL
 from ..models.families.modernbert.hf import MODERNBERT
 from ..models.families.mpnet.hf import MPNET
 from ..models.families.qwen.hf import QWEN2, QWEN3
+from ..models.families.t5.hf import T5
 from .family import ConfigError, Family, alias
 
 __all__ = ["FAMILIES", "alias", "family", "register"]
@@ -31,6 +32,8 @@ FAMILIES: dict[str, Family] = {
     "qwen3": QWEN3,
     "llama": LLAMA,
     "mistral": MISTRAL,
+    "t5": T5,
+    "mt5": alias(T5, "MT5Encoder"),   # mT5: T5 v1.1's math, a larger vocabulary
     "gemma": GEMMA,
     "gemma2": GEMMA2,
     "gemma3_text": GEMMA3_TEXT,

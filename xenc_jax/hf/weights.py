@@ -154,8 +154,12 @@ def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool,
     each on access). place(path, array) -> what to store (e.g. the array put straight into its
     mesh sharding, so the host copy can go at once); None stores the numpy arrays."""
     table = family(cfg.family).table
-    tensors = _Renamed(tensors, {_legacy_rename(k): k for k in tensors})
-    prefixed = any(k.startswith(table.prefix + ".") for k in tensors)
+    names = {_legacy_rename(k): k for k in tensors}
+    prefixed = any(k.startswith(table.prefix + ".") for k in names)
+    p = table.prefix + "." if prefixed else ""
+    # a tied tensor saved only under its source's name is read from the source (HF ties them)
+    stand_ins = {p + k: p + s for k, s in table.tied.items() if p + k not in names and p + s in names}
+    tensors = _Renamed(tensors, {**names, **{k: names[s] for k, s in stand_ins.items()}})
     want = expected_keys(cfg, head=True, prefixed=prefixed)
     head_keys = set(want) - set(expected_keys(cfg, head=False, prefixed=prefixed))
     params: dict = {}
@@ -175,6 +179,7 @@ def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool,
             _set(params, path, value if place is None or bad else place(path, value))
         del pieces
         used.add(key)
+    used |= {s for k, s in stand_ins.items() if k in used}
     patterns = [re.compile(p) for p in table.ignored]
     unexpected = []
     for key in tensors:

@@ -51,6 +51,12 @@ def _rows(x, query_positions):
     return jnp.take_along_axis(x, query_positions[..., None].astype(jnp.int32), axis=1)
 
 
+def _bias_rows(bias, batch: int, query_positions):
+    """An additive score bias [B or 1, heads, L, L] cut to the query rows [B, P] -> [B, heads, P, L]."""
+    bias = jnp.broadcast_to(bias, (batch,) + bias.shape[1:])
+    return jnp.take_along_axis(bias, query_positions[:, None, :, None].astype(jnp.int32), axis=2)
+
+
 def _mlp(spec: LayerSpec, x, dtype, param_dtype, deterministic: bool):
     if spec.gated_mlp:
         return GatedMLP(spec.intermediate_size, spec.act, spec.mlp_inner_dropout, spec.mlp_bias, dtype,
@@ -65,8 +71,7 @@ def post_norm_block(spec: LayerSpec, dtype: Dtype, param_dtype: Dtype, attention
     query rows here. score: a ScorePlugin whose per-row arrays are already for the query rows."""
     xq = None if query_positions is None else _rows(x, query_positions)
     if bias is not None and query_positions is not None:
-        bias = jnp.broadcast_to(bias, (x.shape[0],) + bias.shape[1:])
-        bias = jnp.take_along_axis(bias, query_positions[:, None, :, None].astype(jnp.int32), axis=2)
+        bias = _bias_rows(bias, x.shape[0], query_positions)
     h = Attention(spec.attention, dtype, param_dtype, attention_impl, name="attention")(
         x, mask4, deterministic, xq, bias, score=score)
     h = nn.Dropout(spec.attn_out_dropout)(h, deterministic=deterministic)
@@ -118,16 +123,19 @@ class PreNormLayer(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x, mask4, deterministic: bool, query_positions=None, rotate=None):
-        """rotate must rotate the queries at the query_positions rows when those are given."""
+    def __call__(self, x, mask4, deterministic: bool, query_positions=None, rotate=None, bias=None):
+        """rotate must rotate the queries at the query_positions rows when those are given.
+        bias: an additive score bias [B or 1, heads, L, L] for every row (T5's relative
+        positions, computed once and shared by the layers); cut to the query rows here."""
         spec = self.spec
         h = spec.norm(self.attn_norm, self.param_dtype)(x).astype(self.dtype) if self.attn_norm else x
         hq = None
         if query_positions is not None:
             rows = query_positions[..., None].astype(jnp.int32)
             hq, x = jnp.take_along_axis(h, rows, axis=1), jnp.take_along_axis(x, rows, axis=1)
+            bias = None if bias is None else _bias_rows(bias, x.shape[0], query_positions)
         a = Attention(spec.attention, self.dtype, self.param_dtype, self.attention_impl, name="attention")(
-            h, mask4, deterministic, hq, None, rotate)
+            h, mask4, deterministic, hq, bias, rotate)
         if spec.post_norms:
             a = spec.norm("post_attn_norm", self.param_dtype)(a).astype(self.dtype)
         x = x + nn.Dropout(spec.attn_out_dropout)(a, deterministic=deterministic)
