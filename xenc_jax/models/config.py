@@ -48,7 +48,7 @@ class EncoderConfig:
     # encoder_module(cfg, dtype, param_dtype, attention_impl) and head_module(cfg, dtype, param_dtype).
     encoder_module: ClassVar[type]
     head_module: ClassVar[type]
-    # Decoders (models/families/qwen/) are read at each segment's last token, not its first.
+    # Decoders (models/decoder.py) are read at each segment's last token, not its first.
     reads_last_token: ClassVar[bool] = False
     # The encoder's param groups besides its layer_{i} (train/optim.Depths: layer-wise lr decay):
     # below layer 0 (token / position / relative tables and their norms), above the last layer.
