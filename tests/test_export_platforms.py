@@ -5,7 +5,7 @@ checkpoint), and an AbstractMesh stands for 8 devices we do not have.
 For "tpu" and "cuda", with the attention kernel each backend selects
 (attention_impl.default_attention_impl(platform=...): splash on TPU, cuDNN on CUDA), bf16
 compute and fp32 params as on accelerators, one packed bucket shape each:
-  - score_fn and embed_fn (model_fns.py) of every family;
+  - score_fn and embed_fn (model_fns.py) of every registered family (its tiny preset);
   - the training step (train/step.py) of a cross-encoder and a decoder reranker, dp and fsdp
     over an abstract 8-device mesh (params, optimizer state and batch sharded as in training);
     jax refuses cuDNN attention over an AbstractMesh (it wants real devices while lowering), so
@@ -34,6 +34,7 @@ import optax
 import pytest
 
 from xenc_jax.batching import MODEL_INPUTS
+from xenc_jax.hf import registry
 from xenc_jax.hf.configs import config_from_dict
 from xenc_jax.hf.pretrained import build_module
 from xenc_jax.model_fns import make_embed_fn, make_score_fn
@@ -41,19 +42,30 @@ from xenc_jax.models.attention_impl import default_attention_impl
 from xenc_jax.train import step as S
 
 import tiny_hf  # noqa: E402  (transformers configs of the tiny test models)
-import tiny_llm  # noqa: E402
 
 PLATFORMS = ("tpu", "cuda")
 ROWS, LENGTH, SEGMENTS = 8, 128, 4        # one bucket: 8 rows of 128 tokens, up to 4 texts packed per row
 # the op that marks each platform's attention kernel in the lowered module
 KERNEL_OP = {"tpu": "tpu_custom_call", "cuda": "__cudnn$fmha"}
-ENCODERS = ("bert", "roberta", "electra", "distilbert", "mpnet", "deberta-v2", "modernbert")
-FAMILIES = ENCODERS + ("qwen3",)
+
+
+def _families() -> tuple[str, ...]:
+    """Every registered model_type with a tiny preset, aliases (the same weight table as an
+    earlier record: xlm-roberta, camembert, mt5) left out: their programs are their base's."""
+    seen, out = set(), []
+    for name, record in registry.FAMILIES.items():
+        if record.tiny and id(record.table) not in seen:
+            seen.add(id(record.table))
+            out.append(name)
+    return tuple(out)
+
+
+FAMILIES = _families()
 # Families whose attention the platform's kernel cannot take, so the seam runs another one:
 # DeBERTa's disentangled attention is a score plug-in (only the written-out kernel computes
-# it); MPNet's relative position bias is an additive [heads, L, L] bias, which splash has no
-# input for (cuDNN takes it).
-NO_KERNEL = {"tpu": {"deberta-v2", "mpnet"}, "cuda": {"deberta-v2"}}
+# it); MPNet's and T5's relative position biases are additive [heads, L, L] biases, which splash
+# has no input for (cuDNN takes them); Gemma 2's logit soft-cap is splash's, not cuDNN's.
+NO_KERNEL = {"tpu": {"deberta-v2", "mpnet", "t5"}, "cuda": {"deberta-v2", "gemma2"}}
 # jax.export refuses custom calls without a stability guarantee for serialized artifacts, and
 # cuDNN's fused attention has none (it is tied to the jaxlib that lowered it). This test checks
 # that the programs build, not that they can be stored for later jaxlibs: allow them.
@@ -62,11 +74,13 @@ CUDNN_CALLS = [f"__cudnn$fmha{kind}{drop}{bwd}" for kind in ("ScaleBiasSoftmax",
 
 
 def family_config(name: str):
-    """Our config of the family's tiny test model (HF config dict -> config_from_dict)."""
-    if name == "qwen3":   # the LogitScore reranker: a causal LM read at two token columns
-        d = {**tiny_llm.tiny_llm_config("qwen3-causal").to_dict(), "architectures": ["Qwen3ForCausalLM"]}
-        return dataclasses.replace(config_from_dict(d), score_token_ids=(5, 6))
-    return config_from_dict(tiny_hf.tiny_config(name).to_dict())
+    """Our config of the family's tiny test model (its preset -> HF config dict -> ours); the
+    Qwen3 one as a LogitScore reranker (a causal LM read at two token columns)."""
+    d = tiny_hf.tiny_config(name).to_dict()
+    if name == "qwen3":
+        return dataclasses.replace(config_from_dict({**d, "architectures": ["Qwen3ForCausalLM"]}),
+                                   score_token_ids=(5, 6))
+    return config_from_dict(d)
 
 
 def abstract_batch(rows=ROWS, sharding=None) -> dict:
@@ -115,9 +129,10 @@ def test_score_and_embed_lower(family, platform):
     impl = default_attention_impl(platform=platform)
     assert impl == {"tpu": "splash", "cuda": "cudnn"}[platform]
     batch = abstract_batch()
-    for what, head in (("score_fn", True), ("embed_fn", False)):
+    scores = registry.family(family).head_kinds != ("embeddings",)   # T5: an embedder only
+    for what, head in (("score_fn", True), ("embed_fn", False))[0 if scores else 1:]:
         module = build_module(cfg, head=head, dtype=jnp.bfloat16, attention_impl=impl)
-        pooling = "lasttoken" if family == "qwen3" else "mean"
+        pooling = "lasttoken" if cfg.reads_last_token else "mean"
         fn = (make_score_fn(module, cfg.position_offset) if head
               else make_embed_fn(module, cfg.position_offset, pooling))
         params = abstract_params(module)
