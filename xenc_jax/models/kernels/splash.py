@@ -92,8 +92,8 @@ def attention(q, k, v, mask: SegmentMask, *, scale=None, softcap=None, interpret
     scale = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
     fn = functools.partial(_splash, causal=mask.causal, half_window=mask.half_window, scale=scale,
                            softcap=None if softcap is None else float(softcap), interpret=interpret)
-    if interpret:
-        return fn(q, k, v, mask.q_segments, mask.k_segments)
+    if interpret:   # per device too: the shard_map is checked on forced CPU devices
+        return per_device(fn, q, k, v, mask.q_segments, mask.k_segments)
 
     def on_tpu(q, k, v, mask):
         return per_device(fn, q, k, v, mask.q_segments, mask.k_segments)
