@@ -1,11 +1,13 @@
 """Every family trains like the BERT family: the BCE gradient of a padded pair batch equals
 PyTorch's (mapped through the family's own weight table), a few optimizer steps lower the loss,
-the trained model saved by us scores alike in PyTorch sentence-transformers, and bf16 compute
-stays close to fp32.
+and the trained model saved by us scores alike in PyTorch sentence-transformers. (bf16 compute
+close to fp32, once here: tests/test_family_conformance.py, for every family.)
 
 One tiny seeded random model per family with a real tokenizer (all-MiniLM-L6-v2's WordPiece
-vocabulary; MPNet's special tokens around it, as all-mpnet-base-v2 builds its own; ModernBERT's
-without token type ids). Adding a family: one entry in FAMILY_MODELS.
+vocabulary; MPNet's special tokens around it, as all-mpnet-base-v2 builds its own, also for
+RoBERTa / XLM-R whose special ids are the same; without token type ids for ModernBERT and
+DistilBERT). Adding a family: one entry in FAMILY_MODELS. Decoders: a causal-LM reranker's
+gradient is tests/test_train_causal.py; Qwen3's and Qwen2's score heads are rows here.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 
 from test_train_utils import GRAD_RTOL, write_pairs
 from tiny_hf import deberta_tokenizer, make_tiny, modernbert_tokenizer, mpnet_tokenizer
+from tiny_llm import llm_tokenizer
 from xenc_jax.cross_encoder import CrossEncoder
 from xenc_jax.hf.pretrained import load_pretrained, save_pretrained
 from xenc_jax.hf.weights import params_from_hf
@@ -25,9 +28,27 @@ from xenc_jax.train import step as S
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
+
+def minilm_tokenizer(minilm_dir):
+    import transformers as tf
+    return tf.AutoTokenizer.from_pretrained(str(minilm_dir))
+
+
+def bpe_tokenizer(_minilm_dir):
+    """tests/tiny_llm.py's byte-level BPE tokenizer, no chat template: pairs as plain text pairs."""
+    return llm_tokenizer(None, template=None)
+
+
 # family -> (make_tiny overrides, tokenizer from the MiniLM folder)
-# (BERT-family training has its own tests: test_train_*.py)
 FAMILY_MODELS = {
+    "bert": (NO_DROPOUT, minilm_tokenizer),
+    # <s>=0 <pad>=1 </s>=2 like RoBERTa's own vocabulary: positions start at pad + 1 = 2
+    "roberta": (NO_DROPOUT, mpnet_tokenizer),
+    "xlm-roberta": (NO_DROPOUT, mpnet_tokenizer),
+    # an embedding projection (16 -> 32) and token types
+    "electra": (NO_DROPOUT, minilm_tokenizer),
+    # no token type ids
+    "distilbert": ({"dropout": 0.0, "attention_dropout": 0.0, "seq_classif_dropout": 0.0}, modernbert_tokenizer),
     "mpnet": ({"max_position_embeddings": 130, **NO_DROPOUT}, mpnet_tokenizer),
     # pad 0, [CLS] 101, [SEP] 102 in this vocabulary; a window of 16 < the 32-token rows; biases on
     "modernbert": ({"max_position_embeddings": 128, "pad_token_id": 0, "cls_token_id": 101, "sep_token_id": 102,
@@ -37,6 +58,9 @@ FAMILY_MODELS = {
     "deberta-v2": ({"max_position_embeddings": 128, "share_att_key": False, "type_vocab_size": 2,
                     "position_biased_input": True, "position_buckets": 8, "max_relative_positions": 16,
                     **NO_DROPOUT}, deberta_tokenizer),
+    # a decoder's score head read at each row's last real token (GQA, q/k norms)
+    "qwen3": ({"max_position_embeddings": 128, "pad_token_id": 0}, bpe_tokenizer),
+    "qwen2": ({"max_position_embeddings": 128, "pad_token_id": 0}, bpe_tokenizer),   # q/k/v biases
 }
 END_TOL = 1e-4  # fp32 whole model, the project bound
 
@@ -120,16 +144,3 @@ def test_steps_lower_the_loss_and_the_saved_model_scores_alike_in_st(family_mode
     theirs = STCrossEncoder(str(out), device="cpu").predict(pairs)
     assert np.abs(ours - theirs).max() <= END_TOL
     assert np.abs(ours - CrossEncoder(path).predict(pairs)).max() > 1e-3  # the trained params were saved
-
-
-def test_bf16_compute_close_to_fp32(family_model):
-    """bf16 keeps 8 significant bits (2^-9 relative rounding per op); with fp32 accumulation,
-    two layers move a logit by a few of those. 2e-2 of the largest logit is ~10x that and far
-    below what wrong math does (the same bound as test_parity's BERT/RoBERTa check)."""
-    _, path, _, _, _ = family_model
-    pairs = [("query %d about dogs" % i, "a passage about cats and dogs " * (i % 5 + 1)) for i in range(12)]
-    f32 = CrossEncoder(path).predict(pairs)
-    b16 = CrossEncoder(path, dtype="bfloat16").predict(pairs)
-    assert b16.dtype == np.float32
-    rel = np.abs(b16 - f32).max() / np.abs(f32).max()
-    assert rel <= 2e-2, rel
