@@ -197,7 +197,9 @@ def test_saved_folder_loads_in_pytorch_alike(tiny, tmp_path):
     save_pretrained(tmp_path / "head", cfg, pt.params, head=True)
     lm = _scores_lm_tokens(cfg)
     auto = tf.AutoModelForCausalLM if lm else tf.AutoModelForSequenceClassification
-    theirs = auto.from_pretrained(str(tmp_path / "head"), attn_implementation="eager").eval()
+    theirs, info = auto.from_pretrained(str(tmp_path / "head"), attn_implementation="eager", output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"], info
+    theirs.eval()
     assert type(theirs).__name__ == record.architecture + ("ForCausalLM" if lm else "ForSequenceClassification")
     ids, mask, types = padded_batch(ref.config, tiny.row.lengths, seed=8)
     with torch.no_grad():
@@ -210,7 +212,11 @@ def test_saved_folder_loads_in_pytorch_alike(tiny, tmp_path):
 
     save_pretrained(tmp_path / "bare", cfg, {"encoder": pt.params["encoder"]}, head=False)
     assert json.loads((tmp_path / "bare" / "config.json").read_text())["architectures"] == [record.architecture + "Model"]
-    bare = tf.AutoModel.from_pretrained(str(tmp_path / "bare"), attn_implementation="eager").eval()
+    bare, info = tf.AutoModel.from_pretrained(str(tmp_path / "bare"), attn_implementation="eager",
+                                              output_loading_info=True)
+    # every tensor of the bare model class is written, nothing else (a pooler is the head's here)
+    assert not info["unexpected_keys"] and all(".pooler." in f".{k}" for k in info["missing_keys"]), info
+    bare.eval()
     with torch.no_grad():
         want = bare(**torch_inputs(ids, mask, types)).last_hidden_state
     module, params = _bare(pt)
