@@ -57,6 +57,11 @@ ELSEWHERE = {
     "camembert": "an alias of roberta (same record); tests/test_family_registry.py loads an alias",
     "llama": "tests/test_family_llama.py (its tiny models are built there from the family's presets)",
     "mistral": "tests/test_family_llama.py (its tiny models are built there from the family's presets)",
+    "t5": "tests/test_family_t5.py (an encoder without a classifier head: embeddings through ST folders)",
+    "mt5": "an alias of t5 (same record); tests/test_family_t5.py",
+    "gemma": "tests/test_family_gemma.py",
+    "gemma2": "tests/test_family_gemma.py",
+    "gemma3_text": "tests/test_family_gemma.py",
 }
 
 
