@@ -20,7 +20,7 @@ from ..models import pooling as P
 from ..models.pooling import DenseSpec
 from . import model_folder
 from .checkpoint_files import read_checkpoint, write_safetensors
-from .st_transformer import TRANSFORMER_CONFIGS, read_transformer_file
+from .st_transformer import read_transformer_file
 
 # modules.json "type" -> our module kind. Both the legacy short paths and ST 6.2's full paths.
 MODULE_KINDS = {"Transformer": "transformer", "Pooling": "pooling", "Dense": "dense",
@@ -195,7 +195,7 @@ def read_transformer_config(folder: Path) -> dict:
         return {}
     task = cfg.get("transformer_task", "feature-extraction")
     if task != "feature-extraction" or cfg.get("module_output_name", "token_embeddings") != "token_embeddings":
-        raise ValueError(f"{folder / TRANSFORMER_CONFIGS[0]}: transformer_task {task!r} / module_output_name "
+        raise ValueError(f"{folder}: its Transformer config's transformer_task {task!r} / module_output_name "
                          f"{cfg.get('module_output_name')!r} not supported (feature-extraction only)")
     return cfg
 
