@@ -166,3 +166,34 @@ def test_training_refuses_a_chain_it_cannot_train(folders):
     from xenc_jax.hf.pretrained import load_pretrained
     with pytest.raises(ModelFolderError, match=r"lists a Pooling module \(1_Pooling\) after the Transformer"):
         load_pretrained(folders / "ettin", head=True)
+
+
+def test_decoder_feature_extractor_chain_with_chat_template(tmp_path, data_dir):
+    """A Qwen3Model feature extractor -> Pooling(lasttoken) -> Dense(32 -> 2, Tanh, "scores"),
+    its tokenizer carrying the Qwen3-Reranker-style template: ST 6.3 saves the Transformer with
+    the "message" modality, so pairs go through the template (chat_format.py) before the chain."""
+    import tiny_hf
+    import tiny_llm
+    import torch
+    import transformers as tf
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+    from sentence_transformers.cross_encoder.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    from xenc_jax.cross_encoder import CrossEncoder
+    tok = tiny_llm.llm_tokenizer(tmp_path / "q3", template="reranker", padding_side="left")
+    model = tf.Qwen3Model._from_config(tiny_llm.tiny_llm_config("qwen3-causal", pad_token_id=tok.pad_token_id),
+                                      attn_implementation="eager")
+    tiny_hf.randomize_(model, 2)
+    model.eval().save_pretrained(str(tmp_path / "q3"), safe_serialization=True)
+    torch.manual_seed(2)
+    t = Transformer(str(tmp_path / "q3"), transformer_task="feature-extraction", max_seq_length=96,
+                    model_kwargs={"attn_implementation": "eager"})
+    STCrossEncoder(modules=[t, Pooling(32, pooling_mode="lasttoken"),
+                            Dense(32, 2, activation_function=torch.nn.Tanh(), module_output_name="scores")]
+                   ).save(str(tmp_path / "ce"))
+    pairs = tiny_llm.PAIRS + _pairs(data_dir)[:4]   # the last PAIRS entry is cut at 96 tokens
+    want = _st_predict(tmp_path / "ce", pairs)
+    ours = CrossEncoder(tmp_path / "ce")
+    assert ours._input_format.message and want.shape == (len(pairs), 2)
+    assert np.abs(ours.predict(pairs) - want).max() <= END_TOL
