@@ -99,6 +99,21 @@ def test_true_token_reranker_matches_sentence_transformers(tmp_path):
         assert np.abs(ce.predict(PAIRS, activation_fn="identity") - want).max() <= END_TOL
 
 
+def test_bf16_scores_close_to_fp32(models):
+    """Gemma 2's reranker (soft-caps, windows) with bf16 params and compute: within 2e-2 of the
+    largest fp32 score, the project's bf16 bound (test_family_llama says why)."""
+    import jax
+
+    from xenc_jax import CrossEncoder
+    path = models["gemma2-causal"][0]
+    want = CrossEncoder(path, max_length=96).predict(PAIRS, activation_fn="identity")
+    b16 = CrossEncoder(path, max_length=96, param_dtype="bfloat16", dtype="bfloat16")
+    assert {x.dtype.name for x in jax.tree.leaves(b16.params)} == {"bfloat16"}
+    got = b16.predict(PAIRS, activation_fn="identity")
+    assert got.dtype == np.float32 and not np.array_equal(got, want)
+    assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max(), (got, want)
+
+
 EMBEDDING_GEMMA_PROMPTS = {"query": "task: search result | query: ", "document": "title: none | text: "}
 TEXTS = [q for q, _ in PAIRS] + [d for _, d in PAIRS] + ["yes"]
 

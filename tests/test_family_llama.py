@@ -263,6 +263,24 @@ def test_save_loads_in_pytorch_and_sentence_transformers(models, rerankers, tmp_
     assert np.abs(ours.predict(PAIRS, activation_fn="identity") - want).max() <= END_TOL
 
 
+@pytest.mark.parametrize("model_type", ["llama", "mistral"])
+def test_bf16_scores_close_to_fp32(rerankers, model_type):
+    """bf16 params and bf16 compute (fp32 accumulation, fp32 scores): each weight and activation
+    rounded to 8 significant bits (2^-9 relative) through two layers and the head moves a score by
+    a few of those relative to the scores' scale; 2e-2 of the largest is the project's bf16 bound
+    (test_family_qwen, the conformance suite), far below wrong math (a dropped norm: O(1))."""
+    import jax
+
+    from xenc_jax import CrossEncoder
+    path, _ = rerankers[model_type]
+    want = CrossEncoder(path, max_length=96).predict(PAIRS, activation_fn="identity")
+    b16 = CrossEncoder(path, max_length=96, param_dtype="bfloat16", dtype="bfloat16")
+    assert {x.dtype.name for x in jax.tree.leaves(b16.params)} == {"bfloat16"}
+    got = b16.predict(PAIRS, activation_fn="identity")
+    assert got.dtype == np.float32 and not np.array_equal(got, want)
+    assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max(), (got, want)
+
+
 E5_PROMPTS = {"query": "Instruct: Given a query, find the passages that answer the query\nQuery: ", "document": ""}
 TEXTS = [q for q, _ in PAIRS] + [d for _, d in PAIRS] + ["yes", ""]
 
