@@ -143,4 +143,6 @@ def test_steps_lower_the_loss_and_the_saved_model_scores_alike_in_st(family_mode
     ours = CrossEncoder(out).predict(pairs)
     theirs = STCrossEncoder(str(out), device="cpu").predict(pairs)
     assert np.abs(ours - theirs).max() <= END_TOL
-    assert np.abs(ours - CrossEncoder(path).predict(pairs)).max() > 1e-3  # the trained params were saved
+    # the trained params were saved: the untrained folder scores otherwise (scored by ST, which
+    # equals us within END_TOL on it: tests/test_family_conformance.py; no second compile here)
+    assert np.abs(ours - STCrossEncoder(str(path), device="cpu").predict(pairs)).max() > 1e-3
