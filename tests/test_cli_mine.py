@@ -238,6 +238,15 @@ def test_teacher_scores_fill_the_columns_training_reads(files, bi, minilm_dir, c
     # the same pairs scored again in other batches: float32 summation order only (~1e-7 on
     # sigmoid scores), far below the teacher's differences between documents (~1e-2)
     assert np.abs(np.concatenate([r["scores"] for r in got]) - again).max() <= 1e-6
+    # n-tuple-scores rows train as triplets whose label is the list of teacher scores
+    from xenc_jax.train.data import DataSource, check_labels, read_examples
+    tuples = mine_hard_negatives(head, bi, corpus=files["corpus"], cross_encoder=ce, num_negatives=3, range_max=8,
+                                 output_format="n-tuple-scores", cache_folder=cache, verbose=False)
+    (tmp_path / "tuples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tuples), encoding="utf-8")
+    ex = read_examples(DataSource(path=str(tmp_path / "tuples.jsonl"), kind="triplets", label_column="scores",
+                                  columns=("query", "answer", "negative_1", "negative_2", "negative_3")))
+    assert len(ex) == len(tuples) > 0 and ex.labels == [r["scores"] for r in tuples]
+    check_labels(ex, "margin_mse", 1)
     cfg = load_config("configs/msmarco_distill_cross_encoder.py")
     assert (cfg.loss, cfg.train.kind, cfg.train.label_column, cfg.list_size) == ("margin_mse", "lists", "scores", 8)
     student = tmp_path / "student"

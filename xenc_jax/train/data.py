@@ -75,8 +75,9 @@ class DataSource:
             if self.format not in FORMATS:
                 raise DataError(f"data format must be one of {FORMATS} or auto, got {self.format!r}")
             return self.format
+        from .sources import table_format
         suffix = Path(self.path).suffix.lower()
-        return {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(suffix, "tsv")
+        return table_format(Path(self.path)) or {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(suffix, "tsv")
 
 
 @dataclasses.dataclass

@@ -14,6 +14,8 @@ directory still resumes while an edited file does not.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..identity import file_identity, model_identity
 from .config import to_dict
 
@@ -45,7 +47,8 @@ def config_digest(cfg, model_dir) -> dict:
             for k, v in flat.items()}
     for name, ident in model_identity(model_dir).items():
         flat[f"model.files.{name}"] = ident
-    flat["train.file"] = file_identity(cfg.train.path)
+    path = Path(cfg.train.path)  # a directory (Parquet shards, a datasets folder): each file's identity
+    flat["train.file"] = model_identity(path) if path.is_dir() else file_identity(path)
     return flat
 
 

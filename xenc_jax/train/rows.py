@@ -25,7 +25,7 @@ import math
 import re
 from pathlib import Path
 
-FORMATS = ("tsv", "csv", "jsonl")
+FORMATS = ("tsv", "csv", "jsonl", "parquet", "hf_disk")  # the last two: train/sources.py
 _BLANK = b" \t\r\n\f\v"
 _NUMBER = re.compile(r"[ \t]*[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)[ \t]*",
                      re.ASCII | re.IGNORECASE)
@@ -176,6 +176,9 @@ def iter_rows(src, fmt: str):
     if not src.path:
         raise DataError("no data path given")
     path = Path(src.path)
+    if fmt in ("parquet", "hf_disk"):  # a file or a directory of shards / a datasets folder
+        from .sources import table_rows
+        return table_rows(path, fmt, DataError)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     if src.extra_columns not in ("error", "ignore"):
@@ -237,7 +240,10 @@ def _json_list(value, where: str, what: str):
 
 
 def _label(raw, src, where: str):
-    if src.kind == "lists":
+    # triplets with a list: the teacher's scores of the positive and each negative (xenc mine's
+    # n-tuple-scores rows), what MarginMSE / ListNet distil from
+    if src.kind == "lists" or (src.kind == "triplets" and (isinstance(raw, list) or
+                                                           (isinstance(raw, str) and raw.lstrip().startswith("[")))):
         grades = _json_list(raw, where, "labels (one grade per document)")
         return [number(x, where, "label") * src.label_scale for x in grades]
     if src.label_map is not None:
@@ -269,4 +275,6 @@ def parse_row(row, src, where: str):
     label = _label(raw, src, where)
     if src.kind == "lists" and len(label) != len(texts[1]):
         raise DataError(f"{where}: {len(texts[1])} documents but {len(label)} labels")
+    if src.kind == "triplets" and isinstance(label, list) and len(label) != len(texts) - 1:
+        raise DataError(f"{where}: {len(texts) - 1} documents (positive and negatives) but {len(label)} scores")
     return texts, label, False
