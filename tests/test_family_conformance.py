@@ -31,6 +31,7 @@ Transformer + mean Pooling + Normalize over a bare tiny encoder.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -58,11 +59,15 @@ def test_every_registered_family_has_a_row():
 
 
 class Tiny:
-    """One family's tiny PyTorch classifiers (one per num_labels, built on first use) and what we
-    load from them."""
+    """One family's tiny PyTorch classifiers (one per num_labels, built on first use), what we
+    load from them, and our forward runs on the row's padded batch, memoized: the tests share
+    runs (and so compiles, the suite's cost on 2 cores)."""
 
     def __init__(self, model_type: str, root: Path):
-        self.model_type, self.row, self.root, self._built = model_type, ROWS[model_type], root, {}
+        self.model_type, self.row, self.root, self._built, self._runs = model_type, ROWS[model_type], root, {}, {}
+        # 12 rows (the row's lengths over again): a batch whose largest logit is a fair scale for
+        # the bf16 bound, and several row groups for query_chunked on the long rows
+        self.lengths = tuple(itertools.islice(itertools.cycle(self.row.lengths), 12))
 
     def get(self, num_labels: int):
         """(torch model, folder, our Pretrained with its head)."""
@@ -75,10 +80,40 @@ class Tiny:
             self._built[num_labels] = ref, path, pt
         return self._built[num_labels]
 
+    def batch(self, num_labels: int):
+        """ids, mask, types of `lengths` (seed 0), for the torch model's config."""
+        return padded_batch(self.get(num_labels)[0].config, self.lengths, seed=0)
+
+    def run(self, num_labels: int, *, head: bool = True, impl=None, bf16: bool = False):
+        """(output, intermediates) of our model on `batch`: the classifier's logits (the head's
+        own output captured) or the bare encoder's hidden states (embeddings and each layer's)."""
+        import re
+
+        import jax
+        import jax.numpy as jnp
+        key = (num_labels, head, impl, bf16)
+        if key not in self._runs:
+            _, _, pt = self.get(num_labels)
+            dtype = jnp.bfloat16 if bf16 else jnp.float32
+            if head:
+                module, params, names = pt.module(dtype=dtype, attention_impl=impl), pt.params, r"head"
+            else:
+                module, params = _bare(pt, dtype=dtype, attention_impl=impl)
+                names = r"layer_\d+|embeddings"
+            out, state = _jit_apply(module, params, *_jnp(*self.batch(num_labels)), mutable=["intermediates"],
+                                    capture_intermediates=lambda m, _: re.fullmatch(names, m.name or "") is not None)
+            self._runs[key] = out, jax.tree.map(np.asarray, state["intermediates"])
+        return self._runs[key]
+
 
 @pytest.fixture(scope="module", params=[t for t in REGISTERED_ORDER if t in ROWS])
 def tiny(request, tmp_path_factory):
     return Tiny(request.param, tmp_path_factory.mktemp(request.param.replace("-", "_")))
+
+
+def _jnp(*arrays):
+    import jax.numpy as jnp
+    return [None if a is None else jnp.asarray(a) for a in arrays]
 
 
 def _jit_apply(module, params, *args, **kwargs):
@@ -112,20 +147,14 @@ def _diff(a, b, where=None) -> float:
     return float((d if where is None else d[where]).max())
 
 
-def _layers_equal_hf(tiny, pt, ref, ids, mask, types, out):
-    """Embeddings and every layer's output vs HF's hidden_states, one compile per kernel."""
-    import re
-
-    import jax.numpy as jnp
-    cfg, decoder = pt.config, pt.config.reads_last_token
-    real = mask.astype(bool) if decoder else None   # decoders: real tokens only
-    captured = lambda m, _: re.fullmatch(r"layer_\d+|embeddings", m.name or "") is not None
+def _layers_equal_hf(tiny, labels, out):
+    """Embeddings and every layer's output vs HF's hidden_states, with each kernel."""
+    _, _, pt = tiny.get(labels)
+    cfg = pt.config
+    real = tiny.batch(labels)[1].astype(bool) if cfg.reads_last_token else None   # decoders: real tokens only
     for impl in IMPLS:
-        module, params = _bare(pt, attention_impl=impl)
-        hidden, state = _jit_apply(module, params, jnp.asarray(ids), jnp.asarray(mask),
-                                   None if types is None else jnp.asarray(types),
-                                   capture_intermediates=captured, mutable=["intermediates"])
-        inter = state["intermediates"]["encoder"]
+        hidden, inter = tiny.run(labels, head=False, impl=impl)
+        inter = inter["encoder"]
         if "embeddings" in inter and cfg.embedding_size == cfg.hidden_size:   # ELECTRA projects after
             assert _diff(inter["embeddings"]["__call__"][0], out.hidden_states[0], real) <= MODULE_TOL, impl
         # with a final norm HF's last hidden state is the norm's output: compared as `hidden`
@@ -137,25 +166,24 @@ def _layers_equal_hf(tiny, pt, ref, ids, mask, types, out):
 
 
 def test_each_layer_and_the_logits_equal_pytorch(tiny):
+    """Per layer (the first classifier's encoder) with both kernels; each classifier's logits
+    with the default kernel, the largest's with query_chunked too."""
     import jax.numpy as jnp
     import torch
     for n, labels in enumerate(tiny.row.labels):
         ref, _, pt = tiny.get(labels)
         assert pt.config.num_labels == labels
-        ids, mask, types = padded_batch(ref.config, tiny.row.lengths, seed=n)
         with torch.no_grad():
-            out = ref(**torch_inputs(ids, mask, types), output_hidden_states=True)
+            out = ref(**torch_inputs(*tiny.batch(labels)), output_hidden_states=True)
         if n == 0:
-            _layers_equal_hf(tiny, pt, ref, ids, mask, types, out)
-        want = _hf_logits(pt, out, tiny.row.lengths)
-        for impl in IMPLS:
-            logits, state = _jit_apply(pt.module(attention_impl=impl), pt.params, jnp.asarray(ids),
-                                       jnp.asarray(mask), None if types is None else jnp.asarray(types),
-                                       capture_intermediates=lambda m, _: m.name == "head", mutable=["intermediates"])
-            assert logits.shape == (len(tiny.row.lengths), labels) and logits.dtype == jnp.float32
+            _layers_equal_hf(tiny, labels, out)
+        want = _hf_logits(pt, out, tiny.lengths)
+        for impl in IMPLS if labels == tiny.row.labels[-1] else (None,):
+            logits, inter = tiny.run(labels, impl=impl)
+            assert logits.shape == (len(tiny.lengths), labels) and logits.dtype == jnp.float32
             assert _diff(logits, want) <= END_TOL, (tiny.model_type, labels, impl, _diff(logits, want))
-            head_out = state["intermediates"]["head"]["__call__"][0]   # the head's own output, before the fp32 cast
-            assert _diff(head_out, want) <= END_TOL
+            # the head's own output, before the fp32 cast
+            assert _diff(inter["head"]["__call__"][0], want) <= END_TOL
 
 
 def test_packed_rows_equal_each_text_alone(tiny):
@@ -163,20 +191,17 @@ def test_packed_rows_equal_each_text_alone(tiny):
     windows, rotary angles and token types stay inside each segment): each segment's hidden
     states and its logits (read at its first token, a decoder's at its last) equal the text's
     unpacked ones. 1e-5: the same sums in another layout."""
-    import jax.numpy as jnp
-    ref, _, pt = tiny.get(tiny.row.labels[-1])
-    lengths = tiny.row.lengths[:3]
-    ids, mask, types = padded_batch(ref.config, lengths, seed=5)
-    t = lambda a: None if a is None else jnp.asarray(a)
+    labels = tiny.row.labels[-1]
+    _, _, pt = tiny.get(labels)
+    lengths = tiny.lengths
+    alone, alone_logits = np.asarray(tiny.run(labels, head=False)[0]), np.asarray(tiny.run(labels)[0])
+    row, segments, row_types, positions, starts = pack(*tiny.batch(labels), lengths, pt.config.position_offset)
     module, params = _bare(pt)
-    alone = np.asarray(_jit_apply(module, params, t(ids), t(mask), t(types)))
-    alone_logits = np.asarray(_jit_apply(pt.module(), pt.params, t(ids), t(mask), t(types)))
-    row, segments, row_types, positions, starts = pack(ids, mask, types, lengths, pt.config.position_offset)
-    packed = np.asarray(_jit_apply(module, params, t(row), t(segments), t(row_types), t(positions)))
+    packed = np.asarray(_jit_apply(module, params, *_jnp(row, segments, row_types, positions)))
     for r, (start, n) in enumerate(zip(starts[0], lengths)):
         d = _diff(packed[0, start:start + n], alone[r, :n])
         assert d <= MODULE_TOL, (tiny.model_type, r, d)
-    logits = np.asarray(_jit_apply(pt.module(), pt.params, t(row), t(segments), t(row_types), t(positions), t(starts)))
+    logits = np.asarray(_jit_apply(pt.module(), pt.params, *_jnp(row, segments, row_types, positions, starts)))
     assert logits.shape == (1, len(lengths), alone_logits.shape[-1])
     assert _diff(logits[0], alone_logits) <= MODULE_TOL, (tiny.model_type, _diff(logits[0], alone_logits))
 
@@ -185,14 +210,14 @@ def test_saved_folder_loads_in_pytorch_alike(tiny, tmp_path):
     """save_pretrained with the head: transformers loads the class the record names, gives the
     same logits, and every tensor is the original's, bit for bit. Without the head: the bare
     model class, the same hidden states, and each tensor the original's (prefix added)."""
-    import jax.numpy as jnp
     import torch
     import transformers as tf
     from safetensors.numpy import load_file
 
     from xenc_jax.hf.pretrained import save_pretrained
     from xenc_jax.hf.registry import family
-    ref, path, pt = tiny.get(tiny.row.labels[-1])
+    labels = tiny.row.labels[-1]
+    _, path, pt = tiny.get(labels)
     record, cfg = family(tiny.model_type), pt.config
     save_pretrained(tmp_path / "head", cfg, pt.params, head=True)
     lm = _scores_lm_tokens(cfg)
@@ -201,12 +226,10 @@ def test_saved_folder_loads_in_pytorch_alike(tiny, tmp_path):
     assert not info["unexpected_keys"] and not info["missing_keys"], info
     theirs.eval()
     assert type(theirs).__name__ == record.architecture + ("ForCausalLM" if lm else "ForSequenceClassification")
-    ids, mask, types = padded_batch(ref.config, tiny.row.lengths, seed=8)
+    ids, mask, types = tiny.batch(labels)
     with torch.no_grad():
         out = theirs(**torch_inputs(ids, mask, types))
-    t = lambda a: None if a is None else jnp.asarray(a)
-    got = _jit_apply(pt.module(), pt.params, t(ids), t(mask), t(types))
-    assert _diff(got, _hf_logits(pt, out, tiny.row.lengths)) <= END_TOL
+    assert _diff(tiny.run(labels)[0], _hf_logits(pt, out, tiny.lengths)) <= END_TOL
     a, b = load_file(str(path / "model.safetensors")), load_file(str(tmp_path / "head" / "model.safetensors"))
     assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
@@ -219,9 +242,8 @@ def test_saved_folder_loads_in_pytorch_alike(tiny, tmp_path):
     bare.eval()
     with torch.no_grad():
         want = bare(**torch_inputs(ids, mask, types)).last_hidden_state
-    module, params = _bare(pt)
     real = mask.astype(bool) if cfg.reads_last_token else None
-    assert _diff(_jit_apply(module, params, t(ids), t(mask), t(types)), want, real) <= END_TOL
+    assert _diff(tiny.run(labels, head=False)[0], want, real) <= END_TOL
     c = load_file(str(tmp_path / "bare" / "model.safetensors"))
     prefix = record.table.prefix + "." if record.table.prefix else ""
     assert c and all(np.array_equal(c[k], a[prefix + k]) for k in c)
@@ -264,18 +286,12 @@ def test_bf16_compute_close_to_fp32(tiny):
     (models/dense.py) a tiny model's few layers move a logit by a few of those relative to the
     logits' scale; 2e-2 of the largest logit is far below what wrong math does (a dropped norm,
     bias or mask moves logits by O(1)): the bound of every bf16 check here (test_parity's and
-    test_family_training's before this suite). The largest logit of 12 rows is the scale (a
-    handful of rows can all score near 0). Measured: 6e-3 to 1.8e-2 (xlm-roberta); qwen3's
-    ~2.04e-2 is open (BF16_OPEN)."""
-    import itertools
-
+    test_family_training's before this suite). The largest logit of the 12 rows is the scale (a
+    handful of rows can all score near 0: BERT's first 4 rows alone give 2.05e-2 with this model).
+    Measured: 6e-3 to 1.8e-2 (xlm-roberta); qwen3's ~2.04e-2 is open (BF16_OPEN)."""
     import jax.numpy as jnp
-    ref, _, pt = tiny.get(tiny.row.labels[-1])
-    lengths = tuple(itertools.islice(itertools.cycle(tiny.row.lengths), 12))
-    ids, mask, types = padded_batch(ref.config, lengths, seed=0)
-    args = [jnp.asarray(ids), jnp.asarray(mask), None if types is None else jnp.asarray(types)]
-    f32 = np.asarray(_jit_apply(pt.module(), pt.params, *args))
-    b16 = _jit_apply(pt.module(dtype=jnp.bfloat16), pt.params, *args)
+    labels = tiny.row.labels[-1]
+    f32, (b16, _) = np.asarray(tiny.run(labels)[0]), tiny.run(labels, bf16=True)
     assert b16.dtype == jnp.float32   # logits upcast
     rel = _diff(b16, f32) / np.abs(f32).max()
     print(f"{tiny.model_type} bf16: max |diff| / max |logit| = {rel:.2e}")
