@@ -4,17 +4,19 @@ Against PyTorch transformers, for every registered family (tests/conformance_mod
 parametrized from hf/registry.FAMILIES; a registered family with no row is a failure unless
 conformance_models.ELSEWHERE names where it is checked), on a tiny seeded random model:
 - per layer: the embeddings' output and every layer's hidden state equal HF's
-  output_hidden_states (MODULE_TOL 1e-5, fp32), padding positions included for encoders, real
-  tokens for decoders (HF's padded queries of a causal model attend to nothing);
-- end to end: the last hidden state and the logits of each classifier size (num_labels 1 and 3
-  where the family has a classifier head; a decoder's score or LM-token head) within END_TOL
-  1e-4, with the default attention and the CPU's query_chunked kernel;
+  output_hidden_states (MODULE_TOL 1e-5, fp32), with the default attention and the CPU's
+  query_chunked kernel, padding positions included for encoders, real tokens for decoders
+  (HF's padded queries of a causal model attend to nothing);
+- end to end: the last hidden state (both kernels) and the logits of each classifier size
+  (num_labels 1 and 3 where the family has a classifier head; a decoder's score or LM-token
+  head) within END_TOL 1e-4, the largest also with the CPU's query_chunked kernel;
 - packed = unpacked: the batch's texts packed in one row (segments, restarting positions) give
   each text's own hidden states and logits (1e-5: the same sums in another layout);
 - save -> PyTorch: save_pretrained's folder loads in transformers with the same logits (head
   tensors bit-identical), and the bare encoder's with the same hidden states;
 - strict loading: a missing, an unused and a wrongly shaped tensor are errors naming the key;
 - bf16 compute stays within 2e-2 of the fp32 logits (the bound is argued at the test).
+One 12-row right-padded batch per family (the row's lengths cycled), runs memoized across tests.
 Against sentence-transformers, for mpnet / deberta-v2 / modernbert (FAMILIES below; the BERT
 family's ST checks are test_cross_encoder.py / test_bi_encoder.py on the real MiniLM):
 CrossEncoder and SentenceTransformer scores / embeddings (packed and unpacked), our saved ST
