@@ -142,22 +142,15 @@ def test_interrupted_run_resumes_into_the_uninterrupted_output(files, minilm_dir
     assert _mine(files, minilm_dir, ref, *flags, "--cache-folder", str(_cache(corpus_embeddings, tmp_path))) == 0
     out = tmp_path / "out.jsonl"
     parts = out.with_name(out.name + ".parts")
-    done = threading.Event()
-
-    def interrupt_after_first_part():
-        while not done.is_set():
-            if any(parts.glob("part-*")):
-                _thread.interrupt_main()
-                return
-            time.sleep(0.002)
-    watcher = threading.Thread(target=interrupt_after_first_part, daemon=True)
-    watcher.start()
-    try:
-        rc = _mine(files, minilm_dir, out, *flags)
-    finally:
-        done.set()
-        watcher.join()
-    err = capsys.readouterr().err
+    # The watcher's interrupt lands when the main thread next runs Python code; on a loaded
+    # 2-core machine the 5 small parts can all be written before that (seen in a full-suite
+    # run): a run that finished was not interrupted, so it proves nothing either way; try again
+    # (up to 3 runs) rather than fail or pass on it.
+    for attempt in range(3):
+        rc, err = _mine_interrupted_after_first_part(files, minilm_dir, out, flags, capsys)
+        if rc != 0:
+            break
+        out.unlink(missing_ok=True)
     written = len(list(parts.glob("part-*")))
     assert rc == 130 and "run the same command again to resume" in err, err[-500:]
     assert 1 <= written < 5 and not out.exists()
@@ -169,6 +162,31 @@ def test_interrupted_run_resumes_into_the_uninterrupted_output(files, minilm_dir
     assert f"resuming {out}: {written} finished part(s)" in err and "from finished parts" in err
     assert out.read_bytes() == ref.read_bytes()
     assert not parts.exists()
+
+
+def _mine_interrupted_after_first_part(files, minilm_dir, out, flags, capsys):
+    """(exit code, stderr) of `xenc mine` with a Ctrl-C (KeyboardInterrupt in the main thread)
+    sent once its first part is written."""
+    parts = out.with_name(out.name + ".parts")
+    done = threading.Event()
+
+    def interrupt_after_first_part():
+        while not done.is_set():
+            if any(parts.glob("part-*")):
+                _thread.interrupt_main()
+                return
+            time.sleep(0.002)
+    watcher = threading.Thread(target=interrupt_after_first_part, daemon=True)
+    watcher.start()
+    try:
+        try:
+            rc = _mine(files, minilm_dir, out, *flags)
+        finally:
+            done.set()
+            watcher.join()
+    except KeyboardInterrupt:   # landed after the command returned: the run was not interrupted
+        rc = 0
+    return rc, capsys.readouterr().err
 
 
 def _one_line_error(capsys, rc) -> str:
