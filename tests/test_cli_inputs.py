@@ -283,7 +283,11 @@ def test_ctrl_c_says_interrupted_and_how_to_resume(models, tmp_path):
     # on twice the pairs, at most 3 times.
     for n in (20000, 40000, 80000):
         tsv.write_text("".join(f"query {i} words\tdocument {i} with some words in it\n" for i in range(n)))
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # SIGINT at its default in the child, as under a terminal: a disposition of "ignore"
+        # (which a full-suite worker process was seen to have) is inherited through exec and
+        # then Python installs no KeyboardInterrupt handler
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None and len(list(parts.glob("part-*"))) < 2:
             time.sleep(0.02)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import _thread
 import json
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -176,6 +177,9 @@ def _mine_interrupted_after_first_part(files, minilm_dir, out, flags, capsys):
                 _thread.interrupt_main()
                 return
             time.sleep(0.002)
+    # Python's own SIGINT handler, as under a terminal: interrupt_main does nothing while SIGINT
+    # is ignored (a full-suite worker process was seen with it ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher = threading.Thread(target=interrupt_after_first_part, daemon=True)
     watcher.start()
     try:
@@ -186,6 +190,8 @@ def _mine_interrupted_after_first_part(files, minilm_dir, out, flags, capsys):
             watcher.join()
     except KeyboardInterrupt:   # landed after the command returned: the run was not interrupted
         rc = 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return rc, capsys.readouterr().err
 
 
