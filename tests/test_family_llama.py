@@ -57,12 +57,8 @@ def make_model(model_type: str, path: Path, head: str = "causal", *, bos_eos: bo
 
 
 def _batch(lengths, vocab, seed=0):
-    rng = np.random.default_rng(seed)
-    ids = np.zeros((len(lengths), max(lengths)), np.int64)
-    mask = np.zeros_like(ids)
-    for i, n in enumerate(lengths):
-        ids[i, :n], mask[i, :n] = rng.integers(3, vocab, n), 1
-    return ids, mask
+    from tiny_hf import right_padded_ids
+    return right_padded_ids(lengths, vocab, seed)
 
 
 @pytest.fixture(scope="module")

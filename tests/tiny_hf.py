@@ -107,3 +107,14 @@ def deberta_tokenizer(minilm_dir: Path):
     names ([CLS] [SEP] [PAD]=0 [UNK] [MASK]); AutoTokenizer reads it back from tokenizer.json."""
     return tf.BertTokenizerFast(vocab_file=str(Path(minilm_dir) / "vocab.txt"), do_lower_case=True,
                                 model_max_length=512)
+
+
+def right_padded_ids(lengths, vocab, seed=0):
+    """input_ids / attention_mask of rows of `lengths` real tokens (ids 3..vocab-1, seeded),
+    right-padded with id 0: the decoder and T5 tests' batch."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((len(lengths), max(lengths)), np.int64)
+    mask = np.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, :n], mask[i, :n] = rng.integers(3, vocab, n), 1
+    return ids, mask
