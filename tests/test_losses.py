@@ -203,6 +203,32 @@ def test_list_net_matches_st():
     np.testing.assert_allclose(L.list_net_loss(s, y), st_full, **TOL)
 
 
+def test_list_net_negative_teacher_logits_match_st_loss_and_grad():
+    """Teacher scores distilled by ListNet are raw logits (xenc mine's n-tuple-scores), often all
+    negative. ST's ListNetLoss softmaxes the labels as they are (padding -inf), so a negative or
+    all-negative list is a valid target: loss and gradient equal ST's, and check_labels lets
+    them through for listnet (it refused them before)."""
+    from xenc_jax.train.data import Examples, check_labels
+    s, _, m = _list_batch(11)
+    y = (_rng(12).normal(size=s.shape) * 4 - 6).astype(np.float32)  # raw logits, mostly < 0
+    y[1] = -np.abs(y[1]) - 1.0  # one list entirely negative
+    q, size = s.shape
+    table = torch.tensor(s.reshape(1, -1), requires_grad=True)
+    model = _TableCE(s.reshape(1, -1))
+    model.table = table
+    docs = [[str(i * size + j) for j in range(size) if m[i, j]] for i in range(q)]
+    st_loss = ce_losses.ListNetLoss(model)([["0"] * q, docs], [torch.tensor(y[i][m[i]]) for i in range(q)])
+    st_loss.backward()
+    ours, grad = jax.value_and_grad(L.list_net_loss)(jnp.asarray(s), y, m)
+    np.testing.assert_allclose(ours, st_loss.item(), **TOL)
+    np.testing.assert_allclose(np.where(m, grad, 0.0), table.grad.numpy().reshape(s.shape), **TOL)
+    assert np.all(np.asarray(grad)[~m] == 0)  # masked slots get no gradient, as ST's padding
+    ex = Examples("lists", [("q", ["d"] * size)] * q, [list(map(float, r)) for r in y], "teacher.jsonl")
+    check_labels(ex, "listnet", 1)  # accepted, as ST does
+    with pytest.raises(ValueError, match="negative relevance label"):
+        check_labels(ex, "lambda", 1)  # graded relevance losses still refuse them
+
+
 @pytest.mark.parametrize("respect_input_order", [True, False])
 def test_list_mle_matches_st(respect_input_order):
     # Distinct labels: ST sorts them with an unstable torch sort, so ties would be arbitrary.

@@ -158,8 +158,11 @@ def check_labels(ex: Examples, loss: str, num_labels: int) -> None:
         if bad.size:
             raise DataError(f"{ex.source}: label {flat[bad[0]]:g} out of range for binary cross-entropy "
                             "(need 0..1; scale them with label_scale)")
-    elif loss in ("listnet", "listmle", "lambda", "ranknet") and (flat < 0).any():
-        raise DataError(f"{ex.source}: negative relevance label {flat[flat < 0][0]:g}")
+    elif loss in ("listmle", "lambda", "ranknet") and (flat < 0).any():
+        # listnet is not here: ST's ListNetLoss softmaxes its labels as they are, so a teacher's
+        # raw (negative) logits are a valid target, as there (tests/test_losses.py)
+        raise DataError(f"{ex.source}: negative relevance label {flat[flat < 0][0]:g} (loss {loss!r} reads "
+                        "graded relevance >= 0; for a teacher's raw scores use loss 'listnet' or 'margin_mse')")
 
 
 # ----------------------------------------------------------------------------- tokenized groups
