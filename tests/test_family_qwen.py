@@ -198,8 +198,8 @@ def test_bad_inputs_have_clear_errors(tmp_path, models):
                        ("rope_scaling", {"rope_type": "linear", "factor": 2.0})):
         with pytest.raises(ConfigError, match=key):
             config_from_dict({**d, key: value})
-    with pytest.raises(ConfigError, match="use_sliding_window"):
-        config_from_dict({**d, "use_sliding_window": True})
+    with pytest.raises(ConfigError, match="use_sliding_window=true with sliding_window=0"):
+        config_from_dict({**d, "use_sliding_window": True, "sliding_window": 0})
 
 
 def test_lm_head_runs_only_on_score_columns(models):
@@ -232,3 +232,44 @@ def test_bf16_params_score_close_to_fp32(reranker):
     got = b16.predict(PAIRS_ALL, activation_fn="identity")
     assert got.dtype == np.float32
     assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max(), (got, want)
+
+
+def test_qwen2_sliding_window_matches_hf(tmp_path):
+    """use_sliding_window with a window of 5 (shorter than rows of 23 and 17 tokens) from layer
+    max_window_layers=1 on: HF's config makes layer 1 'sliding_attention' and masks its keys 5 or
+    more tokens back in eager attention too. Per layer and end to end against PyTorch (the
+    llama file's bounds; packed rows with windows: Mistral's, the same layer kind there), and the window binds: without it HF's logits move by
+    far more than the bound. Then configs as released ones write them: each layer's window as
+    transformers' Qwen2Config derives it."""
+    import torch
+    from test_family_llama import assert_matches_hf
+
+    from xenc_jax.hf.configs import config_from_dict
+    ref = make_tiny_llm("qwen2-seqcls", tmp_path, num_labels=2, use_sliding_window=True, sliding_window=5,
+                        max_window_layers=1)
+    assert ref.config.layer_types == ["full_attention", "sliding_attention"]
+    cfg = config_from_dict(json.loads((tmp_path / "config.json").read_text()))
+    assert [k.half_window for k in cfg.layer_types()] == [None, 4]
+    raw = assert_matches_hf(tmp_path, ref, 2)
+    ids, mask = _batch(LENGTHS, cfg.vocab_size)
+    unwindowed = type(ref).from_pretrained(str(tmp_path), layer_types=["full_attention"] * 2,
+                                           attn_implementation="eager").eval()   # the same weights
+    with torch.no_grad():
+        full = unwindowed(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+    assert np.abs(full - raw).max() > 100 * END_TOL
+
+    # Qwen2-1.5B writes a window with use_sliding_window false (no layer slides); without
+    # layer_types, layers >= max_window_layers slide when it is on
+    import transformers
+    d = json.loads((tmp_path / "config.json").read_text())
+    del d["layer_types"]
+    for over, want in (({"use_sliding_window": False, "sliding_window": 32768, "max_window_layers": 21}, [None, None]),
+                       ({"use_sliding_window": True, "sliding_window": 7, "max_window_layers": 1}, [None, 6])):
+        hf = transformers.Qwen2Config(**{**d, **over})
+        hf_windows = [hf.sliding_window - 1 if t == "sliding_attention" else None for t in hf.layer_types]
+        assert [k.half_window for k in config_from_dict({**d, **over}).layer_types()] == hf_windows == want
+    bad = {**d, "use_sliding_window": False, "layer_types": ["full_attention", "sliding_attention"]}
+    with pytest.raises(ConfigError, match="'sliding_attention' layers in layer_types but no window"):
+        config_from_dict(bad)
+    with pytest.raises(ConfigError, match="layer_types"):
+        config_from_dict({**d, "layer_types": ["full_attention"]})
