@@ -106,10 +106,44 @@ def _direct_tokenizer_class(model_dir: Path):
     name = tok_cfg.get("tokenizer_class")
     if not isinstance(name, str) or "auto_map" in tok_cfg:
         return None
-    if direct_tokenizers().get(model_type) != name.removesuffix("Fast"):
+    if model_type in GENERIC_TOKENIZERS:
+        chosen = _generic_choice(model_dir, model_type, name)
+    elif direct_tokenizers().get(model_type) == name.removesuffix("Fast"):
+        chosen = name.removesuffix("Fast")
+    else:
         return None
     import transformers
-    return getattr(transformers, name.removesuffix("Fast"), None)
+    return None if chosen is None else getattr(transformers, chosen, None)
+
+
+# model_type -> what transformers 5's AutoTokenizer registers for it where that is no class of its
+# own (TOKENIZER_MAPPING_NAMES: None, or the generic TokenizersBackend; the family record's
+# tokenizer is ""). Checked against transformers by tests/test_tokenizer_kinds.py.
+GENERIC_TOKENIZERS = {"llama": None, "mistral": "TokenizersBackend", "modernbert": "TokenizersBackend"}
+# registered as MistralCommonBackend instead where mistral_common is installed: AutoTokenizer decides
+_MISTRAL_COMMON_TYPES = frozenset({"mistral"})
+
+
+def _generic_choice(model_dir: Path, model_type: str, name: str) -> str | None:
+    """AutoTokenizer's pick (transformers 5's tokenization_auto) for the folder class names the
+    Llama 2/3, Mistral and ModernBERT folders ship, for a model_type of GENERIC_TOKENIZERS:
+    PreTrainedTokenizerFast (Llama 3, ModernBERT) -> TokenizersBackend (the same class);
+    LlamaTokenizer(Fast) (Llama 2, Mistral) -> TokenizersBackend when tokenizer.json is byte-level
+    or the model_type registers TokenizersBackend, else LlamaTokenizer, which rebuilds the
+    SentencePiece pre-tokenizer itself (ids differ from tokenizer.json's pipeline, e.g. on leading
+    spaces). Other names: None (ask AutoTokenizer)."""
+    import importlib.util
+    if model_type in _MISTRAL_COMMON_TYPES and importlib.util.find_spec("mistral_common") is not None:
+        return None
+    if name in ("PreTrainedTokenizerFast", "TokenizersBackend"):
+        return "TokenizersBackend"
+    if name.removesuffix("Fast") != "LlamaTokenizer":
+        return None
+    try:
+        byte_level = '"ByteLevel"' in (model_dir / "tokenizer.json").read_text(encoding="utf-8")
+    except OSError:
+        byte_level = False
+    return "TokenizersBackend" if byte_level or GENERIC_TOKENIZERS[model_type] else "LlamaTokenizer"
 
 
 # The tokenizer's JSON files: a damaged one is named (model_folder.read_json) rather than
