@@ -24,34 +24,24 @@ import pytest
 from test_family_llama import END_TOL, PAIRS, assert_matches_hf, assert_packed_equals_alone, make_model
 
 REPO = Path(__file__).resolve().parents[1]
+GEMMA3_LINEAR_ROPE = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                      "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}}
 CASES = {   # name -> (model_type, head, num_labels, config overrides)
     "gemma-causal": ("gemma", "causal", 1, {}),
     "gemma-seqcls-3": ("gemma", "seqcls", 3, {"attention_bias": True}),
     "gemma2-causal": ("gemma2", "causal", 1, {}),
     "gemma2-seqcls-1": ("gemma2", "seqcls", 1, {}),
-    "gemma3-causal": ("gemma3_text", "causal", 1, {}),
+    # Gemma 3 4B+'s rope: linear factor 8 on the global layers, the sliding ones unscaled
+    "gemma3-causal": ("gemma3_text", "causal", 1, {"rope_parameters": GEMMA3_LINEAR_ROPE}),
     # EmbeddingGemma's switch: bidirectional, config.json window 8 -> |q - k| < 8 // 2 + 1
     "gemma3-bidir-seqcls-3": ("gemma3_text", "seqcls", 3, {"use_bidirectional_attention": True, "sliding_window": 8}),
 }
 
 
 def make_gemma(model_type: str, path: Path, head: str, *, num_labels: int = 1, seed: int = 0, **overrides):
-    """make_model, except Gemma 3's causal LM, whose class is Gemma3ForCausalLM (not
-    Gemma3TextForCausalLM, the name tiny_llm derives from the record)."""
-    if (model_type, head) != ("gemma3_text", "causal"):
-        return make_model(model_type, path, head, num_labels=num_labels, seed=seed, **overrides)
-    import torch
-    import transformers as tf
-    from tiny_hf import randomize_
-    from tiny_llm import llm_tokenizer, tiny_llm_config
-    tok = llm_tokenizer(path, template=overrides.pop("template", "reranker"))
-    cfg = tiny_llm_config("gemma3_text-seqcls", num_labels=num_labels, pad_token_id=tok.pad_token_id, **overrides)
-    torch.manual_seed(seed)
-    model = tf.Gemma3ForCausalLM._from_config(cfg, attn_implementation="eager")
-    randomize_(model, seed)
-    model.eval()
-    model.save_pretrained(str(path), safe_serialization=True)
-    return model
+    """make_model (tiny_llm builds the class a real folder names: Gemma3ForCausalLM for Gemma 3's
+    causal LM, Gemma3Text* for the others)."""
+    return make_model(model_type, path, head, num_labels=num_labels, seed=seed, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +62,82 @@ def test_layers_and_scored_position_match_hf(models, name):
     raw = assert_matches_hf(path, ref, CASES[name][2], relative=True)
     if name in ("gemma2-causal", "gemma3-causal"):
         assert np.abs(raw).max() > 0.9 * 3.0, np.abs(raw).max()
+
+
+def test_gemma3_linear_rope_frequencies_equal_hf(models):
+    """gemma3-causal's global layers have Gemma 3 4B+'s linear rope (factor 8), its sliding ones
+    none: our inverse frequencies per layer equal HF's buffers per layer type (float32; <= 1 ulp,
+    torch's own float32 pow), and the global ones are the unscaled ones / 8. Its layers and
+    scores match HF above (test_layers_and_scored_position_match_hf)."""
+    from xenc_jax.hf.pretrained import load_pretrained
+    from xenc_jax.models.blocks import RotaryPositions
+    path, ref = models["gemma3-causal"]
+    cfg = load_pretrained(path, head=True, with_tokenizer=False).config
+    kinds = cfg.layer_types()
+    assert [k.half_window is None for k in kinds] == [t == "full_attention" for t in ref.config.layer_types]
+    rotary = ref.model.rotary_emb
+    for kind in kinds:
+        hf_type = "full_attention" if kind.half_window is None else "sliding_attention"
+        ours = RotaryPositions(cfg.head_dim, kind.rope_theta, kind.rope_scaling).inv_freq()
+        np.testing.assert_allclose(ours, getattr(rotary, f"{hf_type}_inv_freq").numpy(), rtol=2.5e-7, atol=0)
+        plain = RotaryPositions(cfg.head_dim, kind.rope_theta).inv_freq()
+        np.testing.assert_allclose(plain / ours, 8.0 if hf_type == "full_attention" else 1.0, rtol=1e-6)
+
+
+# Released config.json files (the Hub's, as written by transformers 4.5x): Gemma 3 1B's causal LM
+# and EmbeddingGemma-300m (abridged to the keys HF reads; vocab as released)
+GEMMA3_1B = {
+    "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "attention_bias": False,
+    "attention_dropout": 0.0, "attn_logit_softcapping": None, "bos_token_id": 2, "cache_implementation": "hybrid",
+    "eos_token_id": [1, 106], "final_logit_softcapping": None, "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 1152, "initializer_range": 0.02,
+    "intermediate_size": 6912, "max_position_embeddings": 32768, "num_attention_heads": 4, "num_hidden_layers": 26,
+    "num_key_value_heads": 1, "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+    "rope_local_base_freq": 10000, "rope_scaling": None, "rope_theta": 1000000, "sliding_window": 512,
+    "sliding_window_pattern": 6, "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+    "use_cache": True, "vocab_size": 262144}
+EMBEDDING_GEMMA = {
+    **{k: v for k, v in GEMMA3_1B.items() if k not in ("cache_implementation", "sliding_window_pattern", "torch_dtype")},
+    "architectures": ["Gemma3TextModel"], "_sliding_window_pattern": 6, "dtype": "float32", "eos_token_id": 1,
+    "hidden_size": 768, "intermediate_size": 1152, "max_position_embeddings": 2048, "num_attention_heads": 3,
+    "num_hidden_layers": 24, "use_bidirectional_attention": True, "transformers_version": "4.57.0.dev0",
+    "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 4}
+
+
+def test_released_gemma3_configs_load():
+    """What real Gemma 3 1B and EmbeddingGemma folders hold loads as transformers reads it: the
+    causal LM class (Gemma3ForCausalLM) is an "lm" head, the rope per layer type, 4B+'s 4.x-style
+    linear rope_scaling on the global layers, EmbeddingGemma's halved two-sided window; and every
+    decoder family's class names are transformers' Auto mappings' (what a save writes, what
+    tiny_llm builds)."""
+    import transformers
+    from transformers.models.auto import modeling_auto as auto
+
+    from xenc_jax.hf import registry
+    from xenc_jax.hf.configs import config_from_dict, config_to_dict
+    for d in (GEMMA3_1B, EMBEDDING_GEMMA, {**GEMMA3_1B, "rope_scaling": {"rope_type": "linear", "factor": 8.0}}):
+        ours = config_from_dict(d)
+        hf = transformers.Gemma3TextConfig(**{k: v for k, v in d.items() if k != "architectures"})
+        assert ours.head_kind == ("lm" if d["architectures"] == ["Gemma3ForCausalLM"] else "score")
+        kinds = ours.layer_types()
+        assert [k.half_window is None for k in kinds] == [t == "full_attention" for t in hf.layer_types]
+        want_windows = {None if t == "full_attention" else hf.sliding_window - 1 for t in hf.layer_types}
+        assert {k.half_window for k in kinds} == want_windows
+        assert ours.bidirectional == bool(d.get("use_bidirectional_attention")) and \
+            all(k.causal != ours.bidirectional for k in kinds)
+        for kind in kinds:
+            params = hf.rope_parameters["full_attention" if kind.half_window is None else "sliding_attention"]
+            assert kind.rope_theta == params["rope_theta"]
+            factor = getattr(kind.rope_scaling, "factor", None)
+            assert factor == (params["factor"] if params["rope_type"] == "linear" else None), (kind, params)
+        assert config_to_dict(ours, head=ours.head_kind == "lm")["architectures"] == d["architectures"]
+    mappings = {"Model": auto.MODEL_MAPPING_NAMES, "ForCausalLM": auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                "ForSequenceClassification": auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES}
+    decoders = [(t, rec) for t, rec in registry.FAMILIES.items() if "lm" in rec.head_kinds]
+    assert len(decoders) >= 7   # qwen2, qwen3, llama, mistral, gemma, gemma2, gemma3_text
+    for model_type, rec in decoders:
+        for suffix, names in mappings.items():
+            assert rec.class_name(suffix) == names[model_type], (model_type, suffix)
 
 
 @pytest.mark.parametrize("name", ["gemma2-causal", "gemma3-bidir-seqcls-3"])
@@ -173,7 +239,9 @@ def test_rejected_switches_are_named(models):
             (gemma2, "attn_logit_softcapping", 0.0, "attn_logit_softcapping"),
             (gemma2, "hidden_activation", "silu", "hidden_activation"),
             (gemma2, "sliding_window", None, "sliding_window=None"),
-            (gemma3, "rope_parameters", {"full_attention": linear}, "linear"),
+            (gemma3, "rope_parameters", {"full_attention": {**linear, "rope_type": "yarn"}}, "yarn"),
+            (gemma3, "rope_parameters", {"sliding_attention": linear}, "sliding_attention layers"),
+            (gemma3, "rope_parameters", {"full_attention": {**linear, "factor": 0.5}}, "factor=0.5"),
             (gemma3, "rope_parameters", {"chunked_attention": {}}, "rope_parameters")):
         with pytest.raises(ConfigError, match=match):
             config_from_dict({**d, key: value})

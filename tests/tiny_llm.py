@@ -152,8 +152,10 @@ def tiny_llm_config(kind: str, *, num_labels: int = 1, pad_token_id: int = 0, **
 
 
 def _model_class(kind: str):
+    """The HF class a real folder of this kind names (Family.class_name: Gemma 3 text's causal LM
+    is Gemma3ForCausalLM, as transformers' Auto mapping and Gemma 3 1B's config.json say)."""
     model_type, suffix = split_kind(kind)
-    return getattr(tf, registry.family(model_type).architecture + suffix)
+    return getattr(tf, registry.family(model_type).class_name(suffix))
 
 
 def make_tiny_llm(kind: str, path: Path, *, seed: int = 0, num_labels: int = 1, template: str | None = "reranker",

@@ -105,7 +105,7 @@ def config_to_dict(cfg: EncoderConfig, *, head: bool) -> dict[str, Any]:
     d = cfg.raw_dict
     if not d:
         raise ConfigError("this EncoderConfig was not made from a config.json; cannot write one")
-    d["architectures"] = [_family(cfg.family).architecture + (cfg.head_class_suffix if head else "Model")]
+    d["architectures"] = [_family(cfg.family).class_name(cfg.head_class_suffix if head else "Model")]
     if head:
         old = d.get("id2label") or {}
         if len(old) != cfg.num_labels:

@@ -3,13 +3,14 @@ common to LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config, the rotary se
 kind, and one weight table (HF's `model.layers.{i}.self_attn.q_proj` ... names are the same in all
 four). Each family's hf.py reads its own switches and builds its record from these.
 
-Rotary positions: HF's "default" rope type, and "llama3" where the family allows it; every other
-scaled type (linear, dynamic, yarn, longrope, ...) is rejected by name. Both config spellings are
+Rotary positions: HF's "default" rope type, and "llama3" / "linear" where the family allows them
+(Llama 3.1's bands; Gemma 3 4B+'s global layers); every other scaled type (dynamic, yarn,
+longrope, ...) is rejected by name. Both config spellings are
 read: transformers 5's `rope_parameters` and 4.x's `rope_theta` / `rope_scaling`.
 """
 from __future__ import annotations
 
-from ..models.blocks import Llama3RopeScaling
+from ..models.blocks import LinearRopeScaling, Llama3RopeScaling
 from ..models.decoder import DecoderConfig
 from .family import LAYER, ConfigError, FamilyTable, Rule, require
 
@@ -43,9 +44,17 @@ def _llama3(params: dict, d: dict, family: str) -> Llama3RopeScaling:
                              float(values["high_freq_factor"]), int(values["original_max_position_embeddings"]))
 
 
-def rope(d: dict, family: str, types: tuple[str, ...] = ("default",)) -> tuple[float, Llama3RopeScaling | None]:
+def _linear(params: dict, family: str) -> LinearRopeScaling:
+    factor = params.get("factor")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 1:
+        raise ConfigError(f"{family} config has a linear rope with factor={factor!r}: HF needs a number >= 1")
+    return LinearRopeScaling(float(factor))
+
+
+def rope(d: dict, family: str, types: tuple[str, ...] = ("default",)
+         ) -> tuple[float, Llama3RopeScaling | LinearRopeScaling | None]:
     """(rope_theta, scaling) from either spelling; a rope type outside `types` is an error naming
-    the key ("llama3" is the only scaled type implemented)."""
+    the key ("llama3" and "linear" are the scaled types implemented)."""
     theta, scaling = float(d.get("rope_theta") or 10_000.0), None
     for key in ("rope_scaling", "rope_parameters"):   # 5.x's rope_parameters wins when both exist
         params = d.get(key)
@@ -53,13 +62,16 @@ def rope(d: dict, family: str, types: tuple[str, ...] = ("default",)) -> tuple[f
             continue
         kind = params.get("rope_type", params.get("type")) if isinstance(params, dict) else None
         kind = kind or "default"
-        known = {"rope_type", "type", "rope_theta"} | (set(_LLAMA3_KEYS) if kind == "llama3" else set())
+        own = {"llama3": set(_LLAMA3_KEYS), "linear": {"factor"}}.get(kind, set())   # the scaled types' keys
+        known = {"rope_type", "type", "rope_theta"} | own
         if not isinstance(params, dict) or kind not in types or set(params) - known:
             raise ConfigError(f"{family} config has {key}={params!r}: only rope_type {' or '.join(map(repr, types))} "
-                              f"is supported (with rope_theta{', and llama3 factors' if 'llama3' in types else ''}); "
-                              "other RoPE scaling (linear, dynamic, yarn, longrope, ...) would give other scores")
+                              f"is supported (with rope_theta{', and llama3 factors' if 'llama3' in types else ''}"
+                              f"{', and a linear factor' if 'linear' in types else ''}); "
+                              "other RoPE scaling (dynamic, yarn, longrope, ...) would give other scores")
         theta = float(params.get("rope_theta") or theta)
-        scaling = _llama3(params, d, family) if kind == "llama3" else None
+        scaling = _llama3(params, d, family) if kind == "llama3" else _linear(params, family) if kind == "linear" \
+            else None
     return theta, scaling
 
 

@@ -95,6 +95,8 @@ class Family:
       (activations, unknown keys, num_labels) are hf/configs.py's.
     table: the weight conversion table (load and save), with the tensors it drops on purpose.
     architecture: HF class-name stem, "{architecture}Model" / "{architecture}ForSequenceClassification".
+    class_names: HF class names that do not follow the stem, by suffix (Gemma 3 text's causal LM is
+      Gemma3ForCausalLM, its other classes Gemma3Text*); `class_name(suffix)` reads both.
     must_equal: config keys that change the math -> the values we implement.
     harmless: config keys of this family that never change the forward pass.
     tokenizer: the tokenizer class transformers' AutoTokenizer registers for this model_type
@@ -118,6 +120,12 @@ class Family:
     head_kinds: tuple[str, ...] = ("classifier",)
     tiny: Mapping = dataclasses.field(default_factory=dict)
     base: Mapping = dataclasses.field(default_factory=dict)
+    class_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def class_name(self, suffix: str) -> str:
+        """The HF class of this model_type with `suffix` ("Model", "ForCausalLM", ...), as
+        transformers' Auto mappings name it and a saved config.json's `architectures` says."""
+        return self.class_names.get(suffix, self.architecture + suffix)
 
 
 def alias(family: Family, architecture: str, tokenizer: str | None = None, tiny: Mapping | None = None) -> Family:

@@ -89,17 +89,28 @@ class Llama3RopeScaling:
 
 
 @dataclasses.dataclass(frozen=True)
+class LinearRopeScaling:
+    """HF rope_type "linear" (Gemma 3 4B+'s global layers): every inverse frequency divided by
+    `factor`, i.e. positions interpolated (modeling_rope_utils._compute_linear_scaling_rope_parameters;
+    attention factor 1). In float32 like torch's `inv_freq /= factor`."""
+    factor: float
+
+    def __call__(self, inv_freq: np.ndarray) -> np.ndarray:
+        return (np.asarray(inv_freq, np.float32) / np.float32(self.factor)).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
 class RotaryPositions:
     """Rotary position embedding with base `theta` over the whole head (HF's "default" rope type:
     cat(freqs, freqs) layout, rotate_half). No params; its hook is blocks.Attention's `rotate`.
-    scaling: a frequency rescaling (Llama3RopeScaling) applied to the inverse frequencies.
+    scaling: a frequency rescaling (Llama3RopeScaling, LinearRopeScaling) applied to the inverse frequencies.
 
     Angles come from position ids, so packed segments (positions restarting) rotate exactly as
     they would alone. The rotation is done in fp32 and cast back, as HF's apply_rotary_pos_emb.
     """
     head_dim: int
     theta: float
-    scaling: Llama3RopeScaling | None = None
+    scaling: Llama3RopeScaling | LinearRopeScaling | None = None
 
     def inv_freq(self) -> np.ndarray:
         """1 / theta^(2i/d), rounded once to float32 (host constant; checked against HF's)."""
@@ -159,7 +170,7 @@ class LayerType:
     half_window: int | None = None
     rope_theta: float | None = None
     causal: bool = False
-    rope_scaling: Llama3RopeScaling | None = None
+    rope_scaling: Llama3RopeScaling | LinearRopeScaling | None = None
 
     def mask(self, segments, positions, query_rows=None):
         """The [B, 1, Lq, L] mask of this layer kind (blocks/masks.py), queries at query_rows."""

@@ -63,9 +63,11 @@ def _read_gemma2(d: dict, family: str) -> tuple[dict, set]:
                                   "attn_logit_softcapping", "final_logit_softcapping"}
 
 
-def _gemma3_rope(d: dict, family: str) -> tuple[float, float]:
-    """(global theta, local theta): 5.x's rope_parameters per layer type, or 4.x's rope_theta /
-    rope_local_base_freq / rope_scaling (the global layers'); Gemma 3's defaults 1e6 / 1e4."""
+def _gemma3_rope(d: dict, family: str) -> tuple[float, object, float]:
+    """(global theta, global scaling, local theta): 5.x's rope_parameters per layer type, or 4.x's
+    rope_theta / rope_local_base_freq / rope_scaling (the global layers': Gemma 3 4B+ write
+    {"rope_type": "linear", "factor": 8}); Gemma 3's defaults 1e6 / 1e4. The sliding layers take
+    the default rope type only (the released checkpoints scale only the global ones)."""
     full = {"rope_type": "default", "rope_theta": d.get("rope_theta") or 1_000_000.0, **(d.get("rope_scaling") or {})}
     local = {"rope_type": "default", "rope_theta": d.get("rope_local_base_freq") or 10_000.0}
     params = d.get("rope_parameters")
@@ -75,8 +77,8 @@ def _gemma3_rope(d: dict, family: str) -> tuple[float, float]:
                               "('full_attention', 'sliding_attention')")
         full.update(params.get("full_attention") or {})
         local.update(params.get("sliding_attention") or {})
-    return (rope({"rope_parameters": full}, f"{family} (full_attention layers)")[0],
-            rope({"rope_parameters": local}, f"{family} (sliding_attention layers)")[0])
+    theta, scaling = rope({"rope_parameters": full}, f"{family} (full_attention layers)", ("default", "linear"))
+    return theta, scaling, rope({"rope_parameters": local}, f"{family} (sliding_attention layers)")[0]
 
 
 def _read_gemma3(d: dict, family: str) -> tuple[dict, set]:
@@ -92,8 +94,8 @@ def _read_gemma3(d: dict, family: str) -> tuple[dict, set]:
                                                       for i in range(n)],
          "sliding_window": window // 2 + 1 if bidirectional and isinstance(window, int) else window}
     v, used = _read_gemma2({k: x for k, x in d.items() if k not in ("rope_parameters", "rope_scaling")}, family)
-    theta, local = _gemma3_rope(d, family)
-    v.update(qk_norm=True, rope_theta=theta, rope_scaling=None, local_rope_theta=local, bidirectional=bidirectional)
+    theta, scaling, local = _gemma3_rope(d, family)
+    v.update(qk_norm=True, rope_theta=theta, rope_scaling=scaling, local_rope_theta=local, bidirectional=bidirectional)
     return v, used | {"sliding_window_pattern", "_sliding_window_pattern", "rope_local_base_freq", "use_bidirectional_attention",
                       "rope_parameters", "rope_scaling"}
 
@@ -110,8 +112,9 @@ GEMMA = Family(GemmaConfig, _read_gemma, decoder_table(), "Gemma", must_equal=_M
 GEMMA2 = Family(GemmaConfig, _read_gemma2, decoder_table(post_norms=True), "Gemma2", must_equal=_MUST_EQUAL,
                 harmless=_HARMLESS2, tokenizer="GemmaTokenizer", head_kinds=("score", "lm"),
                 tiny=presets.GEMMA2_TINY, base=presets.GEMMA2_BASE)
-# Gemma 3 text: HF names the causal LM Gemma3ForCausalLM but the others Gemma3Text*; a saved causal
-# LM's `architectures` says Gemma3TextForCausalLM (transformers' Auto classes go by model_type)
+# Gemma 3 text: HF names the causal LM Gemma3ForCausalLM (Gemma 3 1B's `architectures`, and
+# transformers' Auto mapping for gemma3_text) but the others Gemma3Text* (EmbeddingGemma: Gemma3TextModel)
 GEMMA3_TEXT = Family(GemmaConfig, _read_gemma3, decoder_table(post_norms=True), "Gemma3Text",
                      harmless=_HARMLESS2, tokenizer="GemmaTokenizer", head_kinds=("score", "lm"),
-                     tiny=presets.GEMMA3_TINY, base=presets.GEMMA3_BASE)
+                     tiny=presets.GEMMA3_TINY, base=presets.GEMMA3_BASE,
+                     class_names={"ForCausalLM": "Gemma3ForCausalLM"})
