@@ -4,6 +4,7 @@ one process, medians over repeats.
     python scripts/bench_cross_encoder.py --pairs 2000 --repeats 3
     python scripts/bench_cross_encoder.py --variants fp32,bf16,fp32-pack,bf16-pack --st-dtype float16   # GPU
     python scripts/bench_cross_encoder.py --family modernbert --pairs 300    # base-shaped random model
+    python scripts/bench_cross_encoder.py --family gemma2 --layers 2 --pairs 64 --variants fp32,bf16   # a reranker, 2 layers
     python scripts/bench_cross_encoder.py --sizes 200,1000,5000 --max-lengths 256,512 --variants fp32,bf16
 
 Pairs are real MS MARCO queries x passages (../shared/data/msmarco-dl19-subset, or
@@ -20,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -79,19 +79,28 @@ def _timed(fn) -> float:
 
 
 def real_flops(cfg, lengths: np.ndarray) -> float:
-    """Matmul FLOPs of the full encoder forward (as PyTorch computes it) on real tokens only
-    (projections, MLP, attention scores). xenc_jax skips the last layer's rows no head reads,
-    so this is the work done per second by the PyTorch-equivalent measure, not XLA's count."""
-    h, i, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
-    per_token = 2 * (4 * h * h + 2 * h * i)
-    return float(n_layers * (per_token * lengths.sum() + 4 * h * (lengths.astype(np.float64) ** 2).sum()))
+    """Matmul FLOPs of the full encoder forward (as PyTorch computes it) on real tokens only:
+    q/k/v/o projections (grouped-query k/v, a head_dim apart from hidden / heads), the MLP (3
+    matrices when gated), attention scores and values. xenc_jax skips the last layer's rows no
+    head reads, so this is the work done per second by the PyTorch-equivalent measure, not XLA's
+    count. Embedding gathers, norms and the head are left out (no matmul of any size)."""
+    spec = cfg.layer_spec()
+    h, heads, d = cfg.hidden_size, spec.attention.num_heads, spec.attention.head_dim
+    kv = spec.attention.num_kv_heads or heads
+    mats = 3 if spec.gated_mlp else 2
+    per_token = 2 * (2 * h * heads * d + 2 * h * kv * d + mats * h * spec.intermediate_size)
+    lengths = lengths.astype(np.float64)
+    return float(cfg.num_layers * (per_token * lengths.sum() + 4 * heads * d * (lengths ** 2).sum()))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="cross-encoder directory (default: MiniLM + seeded head)")
     p.add_argument("--family", default=None, help="a base-shaped random model of this family instead "
-                   "(deberta-v2, modernbert, mpnet: scripts/family_models.py)")
+                   "(deberta-v2, modernbert, mpnet, gemma, gemma2, gemma3_text, llama, mistral, qwen3: "
+                   "scripts/family_models.py; decoders as ...ForSequenceClassification rerankers)")
+    p.add_argument("--layers", type=int, default=None, help="with a decoder --family: that many layers "
+                   "(default: the preset's full depth)")
     p.add_argument("--data-dir", default=os.environ.get("XENC_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     p.add_argument("--pairs", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)
@@ -122,7 +131,7 @@ def main() -> None:
         import sys
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from family_models import make_base_shaped
-        model_dir = make_base_shaped(args.family, Path(tmp) / args.family)
+        model_dir = make_base_shaped(args.family, Path(tmp) / args.family, layers=args.layers)
     else:
         model_dir = Path(args.model) if args.model else default_model(Path(tmp) / "model")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -201,7 +210,7 @@ def main() -> None:
                 print(line, flush=True)
                 table.append((max_length, n, variant, n / results["st"] if "st" in results else None, n / med,
                               ratio, diff, f"{c.pack_length}x{c.tokens_per_batch}/{c.streams} {c.compute_dtype}"))
-    print(f"\n| machine | max_length | pairs | variant | ST pairs/s | ours pairs/s | ratio | max abs diff vs ST | layout |")
+    print("\n| machine | max_length | pairs | variant | ST pairs/s | ours pairs/s | ratio | max abs diff vs ST | layout |")
     print("|---|---|---|---|---|---|---|---|---|")
     for ml, n, v, stp, ours, ratio, diff, lay in table:
         print(f"| {machine} | {ml} | {n} | {v} | {'-' if stp is None else f'{stp:.1f}'} | {ours:.1f} | "

@@ -42,10 +42,15 @@ sys.path.insert(0, str(HERE.parent / "tests"))   # tiny_llm.py: the test tokeniz
 from bench_cross_encoder import load_pairs, timed_run  # noqa: E402
 from machine import cpu_description  # noqa: E402
 
-# Qwen3-0.6B's config.json, minus the depth (--layers) and the vocabulary (the test tokenizer's)
-QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8,
-                 head_dim=128, rms_norm_eps=1e-6, max_position_embeddings=40960, tie_word_embeddings=True,
-                 rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0})
+
+
+def qwen3_06b() -> dict:
+    """Qwen3-0.6B's config.json (the qwen3 family's BASE preset), minus the depth (--layers), the
+    vocabulary and the special ids (the test tokenizer's)."""
+    from xenc_jax.hf import registry
+    return {k: v for k, v in registry.family("qwen3").base.items()
+            if k not in ("num_hidden_layers", "vocab_size", "bos_token_id", "eos_token_id")}
+
 VARIANTS = {"fp32": ("float32", "float32"), "bf16": ("bfloat16", "float32"), "bf16p": ("bfloat16", "bfloat16")}
 
 
@@ -58,7 +63,7 @@ def build_reranker(path: Path, layers: int, max_length: int, seed: int = 0) -> P
 
     tok = llm_tokenizer(path / "hf", template="reranker")
     # tiny_llm_config: vocab MODEL_VOCAB_SIZE (covers the tokenizer), pad/eos ids, no bos
-    cfg = tiny_llm_config("qwen3-causal", pad_token_id=tok.pad_token_id, num_hidden_layers=layers, **QWEN3_06B)
+    cfg = tiny_llm_config("qwen3-causal", pad_token_id=tok.pad_token_id, num_hidden_layers=layers, **qwen3_06b())
     torch.manual_seed(seed)
     tf.Qwen3ForCausalLM(cfg).save_pretrained(str(path / "hf"), safe_serialization=True)
     STCrossEncoder(str(path / "hf"), max_length=max_length, local_files_only=True).save(str(path / "st"))

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cross_encoder import load_pairs  # noqa: E402  (same pairs as the CPU benchmarks)
+from bench_cross_encoder import load_pairs, real_flops  # noqa: E402  (same pairs and FLOP count as the CPU benchmarks)
+from family_models import base_config  # noqa: E402  (the families' base presets)
 
 MAX_LENGTH = 512
 # dense bf16 peak FLOP/s by device kind (vendor data sheets, without sparsity)
@@ -61,21 +62,12 @@ def build_models(root: Path, smoke: bool) -> dict[str, Path]:
     out = {"minilm": root / "minilm"}
     tf.BertForSequenceClassification.from_pretrained(str(src), num_labels=1).save_pretrained(str(out["minilm"]))
     tok.save_pretrained(str(out["minilm"]))
+    # the families' base presets (models/families/<name>/presets.py: ModernBERT-base, Qwen3-0.6B) on
+    # MiniLM's vocabulary and special ids (scripts/family_models.py); --cpu-smoke: small dims
     small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
-    mb = dict(hidden_size=768, num_hidden_layers=22, num_attention_heads=12, intermediate_size=1152)
-    modernbert = tf.ModernBertConfig(**(small if smoke else mb), max_position_embeddings=8192,
-                                     global_attn_every_n_layers=3, local_attention=16 if smoke else 128,
-                                     global_rope_theta=160000.0, local_rope_theta=10000.0, norm_bias=False,
-                                     attention_bias=False, mlp_bias=False, classifier_pooling="mean",
-                                     pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id,
-                                     sep_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id,
-                                     eos_token_id=tok.sep_token_id, vocab_size=len(tok), num_labels=1)
-    q06 = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
-               intermediate_size=3072)   # Qwen3-0.6B's shape (its vocabulary: ours is MiniLM's)
-    qsmall = dict(small, num_key_value_heads=2, head_dim=16)
-    qwen3 = tf.Qwen3Config(**(qsmall if smoke else q06), max_position_embeddings=40960, rope_theta=1000000.0,
-                           tie_word_embeddings=False, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                           bos_token_id=None, eos_token_id=tok.sep_token_id, num_labels=1)
+    modernbert = base_config("modernbert", tok, **(dict(small, local_attention=16) if smoke else {}))
+    qwen3 = base_config("qwen3", tok, **(dict(small, num_key_value_heads=2, head_dim=16) if smoke else {}))
+    modernbert.num_labels = qwen3.num_labels = 1
     for name, cfg in (("modernbert", modernbert), ("qwen3", qwen3)):
         out[name] = root / name
         tf.AutoModelForSequenceClassification.from_config(cfg).save_pretrained(str(out[name]))
@@ -135,18 +127,6 @@ def accuracy_rows(got: dict, want: dict, dtype: str) -> list[dict]:
     return rows
 
 
-def model_flops(cfg, lengths: np.ndarray) -> float:
-    """Matmul FLOPs of the encoder forward on real tokens: q/k/v/o projections (grouped-query
-    k/v), the MLP (3 matrices when gated), attention scores and values."""
-    h, n_layers, heads = cfg.hidden_size, cfg.num_layers, cfg.num_heads
-    d = getattr(cfg, "head_dim", h // heads)
-    kv = getattr(cfg, "num_kv_heads", 0) or heads
-    mats = 3 if cfg.family in ("qwen2", "qwen3", "modernbert") else 2   # gated MLPs (ModernBERT: GeGLU, 2i wide in)
-    per_token = 2 * (2 * h * heads * d + 2 * h * kv * d + mats * h * cfg.intermediate_size)
-    lengths = lengths.astype(np.float64)
-    return float(n_layers * (per_token * lengths.sum() + 4 * heads * d * (lengths ** 2).sum()))
-
-
 def time_xenc(path: Path, pairs, dtype: str, repeats: int) -> dict:
     from xenc_jax import CrossEncoder
     ce = CrossEncoder(str(path), max_length=MAX_LENGTH, dtype=dtype)
@@ -163,7 +143,7 @@ def time_xenc(path: Path, pairs, dtype: str, repeats: int) -> dict:
     lengths = np.asarray([len(e) for e in ce.tokenizer(list(map(list, pairs)), truncation=True,
                                                         max_length=MAX_LENGTH)["input_ids"]])
     return dict(pairs_per_s=len(pairs) / walls[best], wall_s=walls[best], host_share=waits[best] / walls[best],
-                flops=model_flops(ce.config, lengths), tokens=int(lengths.sum()), compiles=ce.compile_count)
+                flops=real_flops(ce.config, lengths), tokens=int(lengths.sum()), compiles=ce.compile_count)
 
 
 def time_st(path: Path, pairs, dtype: str, repeats: int, device: str) -> dict:
