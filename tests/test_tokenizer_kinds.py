@@ -169,11 +169,13 @@ def test_ids_match_sentence_transformers(folders, name):
     path = folders[name]
     st = STCrossEncoder(str(path), max_length=MAX_LENGTH, local_files_only=True)
     ours = CrossEncoder(path, max_length=MAX_LENGTH)
-    assert [e.input_ids.tolist() for e in ours.encode_pairs(PAIRS)] == _token_ids(st.preprocess(PAIRS))
+    pairs = [e.input_ids.tolist() for e in ours.encode_pairs(PAIRS)]
+    assert pairs == _token_ids(st.preprocess(PAIRS)) and max(map(len, pairs)) == MAX_LENGTH
     st_bi = SentenceTransformer(str(path), local_files_only=True)
     st_bi.max_seq_length = 12
     bi = BiEncoder(path, max_seq_length=12)
-    assert [e.input_ids.tolist() for e in bi.encode_texts(TEXTS)] == _token_ids(st_bi.preprocess(TEXTS))
+    texts = [e.input_ids.tolist() for e in bi.encode_texts(TEXTS)]
+    assert texts == _token_ids(st_bi.preprocess(TEXTS)) and max(map(len, texts)) == 12
 
 
 _CHILD = """
