@@ -118,3 +118,48 @@ def test_preset_runs_on_real_triplets(reranker, tmp_path, data_dir):
     assert ce.config.head_kind == "lm" and np.isfinite(ce.predict(PAIRS)).all()
     more = train(dataclasses.replace(cfg, max_steps=3, resume_may_change=("max_steps",)))
     assert (more["steps"], more["steps_run_now"]) == (3, 1), more
+
+
+def test_training_feeds_the_ids_scoring_and_embedding_feed(reranker, tmp_path):
+    """For chat-template models, training tokenizes each row as the model is later used: a
+    cross-encoder's pairs as CrossEncoder.predict does (the reranker template, cut rows ending in
+    its suffix), a bi-encoder's texts as BiEncoder.encode and ST 6.3 do (each a user message
+    through the template: a plain Qwen3Model folder whose tokenizer has one). The bi-encoder's
+    export keeps the message modality, so ST and BiEncoder feed the trained model those ids too.
+    Tokenization only: no step is compiled."""
+    from sentence_transformers import SentenceTransformer
+    from tiny_llm import make_tiny_llm
+
+    from xenc_jax.bi_encoder import BiEncoder
+    from xenc_jax.train.data import DataSource, read_examples
+    from xenc_jax.train.loop import _load_model
+    path, _ = reranker
+    data = write_pairs(tmp_path / "pairs.tsv", n=6)
+    rows = [line.split("\t") for line in data.read_text().splitlines()]
+    rows[0][1] = " ".join(["a long document"] * 40)   # cut at MAX_LENGTH: the template suffix goes back
+    data.write_text("".join("\t".join(r) + "\n" for r in rows))
+    cfg = tiny_config(path, data, tmp_path / "ce", max_length=MAX_LENGTH, bucket_lengths=(MAX_LENGTH,))
+    ex = read_examples(cfg.train)
+    groups = _load_model(cfg, path, ex)[2]
+    fed = [e.input_ids.tolist() for e in groups.encodings]
+    assert fed == [e.input_ids.tolist() for e in CrossEncoder(path, max_length=MAX_LENGTH).encode_pairs(ex.texts)]
+    plain = D.make_groups(ex, load_pretrained(path, head=True).tokenizer, MAX_LENGTH)   # what it fed before
+    assert max(map(len, fed)) == MAX_LENGTH and fed != [e.input_ids.tolist() for e in plain.encodings]
+
+    emb = tmp_path / "emb"
+    make_tiny_llm("qwen3-model", emb, template="chat")
+    trip = tmp_path / "trip.tsv"
+    trip.write_text("".join(f"{a}\t{b}\t{rows[(i + 2) % len(rows)][1]}\n" for i, (a, b, _) in enumerate(rows)))
+    bcfg = tiny_config(emb, trip, tmp_path / "be", task="bi_encoder", loss="mnrl", pooling="lasttoken", max_length=48,
+                       train=DataSource(path=str(trip), kind="triplets", columns=(0, 1, 2), label_column=None))
+    bex = read_examples(bcfg.train)
+    pt, bi, bgroups, _, _ = _load_model(bcfg, emb, bex)
+    texts = [t for row in bex.texts for t in row]
+    fed = [e.input_ids.tolist() for e in bgroups.encodings]
+    assert fed == [e.input_ids.tolist() for e in BiEncoder(emb, max_seq_length=48).encode_texts(texts)]
+    assert all(ids[0] == 1 for ids in fed)   # <|im_start|>: the template's, not the text's first token
+    out = bi.export(tmp_path / "export", pt.config, pt.params, pt.tokenizer, 48)
+    assert fed == [e.input_ids.tolist() for e in BiEncoder(out).encode_texts(texts)]
+    feats = SentenceTransformer(str(out), device="cpu", local_files_only=True,
+                                model_kwargs={"attn_implementation": "eager"}).preprocess(texts)
+    assert fed == [feats["input_ids"][r][feats["attention_mask"][r].bool()].tolist() for r in range(len(texts))]

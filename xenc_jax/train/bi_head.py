@@ -16,8 +16,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ..chat_format import text_encoder
 from ..hf import st_folder
 from ..hf.save import write_sentence_transformer
+from ..hf.st_transformer import InputFormat, input_format
 from . import step as S
 
 
@@ -58,6 +60,18 @@ class BiHead:
         """model_fn per training row: fp32 [R, D], what the losses take."""
         return S.per_row(self.model_fn(module))
 
+    def input_format(self, tokenizer, model_cfg) -> InputFormat:
+        """What the source Transformer takes, as ST 6.3 and BiEncoder read it (hf/st_transformer.py):
+        each text a user message through the chat template, or plain text."""
+        return input_format(self.modules.transformer, tokenizer, model_cfg.raw_dict.get("model_type"),
+                            saved=self.modules.is_st, where=str(self.modules.encoder_dir))
+
+    def text_encoder(self, tokenizer, model_cfg, max_length: int):
+        """texts -> Encodings as BiEncoder tokenizes them for this model (chat_format.text_encoder,
+        no prompt): training embeds the ids the trained model is later embedded with."""
+        return text_encoder(tokenizer, max_length, self.input_format(tokenizer, model_cfg), self.do_lower_case,
+                            str(self.modules.encoder_dir))
+
     def dense_params(self, params) -> list:
         """Host Dense weights to export: the trained ones, or the frozen source weights."""
         if self.trains_dense:
@@ -67,10 +81,14 @@ class BiHead:
     def export(self, path: Path, model_cfg, params, tokenizer, max_length: int) -> Path:
         """An ST folder of exactly this head: encoder (save_pretrained), modules.json, Pooling with
         the modes used, Dense with the weights used, Normalize when used, sentence_bert_config
-        (max_seq_length, the source's do_lower_case), the source's config_sentence_transformers."""
+        (max_seq_length, the source's do_lower_case; a chat-template model's message modality_config,
+        so ST feeds the export what it was trained on), the source's config_sentence_transformers."""
         mods = self.modules.with_dense_params(self.dense_params(params))
+        fmt = self.input_format(tokenizer, model_cfg)
         return write_sentence_transformer(path, model_cfg, params, tokenizer, mods, max_seq_length=max_length,
-                                          do_lower_case=self.do_lower_case, model_config=self.modules.model_config)
+                                          do_lower_case=self.do_lower_case, model_config=self.modules.model_config,
+                                          transformer_config=fmt.transformer_config("feature-extraction")
+                                          if fmt.message else None)
 
     def load_exported(self, path: Path, encoder_params: dict) -> dict:
         """Training params of an export (e.g. the best model) from its encoder params and folder."""

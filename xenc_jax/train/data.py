@@ -180,17 +180,21 @@ class Groups:
 
 
 def make_groups(ex: Examples, tokenizer, max_length: int, *, task: str = "cross_encoder",
-                group_size: int | None = None, do_lower_case: bool = False, encode_pairs=None) -> Groups:
+                group_size: int | None = None, do_lower_case: bool = False, encode_pairs=None,
+                encode_texts=None) -> Groups:
     """Tokenize as ST does. cross_encoder: pairs -> G=1; triplets -> (q, pos), (q, neg)...;
     lists -> (q, doc) per candidate (encode_pairs(pairs): the model's pair tokenization,
     chat_format.pair_encoder; default a plain text pair). bi_encoder: every text column separately, G = columns
-    (lowercased first when the model's sentence_bert_config says do_lower_case, as ST)."""
+    (lowercased first when the model's sentence_bert_config says do_lower_case, as ST;
+    encode_texts(texts): the model's text tokenization, bi_head.BiHead.text_encoder, e.g. through
+    its chat template)."""
     if task == "bi_encoder":
         cols = len(ex.texts[0])
         if any(len(t) != cols for t in ex.texts):
             raise DataError(f"{ex.source}: rows have different numbers of texts")
         flat = [t for row in ex.texts for t in row]
-        encs = tokenize_texts(tokenizer, flat, max_length, do_lower_case)
+        encs = (tokenize_texts(tokenizer, flat, max_length, do_lower_case) if encode_texts is None
+                else encode_texts(flat))
         G = cols
     else:
         if ex.kind == "pairs":

@@ -35,6 +35,7 @@ class Scorer:
     bucket_lengths: tuple = (32, 64, 128, 256)
     do_lower_case: bool = False  # texts (bi-encoder): the model's sentence_bert_config setting
     encode_pairs: Callable | None = None   # pairs -> Encodings (chat_format.pair_encoder); None: text pairs
+    encode_texts: Callable | None = None   # texts -> Encodings (bi_head.BiHead.text_encoder); None: plain texts
 
     def _run(self, params, encodings) -> np.ndarray:
         if not encodings:
@@ -57,7 +58,9 @@ class Scorer:
         return self._run(params, encs)
 
     def embed(self, params, texts) -> np.ndarray:
-        return self._run(params, tokenize_texts(self.tokenizer, texts, self.max_length, self.do_lower_case))
+        encs = (tokenize_texts(self.tokenizer, texts, self.max_length, self.do_lower_case) if self.encode_texts is None
+                else self.encode_texts(texts))
+        return self._run(params, encs)
 
 
 def _sigmoid(x):

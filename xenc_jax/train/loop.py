@@ -215,10 +215,12 @@ def _load_model(cfg: TrainConfig, model_dir: Path, train_ex):
     limit = pt.config.max_position_embeddings - pt.config.position_offset
     if cfg.max_length > limit:
         raise ValueError(f"max_length {cfg.max_length} exceeds the model's position table ({limit})")
-    enc = pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else None
+    # the ids scoring / embedding feed this model (chat template included): one encoder for both
+    enc = pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else \
+        bi.text_encoder(pt.tokenizer, pt.config, cfg.max_length)
     groups = make_groups(train_ex, pt.tokenizer, cfg.max_length, task=cfg.task,
                          group_size=cfg.list_size or None, do_lower_case=bool(bi and bi.do_lower_case),
-                         encode_pairs=enc)
+                         encode_pairs=enc if head else None, encode_texts=None if head else enc)
     return pt, bi, groups, config_digest(cfg, model_dir), enc
 
 
@@ -280,7 +282,7 @@ def build_run(cfg: TrainConfig, out: Path, data: TrainingData, pi: int, pc: int)
     """Stage 2: the model, the batch stream, the optimizer and sharded state (restored from the
     latest checkpoint when resuming), the jitted train step and the evaluators' scorer."""
     model_dir = Path(resolve_model(cfg.model))
-    pt, bi, groups, digest, encode_pairs = raise_together(lambda: _load_model(cfg, model_dir, data.examples),
+    pt, bi, groups, digest, encode = raise_together(lambda: _load_model(cfg, model_dir, data.examples),
                                                           what="loading the model")
     from ..sharding import resolve_mesh
     plan = S.make_plan(cfg.sharding, resolve_mesh(cfg.mesh) if cfg.mesh else None)
@@ -305,7 +307,7 @@ def build_run(cfg: TrainConfig, out: Path, data: TrainingData, pi: int, pc: int)
                                    grad_accum_steps=accum, ema_decay=cfg.ema_decay)
     scorer = Scorer(S.make_eval_step(model_fn, plan, shardings.params), plan, pt.tokenizer, cfg.max_length,
                     bucket_lengths=tuple(cfg.bucket_lengths), do_lower_case=bool(bi and bi.do_lower_case),
-                    encode_pairs=encode_pairs)
+                    encode_pairs=encode if bi is None else None, encode_texts=encode if bi is not None else None)
     run = Run(cfg, out, data, model_dir, pt, bi, digest, plan, stream, steps_per_epoch, total, shardings,
               S.create_state(plan, tx, params0, shardings), jax.random.key(cfg.seed),
               Checkpointer(out / "checkpoints", every_steps=cfg.checkpoint_every or total,
@@ -453,5 +455,6 @@ def evaluate_model(cfg: TrainConfig, ev) -> dict:
     scorer = Scorer(S.make_eval_step(model_fn, plan, p_sh), plan, pt.tokenizer, cfg.max_length,
                     batch_size=ev.batch_size, bucket_lengths=tuple(cfg.bucket_lengths),
                     do_lower_case=bool(bi and bi.do_lower_case),
-                    encode_pairs=pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else None)
+                    encode_pairs=pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else None,
+                    encode_texts=None if head else bi.text_encoder(pt.tokenizer, pt.config, cfg.max_length))
     return {k: float(v) for k, v in evaluator(scorer, plan.put_params(params, p_sh)).items()}
