@@ -55,6 +55,11 @@ class DataSource:
       otherwise cut it silently; "ignore": such columns are dropped (STS-B: some rows carry 2).
     add_swapped: pairs only: also train on (text2, text1) with the same label, for a symmetric
       task such as STS (the recipe of sentence-transformers' STS-B cross-encoder example).
+    name, split: format "hf" (or a path "hf://ID"): load_dataset(path, name, split=split).
+    streaming: training data read a window at a time instead of all at once, memory bounded by
+      `window` rows whatever the data's size (train/streaming.py; the order differs from the
+      in-memory one but is as deterministic and resumable).
+    window: rows per shuffle window when streaming.
     """
     path: str = ""
     kind: str = "pairs"
@@ -69,8 +74,15 @@ class DataSource:
     on_bad_row: str = "error"
     add_swapped: bool = False
     extra_columns: str = "error"
+    name: str | None = None
+    split: str = "train"
+    streaming: bool = False
+    window: int = 65536
 
     def resolved_format(self) -> str:
+        from .sources import HUB_PREFIX
+        if self.path.startswith(HUB_PREFIX):
+            return "hf"
         if self.format != "auto":
             if self.format not in FORMATS:
                 raise DataError(f"data format must be one of {FORMATS} or auto, got {self.format!r}")
@@ -94,7 +106,15 @@ class Examples:
 
 
 def read_examples(src: DataSource, *, process_index: int = 0, process_count: int = 1) -> Examples:
-    """Parse the rows of this process's shard (row i -> process i % process_count)."""
+    """Parse the rows of this process's shard (row i -> process i % process_count). streaming:
+    a streaming.StreamedExamples instead, which reads (and checks) the first window now."""
+    if src.streaming:
+        from .streaming import StreamedExamples
+        return StreamedExamples(src, process_index, process_count)
+    return _read_all(src, process_index, process_count)
+
+
+def check_source(src: DataSource) -> None:
     if src.kind not in KINDS:
         raise DataError(f"data kind must be one of {KINDS}, got {src.kind!r}")
     if src.on_bad_row not in ("error", "skip"):
@@ -103,10 +123,16 @@ def read_examples(src: DataSource, *, process_index: int = 0, process_count: int
     if len(src.columns) < need or (src.kind != "triplets" and len(src.columns) != need):
         raise DataError(f"{src.kind} data needs {need}{'+' if src.kind == 'triplets' else ''} text "
                         f"columns, got columns={src.columns!r}")
-    fmt = src.resolved_format()
-    start, stop = src.rows if src.rows else (0, None)
+    if src.add_swapped and src.kind != "pairs":
+        raise DataError(f"add_swapped applies to pairs data, not {src.kind!r}")
+
+
+def parse_rows(src: DataSource, rows, *, process_index: int = 0, process_count: int = 1,
+               start: int = 0, stop: int | None = None) -> tuple:
+    """(texts, labels, bad row messages, skipped, seen) of the rows (n, row) of this process's
+    share (the i-th row goes to process i % process_count), add_swapped applied."""
     texts, labels, bad, skipped, seen = [], [], [], 0, 0
-    for i, (n, row) in enumerate(iter_rows(src, fmt)):
+    for i, (n, row) in enumerate(rows):
         if i < start or (stop is not None and i >= stop):
             continue
         if (i - start) % process_count != process_index:
@@ -125,6 +151,19 @@ def read_examples(src: DataSource, *, process_index: int = 0, process_count: int
             continue
         texts.append(t)
         labels.append(y)
+    if src.add_swapped:
+        # Each swapped copy right after its original: per-process shards stay balanced.
+        texts = [t for a, b in texts for t in ((a, b), (b, a))]
+        labels = [y for y in labels for _ in range(2)]
+    return texts, labels, bad, skipped, seen
+
+
+def _read_all(src: DataSource, process_index: int, process_count: int) -> Examples:
+    check_source(src)
+    fmt = src.resolved_format()
+    start, stop = src.rows if src.rows else (0, None)
+    texts, labels, bad, skipped, seen = parse_rows(src, iter_rows(src, fmt), process_index=process_index,
+                                                   process_count=process_count, start=start, stop=stop)
     if bad:
         log.warning("%s: skipped %d bad row(s); first: %s", src.path, len(bad), bad[0])
     if not texts:
@@ -132,17 +171,14 @@ def read_examples(src: DataSource, *, process_index: int = 0, process_count: int
         raise DataError(f"{src.path}: no examples ({what}{'; check rows=' + str(src.rows) if src.rows else ''})")
     if skipped:
         log.info("%s: dropped %d row(s) with a label in skip_labels", src.path, skipped)
-    if src.add_swapped:
-        if src.kind != "pairs":
-            raise DataError(f"add_swapped applies to pairs data, not {src.kind!r}")
-        # Each swapped copy right after its original: per-process shards stay balanced.
-        texts = [t for a, b in texts for t in ((a, b), (b, a))]
-        labels = [y for y in labels for _ in range(2)]
     return Examples(src.kind, texts, None if src.label_column is None else labels, src.path)
 
 
 def check_labels(ex: Examples, loss: str, num_labels: int) -> None:
-    """Labels that the loss cannot use are an error here, before any compute."""
+    """Labels that the loss cannot use are an error here, before any compute (streaming: in
+    the first window now, in each later window when it is read)."""
+    if hasattr(ex, "check_labels"):
+        return ex.check_labels(loss, num_labels)
     if ex.labels is None:
         if loss in ("bce", "ce", "mse", "listnet", "listmle", "lambda", "ranknet", "cosent"):
             raise DataError(f"{ex.source}: loss {loss!r} needs labels, but no label_column is set")
@@ -187,7 +223,10 @@ def make_groups(ex: Examples, tokenizer, max_length: int, *, task: str = "cross_
     chat_format.pair_encoder; default a plain text pair). bi_encoder: every text column separately, G = columns
     (lowercased first when the model's sentence_bert_config says do_lower_case, as ST;
     encode_texts(texts): the model's text tokenization, bi_head.BiHead.text_encoder, e.g. through
-    its chat template)."""
+    its chat template). Streamed examples: a StreamedGroups that tokenizes each window when it is read."""
+    if hasattr(ex, "groups_of"):
+        return ex.groups_of(tokenizer, max_length, task=task, group_size=group_size,
+                            do_lower_case=do_lower_case, encode_pairs=encode_pairs, encode_texts=encode_texts)
     if task == "bi_encoder":
         cols = len(ex.texts[0])
         if any(len(t) != cols for t in ex.texts):
@@ -275,6 +314,12 @@ def bucket_of(length: int, buckets: Sequence[int], max_length: int) -> int:
 class BatchStream:
     """Deterministic epochs of fixed-shape numpy batches; `position` = (epoch, index) of the next
     batch. Shapes: rows = local groups per step * G, length = one of the bucket lengths."""
+
+    def __new__(cls, groups, *args, **kwargs):
+        # groups of streamed data (streaming.StreamedGroups): the windowed stream, same interface
+        if cls is BatchStream and getattr(groups, "stream_class", None) is not None:
+            cls = groups.stream_class
+        return super().__new__(cls)
 
     def __init__(self, groups: Groups, cfg: StreamConfig, *, process_index: int = 0,
                  process_count: int = 1, allgather=None):

@@ -48,7 +48,12 @@ def config_digest(cfg, model_dir) -> dict:
     for name, ident in model_identity(model_dir).items():
         flat[f"model.files.{name}"] = ident
     path = Path(cfg.train.path)  # a directory (Parquet shards, a datasets folder): each file's identity
-    flat["train.file"] = model_identity(path) if path.is_dir() else file_identity(path)
+    if path.is_dir():
+        flat["train.file"] = model_identity(path)
+    elif path.is_file() or cfg.train.resolved_format() != "hf":
+        flat["train.file"] = file_identity(path)
+    else:  # a hub id: its name (a hub data set can change under it, as a model id's files can)
+        flat["train.file"] = {"hub_id": cfg.train.path.removeprefix("hf://")}
     return flat
 
 

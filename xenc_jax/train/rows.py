@@ -25,7 +25,7 @@ import math
 import re
 from pathlib import Path
 
-FORMATS = ("tsv", "csv", "jsonl", "parquet", "hf_disk")  # the last two: train/sources.py
+FORMATS = ("tsv", "csv", "jsonl", "parquet", "hf_disk", "hf")  # the last three: train/sources.py
 _BLANK = b" \t\r\n\f\v"
 _NUMBER = re.compile(r"[ \t]*[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)[ \t]*",
                      re.ASCII | re.IGNORECASE)
@@ -176,9 +176,9 @@ def iter_rows(src, fmt: str):
     if not src.path:
         raise DataError("no data path given")
     path = Path(src.path)
-    if fmt in ("parquet", "hf_disk"):  # a file or a directory of shards / a datasets folder
+    if fmt in ("parquet", "hf_disk", "hf"):  # a file or a directory of shards / a datasets folder / an id
         from .sources import table_rows
-        return table_rows(path, fmt, DataError)
+        return table_rows(path, fmt, DataError, src)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     if src.extra_columns not in ("error", "ignore"):
