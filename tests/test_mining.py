@@ -249,6 +249,24 @@ def test_positive_rank_from_the_search_pass():
     assert ids.tolist() == [[h["corpus_id"] for h in r] for r in want]
 
 
+def test_grouped_top_k_is_lax_top_k():
+    """search._top_k (group maxima first: the CPU search's speed) returns exactly lax.top_k's
+    values and indices, ties included: scores drawn from 3 values tie everywhere, a row of -inf
+    (padding) and a half-masked row; the grouped path (B=1024: groups of 32 for k=1, 16 for k=8)
+    and its fallback."""
+    import jax
+    from jax import lax
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 3, (6, 1024)).astype(np.float32)
+    scores[1], scores[2, 300:] = -np.inf, -np.inf
+    scores[3] = rng.normal(size=1024)
+    for k in (1, 8, 300):  # 300: groups of ~sqrt(1024 / 300) < 4 columns gain nothing: lax.top_k itself
+        got = jax.jit(lambda s, k=k: search._top_k(s, k))(scores)
+        want = lax.top_k(scores, k)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, minilm_dir):
     """A tiny random bi-encoder with the real tokenizer (fast), and a second one (another seed)."""
