@@ -209,3 +209,41 @@ def test_cli_bad_input_fails_before_compute(tmp_path, case, capsys, monkeypatch)
             "extra_column": "p.tsv:2: 4 columns, but the data reads only 3",
             "label_range": "out of range", "empty": "no examples"}[case]
     assert want in err
+
+
+def test_streamed_jsonl_and_tsv_units_from_a_line_index(tmp_path, monkeypatch):
+    """streaming=True on JSON Lines (a BOM, blank lines) and a TSV with a header: the line index
+    cuts them into units (7 rows here) read from their byte offset, so an epoch holds every row
+    once in an order mixed across the whole file, each row named by its real line; a window read
+    first in a fresh reader (a resume) equals the same window read after the ones before; a bad
+    row in a later unit is named by file:line when its window is read."""
+    from xenc_jax.train import streaming
+    monkeypatch.setattr(streaming, "TEXT_UNIT_ROWS", 7)
+    lines = []
+    for i in range(50):
+        lines.append(json.dumps({"q": f"q{i}", "d": "d", "y": i / 100}))
+        if i % 9 == 0:
+            lines.append("  ")
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\ufeff" + "\n".join(lines) + "\n")
+    src = D.DataSource(path=str(path), columns=("q", "d"), label_column="y", streaming=True, window=10)
+    ex = D.read_examples(src)
+    assert ex.num_rows == 50 and len(ex.units.units) == 8
+    for epoch in range(2):
+        rows = [r for w in range(5) for r in ex.local_rows(0, epoch, w)]
+        assert sorted(round(r["y"] * 100) for _, r in rows) == list(range(50))
+        assert all(lines[n - 1] == json.dumps(r) for n, r in rows)  # where = the row's own line
+        assert {round(r["y"] * 100) // 7 for _, r in rows[:10]} != {round(rows[0][1]["y"] * 100) // 7}
+    fresh = D.read_examples(src)
+    assert fresh.local_rows(0, 1, 3) == ex.local_rows(0, 1, 3)
+
+    tsv = tmp_path / "rows.tsv"
+    tsv.write_text("a\tb\ty\n" + "".join(f"x{i}\ty{i}\t{i if i != 23 else 'oops'}\n" for i in range(30)))
+    src = D.DataSource(path=str(tsv), format="tsv", header=True, columns=("a", "b"), label_column="y",
+                       streaming=True, window=10)
+    ex = D.read_examples(src)  # the first 10 rows are checked now; row 23 when its window comes
+    rows = [r for w in range(3) for _, r in ex.local_rows(0, 0, w)]
+    assert sorted(int(r["y"]) for r in rows if r["y"] != "oops") == [i for i in range(30) if i != 23]
+    with pytest.raises(D.DataError, match=r"rows\.tsv:25: label 'oops' is not a number"):
+        for w in range(3):
+            ex.window_examples(0, 0, w)

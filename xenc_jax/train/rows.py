@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -49,15 +50,17 @@ def _kind(value) -> str:
 
 # ----------------------------------------------------------------------------- lines
 
-def _lines(path: Path, keep_ends: bool = False):
-    """(line number, bytes) of every line; without the line end unless keep_ends."""
+def _lines(path: Path, keep_ends: bool = False, at: tuple = (0, 1)):
+    """(line number, bytes) of every line; without the line end unless keep_ends. at: (byte
+    offset, its line number) to start from (line_index)."""
     try:
         f = open(path, "rb")
     except OSError as e:
         raise DataError(f"{path}: cannot read the data file ({e.strerror or e})") from None
     with f:
         try:
-            for n, raw in enumerate(f, 1):
+            f.seek(at[0])
+            for n, raw in enumerate(f, at[1]):
                 if n == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[len(codecs.BOM_UTF8):]
                 if not keep_ends:
@@ -102,10 +105,10 @@ def _shape(row: list, header, src, where: str, fmt: str):
     return dict(zip(header, row))
 
 
-def _tsv_records(path: Path):
+def _tsv_records(path: Path, at: tuple = (0, 1)):
     """(line number, fields or DataError) of every non-blank line. Plain split on tabs, no quote
     handling (STS-B has unbalanced quotes in its texts)."""
-    for n, raw in _lines(path):
+    for n, raw in _lines(path, at=at):
         if raw.strip(_BLANK):
             try:
                 yield n, _decode(raw, f"{path}:{n}").split("\t")
@@ -138,9 +141,8 @@ def _csv_records(path: Path):
             yield start, row
 
 
-def _table_rows(src, path: Path, fmt: str):
-    header = None
-    for n, row in (_tsv_records(path) if fmt == "tsv" else _csv_records(path)):
+def _table_rows(src, path: Path, fmt: str, at: tuple = (0, 1), header=None):
+    for n, row in (_tsv_records(path, at) if fmt == "tsv" else _csv_records(path)):
         try:
             if isinstance(row, DataError):
                 raise row
@@ -154,9 +156,9 @@ def _table_rows(src, path: Path, fmt: str):
             yield n, e
 
 
-def json_lines(path: Path):
+def json_lines(path: Path, at: tuple = (0, 1)):
     """(line number, JSON value or DataError) of every non-blank line of a JSON Lines file."""
-    for n, raw in _lines(path):
+    for n, raw in _lines(path, at=at):
         if not raw.strip(_BLANK):
             continue
         where = f"{path}:{n}"
@@ -170,9 +172,10 @@ def json_lines(path: Path):
             yield n, DataError(f"{where}: not valid JSON ({e})")
 
 
-def iter_rows(src, fmt: str):
+def iter_rows(src, fmt: str, at: tuple = (0, 1), header=None):
     """(line number, row): row is a list (TSV/CSV without header, a JSON array), a dict, another
-    JSON value, or a DataError for a line that could not be read."""
+    JSON value, or a DataError for a line that could not be read. at, header: TSV and JSON Lines
+    from a data row that line_index found, with the file's header read there."""
     if not src.path:
         raise DataError("no data path given")
     path = Path(src.path)
@@ -183,7 +186,39 @@ def iter_rows(src, fmt: str):
         raise DataError(f"data file {path} does not exist")
     if src.extra_columns not in ("error", "ignore"):
         raise DataError(f"extra_columns must be 'error' or 'ignore', got {src.extra_columns!r}")
-    return json_lines(path) if fmt == "jsonl" else _table_rows(src, path, fmt)
+    return json_lines(path, at) if fmt == "jsonl" else _table_rows(src, path, fmt, at, header)
+
+
+def line_index(src, fmt: str, every: int) -> tuple[int, list, list | None]:
+    """(data rows, [(byte offset, line number) of data rows 0, every, 2 * every, ...], header) of
+    a TSV or JSON Lines file (one row a line), in one pass: where iter_rows(src, fmt, at, header)
+    starts reading row k * every without the rows before (streaming; 16 bytes per `every` rows).
+    Data rows as iter_rows counts them: non-blank lines, after a TSV header."""
+    path = Path(src.path)
+    header = None
+    if fmt == "tsv" and src.header:
+        for _, first in _table_rows(dataclasses.replace(src, header=False, extra_columns="ignore"), path, fmt):
+            header = first
+            break
+        if isinstance(header, DataError):
+            raise header
+    marks, rows, pos, skip_header = [], 0, 0, header is not None
+    try:
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                at, pos = pos, pos + len(raw)
+                body = raw[len(codecs.BOM_UTF8):] if n == 1 and raw.startswith(codecs.BOM_UTF8) else raw
+                if not body.strip(_BLANK):
+                    continue
+                if skip_header:
+                    skip_header = False
+                    continue
+                if rows % every == 0:
+                    marks.append((at, n))
+                rows += 1
+    except OSError as e:
+        raise DataError(f"{path}: reading the data file failed ({e.strerror or e})") from None
+    return rows, marks, header
 
 
 # ----------------------------------------------------------------------------- values

@@ -3,7 +3,8 @@ bounded by the window (`window` rows, parsed and tokenized) whatever the size of
 
 Why not a new loader: the rows come from pyarrow (a Parquet row group, a record batch at a time,
 only the columns read), `datasets` (memory-mapped Arrow tables, load_dataset streams) or the text
-readers of train/rows.py, each read from a given row (train/sources.py: "units"). What this module
+readers of train/rows.py, each read from a given row (train/sources.py: "units"; a TSV or JSON
+Lines file: 4096-row units found by one pass that keeps a byte offset per unit). What this module
 adds is the order, which must be a pure function of (seed, epoch) so that a checkpoint's position
 (epoch, step) resumes at the exact example: HF's IterableDataset.shuffle drops its buffer on resume
 and grain would need random access to single rows (a Parquet row costs its whole row group).
@@ -17,9 +18,9 @@ number of steps, ceil(ceil(rows / processes) * copies / local batch), known from
 alone: a row dropped (skip_labels, on_bad_row="skip") leaves an empty slot (valid=False, masked by
 every loss) instead of moving later rows to other steps. The bucket lengths of a window's steps
 are agreed on by one small allgather per window. The global shuffle is as good as the units are
-small: Parquet row groups and 4096-row slices of a `datasets` table are shuffled as wholes; a
-text file or a hub stream is one unit (read in order, shuffled within each window): write large
-data as Parquet shards with small row groups (e.g. pyarrow row_group_size=16384).
+small: Parquet row groups and 4096-row slices of a `datasets` table or of a TSV / JSON Lines
+file are shuffled as wholes; a CSV file or a hub stream is one unit (read in order, shuffled
+within each window): write large data as Parquet with small row groups (row_group_size=16384).
 
 Labels are checked as each window is read (the first `window` rows of the data when training
 starts, before any model compute), so a bad row late in a large file stops the run when it is
@@ -36,10 +37,11 @@ import numpy as np
 
 from .data import (BatchStream, DataError, Examples, Groups, bucket_of, check_labels, check_source, make_groups,
                    parse_rows)
-from .rows import iter_rows
-from .sources import Units, dataset_units, hf_disk_dataset, load_hf, parquet_units, sequential_units
+from .rows import iter_rows, line_index
+from .sources import Unit, Units, dataset_units, hf_disk_dataset, load_hf, parquet_units, sequential_units
 
 log = logging.getLogger(__name__)
+TEXT_UNIT_ROWS = 4096  # rows of a TSV / JSON Lines unit: 16 bytes of index each
 
 
 def open_units(src) -> Units:
@@ -69,7 +71,13 @@ def open_units(src) -> Units:
             log.info("%s: counting the rows of the stream (its card gives no count)", src.path)
             n = sum(1 for _ in rows())
         return sequential_units(rows, n)
-    def rows():
+    if fmt in ("tsv", "jsonl"):  # a row a line: units of TEXT_UNIT_ROWS rows from a line index
+        iter_rows(src, fmt)  # the checks of a missing file and bad settings
+        n, marks, header = line_index(src, fmt, TEXT_UNIT_ROWS)
+        units = [Unit(k * TEXT_UNIT_ROWS, min(TEXT_UNIT_ROWS, n - k * TEXT_UNIT_ROWS), at) for k, at in enumerate(marks)]
+        return Units(units, lambda u, skip: itertools.islice(iter_rows(src, fmt, u.key, header), skip, u.rows))
+
+    def rows():  # CSV: a quoted text may span lines, so the file is one unit read in order
         return iter_rows(src, fmt)
     return sequential_units(rows, sum(1 for _ in rows()))
 
