@@ -236,6 +236,13 @@ def test_streamed_jsonl_and_tsv_units_from_a_line_index(tmp_path, monkeypatch):
         assert {round(r["y"] * 100) // 7 for _, r in rows[:10]} != {round(rows[0][1]["y"] * 100) // 7}
     fresh = D.read_examples(src)
     assert fresh.local_rows(0, 1, 3) == ex.local_rows(0, 1, 3)
+    with pytest.raises(D.DataError, match="needs every row in memory.*set streaming false"):
+        ex.texts  # what silver pairs read
+    with pytest.raises(D.DataError, match="window must be a positive number of rows, got 0"):
+        D.read_examples(dataclasses.replace(src, window=0))
+    lists = dataclasses.replace(src, kind="lists", columns=("q", "d"), on_bad_row="skip")  # "d": no list
+    with pytest.raises(D.DataError, match="streamed lists need list_size"):
+        D.make_groups(D.read_examples(dataclasses.replace(lists, label_column=None)), None, 32)
 
     tsv = tmp_path / "rows.tsv"
     tsv.write_text("a\tb\ty\n" + "".join(f"x{i}\ty{i}\t{i if i != 23 else 'oops'}\n" for i in range(30)))
