@@ -59,7 +59,8 @@ class DataSource:
     streaming: training data read a window at a time instead of all at once, memory bounded by
       `window` rows whatever the data's size (train/streaming.py; the order differs from the
       in-memory one but is as deterministic and resumable).
-    window: rows per shuffle window when streaming.
+    window: rows per shuffle window when streaming; the memory a window takes is about window x
+      texts per row x ~1 KB (tokenized, ~100 tokens each) plus the rows as read.
     """
     path: str = ""
     kind: str = "pairs"
@@ -77,7 +78,7 @@ class DataSource:
     name: str | None = None
     split: str = "train"
     streaming: bool = False
-    window: int = 65536
+    window: int = 16384
 
     def resolved_format(self) -> str:
         from .sources import HUB_PREFIX
