@@ -105,6 +105,51 @@ def test_layers_and_last_hidden_state_match_hf(models, name):
     assert np.abs(np.asarray(h) - out.last_hidden_state.numpy()).max() <= END_TOL
 
 
+@pytest.mark.parametrize("name", list(VERSIONS))
+def test_training_dropouts_sit_where_hf_puts_them(models, name):
+    """Training mode (dropout_rate 0.1): each layer drops the same tensors as HF's T5Block, by
+    their widths: the feed-forward's inner activation [.., d_ff] once (T5DenseActDense /
+    T5DenseGatedActDense: between the activation and wo; v1.0's was missing) and the attention's
+    and feed-forward's outputs [.., d_model] (T5LayerFF's was missing in both versions; HF's
+    functional dropout on attention probabilities is not a module: left out on both sides).
+    Forward hooks on HF's nn.Dropout modules (rows of 23 tokens: no other width) vs flax's
+    captured nn.Dropout outputs; inference (deterministic) is unchanged, checked above."""
+    import dataclasses
+
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from xenc_jax.hf.pretrained import build_module, load_pretrained
+    path, ref = models[name]
+    pt = load_pretrained(path, head=False, with_tokenizer=False)
+    cfg = dataclasses.replace(pt.config, hidden_dropout=0.1, attention_dropout=0.1)
+    ids, mask = _batch(LENGTHS[:2], cfg.vocab_size)
+    d_ff, d_model = ref.config.d_ff, ref.config.d_model
+    widths = (d_ff, d_model)
+    hf_seen = []
+    block = ref.encoder.block[0]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: hf_seen.append(out.shape[-1]))
+             for m in block.modules() if isinstance(m, torch.nn.Dropout)]
+    try:
+        block.train()
+        with torch.no_grad():
+            ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    finally:
+        for h in hooks:
+            h.remove()
+        block.eval()
+    module = build_module(cfg, head=False)   # traced for shapes only (eval_shape): nothing is compiled
+    _, state = jax.eval_shape(lambda p: module.apply(
+        {"params": p}, jnp.asarray(ids), jnp.asarray(mask), deterministic=False,
+        rngs={"dropout": jax.random.key(0)}, capture_intermediates=lambda m, _: isinstance(m, nn.Dropout),
+        mutable=["intermediates"]), pt.params)
+    ours = [leaf.shape[-1] for leaf in jax.tree.leaves(state["intermediates"]["encoder"]["layer_0"])]
+    assert sorted(w for w in ours if w in widths) == sorted(w for w in hf_seen if w in widths) == \
+        sorted([d_ff, d_model, d_model]), (ours, hf_seen)
+
+
 def test_packed_row_equals_each_segment_alone(models):
     """Three segments of 23, 9 and 17 tokens in one row (segment mask, positions restarting, so the
     relative bias is measured inside each segment) equal the three rows alone; also when only the

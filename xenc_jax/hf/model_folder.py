@@ -112,9 +112,11 @@ CE_MODULES_AFTER_TRANSFORMER = ("LogitScore",)
 
 
 def check_cross_encoder_modules(model_dir: str | Path) -> None:
-    """A sentence-transformers CrossEncoder folder whose modules.json computes the scores with
-    modules we do not run is refused, naming the module: loading only its Transformer would score
-    with a random head. A bi-encoder folder passes (it has no head; the caller decides)."""
+    """load_pretrained(head=True) (training's load: one model with a head on the Transformer) of a
+    sentence-transformers CrossEncoder folder whose modules.json computes the scores with other
+    modules (Pooling -> Dense ...) is refused, naming the module: loading only its Transformer would
+    train or score a random head. CrossEncoder itself computes those chains (hf/st_modules.py). A
+    bi-encoder folder passes (it has no head; the caller decides)."""
     modules = st_modules(model_dir)
     if not modules or not is_st_cross_encoder(model_dir):
         return
@@ -126,10 +128,12 @@ def check_cross_encoder_modules(model_dir: str | Path) -> None:
         if name not in CE_MODULES_AFTER_TRANSFORMER:
             raise ModelFolderError(
                 f"{where} lists a {name} module ({sub or '.'}) after the Transformer: this sentence-transformers "
-                f"CrossEncoder computes its scores with modules xenc_jax does not run (supported after the "
-                f"Transformer: {', '.join(CE_MODULES_AFTER_TRANSFORMER)}; modules found: "
-                f"{', '.join(n for n, _ in modules)}). Loading only its Transformer would score with a random "
-                "head, so it is refused")
+                f"CrossEncoder computes its scores with modules after its Transformer (modules found: "
+                f"{', '.join(n for n, _ in modules)}). xenc_jax's CrossEncoder scores it, but training (`xenc train`, "
+                f"`xenc eval`) loads one model with its head on the Transformer (after it only "
+                f"{', '.join(CE_MODULES_AFTER_TRANSFORMER)}), which would start from a random head and drop the "
+                "trained one, so it is refused; score the folder with CrossEncoder, or train its Transformer "
+                f"folder ({modules[0][1] or '.'}) as a new cross-encoder")
 
 
 class MissingHeadError(ModelFolderError):

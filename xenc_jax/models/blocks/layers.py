@@ -1,8 +1,8 @@
 """Transformer layers as data (LayerSpec) and the two layer shapes every family here uses:
 
   post-norm (BERT family, MPNet, DeBERTa): x = norm(x + drop(attn(x))); x = norm(x + drop(mlp(x)))
-  pre-norm  (ModernBERT, Qwen; Llama/Mistral/Gemma are this shape): x = x + drop(attn(norm(x)));
-            x = x + mlp(norm(x))
+  pre-norm  (ModernBERT, Qwen; Llama/Mistral/Gemma/T5 are this shape): x = x + drop(attn(norm(x)));
+            x = x + drop(mlp(norm(x))) (only T5 drops there)
 
 query_positions [B, P]: the layer computes only these rows' outputs -> [B, P, embed] (keys and
 values still come from every row, so the rows computed are exactly the full layer's); the mask
@@ -43,7 +43,7 @@ class LayerSpec:
     mlp_bias: bool = True
     attn_out_dropout: float = 0.0   # on the attention output, before the residual add
     mlp_out_dropout: float = 0.0    # on the MLP output, before the residual add
-    mlp_inner_dropout: float = 0.0  # inside the gated MLP, before its output dense
+    mlp_inner_dropout: float = 0.0  # inside the MLP, before its output dense (gated; plain: T5 v1.0)
     post_norms: bool = False        # pre-norm layers: a norm on each branch's output too (Gemma 2/3)
 
 
@@ -61,7 +61,8 @@ def _mlp(spec: LayerSpec, x, dtype, param_dtype, deterministic: bool):
     if spec.gated_mlp:
         return GatedMLP(spec.intermediate_size, spec.act, spec.mlp_inner_dropout, spec.mlp_bias, dtype,
                         param_dtype, name="mlp")(x, deterministic)
-    return plain_mlp(x, spec.intermediate_size, spec.act, dtype, param_dtype, spec.mlp_bias)
+    return plain_mlp(x, spec.intermediate_size, spec.act, dtype, param_dtype, spec.mlp_bias, spec.mlp_inner_dropout,
+                     deterministic)
 
 
 def post_norm_block(spec: LayerSpec, dtype: Dtype, param_dtype: Dtype, attention_impl: str | None,
@@ -111,7 +112,7 @@ def post_norm_stack(spec: LayerSpec, num_layers: int, remat: bool, dtype: Dtype,
 
 
 class PreNormLayer(nn.Module):
-    """x + drop(attn(attn_norm(x))), then x + mlp(mlp_norm(x)); with spec.post_norms,
+    """x + drop(attn(attn_norm(x))), then x + drop(mlp(mlp_norm(x))); with spec.post_norms,
     x + post_attn_norm(attn(attn_norm(x))), then x + post_mlp_norm(mlp(mlp_norm(x))) (Gemma 2/3).
 
     attn_norm: the name of the norm before attention, or None for none (HF ModernBERT's layer 0
@@ -144,4 +145,6 @@ class PreNormLayer(nn.Module):
                  self.param_dtype, deterministic)
         if spec.post_norms:
             m = spec.norm("post_mlp_norm", self.param_dtype)(m).astype(self.dtype)
+        if spec.mlp_out_dropout:   # T5LayerFF's (ModernBERT and the decoders have none there)
+            m = nn.Dropout(spec.mlp_out_dropout)(m, deterministic=deterministic)
         return constrain((x + m).astype(self.dtype), ("batch", "length", "embed"))

@@ -26,11 +26,15 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
-def plain_mlp(x, intermediate_size: int, act: str, dtype: Dtype, param_dtype: Dtype, use_bias: bool = True):
-    """mlp_out(act(mlp_in(x))), its two denses created in the CALLING module's scope (BERT's
-    checkpoints put them in the layer, next to the attention; call inside a compact method)."""
+def plain_mlp(x, intermediate_size: int, act: str, dtype: Dtype, param_dtype: Dtype, use_bias: bool = True,
+              dropout: float = 0.0, deterministic: bool = True):
+    """mlp_out(drop(act(mlp_in(x)))), its two denses created in the CALLING module's scope (BERT's
+    checkpoints put them in the layer, next to the attention; call inside a compact method).
+    dropout: between the two denses (T5 v1.0's DenseReluDense; BERT has none there: 0)."""
     h = dense(intermediate_size, ("embed", "mlp"), "mlp_in", dtype, param_dtype, use_bias=use_bias)(x)
     h = constrain(ACTIVATIONS[act](h), ("batch", "length", "mlp"))
+    if dropout:
+        h = nn.Dropout(dropout)(h, deterministic=deterministic)
     return dense(x.shape[-1], ("mlp", "embed"), "mlp_out", dtype, param_dtype, use_bias=use_bias)(h)
 
 
