@@ -116,7 +116,8 @@ def load_hf(src, error, streaming: bool = False):
         ds = datasets.load_dataset(ident, src.name, split=src.split, streaming=streaming)
     except ConnectionError as e:
         offline = os.environ.get("HF_DATASETS_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0")) not in ("0", "")
-        why = "offline mode is on (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE)" if offline else f"the Hub is not reachable ({e})"
+        why = ("offline mode is on (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE)" if offline
+               else f"the Hub is not reachable ({e})")
         raise error(f"{what}: not found locally and {why}; check the id, go online once to download it, "
                     "or give a local folder, Parquet file or save_to_disk folder as the data path") from None
     except (FileNotFoundError, ValueError, KeyError, datasets.exceptions.DatasetNotFoundError) as e:

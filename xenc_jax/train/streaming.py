@@ -74,7 +74,8 @@ def open_units(src) -> Units:
     if fmt in ("tsv", "jsonl"):  # a row a line: units of TEXT_UNIT_ROWS rows from a line index
         iter_rows(src, fmt)  # the checks of a missing file and bad settings
         n, marks, header = line_index(src, fmt, TEXT_UNIT_ROWS)
-        units = [Unit(k * TEXT_UNIT_ROWS, min(TEXT_UNIT_ROWS, n - k * TEXT_UNIT_ROWS), at) for k, at in enumerate(marks)]
+        k = TEXT_UNIT_ROWS
+        units = [Unit(i * k, min(k, n - i * k), at) for i, at in enumerate(marks)]
         return Units(units, lambda u, skip: itertools.islice(iter_rows(src, fmt, u.key, header), skip, u.rows))
 
     def rows():  # CSV: a quoted text may span lines, so the file is one unit read in order
