@@ -227,28 +227,30 @@ def test_streamed_jsonl_and_tsv_units_from_a_line_index(tmp_path, monkeypatch):
     path = tmp_path / "rows.jsonl"
     path.write_text("\ufeff" + "\n".join(lines) + "\n")
     src = D.DataSource(path=str(path), columns=("q", "d"), label_column="y", streaming=True, window=10)
-    ex = D.read_examples(src)
+    ex = streaming.read_examples(src)
     assert ex.num_rows == 50 and len(ex.units.units) == 8
     for epoch in range(2):
         rows = [r for w in range(5) for r in ex.local_rows(0, epoch, w)]
         assert sorted(round(r["y"] * 100) for _, r in rows) == list(range(50))
         assert all(lines[n - 1] == json.dumps(r) for n, r in rows)  # where = the row's own line
         assert {round(r["y"] * 100) // 7 for _, r in rows[:10]} != {round(rows[0][1]["y"] * 100) // 7}
-    fresh = D.read_examples(src)
+    fresh = streaming.read_examples(src)
     assert fresh.local_rows(0, 1, 3) == ex.local_rows(0, 1, 3)
     with pytest.raises(D.DataError, match="needs every row in memory.*set streaming false"):
         ex.texts  # what silver pairs read
+    with pytest.raises(D.DataError, match="read whole .*says streaming; set streaming false"):
+        D.read_examples(src)  # how eval and test data are read
     with pytest.raises(D.DataError, match="window must be a positive number of rows, got 0"):
-        D.read_examples(dataclasses.replace(src, window=0))
+        streaming.read_examples(dataclasses.replace(src, window=0))
     lists = dataclasses.replace(src, kind="lists", columns=("q", "d"), on_bad_row="skip")  # "d": no list
     with pytest.raises(D.DataError, match="streamed lists need list_size"):
-        D.make_groups(D.read_examples(dataclasses.replace(lists, label_column=None)), None, 32)
+        D.make_groups(streaming.read_examples(dataclasses.replace(lists, label_column=None)), None, 32)
 
     tsv = tmp_path / "rows.tsv"
     tsv.write_text("a\tb\ty\n" + "".join(f"x{i}\ty{i}\t{i if i != 23 else 'oops'}\n" for i in range(30)))
     src = D.DataSource(path=str(tsv), format="tsv", header=True, columns=("a", "b"), label_column="y",
                        streaming=True, window=10)
-    ex = D.read_examples(src)  # the first 10 rows are checked now; row 23 when its window comes
+    ex = streaming.read_examples(src)  # the first 10 rows are checked now; row 23 when its window comes
     rows = [r for w in range(3) for _, r in ex.local_rows(0, 0, w)]
     assert sorted(int(r["y"]) for r in rows if r["y"] != "oops") == [i for i in range(30) if i != 23]
     with pytest.raises(D.DataError, match=r"rows\.tsv:25: label 'oops' is not a number"):

@@ -120,7 +120,7 @@ def test_streamed_parquet_every_row_once_exact_resume_and_process_shards(tmp_pat
 
     from test_train_utils import minilm_path
     from xenc_jax.train import data as D
-    from xenc_jax.train.streaming import WindowStream
+    from xenc_jax.train.streaming import WindowStream, read_examples
     tok = tf.AutoTokenizer.from_pretrained(str(minilm_path()))
     n = 301
     folder = _id_shards(tmp_path / "s", n, [0, 100, 250], 23)
@@ -176,7 +176,8 @@ def test_streamed_parquet_every_row_once_exact_resume_and_process_shards(tmp_pat
 # for an honest ru_maxrss, and HF_DATASETS_OFFLINE=1, which `datasets` reads when imported.
 _CHILD = """
 import dataclasses, json, math, resource, sys
-from xenc_jax.train.data import DataSource, DataError, read_examples
+from xenc_jax.train.data import DataSource, DataError
+from xenc_jax.train.streaming import read_examples
 path, window, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ex = read_examples(DataSource(path=path, columns=("q", "d"), label_column="y", streaming=True, window=window))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -107,11 +107,12 @@ class Examples:
 
 
 def read_examples(src: DataSource, *, process_index: int = 0, process_count: int = 1) -> Examples:
-    """Parse the rows of this process's shard (row i -> process i % process_count). streaming:
-    a streaming.StreamedExamples instead, which reads (and checks) the first window now."""
+    """Parse the rows of this process's shard (row i -> process i % process_count), all of them.
+    Streamed data is read by train/streaming.read_examples (the training loop's reader), which
+    hands data that is not streamed back here; here it is an error (e.g. eval data, read whole)."""
     if src.streaming:
-        from .streaming import StreamedExamples
-        return StreamedExamples(src, process_index, process_count)
+        raise DataError(f"{src.path}: this data is read whole (eval and test data are), but it says "
+                        "streaming; set streaming false for it")
     return _read_all(src, process_index, process_count)
 
 

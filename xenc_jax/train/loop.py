@@ -27,8 +27,9 @@ from .bi_head import BiHead, build_head, encoder_dir
 from .checkpoint import Checkpointer
 from .config import TrainConfig, resolve_model, to_dict
 from .digest import config_digest
-from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather, read_examples
+from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather
 from .evaluators import Scorer, build_evaluator
+from .streaming import read_examples
 from .optim import Depths, make_optimizer, make_schedule
 from . import silver as silver_pairs
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import data
 from .data import (BatchStream, DataError, Examples, Groups, bucket_of, check_labels, check_source, make_groups,
                    parse_rows)
 from .rows import iter_rows, line_index
@@ -81,6 +82,14 @@ def open_units(src) -> Units:
     def rows():  # CSV: a quoted text may span lines, so the file is one unit read in order
         return iter_rows(src, fmt)
     return sequential_units(rows, sum(1 for _ in rows()))
+
+
+def read_examples(src, *, process_index: int = 0, process_count: int = 1):
+    """The training data of this process: a StreamedExamples for streaming data (the first window
+    read and checked now), else data.read_examples (every row of this process's shard)."""
+    if src.streaming:
+        return StreamedExamples(src, process_index, process_count)
+    return data.read_examples(src, process_index=process_index, process_count=process_count)
 
 
 class StreamedExamples:
