@@ -13,11 +13,15 @@ import pytest
 from test_multihost import REPO, free_port, run_processes
 from test_train_utils import make_tiny_model, write_pairs
 
+# bucket_lengths=(32,): one batch shape (write_pairs' pairs are <= 29 tokens), so each process
+# compiles the train step once, not once per shape (compiles are most of the time on 2 cores);
+# what is checked (both processes stop together / agree on a damaged step) does not depend on it.
 CONFIG = """
 import os, sys
 sys.path.insert(0, {tests!r})
 from test_train_utils import tiny_config
-CONFIG = tiny_config({model!r}, {data!r}, os.environ.get("TEST_OUT", {out!r}), max_steps=2)
+CONFIG = tiny_config({model!r}, {data!r}, os.environ.get("TEST_OUT", {out!r}), max_steps=2,
+                    bucket_lengths=(32,))
 """
 
 
@@ -83,7 +87,7 @@ def test_two_process_training_agrees_on_a_damaged_checkpoint(tmp_path):
     out = tmp_path / "out"
     cfg = tmp_path / "cfg.py"
     cfg.write_text(CONFIG.format(tests=str(REPO / "tests"), model=str(model), data=str(data), out=str(out))
-                   .replace("max_steps=2)", "max_steps=4, checkpoint_every=2, keep_checkpoints=3)"))
+                   .replace("max_steps=2,", "max_steps=4, checkpoint_every=2, keep_checkpoints=3,"))
     results = run_processes([_train_cmd(cfg, port, i) for port in [free_port()] for i in range(2)], timeout=300)
     assert all(rc == 0 for rc, _, _ in results), [err[-2000:] for _, _, err in results]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "4"]
