@@ -101,7 +101,8 @@ class Family:
     harmless: config keys of this family that never change the forward pass.
     tokenizer: the tokenizer class transformers' AutoTokenizer registers for this model_type
       (without "Fast"); a folder whose tokenizer_config.json names it is loaded with that class
-      directly (hf/pretrained.load_tokenizer). "": always through AutoTokenizer.
+      directly (hf/pretrained.load_tokenizer). "": AutoTokenizer, except the generic classes
+      that pretrained.GENERIC_TOKENIZERS resolves as AutoTokenizer would.
     head_kinds: the heads this family's config can ask for (its config's `head_kind`, when it has
       one): "classifier" (ForSequenceClassification), "score" (a decoder's score Linear), "lm"
       (a causal LM's logits of the score tokens, hf/causal_score.py), "embeddings" (no head: the
