@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_family_llama import END_TOL, PAIRS, assert_matches_hf, assert_packed_equals_alone, make_model
+from test_family_llama import END_TOL, PAIRS, assert_bf16_scores_close, assert_matches_hf, assert_packed_equals_alone, \
+    bf16_rms_errors, make_model
 
 REPO = Path(__file__).resolve().parents[1]
 GEMMA3_LINEAR_ROPE = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
@@ -167,17 +168,27 @@ def test_true_token_reranker_matches_sentence_transformers(tmp_path):
 
 def test_bf16_scores_close_to_fp32(models):
     """Gemma 2's reranker (soft-caps, windows) with bf16 params and compute: within 2e-2 of the
-    largest fp32 score, the project's bf16 bound (test_family_llama says why)."""
-    import jax
+    largest fp32 score, the project's bf16 bound (assert_bf16_scores_close says why)."""
+    assert_bf16_scores_close(models["gemma2-causal"][0])
 
-    from xenc_jax import CrossEncoder
-    path = models["gemma2-causal"][0]
-    want = CrossEncoder(path, max_length=96).predict(PAIRS, activation_fn="identity")
-    b16 = CrossEncoder(path, max_length=96, param_dtype="bfloat16", dtype="bfloat16")
-    assert {x.dtype.name for x in jax.tree.leaves(b16.params)} == {"bfloat16"}
-    got = b16.predict(PAIRS, activation_fn="identity")
-    assert got.dtype == np.float32 and not np.array_equal(got, want)
-    assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max(), (got, want)
+
+def test_gemma3_bf16_as_precise_as_pytorch_bf16(models):
+    """Gemma 3's reranker (q/k norms, (1 + w) norms before and after each branch, scaled
+    embeddings, a rope per layer type) with bf16 params and compute, against PyTorch's own bf16 on
+    the same model and rows. The 2e-2-of-the-largest bound of the other bf16 checks does not hold
+    for this tiny random model in PyTorch either: its random (1 + w) scales (up to ~2) and the
+    sqrt(hidden)-scaled embeddings amplify the roundings, so PyTorch's bf16 moves the largest of 12
+    rows' scores by ~4% of it (median of 20 batches, up to 18%; ours ~4%, up to 11%), and that
+    maximum is a noisy statistic. So: the RMS error over 96 rows, which is steady: ours / PyTorch's
+    measured 0.71 to 1.02 over 6 batches (Gemma 2 0.88-1.06, the bidirectional Gemma 3 0.80-1.02;
+    Qwen3 0.79 over 240 rows); 1.25 says no step of ours rounds worse than PyTorch's beyond that
+    spread (a regression tried, norm statistics in bf16, measures 0.99 and 1.31 on two batches:
+    only a loss at least that large is caught). And the RMS stays within 2e-2 of the largest score
+    (measured 1.0-1.4e-2), far below wrong math (a dropped norm or mask: O(1))."""
+    path, ref = models["gemma3-causal"]
+    ours, theirs = bf16_rms_errors(path, ref)
+    print(f"gemma3 bf16 RMS error / largest score: ours {ours:.4f}, PyTorch {theirs:.4f}")
+    assert 0 < ours <= 1.25 * theirs and ours <= 2e-2, (ours, theirs)
 
 
 EMBEDDING_GEMMA_PROMPTS = {"query": "task: search result | query: ", "document": "title: none | text: "}
@@ -226,6 +237,23 @@ def test_embedding_gemma_matches_sentence_transformers(embedding_gemma):
     want = st16.encode(TEXTS, prompt_name="query")
     got = BiEncoder(embedding_gemma, truncate_dim=16).encode(TEXTS, prompt_name="query")
     assert got.shape == want.shape == (len(TEXTS), 16) and np.abs(got - want).max() <= END_TOL
+
+
+def test_embedding_gemma_bf16_close_to_fp32(embedding_gemma):
+    """bf16 params and compute (fp32 accumulation), the embeddings still fp32 and unit-norm: within
+    2e-2 of the fp32 ones, test_family_qwen_embed's bound on unit vectors (~10x what bf16 moves
+    them through a few layers, far below a wrong pooling or prompt: O(1)). Measured 1.6e-2 with the
+    query prompt; sentence-transformers' own bf16 (the same folder cast) 1.45e-2."""
+    import jax
+
+    from xenc_jax.bi_encoder import BiEncoder
+    want = BiEncoder(embedding_gemma).encode(TEXTS, prompt_name="query")
+    b16 = BiEncoder(embedding_gemma, param_dtype="bfloat16", dtype="bfloat16")
+    assert {x.dtype.name for x in jax.tree.leaves(b16.params["encoder"])} == {"bfloat16"}
+    got = b16.encode(TEXTS, prompt_name="query")
+    assert got.dtype == np.float32 and not np.array_equal(got, want)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert np.abs(got - want).max() <= 2e-2, np.abs(got - want).max()
 
 
 def test_rejected_switches_are_named(models):

@@ -259,22 +259,63 @@ def test_save_loads_in_pytorch_and_sentence_transformers(models, rerankers, tmp_
     assert np.abs(ours.predict(PAIRS, activation_fn="identity") - want).max() <= END_TOL
 
 
-@pytest.mark.parametrize("model_type", ["llama", "mistral"])
-def test_bf16_scores_close_to_fp32(rerankers, model_type):
-    """bf16 params and bf16 compute (fp32 accumulation, fp32 scores): each weight and activation
-    rounded to 8 significant bits (2^-9 relative) through two layers and the head moves a score by
-    a few of those relative to the scores' scale; 2e-2 of the largest is the project's bf16 bound
-    (test_family_qwen, the conformance suite), far below wrong math (a dropped norm: O(1))."""
+def assert_bf16_scores_close(path: Path):
+    """bf16 params and bf16 compute through CrossEncoder (fp32 accumulation, fp32 scores): each
+    weight and activation rounded to 8 significant bits (2^-9 relative) through two layers and the
+    head moves a score by a few of those relative to the scores' scale; 2e-2 of the largest is the
+    project's bf16 bound (test_family_qwen, the conformance suite), far below wrong math (a dropped
+    norm: O(1)). The Llama / Mistral and Gemma 2 rerankers' check."""
     import jax
 
     from xenc_jax import CrossEncoder
-    path, _ = rerankers[model_type]
     want = CrossEncoder(path, max_length=96).predict(PAIRS, activation_fn="identity")
     b16 = CrossEncoder(path, max_length=96, param_dtype="bfloat16", dtype="bfloat16")
     assert {x.dtype.name for x in jax.tree.leaves(b16.params)} == {"bfloat16"}
     got = b16.predict(PAIRS, activation_fn="identity")
     assert got.dtype == np.float32 and not np.array_equal(got, want)
-    assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max(), (got, want)
+    assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max(), (path, got, want)
+
+
+def bf16_rms_errors(path: Path, ref, rows: int = 96) -> tuple[float, float]:
+    """(ours, PyTorch's) bf16 error of a saved tiny decoder's scores on `rows` right-padded random
+    rows (LENGTHS cycled): the RMS over every score of bf16 - fp32, relative to the largest fp32
+    score. Ours: bf16 params and compute (fp32 accumulation); PyTorch's: a copy of `ref` cast to
+    bf16. Scores as assert_matches_hf reads them (a causal LM's at each row's last real token)."""
+    import copy
+    import itertools
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from xenc_jax.hf.pretrained import build_module, load_pretrained
+    pt = load_pretrained(path, head=True)
+    cfg = pt.config
+    lengths = tuple(itertools.islice(itertools.cycle(LENGTHS), rows))
+    ids, mask = _batch(lengths, cfg.vocab_size)
+    params16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), pt.params)
+    ours = {dtype: np.asarray(jax.jit(build_module(cfg, head=True, dtype=dtype).apply)(
+        {"params": p}, jnp.asarray(ids), jnp.asarray(mask)), np.float64)
+        for dtype, p in ((jnp.float32, pt.params), (jnp.bfloat16, params16))}
+
+    def hf(model):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.float().numpy()
+        if cfg.head_kind != "lm":
+            return logits.astype(np.float64)
+        cols = logits[np.arange(rows), np.asarray(lengths) - 1][:, list(cfg.score_token_ids)].astype(np.float64)
+        return cols[:, :1] - cols[:, 1:] if cols.shape[1] == 2 else cols
+
+    theirs = hf(ref), hf(copy.deepcopy(ref).to(torch.bfloat16))
+    assert np.abs(ours[jnp.float32] - theirs[0]).max() <= END_TOL * max(1.0, np.abs(theirs[0]).max())
+    scale = np.abs(ours[jnp.float32]).max()
+    rms = lambda d: float(np.sqrt(np.mean(d ** 2)) / scale)
+    return rms(ours[jnp.bfloat16] - ours[jnp.float32]), rms(theirs[1] - theirs[0])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral"])
+def test_bf16_scores_close_to_fp32(rerankers, model_type):
+    assert_bf16_scores_close(rerankers[model_type][0])
 
 
 E5_PROMPTS = {"query": "Instruct: Given a query, find the passages that answer the query\nQuery: ", "document": ""}

@@ -258,6 +258,25 @@ def test_bi_encoder_matches_sentence_transformers(gtr):
         assert got.shape == want.shape and np.abs(got - want).max() <= END_TOL
 
 
+def test_bi_encoder_bf16_close_to_fp32(gtr):
+    """bf16 params and compute (fp32 accumulation, norm statistics and the relative bias in fp32;
+    T5's unscaled scores and large hidden values included), the embeddings still fp32 and
+    unit-norm: within 2e-2 of the fp32 ones, test_family_qwen_embed's bound on unit vectors (~10x
+    what bf16 moves them through a few layers, far below a wrong bias or mask: O(1)). Measured
+    1.0e-2; sentence-transformers' own bf16 (the same folder cast) 1.7e-2."""
+    import jax
+
+    from xenc_jax.bi_encoder import BiEncoder
+    path, texts = gtr
+    want = BiEncoder(path).encode(texts)
+    b16 = BiEncoder(path, param_dtype="bfloat16", dtype="bfloat16")
+    assert {x.dtype.name for x in jax.tree.leaves(b16.params["encoder"])} == {"bfloat16"}
+    got = b16.encode(texts)
+    assert got.dtype == np.float32 and not np.array_equal(got, want)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert np.abs(got - want).max() <= 2e-2, np.abs(got - want).max()
+
+
 def test_save_loads_in_sentence_transformers_and_pytorch(gtr, tmp_path):
     """Our save: ST loads the same modules and embeds within END_TOL of ours; T5EncoderModel loads
     the saved weights bit-identical to the original's (the token table saved as encoder.embed_tokens)."""
