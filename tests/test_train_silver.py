@@ -39,17 +39,31 @@ def _reference(texts, labels, emb, per_text, max_rank):
     return out, cos, sents
 
 
-@pytest.mark.parametrize("per_text,max_rank", [(1, 3), (2, 5)])
-def test_mined_pairs_follow_the_rule_on_real_stsb(data_dir, minilm_dir, per_text, max_rank):
+@pytest.fixture(scope="module")
+def minilm_embed(minilm_dir):
+    """The real all-MiniLM-L6-v2's embeddings of a list of sentences, encoded once per distinct
+    list: both cases below mine the same 400 rows, so the second reuses the first's encoding
+    (the same model and sentences give the same embeddings; mine() is what is checked)."""
     from xenc_jax.bi_encoder import BiEncoder
+    enc, memo = BiEncoder(str(minilm_dir)), {}
+
+    def embed(sents):
+        key = tuple(sents)
+        if key not in memo:
+            memo[key] = np.asarray(enc.encode(list(key)))
+        return memo[key]
+    return embed
+
+
+@pytest.mark.parametrize("per_text,max_rank", [(1, 3), (2, 5)])
+def test_mined_pairs_follow_the_rule_on_real_stsb(data_dir, minilm_embed, per_text, max_rank):
     src = DataSource(path=str(data_dir / "stsbenchmark" / "sts-train.csv"), format="tsv", columns=(5, 6),
                      label_column=4, label_scale=0.2, rows=(0, 400))
     gold = read_examples(src)
-    enc = BiEncoder(str(minilm_dir))
     cache = {}
 
     def embed(sents):
-        cache["emb"] = np.asarray(enc.encode(list(sents)))
+        cache["emb"] = minilm_embed(sents)
         return cache["emb"]
 
     got = mine(gold.texts, gold.labels, embed, per_text, max_rank)
@@ -82,7 +96,9 @@ def test_training_with_silver_equals_training_on_gold_plus_those_pairs(tmp_path)
     from xenc_jax.train.loop import train
     model = make_tiny_model(tmp_path / "model")
     data = write_pairs(tmp_path / "pairs.tsv", n=40)
-    cfg = tiny_config(model, data, tmp_path / "silver", max_steps=6, silver=SilverConfig(per_text=1, max_rank=2))
+    # one batch shape (gold and silver pairs are <= 29 tokens): one compile per train step, not two
+    cfg = tiny_config(model, data, tmp_path / "silver", max_steps=6, silver=SilverConfig(per_text=1, max_rank=2),
+                      bucket_lengths=(32,))
     got = train(cfg)
     rows = [json.loads(l) for l in (tmp_path / "silver" / "silver_pairs.jsonl").read_text().splitlines()[1:]]
     assert got["silver_pairs"] == len(rows) > 10
@@ -127,7 +143,9 @@ def test_resume_reuses_the_saved_pairs_and_only_for_the_same_settings(tmp_path):
     model = make_tiny_model(tmp_path / "model")
     data = write_pairs(tmp_path / "pairs.tsv", n=40)
     out = tmp_path / "run"
-    cfg = tiny_config(model, data, out, max_steps=3, silver=SilverConfig(per_text=1, max_rank=2))
+    # one batch shape (pairs <= 29 tokens): one compile per train step instead of two
+    cfg = tiny_config(model, data, out, max_steps=3, silver=SilverConfig(per_text=1, max_rank=2),
+                      bucket_lengths=(32,))
     first = train(cfg)
     saved = out / "silver_pairs.jsonl"
     lines = saved.read_text().splitlines()
