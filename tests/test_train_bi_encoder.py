@@ -1,7 +1,8 @@
 """Bi-encoder training trains what it exports: the train step embeds through the source ST
 folder's Pooling / Dense / Normalize (or the configured pooling), and the export is exactly that
 model: PyTorch sentence-transformers and our BiEncoder load it and give the eval step's
-embeddings (fp32, 1e-5). Tiny local models only (no /work/shared data needed)."""
+embeddings (fp32, 1e-5). Tiny local models only (no /work/shared data needed). The gradient of
+the bi-encoder step equals sentence-transformers' on a GTR-shaped T5 (MNRL)."""
 from __future__ import annotations
 
 import dataclasses
@@ -162,3 +163,83 @@ def test_pooling_that_does_not_fit_the_dense_module_is_an_error(tmp_path):
     trip, _ = _triplets(tmp_path)
     with pytest.raises(ValueError, match="Dense in_features 32 != the incoming dimension 64"):
         train(_config(src, trip, tmp_path / "out", pooling=("cls", "mean")))
+
+
+def _gtr_t5_folder(root):
+    """A GTR / sentence-T5-shaped ST folder saved by sentence-transformers: a tiny random T5 v1.1
+    encoder (gated-GELU; 3 heads of d_kv 8 != 32 / 3; 8 relative buckets, max distance 16, so rows
+    of up to 32 tokens reach the log-spaced and clipped buckets) -> mean Pooling -> Dense(32 -> 24,
+    no bias, identity) -> Normalize; tests/tiny_llm.py's byte-level BPE tokenizer (pad 0)."""
+    import transformers as tf
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+    from tiny_hf import randomize_
+    from tiny_hf import tiny_config as hf_tiny_config
+    from tiny_llm import llm_tokenizer
+    llm_tokenizer(root / "hf", template=None)
+    torch.manual_seed(5)
+    t5 = tf.T5EncoderModel._from_config(hf_tiny_config("t5", vocab_size=544, feed_forward_proj="gated-gelu"),
+                                        attn_implementation="eager")
+    randomize_(t5, 5)
+    t5.save_pretrained(str(root / "hf"))
+    transformer = models.Transformer(str(root / "hf"), max_seq_length=32,
+                                     model_kwargs={"attn_implementation": "eager"})
+    dense = models.Dense(32, 24, bias=False, activation_function=torch.nn.Identity())
+    SentenceTransformer(modules=[transformer, models.Pooling(32, pooling_mode="mean"), dense, models.Normalize()],
+                        device="cpu").save(str(root / "st"))
+    return root / "st"
+
+
+def test_t5_mnrl_gradient_equals_sentence_transformers(tmp_path):
+    """The gradient the bi-encoder train step takes (build_head's embed function: T5 encoder, mean
+    Pooling, the trained Dense, Normalize; the library's MNRL on 8 (anchor, positive, negative)
+    triplets) equals sentence-transformers' MultipleNegativesRankingLoss backward on the same
+    folder and the same right-padded ids: loss within 1e-5, every parameter's gradient (token
+    table, relative bias, norms, Dense) within GRAD_RTOL of the largest entry (test_train_utils:
+    fp32 reordering). PyTorch's T5 gradients map onto our tree through the T5 weight table."""
+    import jax
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from test_train_utils import GRAD_RTOL
+    from xenc_jax.hf.pretrained import load_pretrained
+    from xenc_jax.hf.weights import params_from_hf
+    from xenc_jax.train import data as D
+    from xenc_jax.train import step as S
+    from xenc_jax.train.bi_head import build_head, encoder_dir
+    src = _gtr_t5_folder(tmp_path)
+    trip, _ = _triplets(tmp_path)
+    cfg = _config(src, trip, tmp_path / "out", max_length=32)
+    pt = load_pretrained(encoder_dir(src), head=False)
+    head = build_head(cfg, src, pt.config)
+    groups = D.make_groups(D.read_examples(cfg.train), pt.tokenizer, 32, task="bi_encoder",
+                           encode_texts=head.text_encoder(pt.tokenizer, pt.config, 32))
+    stream = D.BatchStream(groups, D.StreamConfig(batch_size=8, bucket_lengths=(32,), max_length=32,
+                                                  pad_token_id=pt.tokenizer.pad_token_id, shuffle=False))
+    stream.start_at({"epoch": 0, "index": 0})
+    batch = next(stream).arrays()
+    assert np.asarray(batch["input_ids"]).shape == (24, 32) and np.asarray(batch["valid"]).all()
+    apply, loss_fn = head.apply_fn(pt.module()), S.bi_encoder_loss("mnrl")
+    grad_fn = jax.jit(jax.value_and_grad(lambda p: loss_fn(apply(p, batch), batch)))
+    ours_loss, grads = grad_fn(head.init_params(pt.params))
+
+    st = SentenceTransformer(str(src), device="cpu").eval()
+    ids = torch.as_tensor(np.asarray(batch["input_ids"]), dtype=torch.long).reshape(8, 3, -1)
+    mask = torch.as_tensor((np.asarray(batch["attention_mask"]) > 0).astype(np.int64)).reshape(8, 3, -1)
+    # ST's columns: anchors, positives, negatives (our rows hold each triplet's 3 texts in turn)
+    features = [{"input_ids": ids[:, c], "attention_mask": mask[:, c]} for c in range(3)]
+    loss = MultipleNegativesRankingLoss(st)(features, torch.zeros(8))
+    loss.backward()
+    assert abs(float(ours_loss) - float(loss.detach())) <= 1e-5, (float(ours_loss), float(loss))
+    torch_grads = {k: p.grad.numpy() for k, p in st.named_parameters()}
+    encoder = {k.removeprefix("0.model."): g for k, g in torch_grads.items() if k.startswith("0.model.")}
+    want = {**params_from_hf(encoder, pt.config, head=False).params,
+            "dense": [{"kernel": torch_grads["2.linear.weight"]}]}
+    assert set(torch_grads) == {"0.model." + k for k in encoder} | {"2.linear.weight"}
+    ours_flat = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
+    want_flat = dict(jax.tree_util.tree_flatten_with_path(want)[0])
+    assert set(ours_flat) == set(want_flat)
+    assert sum(np.size(g) for g in ours_flat.values()) == sum(g.size for g in torch_grads.values())
+    scale = max(float(np.abs(g).max()) for g in want_flat.values())
+    worst = max(float(np.abs(np.asarray(ours_flat[k]) - want_flat[k]).max()) for k in want_flat)
+    assert scale > 1e-4 and worst <= GRAD_RTOL * scale, (worst, scale)
