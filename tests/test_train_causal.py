@@ -1,7 +1,9 @@
 """Training a causal-LM reranker (tiny Qwen3ForCausalLM saved by sentence-transformers with a
 "1"/"0" LogitScore): the BCE gradient of its logit[true] - logit[false] score equals PyTorch's on
 the same chat-template rows, and `train()` (what `xenc train` runs) lowers the loss and exports a
-folder that sentence-transformers loads with the same tokens, template and scores.
+folder that sentence-transformers loads with the same tokens, template and scores. The gradient
+also for a Gemma 2 reranker (tied embeddings as LM head, windows of 5, an attention and a final-
+logit soft-cap that bind: models/families/gemma/presets.py).
 """
 from __future__ import annotations
 
@@ -33,11 +35,27 @@ def reranker(tmp_path_factory):
     return root / "st", st
 
 
+@pytest.fixture(scope="module")
+def gemma2_reranker(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gemma2")
+    return root / "st", make_st_reranker(root, tokens="1/0", kind="gemma2-causal")
+
+
 def test_bce_gradient_equals_pytorch(reranker, tmp_path):
+    _check_bce_gradient(*reranker, tmp_path)
+
+
+def test_gemma2_bce_gradient_equals_pytorch(gemma2_reranker, tmp_path):
+    """As for Qwen3, on Gemma 2: the final soft-cap bends the scored logits (checked on PyTorch's
+    uncapped LM head output), so a cap applied late, twice or not at all would fail."""
+    _check_bce_gradient(*gemma2_reranker, tmp_path, final_softcap=3.0)
+
+
+def _check_bce_gradient(path, st, tmp_path, final_softcap=None):
     """Rows tokenized by the model's own pair encoder (chat template), right-padded; PyTorch
     reads the score at each row's last real token. Gradients leaf by leaf within GRAD_RTOL of
-    the largest (test_train_utils: fp32 reordering), mapped through the weight table."""
-    path, st = reranker
+    the largest (test_train_utils: fp32 reordering), mapped through the weight table; as many
+    gradient entries on each side (a tied embedding / LM head is one parameter)."""
     pt = load_pretrained(path, head=True)
     enc = pair_encoder(path, pt.tokenizer, pt.config, MAX_LENGTH)
     groups = D.make_groups(D.read_examples(D.DataSource(path=str(write_pairs(tmp_path / "p.tsv", n=8)))),
@@ -58,6 +76,14 @@ def test_bce_gradient_equals_pytorch(reranker, tmp_path):
     last = mask.sum(1) - 1
     rows = logits[torch.arange(len(ids)), last]
     score = rows[:, st[1].true_token_id] - rows[:, st[1].false_token_id]
+    if final_softcap is not None:
+        assert model.config.final_logit_softcapping == final_softcap
+        with torch.no_grad():
+            raw = model.lm_head(model.model(input_ids=ids, attention_mask=mask).last_hidden_state)[
+                torch.arange(len(ids)), last][:, [st[1].true_token_id, st[1].false_token_id]]
+        capped = final_softcap * torch.tanh(raw / final_softcap)
+        assert torch.equal(capped, rows[:, [st[1].true_token_id, st[1].false_token_id]].detach())
+        assert float((raw - capped).abs().max()) > 0.1, raw   # the cap binds
     valid = torch.as_tensor(np.asarray(batch["valid"]).reshape(-1), dtype=torch.bool)
     labels = torch.as_tensor(np.asarray(batch["labels"], np.float32).reshape(-1))
     loss = torch.nn.functional.binary_cross_entropy_with_logits(score[valid], labels[valid])
@@ -68,6 +94,7 @@ def test_bce_gradient_equals_pytorch(reranker, tmp_path):
     ours_flat = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
     want_flat = dict(jax.tree_util.tree_flatten_with_path(want)[0])
     assert set(ours_flat) == set(want_flat)
+    assert sum(np.size(g) for g in ours_flat.values()) == sum(g.size for g in torch_grads.values())
     scale = max(float(np.abs(g).max()) for g in want_flat.values())
     worst = max(float(np.abs(np.asarray(ours_flat[k]) - want_flat[k]).max()) for k in want_flat)
     assert scale > 1e-4 and worst <= GRAD_RTOL * scale, (worst, scale)
