@@ -59,8 +59,8 @@ def _main(model: str, data: str) -> int:
     assert len(devices) == 8, devices
     pt = load_pretrained(model, head=True)
     groups = D.make_groups(D.read_examples(D.DataSource(path=data)), pt.tokenizer, 64)
-    # One bucket length (every pair of write_pairs is <= 31 tokens): each distinct batch shape is
-    # one more XLA compile of every strategy's train step (6 steps here), and the argument,
+    # One bucket length (every pair of write_pairs is <= 29 tokens): each distinct batch shape is
+    # one more XLA compile of every train step built here (6 of them), and the argument,
     # sharded = one device on the same batches, does not depend on how many shapes there are.
     stream = D.BatchStream(groups, D.StreamConfig(batch_size=8, bucket_lengths=(32,), max_length=64, seed=3))
     from xenc_jax.sharding import make_mesh
