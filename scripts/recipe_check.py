@@ -4,18 +4,18 @@ hard negatives rerank TREC DL19 better than one trained on the given negatives, 
 Stages (each can be run alone with --stage; `all` runs them in order, all output in --out):
   prepare  the MS MARCO toy triplets -> random_pairs.jsonl (query, passage, label 1/0: the given
            positive and negative), anchors.jsonl (query, positive) and corpus.jsonl (the
-           triplets' 200 passages, positives and given negatives)
+           triplets' 146 distinct passages, positives and given negatives)
   mine     `xenc mine` over that corpus with all-MiniLM-L6-v2 -> mined_pairs.jsonl (labeled-pair:
            the same positives, one mined negative per query, as the triplets have one)
   train    `nice -n 5 xenc train --config configs/recipe_check_cross_encoder.py` once per arm,
            same seed, steps, batch, lr and loss; only train.path differs
-  eval     DL19: the bi-encoder retrieves the top 100 of the 5000 passages for each judged
+  eval     DL19: the bi-encoder retrieves the top TOP_K (20) of the 5000 passages for each judged
            query; each cross-encoder (untrained head, random arm, mined arm) reranks them;
            NDCG@10 with xenc_jax.evaluate_retrieval; per-query paired comparison of the arms;
            and how hard each arm's negatives are (bi-encoder scores and ranks)
 Writes results.json and prints the markdown table of docs/recipe_check.md.
 
-  .venv/bin/python scripts/recipe_check.py --steps 65
+  .venv/bin/python scripts/recipe_check.py            (not under `nice`: it nices what it runs)
 """
 from __future__ import annotations
 
@@ -140,7 +140,8 @@ def training_record(out: Path, arms) -> dict:
     for arm in arms:
         summary = json.loads((out / arm / "summary.json").read_text())
         last = _read_jsonl(out / arm / "metrics.jsonl")[-1]
-        res[arm] = {"command": _shell(train_command(arm, out, summary["steps"])), "steps": summary["steps"],
+        cmd = ["nice", "-n", "5", *train_command(arm, out, summary["steps"])[3:]]   # as run from a shell
+        res[arm] = {"command": _shell(cmd), "steps": summary["steps"],
                     "train_seconds": summary["train_seconds"], "last_loss": last["train/loss"]}
     return res
 
@@ -286,7 +287,8 @@ def main(argv=None) -> int:
             from scripts.machine import cpu_description
             res["machine"] = cpu_description()
             res["training"] = training_record(out, arms)
-            res["hardness"] = {**res.get("hardness", {}), **hardness(out, minilm, arms)}
+            todo = [a for a in arms if a not in res.get("hardness", {})]   # the pair files do not change
+            res["hardness"] = {**res.get("hardness", {}), **(hardness(out, minilm, todo) if todo else {})}
             res["eval"] = rerank_all(out, minilm, load_dl19(), arms)
             per_query = {k: v.pop("per_query")["ndcg"] for k, v in res["eval"].items()}
             if "mined" in per_query:
