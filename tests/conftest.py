@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 # already set outside wins.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="xenc-tests-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# The CLI run in-process (main([...])) points jax at its own cache (compile_cache.cli_compilation_cache:
+# $XENC_COMPILATION_CACHE, else the user's home): the same session cache, so a test worker never
+# writes into the home directory or reads what an earlier run left there.
+os.environ.setdefault("XENC_COMPILATION_CACHE", os.environ["JAX_COMPILATION_CACHE_DIR"])
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The autotune (xenc_jax/autotune.py) is off for the suite: tests compare exact results of the
 # library's default layout, and a tuning cached in the user's home must not change them. The
