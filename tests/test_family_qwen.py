@@ -193,6 +193,11 @@ def test_bad_inputs_have_clear_errors(tmp_path, models):
     PreTrainedTokenizerFast(tokenizer_object=wl, pad_token="<pad>", unk_token="<unk>").save_pretrained(bare)
     with pytest.raises(ValueError, match="yes/no not in its tokenizer's vocabulary.*LogitScore"):
         CrossEncoder(bare)
+    # an empty pair under a tokenizer that adds no special tokens has no tokens at all: ST would
+    # score an all-padding row (a pad's logits); here it is an error naming the pair (no compile)
+    make_tiny_llm("qwen3-seqcls", tmp_path / "plain", template=None)
+    with pytest.raises(ValueError, match=r"pairs\[1\] \(\('', ''\)\) tokenizes to no tokens.*drop the pair"):
+        CrossEncoder(tmp_path / "plain").predict([("a query", "a passage"), ("", "")])
     # rope scaling we do not implement, both spellings
     d = json.loads((path / "config.json").read_text())
     for key, value in (("rope_parameters", {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}),

@@ -189,6 +189,14 @@ class CrossEncoder(Encoder):
 
     def _prepare(self, start: int, pairs: list, cfg: BucketConfig, prompt: str | None = None):
         encodings, inverse = unique_encodings(self.encode_pairs(pairs, prompt, offset=start))
+        if any(len(e) == 0 for e in encodings):
+            # A decoder's tokenizer adds no special tokens: ("", "") without a template has no
+            # tokens at all. ST scores an all-padding row there (HF reads a pad's logits), a number
+            # that says nothing about the pair, so it is an error here, never a score.
+            i = next(k for k, j in enumerate(inverse) if len(encodings[j]) == 0)
+            raise ValueError(f"pairs[{start + i}] ({tuple(pairs[i])!r}) tokenizes to no tokens (empty texts, and "
+                             "this tokenizer adds no special tokens), so there is nothing to score; drop the pair "
+                             "or give it text")
         return encodings, inverse, (make_batches(encodings, cfg, self.max_length, self._pad_id) if encodings else [])
 
     def _score_prepared(self, prep, cfg: BucketConfig) -> np.ndarray:
