@@ -356,7 +356,7 @@ def run_loop(run: Run, pi: int, pc: int) -> int:
         if lines is not None:
             lines.step(step, metrics)
         if step % cfg.log_every == 0 or step == total:
-            values = _train_values(pending, rows_log * pc / max(time.time() - t_log, 1e-9), step / steps_per_epoch)
+            values = _train_values(pending, rows_log * pc, t_log, step / steps_per_epoch)
             run.writer.write(step, values)
             if bar is not None:
                 bar.set_postfix(loss=f"{values['train/loss']:.4f}", pairs_s=f"{values['train/pairs_per_s']:.0f}")
@@ -372,9 +372,12 @@ def run_loop(run: Run, pi: int, pc: int) -> int:
     return step
 
 
-def _train_values(pending: list, pairs_per_s: float, epoch: float) -> dict:
-    """The logged train/* values over the steps since the last log (device read here)."""
+def _train_values(pending: list, pairs: int, since: float, epoch: float) -> dict:
+    """The logged train/* values over the steps since the last log (device read here). The clock
+    is read after the device read: steps are dispatched asynchronously, so before it the rate
+    would count steps handed to the device, not steps computed."""
     got = jax.device_get(pending)
+    pairs_per_s = pairs / max(time.time() - since, 1e-9)
     return {"train/loss": float(np.mean([m["loss"] for m in got])),
             "train/grad_norm": float(np.mean([m["grad_norm"] for m in got])),
             "train/lr": float(got[-1].get("lr", 0.0)),
