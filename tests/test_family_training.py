@@ -17,7 +17,7 @@ import optax
 import pytest
 import torch
 
-from test_train_utils import GRAD_RTOL, write_pairs
+from test_train_utils import assert_grads_equal, write_pairs
 from tiny_hf import deberta_tokenizer, make_tiny, modernbert_tokenizer, mpnet_tokenizer
 from tiny_llm import llm_tokenizer
 from xenc_jax.cross_encoder import CrossEncoder
@@ -155,15 +155,7 @@ def test_bce_gradient_equals_pytorch(family_model):
     want_loss, torch_grads = _torch_bce_grads(family, torch_model, batch)
     assert abs(float(ours_loss) - want_loss) <= 1e-5, (float(ours_loss), want_loss)
     want = params_from_hf(torch_grads, pt.config, head=True).params
-    ours_flat = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
-    want_flat = dict(jax.tree_util.tree_flatten_with_path(want)[0])
-    assert set(ours_flat) == set(want_flat)
-    n_torch = sum(g.size for g in torch_grads.values())   # a tied embedding / LM head is one parameter
-    assert sum(g.size for g in want_flat.values()) == sum(np.size(g) for g in ours_flat.values()) == n_torch
-    scale = max(float(np.abs(g).max()) for g in want_flat.values())
-    assert scale > 1e-4  # a real gradient, not a dead model
-    worst = max(float(np.abs(np.asarray(ours_flat[k]) - want_flat[k]).max()) for k in want_flat)
-    assert worst <= GRAD_RTOL * scale, (family, worst, scale)
+    assert_grads_equal(grads, want, torch_grads, family)
 
 
 def test_steps_lower_the_loss_and_the_saved_model_scores_alike_in_st(trained_family, tmp_path):

@@ -201,7 +201,7 @@ def test_t5_mnrl_gradient_equals_sentence_transformers(tmp_path):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from test_train_utils import GRAD_RTOL
+    from test_train_utils import assert_grads_equal
     from xenc_jax.hf.pretrained import load_pretrained
     from xenc_jax.hf.weights import params_from_hf
     from xenc_jax.train import data as D
@@ -236,10 +236,4 @@ def test_t5_mnrl_gradient_equals_sentence_transformers(tmp_path):
     want = {**params_from_hf(encoder, pt.config, head=False).params,
             "dense": [{"kernel": torch_grads["2.linear.weight"]}]}
     assert set(torch_grads) == {"0.model." + k for k in encoder} | {"2.linear.weight"}
-    ours_flat = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
-    want_flat = dict(jax.tree_util.tree_flatten_with_path(want)[0])
-    assert set(ours_flat) == set(want_flat)
-    assert sum(np.size(g) for g in ours_flat.values()) == sum(g.size for g in torch_grads.values())
-    scale = max(float(np.abs(g).max()) for g in want_flat.values())
-    worst = max(float(np.abs(np.asarray(ours_flat[k]) - want_flat[k]).max()) for k in want_flat)
-    assert scale > 1e-4 and worst <= GRAD_RTOL * scale, (worst, scale)
+    assert_grads_equal(grads, want, torch_grads, "t5 mnrl")

@@ -15,7 +15,7 @@ pytest.importorskip("sentence_transformers")
 
 import jax  # noqa: E402
 
-from test_train_utils import GRAD_RTOL, tiny_config, write_pairs  # noqa: E402
+from test_train_utils import assert_grads_equal, tiny_config, write_pairs  # noqa: E402
 from tiny_llm import PAIRS, make_st_reranker  # noqa: E402
 from xenc_jax.chat_format import pair_encoder  # noqa: E402
 from xenc_jax.cross_encoder import CrossEncoder  # noqa: E402
@@ -91,13 +91,7 @@ def _check_bce_gradient(path, st, tmp_path, final_softcap=None):
     assert abs(float(ours_loss) - float(loss.detach())) <= 1e-5
     torch_grads = {k: p.grad.numpy() for k, p in model.named_parameters()}
     want = params_from_hf(torch_grads, pt.config, head=True).params
-    ours_flat = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
-    want_flat = dict(jax.tree_util.tree_flatten_with_path(want)[0])
-    assert set(ours_flat) == set(want_flat)
-    assert sum(np.size(g) for g in ours_flat.values()) == sum(g.size for g in torch_grads.values())
-    scale = max(float(np.abs(g).max()) for g in want_flat.values())
-    worst = max(float(np.abs(np.asarray(ours_flat[k]) - want_flat[k]).max()) for k in want_flat)
-    assert scale > 1e-4 and worst <= GRAD_RTOL * scale, (worst, scale)
+    assert_grads_equal(grads, want, torch_grads)
 
 
 def test_train_lowers_loss_and_export_scores_alike_in_st(reranker, tmp_path):

@@ -78,3 +78,21 @@ def max_abs(tree) -> float:
 # it, room for the reordering of sums over a few hundred tokens, and far below any real
 # difference (a dropped row or a wrong mask changes gradients by percents).
 GRAD_RTOL = 1e-5
+
+
+def assert_grads_equal(grads, want, torch_grads: dict, what=None) -> None:
+    """Our gradient tree equals `want` (PyTorch's gradients mapped through the family's weight
+    table): the same leaves, as many entries as PyTorch's parameters hold (nothing dropped by the
+    mapping; a tied embedding / LM head is one parameter), a real gradient (largest entry > 1e-4,
+    not a dead model), and every entry within GRAD_RTOL of the largest."""
+    import jax
+    ours_flat = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
+    want_flat = dict(jax.tree_util.tree_flatten_with_path(want)[0])
+    assert set(ours_flat) == set(want_flat), (what, set(ours_flat) ^ set(want_flat))
+    n_torch = sum(np.size(g) for g in torch_grads.values())
+    n_ours, n_want = (sum(np.size(g) for g in t.values()) for t in (ours_flat, want_flat))
+    assert n_ours == n_want == n_torch, (what, n_ours, n_want, n_torch)
+    scale = max(float(np.abs(g).max()) for g in want_flat.values())
+    assert scale > 1e-4, (what, scale)
+    worst = max(float(np.abs(np.asarray(ours_flat[k]) - want_flat[k]).max()) for k in want_flat)
+    assert worst <= GRAD_RTOL * scale, (what, worst, scale)
