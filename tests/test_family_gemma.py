@@ -239,6 +239,28 @@ def test_embedding_gemma_matches_sentence_transformers(embedding_gemma):
     assert got.shape == want.shape == (len(TEXTS), 16) and np.abs(got - want).max() <= END_TOL
 
 
+def test_embedding_gemma_save_loads_in_sentence_transformers_and_pytorch(embedding_gemma, tmp_path):
+    """Our save of the EmbeddingGemma-shaped folder: ST loads the same modules and prompts and
+    embeds within END_TOL of ours with the query prompt; Gemma3TextModel loads the saved weights
+    bit-identical to the original's."""
+    import torch
+    import transformers as tf
+    from sentence_transformers import SentenceTransformer
+
+    from xenc_jax.bi_encoder import BiEncoder
+    ours = BiEncoder(embedding_gemma)
+    out = ours.save(tmp_path / "saved")
+    st = SentenceTransformer(str(out), device="cpu", local_files_only=True)
+    assert st.prompts == EMBEDDING_GEMMA_PROMPTS and [type(m).__name__ for m in st][1:] == \
+        ["Pooling", "Dense", "Dense", "Normalize"]
+    got_embeddings = ours.encode(TEXTS, prompt_name="query")
+    assert np.abs(st.encode(TEXTS, prompt_name="query") - got_embeddings).max() <= END_TOL
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["Gemma3TextModel"]
+    got = tf.AutoModel.from_pretrained(str(out)).state_dict()
+    want = tf.AutoModel.from_pretrained(str(embedding_gemma)).state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_embedding_gemma_bf16_close_to_fp32(embedding_gemma):
     """bf16 params and compute (fp32 accumulation), the embeddings still fp32 and unit-norm: within
     2e-2 of the fp32 ones, test_family_qwen_embed's bound on unit vectors (~10x what bf16 moves
