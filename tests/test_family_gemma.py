@@ -150,7 +150,8 @@ def test_packed_row_equals_each_segment_alone(models, name):
 
 def test_true_token_reranker_matches_sentence_transformers(tmp_path):
     """bge-reranker-v2-gemma scores with logit["Yes"] alone: a Gemma causal LM with
-    LogitScore(true token only) equals ST's raw scores, packed and unpacked."""
+    LogitScore(true token only) equals ST's raw scores, packed and unpacked; our save loads in ST
+    with the same LogitScore and scores."""
     import torch
     from tiny_llm import make_st_reranker
 
@@ -164,6 +165,11 @@ def test_true_token_reranker_matches_sentence_transformers(tmp_path):
     assert len(packed.config.score_token_ids) == 1
     for ce in (packed, unpacked):
         assert np.abs(ce.predict(PAIRS, activation_fn="identity") - want).max() <= END_TOL
+    # our save: ST loads the same true-token LogitScore and scores as before
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+    loaded = STCrossEncoder(str(packed.save(tmp_path / "saved")), model_kwargs={"attn_implementation": "eager"})
+    assert (loaded[1].true_token_id, loaded[1].false_token_id) == (st[1].true_token_id, None)
+    assert np.abs(loaded.predict(PAIRS, activation_fn=torch.nn.Identity()) - want).max() <= END_TOL
 
 
 def test_bf16_scores_close_to_fp32(models):
