@@ -120,7 +120,7 @@ def test_streamed_parquet_every_row_once_exact_resume_and_process_shards(tmp_pat
 
     from test_train_utils import minilm_path
     from xenc_jax.train import data as D
-    from xenc_jax.train.streaming import WindowStream, read_examples
+    from xenc_jax.train.streaming import WindowStream, batch_stream, read_examples
     tok = tf.AutoTokenizer.from_pretrained(str(minilm_path()))
     n = 301
     folder = _id_shards(tmp_path / "s", n, [0, 100, 250], 23)
@@ -130,7 +130,7 @@ def test_streamed_parquet_every_row_once_exact_resume_and_process_shards(tmp_pat
     def stream(pi=0, pc=1, allgather=None):
         ex = read_examples(src, process_index=pi, process_count=pc)
         D.check_labels(ex, "bce", 1)
-        return D.BatchStream(D.make_groups(ex, tok, 32), cfg, process_index=pi, process_count=pc,
+        return batch_stream(D.make_groups(ex, tok, 32), cfg, process_index=pi, process_count=pc,
                              allgather=allgather)
 
     a = stream()

@@ -317,12 +317,6 @@ class BatchStream:
     """Deterministic epochs of fixed-shape numpy batches; `position` = (epoch, index) of the next
     batch. Shapes: rows = local groups per step * G, length = one of the bucket lengths."""
 
-    def __new__(cls, groups, *args, **kwargs):
-        # groups of streamed data (streaming.StreamedGroups): the windowed stream, same interface
-        if cls is BatchStream and getattr(groups, "stream_class", None) is not None:
-            cls = groups.stream_class
-        return super().__new__(cls)
-
     def __init__(self, groups: Groups, cfg: StreamConfig, *, process_index: int = 0,
                  process_count: int = 1, allgather=None):
         if cfg.batch_size % process_count:

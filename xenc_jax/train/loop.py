@@ -29,7 +29,7 @@ from .config import TrainConfig, resolve_model, to_dict
 from .digest import config_digest
 from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather
 from .evaluators import Scorer, build_evaluator
-from .streaming import read_examples
+from .streaming import batch_stream, read_examples
 from .optim import Depths, make_optimizer, make_schedule
 from . import silver as silver_pairs
 
@@ -291,7 +291,7 @@ def build_run(cfg: TrainConfig, out: Path, data: TrainingData, pi: int, pc: int)
     if cfg.batch_size % dp:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the data-parallel size {dp}")
     pad = pt.tokenizer.pad_token_id if pt.tokenizer.pad_token_id is not None else 0
-    stream = BatchStream(groups, StreamConfig(
+    stream = batch_stream(groups, StreamConfig(
         batch_size=cfg.batch_size, bucket_lengths=tuple(cfg.bucket_lengths), max_length=cfg.max_length,
         pad_token_id=pad, seed=cfg.seed, group_factor=cfg.group_factor),
         process_index=pi, process_count=pc, allgather=process_allgather)

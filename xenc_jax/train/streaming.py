@@ -194,7 +194,7 @@ class StreamedExamples:
 
 
 class StreamedGroups:
-    """make_groups' result for streamed examples: how to tokenize a window. BatchStream(groups)
+    """make_groups' result for streamed examples: how to tokenize a window. batch_stream(groups)
     makes a WindowStream of it."""
 
     def __init__(self, ex: StreamedExamples, tokenizer, max_length: int, kw: dict):
@@ -210,10 +210,6 @@ class StreamedGroups:
         else:
             self.group_size = 1 if src.kind == "pairs" else len(src.columns) - 1
 
-    @property
-    def stream_class(self):
-        return WindowStream
-
     def tokenize(self, ex: Examples) -> Groups:
         G = self.group_size
         if not ex.texts:  # every row of this process's share dropped: all its slots are empty
@@ -222,6 +218,11 @@ class StreamedGroups:
         if groups.group_size != G:
             raise DataError(f"{ex.source}: a window has groups of {groups.group_size} texts, expected {G}")
         return groups
+
+
+def batch_stream(groups, cfg, **kw) -> BatchStream:
+    """The training loop's batches: a WindowStream for streamed groups, else data.BatchStream."""
+    return (WindowStream if isinstance(groups, StreamedGroups) else BatchStream)(groups, cfg, **kw)
 
 
 class WindowStream(BatchStream):
