@@ -24,7 +24,8 @@ from .compile_cache import enable_compilation_cache
 from .dtypes import as_dtype
 from .placement import load_plan, loading_on_host, setup_sharding
 from .progress import progress
-from .runner import BucketedRunner, default_buckets
+from .multihost import raise_together
+from .runner import BucketedRunner, NonFiniteOutput, check_outputs, default_buckets
 from .streaming import check_chunk_size, check_stream_input, numbered_chunks, run_chunks
 
 
@@ -145,7 +146,9 @@ class Encoder(Autotuned):
 
     def _chunked(self, items, what: str, example: str, *, batch_size, chunk_size, show_progress_bar, stats,
                  desc: str, unit: str, prepare: Callable, run: Callable) -> Iterator[np.ndarray]:
-        """run(prepare(start, chunk, cfg), cfg) per chunk of `items`, in order, with a progress bar."""
+        """run(prepare(start, chunk, cfg), cfg) per chunk of `items`, in order, with a progress bar.
+        Every output of predict, rank, encode and their streams (the CLI's too) comes back here: a
+        NaN or inf in it raises runner.NonFiniteOutput naming the input, never becomes a result."""
         it = check_stream_input(items, what, example)
         if batch_size is None:
             self._maybe_tune(items)
@@ -153,7 +156,28 @@ class Encoder(Autotuned):
         size = check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)
         bar = progress(None, len(items) if hasattr(items, "__len__") else None, desc, show_progress_bar, unit)
         try:
-            yield from run_chunks(numbered_chunks(it, size), lambda start, chunk: prepare(start, chunk, cfg),
-                                  lambda prep: run(prep, cfg), bar=bar, stats=stats)
+            yield from run_chunks(numbered_chunks(it, size),
+                                  lambda start, chunk: (start, chunk, prepare(start, chunk, cfg)),
+                                  lambda p: self._checked(*p, cfg, prepare, run, what), bar=bar, stats=stats)
         finally:
             bar.close()
+
+    def _checked(self, start: int, chunk: list, prep, cfg: BucketConfig, prepare: Callable, run: Callable,
+                 what: str) -> np.ndarray:
+        """run(prep, cfg) through runner.check_outputs. A NaN spreads to every input packed in its
+        row (attention multiplies the neighbours' zero weights by it), so a packed chunk that fails
+        is run again unpacked (only then) to name the input that makes it. With several processes
+        the check is agreed on by all (one all-gather per chunk): a bad row stops every process with
+        its message, not a hang; that run is not repeated, and the row named may be a packed
+        neighbour of the cause."""
+        out = run(prep, cfg)
+        if jax.process_count() > 1:
+            return raise_together(check_outputs, out, start, what, self.dtype, what="checking the model's outputs")
+        try:
+            return check_outputs(out, start, what, self.dtype)
+        except NonFiniteOutput:
+            if not cfg.pack:
+                raise
+            alone = dataclasses.replace(cfg, pack=False)
+            check_outputs(run(prepare(start, chunk, alone), alone), start, what, self.dtype)
+            raise

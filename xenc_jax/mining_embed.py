@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import atomic_file
 from .identity import model_identity
-from .search import corpus_blocks
+from .search import bad_row_error, corpus_blocks, first_bad_row
 
 __all__ = ["EMBEDDING_DTYPES", "model_fingerprint", "embed_corpus", "query_chunks"]
 
@@ -63,7 +63,12 @@ def _read_chunks(path: Path, n: int, dim: int, dtype: np.dtype, rows: int = 6553
             chunk = np.fromfile(f, _disk_dtype(dtype), count)
             if chunk.size != count:
                 raise ValueError(f"cached embeddings {path} are truncated; delete the file to recompute it")
-            yield chunk.view(dtype).reshape(-1, dim)
+            chunk = chunk.view(dtype).reshape(-1, dim)
+            bad = first_bad_row(chunk)  # the cache holds checked model outputs: a bad row is damage
+            if bad is not None:
+                raise bad_row_error(f"cached embeddings {path} row {start + bad}", chunk[bad],
+                                    cause="the file is damaged: delete it to recompute it")
+            yield chunk
 
 
 def _stored(chunks, dtype: np.dtype, sink, positive_rows: np.ndarray, positive_out: np.ndarray):

@@ -171,6 +171,27 @@ class BucketedRunner:
             jax.block_until_ready(self._fn(params, self._place(self.arrays(empty_batch(rows, length, segments)))))
 
 
+class NonFiniteOutput(ValueError):
+    """A model output (a score or an embedding) came back NaN or inf."""
+
+
+def check_outputs(out: np.ndarray, start: int, what: str, dtype) -> np.ndarray:
+    """`out` (one chunk's outputs in input order, row i = input start + i) when every number is
+    finite, else NonFiniteOutput naming the first bad input: a NaN score or embedding is never a
+    result. One np.isfinite pass over the outputs: <1% of the model's time even for MiniLM."""
+    ok = np.isfinite(out).reshape(len(out), -1).all(axis=1)
+    if ok.all():
+        return out
+    i = int(np.argmin(ok))
+    row = np.asarray(out[i]).reshape(-1)
+    value, dtype = row[np.argmin(np.isfinite(row))], np.dtype(dtype)
+    fix = ("load the model with dtype='float32' (CLI: --dtype float32); if that fails too, "
+           if dtype != np.float32 else "the compute dtype is float32 already, so ")
+    raise NonFiniteOutput(f"the model's output for {what}[{start + i}] is {value} (compute dtype {dtype.name}): a "
+                          f"float16/bfloat16 overflow, or NaN/inf weights in the checkpoint; {fix}check the "
+                          "checkpoint's weights for NaN/inf (a broken save, a diverged training run)")
+
+
 def empty_batch(rows: int, length: int, segments: int) -> Batch:
     """A batch of padding only: every example id is -1, so scatter_results drops all its rows."""
     z = np.zeros((rows, length), np.int32)

@@ -82,7 +82,55 @@ _similarity_jit = jax.jit(_score_matrix, static_argnums=0)
 _pairwise_jit = jax.jit(_score_pairs, static_argnums=0)
 
 
+# Every row given to a search must be finite with a squared L2 norm below a quarter of float32's
+# largest value (a norm below ~9.2e18): then no score can overflow, for any score function (dot
+# <= |a||b|, euclidean <= (|a| + |b|)^2 <= 4 max|x|^2, manhattan <= sqrt(D)(|a| + |b|), cosine's
+# norms fit), so real scores are finite and the top-k never sees a NaN or +inf (padding is -inf).
+_SQ_NORM_LIMIT = float(np.finfo(np.float32).max) / 4
+_CHECK_ROWS = 65536  # rows per pass of the check: its float32 temporaries stay small
+
+
+def first_bad_row(x: np.ndarray) -> int | None:
+    """First row holding a NaN / inf or a squared norm >= _SQ_NORM_LIMIT, else None. One pass of
+    row dot products in float32: a NaN entry makes the row's sum NaN, an inf one makes it inf
+    (all terms are >= 0), a huge row overflows; every such sum fails `sq < limit`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, x.shape[0], _CHECK_ROWS):
+            rows = np.asarray(x[start:start + _CHECK_ROWS], np.float32)
+            ok = np.einsum("ij,ij->i", rows, rows) < _SQ_NORM_LIMIT
+            if not ok.all():
+                return start + int(np.argmin(ok))
+    return None
+
+
+_CAUSE = ("a NaN or inf comes from a model that overflowed, e.g. in float16/bfloat16: use float32, or from a "
+          "corrupt embeddings file")
+
+
+def bad_row_error(label: str, row: np.ndarray, cause: str = _CAUSE) -> ValueError:
+    """What is wrong with one refused row (see first_bad_row) and how to fix it."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(row, np.float32)))
+    if bad.size:
+        return ValueError(f"{label} holds {row[bad[0]]} at column {bad[0]}: embeddings must be finite numbers "
+                          f"({cause}); recompute or drop that row")
+    norm = float(np.linalg.norm(np.asarray(row, np.float64)))
+    return ValueError(f"{label} has L2 norm {norm:.3g}, above {np.sqrt(_SQ_NORM_LIMIT):.3g}, where float32 scores "
+                      "overflow to inf or NaN; scale the embeddings down (e.g. normalize them)")
+
+
+def _check_rows(x: np.ndarray, name: str) -> np.ndarray:
+    """x, refused with the first bad row's index (see first_bad_row)."""
+    row = first_bad_row(x)
+    if row is not None:
+        raise bad_row_error(f"{name}[{row}]", x[row])
+    return x
+
+
 def _as_f32(x, name: str) -> np.ndarray:
+    """x as float32 [n, dim] on the host, every row finite and of a safe norm (_check_rows). A jax
+    array is fetched first: every caller here needs the rows on the host anyway (to pad and block
+    them), so the check reads memory that is already there, where an on-device check would cost a
+    second pass and a device sync and still need the host to find the row."""
     if x is None:
         raise ValueError(f"{name} is None; expected an array of embeddings")
     if isinstance(x, jax.Array):
@@ -94,7 +142,7 @@ def _as_f32(x, name: str) -> np.ndarray:
         x = x[None, :]  # like ST: a single vector is a batch of one
     if x.ndim != 2:
         raise ValueError(f"{name} must be 1-D [dim] or 2-D [n, dim], got shape {x.shape}")
-    return x
+    return _check_rows(x, name)
 
 
 def _check_dims(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
@@ -153,7 +201,10 @@ def _top_k(scores, k: int):
     made it), while a max over groups of G columns is a vectorized reduce. The top k lie in the k
     groups with the highest maxima (ties: lower group first; any element of a group not picked
     ranks below k picked groups' maxima, each higher or equal with a lower index), so top_k of
-    B/G maxima, then of those k groups' k*G scores taken in column order, is the same result."""
+    B/G maxima, then of those k groups' k*G scores taken in column order, is the same result.
+    Equal to lax.top_k with -inf and +inf too (tests/test_nonfinite.py), but not with NaN (XLA:CPU's
+    max-reduce drops it, lax.top_k ranks it first): no NaN score reaches this, since every input
+    row is checked against _SQ_NORM_LIMIT (_as_f32, corpus_blocks), where no score overflows."""
     q, b = scores.shape
     g = 1 << max(round(np.log2(max(b // max(k, 1), 1)) / 2), 0)  # ~sqrt(B/k): B/G ~ k*G
     # measured on XLA:CPU only; accelerators keep their own top_k until measured there
@@ -220,6 +271,8 @@ def semantic_search(query_embeddings, corpus_embeddings, *, top_k: int = 10,
     would be wrong results, not an error.
 
     `score_function`: "cosine" | "dot" | "euclidean" | "manhattan" (or ST's `cos_sim`, ...).
+    A row holding a NaN or inf, or with an L2 norm above ~9.2e18 (where float32 scores overflow),
+    is refused with its index (here and in every function of this module), never ranked.
     `mesh`: a `jax.sharding.Mesh`; each corpus block is then sharded over `corpus_axis`
     (NamedSharding, block size a multiple of that axis' size), each device takes the top-k of
     its rows, and the candidates are merged exactly; results equal the unsharded ones.
@@ -314,10 +367,11 @@ def corpus_blocks(chunks, n: int, dim: int, *, dtype=np.float32, block_size: int
     sharding = None if mesh is None else NamedSharding(mesh, P(corpus_axis))
     put = jax.device_put if mesh is None else functools.partial(jax.device_put, device=NamedSharding(mesh, P()))
     blocks, buf, fill, seen = [], np.zeros((block, dim), dtype), 0, 0
-    for rows in chunks:
+    for index, rows in enumerate(chunks):
         rows = np.asarray(rows)
         if rows.ndim != 2 or rows.shape[1] != dim:
             raise ValueError(f"corpus chunk has shape {rows.shape}, expected [rows, {dim}]")
+        rows = _check_chunk(rows, np.dtype(dtype), index, seen)  # refused before any of it is placed
         seen += rows.shape[0]
         while rows.shape[0]:
             take = min(block - fill, rows.shape[0])
@@ -331,6 +385,19 @@ def corpus_blocks(chunks, n: int, dim: int, *, dtype=np.float32, block_size: int
         blocks.append(jax.device_put(buf, sharding))  # zero rows past n: masked by n_valid
     offsets = tuple(put(np.int32(i * block)) for i in range(len(blocks)))
     return CorpusBlocks(tuple(blocks), offsets, n, dim, mesh, corpus_axis)
+
+
+def _check_chunk(rows: np.ndarray, dtype: np.dtype, index: int, start: int) -> np.ndarray:
+    """Chunk number `index` (its first row is corpus row `start`) in `dtype`, checked as stored
+    (first_bad_row): a finite float32 beyond float16's range (65504) becomes inf there."""
+    stored = rows.astype(dtype, copy=False)
+    row = first_bad_row(stored)
+    if row is None:
+        return stored
+    cause = _CAUSE
+    if np.isfinite(np.asarray(rows[row], np.float32)).all():
+        cause = f"this row is finite as given but out of range once stored as {dtype.name}: use dtype=float32"
+    raise bad_row_error(f"corpus chunk {index} row {row} (corpus row {start + row})", stored[row], cause)
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "k", "mesh", "axis", "count"))
@@ -368,7 +435,8 @@ def search_blocks(queries, corpus: CorpusBlocks, *, top_k: int, score_function="
     """Exact top-k of `queries` [Q, D] over a CorpusBlocks, ranked as semantic_search (score
     desc, then lower id). Returns numpy (scores [Q, k] float32, ids [Q, k] int32, counts) with
     k = min(top_k, corpus.n); counts [Q] int32 when `thresholds` [Q] is given: rows scoring
-    strictly above thresholds[q], row exclude_ids[q] (default none) not counted; else None."""
+    strictly above thresholds[q], row exclude_ids[q] (default none) not counted; else None.
+    A NaN threshold is refused (no row compares above it: a silent count of 0)."""
     fn = _fn_name(score_function)
     _check_positive_int(top_k, "top_k")
     _check_positive_int(query_chunk_size, "query_chunk_size")
@@ -379,6 +447,9 @@ def search_blocks(queries, corpus: CorpusBlocks, *, top_k: int, score_function="
     k_out = min(top_k, corpus.n)
     count = thresholds is not None
     thr = np.full(n_q, np.inf, np.float32) if thresholds is None else np.asarray(thresholds, np.float32)
+    if np.isnan(thr).any():
+        raise ValueError(f"thresholds[{int(np.flatnonzero(np.isnan(thr))[0])}] is NaN; give each query's "
+                         "threshold as a number (inf: count nothing)")
     excl = np.full(n_q, -1, np.int32) if exclude_ids is None else np.asarray(exclude_ids, np.int32)
     if n_q == 0 or k_out == 0:
         return (np.zeros((n_q, k_out), np.float32), np.zeros((n_q, k_out), np.int32),
