@@ -137,7 +137,8 @@ def _as_f32(x, name: str) -> np.ndarray:
         x = jax.device_get(x)  # explicit transfer: fine under jax.transfer_guard("disallow")
     elif hasattr(x, "detach"):  # torch tensor (possibly requiring grad / bf16)
         x = x.detach().float().cpu().numpy()
-    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: refused by name below
+        x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
         x = x[None, :]  # like ST: a single vector is a batch of one
     if x.ndim != 2:
@@ -390,7 +391,8 @@ def corpus_blocks(chunks, n: int, dim: int, *, dtype=np.float32, block_size: int
 def _check_chunk(rows: np.ndarray, dtype: np.dtype, index: int, start: int) -> np.ndarray:
     """Chunk number `index` (its first row is corpus row `start`) in `dtype`, checked as stored
     (first_bad_row): a finite float32 beyond float16's range (65504) becomes inf there."""
-    stored = rows.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # beyond float16's range becomes inf: refused by name below
+        stored = rows.astype(dtype, copy=False)
     row = first_bad_row(stored)
     if row is None:
         return stored
