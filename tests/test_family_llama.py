@@ -3,7 +3,8 @@ transformers per layer and at the scored last token (fp32, padded rows), packed 
 segment alone, sentence-transformers CrossEncoder (LogitScore with two tokens and with only a true
 token, a 3-label ...ForSequenceClassification) and SentenceTransformer (e5-mistral-style lasttoken
 with <bos>/<eos> and an instruction prompt, Llama mean pooling), save -> PyTorch, strict loading,
-and dp / fsdp / tp on 8 forced CPU devices.
+and dp / fsdp / tp on 8 forced CPU devices; linear rope (both config spellings, and which one HF
+reads when both are there) and why dynamic NTK stays rejected.
 
 Models: tiny seeded random ones built with transformers from the family's presets
 (models/families/llama/presets.py): Llama with 6 query heads over 3 kv heads, head_dim 8 != 36 / 6,
@@ -378,7 +379,7 @@ def test_rejected_switches_and_tensors_are_named(models, tmp_path):
     yarn = {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}
     for d, key, value, match in (
             (llama, "rope_parameters", yarn, "rope_parameters.*yarn"),
-            (llama, "rope_scaling", {"rope_type": "linear", "factor": 2.0}, "rope_scaling.*linear"),
+            (llama, "rope_scaling", {"rope_type": "linear", "factor": 0.5}, "linear rope with factor=0.5"),
             (llama, "rope_parameters", {"rope_type": "llama3", "rope_theta": 1e4, "factor": 8.0},
              "llama3 rope without.*low_freq_factor"),
             (llama, "sliding_window", 4, "sliding_window"),            # not a Llama switch: unknown
@@ -408,6 +409,127 @@ def test_rejected_switches_and_tensors_are_named(models, tmp_path):
         match = "up_proj.bias" if name == "missing" else "q_norm"
         with pytest.raises(Exception, match=match):
             CrossEncoder(folder)
+
+
+# ---- linear rope (position interpolation) and dynamic NTK ----
+
+LINEAR = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
+
+
+@pytest.fixture(scope="module")
+def linear_models(tmp_path_factory):
+    """model_type -> (folder, torch model) of a tiny causal LM with rope_type linear, factor 4:
+    Llama's config.json as transformers 5 saves it (rope_parameters), Mistral's (window 7) rewritten
+    in 4.x's spelling (top-level rope_theta, rope_scaling {"type": "linear"})."""
+    pytest.importorskip("torch")
+    out = {}
+    for model_type in ("llama", "mistral"):
+        path = tmp_path_factory.mktemp(f"{model_type}_linear")
+        model = make_model(model_type, path, "causal", seed=11, rope_parameters=dict(LINEAR))
+        if model_type == "mistral":
+            d = json.loads((path / "config.json").read_text())
+            assert d.pop("rope_parameters")["rope_type"] == "linear"
+            d.update(rope_theta=LINEAR["rope_theta"], rope_scaling={"type": "linear", "factor": LINEAR["factor"]})
+            (path / "config.json").write_text(json.dumps(d))
+        out[model_type] = (path, model)
+    return out
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral"])
+def test_linear_rope_matches_hf(linear_models, model_type):
+    """rope_type linear: our inverse frequencies are HF's buffer (<= 1 ulp, as the llama3 test),
+    HF reads the rewritten 4.x config as the same rope, and the scores at each row's last token
+    equal HF's within END_TOL (Mistral's with its window of 7). One compile per model: the layers
+    are the preset models' (test_layers_and_scored_position_match_hf), only the rope differs, and
+    its frequencies are compared exactly. Rows reach position 22, where the fastest frequency
+    turns 22 rad unscaled and 5.5 rad scaled: HF's own model with the factor undone (its buffer
+    times 4: the default rope's frequencies) scores over 100 x END_TOL away, so a reader that
+    dropped the factor could not pass (measured 0.56 Llama, 1.4 Mistral; our Llama with the
+    factor dropped moves its scores by 0.87)."""
+    import copy
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import transformers as tf
+
+    from xenc_jax.hf.pretrained import build_module, load_pretrained
+    from xenc_jax.models.blocks import LinearRopeScaling, RotaryPositions
+    path, ref = linear_models[model_type]
+    hf_rope = tf.AutoConfig.from_pretrained(str(path)).rope_parameters
+    assert (hf_rope["rope_type"], hf_rope["factor"]) == ("linear", LINEAR["factor"])
+    pt = load_pretrained(path, head=True)
+    cfg = pt.config
+    assert cfg.rope_scaling == LinearRopeScaling(LINEAR["factor"]) and cfg.rope_theta == LINEAR["rope_theta"]
+    ours = RotaryPositions(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling).inv_freq()
+    np.testing.assert_allclose(ours, ref.model.rotary_emb.inv_freq.numpy(), rtol=2.5e-7, atol=0)
+    ids, mask = _batch(LENGTHS, cfg.vocab_size)
+    rows, last = np.arange(len(LENGTHS)), np.asarray(LENGTHS) - 1
+    cols = list(cfg.score_token_ids)
+    with torch.no_grad():
+        raw = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+    got = np.asarray(jax.jit(build_module(cfg, head=True).apply)({"params": pt.params}, jnp.asarray(ids),
+                                                                  jnp.asarray(mask)))
+    want = raw[rows, last][:, cols]
+    want = want[:, :1] - want[:, 1:] if len(cols) == 2 else want
+    assert got.shape == want.shape and np.abs(got - want).max() <= END_TOL
+    undone = copy.deepcopy(ref)
+    undone.model.rotary_emb.inv_freq.mul_(LINEAR["factor"])
+    np.testing.assert_allclose(undone.model.rotary_emb.inv_freq.numpy(),
+                               RotaryPositions(cfg.head_dim, cfg.rope_theta).inv_freq(), rtol=2.5e-7, atol=0)
+    with torch.no_grad():
+        plain = undone(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+    moved = np.abs(plain[rows, last][:, cols] - raw[rows, last][:, cols]).max()
+    assert moved > 100 * END_TOL, moved
+
+
+def test_rope_spellings_and_dynamic_read_as_transformers(models):
+    """Each spelling of the rope in config.json gives the theta and scaling transformers 5.25
+    reads (LlamaConfig.from_dict: what from_pretrained builds): 4.x's rope_theta + rope_scaling,
+    5.x's rope_parameters, and both at once, where a non-empty rope_scaling replaces
+    rope_parameters (an empty one does not). rope_type dynamic stays rejected, and the error's
+    reason holds in HF: its frequencies are the default rope's while positions fit
+    max_position_embeddings (128), other ones past it, and a later shorter batch still past it
+    reuses the longer batch's."""
+    import copy
+
+    import torch
+    import transformers as tf
+
+    from xenc_jax.hf.configs import ConfigError, config_from_dict
+    from xenc_jax.models.blocks import LinearRopeScaling, Llama3RopeScaling
+    llama = json.loads((models["llama-causal"][0] / "config.json").read_text())   # rope_parameters: llama3
+    base = {k: v for k, v in llama.items() if k != "rope_parameters"}
+    linear2 = {"rope_type": "linear", "factor": 2.0}
+    cases = [{**base, "rope_theta": 5e5, "rope_scaling": {"type": "linear", "factor": 2.0}},
+             {**base, "rope_parameters": {**linear2, "rope_theta": 5e5}},
+             {**llama, "rope_scaling": linear2},                  # rope_scaling wins; theta: HF's default
+             {**llama, "rope_theta": 3e4, "rope_scaling": linear2},
+             {**llama, "rope_scaling": {}},                       # empty: rope_parameters (llama3) stays
+             base]                                                # neither: the default rope, theta 1e4
+    for d in cases:
+        hf = tf.LlamaConfig.from_dict(copy.deepcopy(d)).rope_parameters
+        cfg = config_from_dict(d)
+        assert cfg.rope_theta == hf["rope_theta"], (d, hf)
+        kind = hf["rope_type"]
+        want = LinearRopeScaling(hf["factor"]) if kind == "linear" else None
+        if kind == "llama3":
+            assert isinstance(cfg.rope_scaling, Llama3RopeScaling) and cfg.rope_scaling.factor == hf["factor"], (d, hf)
+        else:
+            assert kind in ("linear", "default") and cfg.rope_scaling == want, (d, hf)
+    dynamic = {**base, "rope_scaling": {"type": "dynamic", "factor": 2.0}}
+    with pytest.raises(ConfigError, match=r"'dynamic'.*max_position_embeddings=128 tokens.*batched together"):
+        config_from_dict(dynamic)
+    rotary = {t: tf.models.llama.modeling_llama.LlamaRotaryEmbedding(tf.LlamaConfig.from_dict(copy.deepcopy(d)))
+              for t, d in (("dynamic", dynamic), ("default", base))}
+    x = torch.zeros(1, dtype=torch.float32)
+    cos = {}
+    for n in (128, 200, 150):   # 150 after 200: HF keeps the frequencies the 200-token batch grew
+        pos = torch.arange(n)[None]
+        cos[n] = {t: r(x, pos)[0] for t, r in rotary.items()}
+    assert torch.equal(cos[128]["dynamic"], cos[128]["default"])
+    assert not torch.allclose(cos[200]["dynamic"], cos[200]["default"], atol=1e-3)
+    assert torch.equal(cos[150]["dynamic"], cos[200]["dynamic"][:, :150])
 
 
 # ---- 8 forced devices ----

@@ -4,9 +4,11 @@ kind, and one weight table (HF's `model.layers.{i}.self_attn.q_proj` ... names a
 four). Each family's hf.py reads its own switches and builds its record from these.
 
 Rotary positions: HF's "default" rope type, and "llama3" / "linear" where the family allows them
-(Llama 3.1's bands; Gemma 3 4B+'s global layers); every other scaled type (dynamic, yarn,
-longrope, ...) is rejected by name. Both config spellings are
-read: transformers 5's `rope_parameters` and 4.x's `rope_theta` / `rope_scaling`.
+(Llama 3.1's bands; linear: Llama / Mistral, Gemma 3 4B+'s global layers); every other scaled type
+(dynamic, yarn, longrope, ...) is rejected by name. Both config spellings are read: transformers
+5's `rope_parameters` and 4.x's `rope_theta` / `rope_scaling`; when a config.json has both, a
+non-empty `rope_scaling` replaces `rope_parameters`, as transformers 5.25's
+convert_rope_params_to_dict does (`rope_scaling or rope_parameters`).
 """
 from __future__ import annotations
 
@@ -55,24 +57,42 @@ def rope(d: dict, family: str, types: tuple[str, ...] = ("default",)
          ) -> tuple[float, Llama3RopeScaling | LinearRopeScaling | None]:
     """(rope_theta, scaling) from either spelling; a rope type outside `types` is an error naming
     the key ("llama3" and "linear" are the scaled types implemented)."""
-    theta, scaling = float(d.get("rope_theta") or 10_000.0), None
-    for key in ("rope_scaling", "rope_parameters"):   # 5.x's rope_parameters wins when both exist
-        params = d.get(key)
-        if params is None:
-            continue
-        kind = params.get("rope_type", params.get("type")) if isinstance(params, dict) else None
-        kind = kind or "default"
-        own = {"llama3": set(_LLAMA3_KEYS), "linear": {"factor"}}.get(kind, set())   # the scaled types' keys
-        known = {"rope_type", "type", "rope_theta"} | own
-        if not isinstance(params, dict) or kind not in types or set(params) - known:
-            raise ConfigError(f"{family} config has {key}={params!r}: only rope_type {' or '.join(map(repr, types))} "
-                              f"is supported (with rope_theta{', and llama3 factors' if 'llama3' in types else ''}"
-                              f"{', and a linear factor' if 'linear' in types else ''}); "
-                              "other RoPE scaling (dynamic, yarn, longrope, ...) would give other scores")
-        theta = float(params.get("rope_theta") or theta)
-        scaling = _llama3(params, d, family) if kind == "llama3" else _linear(params, family) if kind == "linear" \
-            else None
+    theta = float(d.get("rope_theta") or 10_000.0)
+    # HF 5.25 (convert_rope_params_to_dict): `rope_scaling or rope_parameters`, the other one unread
+    key = "rope_scaling" if d.get("rope_scaling") else "rope_parameters"
+    params = d.get(key)
+    if params is None:
+        return theta, None
+    kind = params.get("rope_type", params.get("type")) if isinstance(params, dict) else None
+    kind = kind or "default"
+    if kind == "dynamic" and kind not in types:
+        raise ConfigError(_dynamic_message(key, params, d, family))
+    own = {"llama3": set(_LLAMA3_KEYS), "linear": {"factor"}}.get(kind, set())   # the scaled types' keys
+    known = {"rope_type", "type", "rope_theta"} | own
+    if not isinstance(params, dict) or kind not in types or set(params) - known:
+        raise ConfigError(f"{family} config has {key}={params!r}: only rope_type {' or '.join(map(repr, types))} "
+                          f"is supported (with rope_theta{', and llama3 factors' if 'llama3' in types else ''}"
+                          f"{', and a linear factor' if 'linear' in types else ''}); "
+                          "other RoPE scaling (dynamic, yarn, longrope, ...) would give other scores")
+    theta = float(params.get("rope_theta") or theta)
+    scaling = _llama3(params, d, family) if kind == "llama3" else _linear(params, family) if kind == "linear" \
+        else None
     return theta, scaling
+
+
+def _dynamic_message(key: str, params, d: dict, family: str) -> str:
+    """Why "dynamic" (NTK) stays rejected: HF runs the default rope while a batch's positions fit
+    max_position_embeddings (its init frequencies are the default ones) but past that rescales
+    rope_theta from the batch's longest row, and keeps those frequencies for a later batch that is
+    shorter but still past the limit (modeling_rope_utils.dynamic_rope_update): exact only below a
+    length, then batch- and history-dependent, so no one fixed set of frequencies matches it."""
+    n = d.get("max_position_embeddings")
+    limit = f"max_position_embeddings={n} tokens" if n else "max_position_embeddings tokens"
+    return (f"{family} config has {key}={params!r}: rope_type 'dynamic' (dynamic NTK) is not supported: "
+            f"transformers uses the default rope for inputs of up to {limit}, but past that it rescales "
+            "rope_theta from the longest row of the batch (or of an earlier, longer batch), so scores would "
+            "depend on what is batched together; for inputs that never exceed that length, rope_type "
+            "'default' gives transformers' scores")
 
 
 def head_kind(d: dict) -> str:

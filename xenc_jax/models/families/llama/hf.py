@@ -3,8 +3,12 @@
 every Llama-shaped decoder shares are hf/decoder.py's; here only what the two differ in.
 
 Llama: attention_bias (biases on q/k/v/o), mlp_bias (on gate/up/down), an explicit head_dim,
-rope_type "default" or "llama3" (Llama 3.1's frequency rescaling); every other rope type is
-rejected by name. Mistral: the same attention without bias switches (MistralAttention has no
+rope_type "default", "llama3" (Llama 3.1's frequency rescaling) or "linear" (every inverse
+frequency divided by `factor`: position interpolation, as in LongChat / Vicuna-16k-style
+fine-tunes); every other rope type is rejected by name ("dynamic" with why: hf/decoder.py). Both
+families take the same rope types: HF's LlamaRotaryEmbedding and MistralRotaryEmbedding build
+their frequencies with the same modeling_rope_utils functions (transformers 5.25).
+Mistral: the same attention without bias switches (MistralAttention has no
 biases and never reads attention_bias / mlp_bias), plus `sliding_window` (None: full causal
 attention). Mistral's AutoModel ignores a `layer_types` key (HF points to Ministral for that), so
 it is an error here rather than a guess.
@@ -16,7 +20,7 @@ from .model import LlamaConfig
 from ....hf.decoder import COMMON_KEYS, decoder_table, head_dim, read_common
 from ....hf.family import ConfigError, Family
 
-_ROPE_TYPES = ("default", "llama3")
+_ROPE_TYPES = ("default", "llama3", "linear")
 
 
 def _read_llama(d: dict, family: str) -> tuple[dict, set]:

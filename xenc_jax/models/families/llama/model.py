@@ -3,8 +3,8 @@ on the shared Llama-shaped decoder (models/decoder.py: modules, heads, packing, 
 
 Mistral is Llama's math plus a sliding window (every layer sees the last `sliding_window` tokens,
 itself included) and without bias switches, so both are this one config class: the window, the
-biases (attention_bias on q/k/v/o, mlp_bias), an explicit head_dim and Llama 3's rope scaling are
-data on the shared DecoderConfig, set by hf.py's two records.
+biases (attention_bias on q/k/v/o, mlp_bias), an explicit head_dim and the rope scaling (llama3,
+linear) are data on the shared DecoderConfig, set by hf.py's two records.
 """
 from __future__ import annotations
 
