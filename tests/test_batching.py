@@ -220,6 +220,16 @@ def test_resolve():
     assert BucketConfig(tokens_per_batch=100).resolve(512)[-1] == (1, 512)
     assert BucketConfig(batch_size=6, row_multiple=4).resolve(40) == [(8, 32), (8, 40)]
     assert BucketConfig(lengths=[64, 32, 64]).lengths == (32, 64)
+    # tails: the last batch of a bucket may also have half, a quarter... of its rows; resolve()
+    # lists every shape (shortest length first, fewest rows first within a length)
+    assert BucketConfig(tokens_per_batch=1024, tail_halvings=2).row_counts(192) == (5, 3, 2)
+    assert BucketConfig(lengths=(64,), tokens_per_batch=1024, tail_halvings=3).resolve(128) == [
+        (2, 64), (4, 64), (8, 64), (16, 64), (1, 128), (2, 128), (4, 128), (8, 128)]
+    # halvings stop at row_multiple (a mesh's data-parallel size) and at 1 row
+    assert BucketConfig(batch_size=8, row_multiple=4, tail_halvings=3).row_counts(32) == (8, 4)
+    assert BucketConfig(batch_size=1, tail_halvings=3).resolve(32) == [(1, 32)]
+    with pytest.raises(ValueError, match="tail_halvings must be an int >= 0"):
+        BucketConfig(tail_halvings=-1)
 
 
 def _random_encodings(rng, dist, n, max_length):
@@ -277,7 +287,7 @@ def test_make_batches_invariants(dist, pack):
         max_length = int(rng.choice([48, 128, 200]))
         config = BucketConfig(
             lengths=(16, 32, 64, 128), pack=pack, max_segments=int(rng.choice([2, 3, 8])),
-            row_multiple=int(rng.choice([1, 2, 8])),
+            row_multiple=int(rng.choice([1, 2, 8])), tail_halvings=trial,
             **({"batch_size": int(rng.integers(1, 20))} if trial == 1
                else {"tokens_per_batch": int(rng.choice([256, 1000]))}))
         n = int(rng.integers(1, 300))
@@ -317,6 +327,11 @@ def test_make_batches_invariants(dist, pack):
                             for u in (x.attention_mask > 0).sum(1) if u > 0]
                     assert not rest or rest.count(max(rest)) > int((used == 0).sum())
         assert sum(b.num_examples for b in batches) == n
+        # Padding rows: the rows of one bucket sit in the cheapest cover that its row counts
+        # allow, so fewer padding rows than its smallest count (a whole batch without tails).
+        for L in {b.input_ids.shape[1] for b in batches}:
+            empty = sum(int(((b.attention_mask > 0).sum(1) == 0).sum()) for b in batches if b.input_ids.shape[1] == L)
+            assert empty < min(config.row_counts(L)), (L, empty, config.row_counts(L))
 
 
 def test_packing_improves_density_on_real_queries(tok, msmarco):
@@ -343,13 +358,15 @@ def test_distinct_shapes_bounded_across_many_inputs():
     # The compile bound: whatever the input sizes and length mixes, only resolve() shapes occur.
     rng = np.random.default_rng(7)
     config = BucketConfig(tokens_per_batch=2048, row_multiple=4)
-    seen = set()
+    tails = BucketConfig(tokens_per_batch=2048, row_multiple=4, tail_halvings=3, pack=True)
+    seen, seen_tails = set(), set()
     for _ in range(15):
         n = int(rng.integers(1, 400))
-        seen |= {b.input_ids.shape for b in make_batches(
-            _random_encodings(rng, str(rng.choice(["uniform", "lognormal", "tiny"])), n, 256),
-            config, 256, PAD)}
+        encodings = _random_encodings(rng, str(rng.choice(["uniform", "lognormal", "tiny"])), n, 256)
+        seen |= {b.input_ids.shape for b in make_batches(encodings, config, 256, PAD)}
+        seen_tails |= {b.input_ids.shape for b in make_batches(encodings, tails, 256, PAD)}
     assert seen <= set(config.resolve(256)) and len(seen) <= len(config.resolve(256))
+    assert seen_tails <= set(tails.resolve(256)) and len(tails.resolve(256)) <= 4 * len(config.resolve(256))
 
 
 def test_empty_and_single():
@@ -420,3 +437,61 @@ def test_unique_encodings_maps_duplicates_to_one_entry():
         np.testing.assert_array_equal(e.input_ids, unique[j].input_ids)
         np.testing.assert_array_equal(e.token_type_ids, unique[j].token_type_ids)
     assert unique_encodings([])[0] == [] and unique_encodings([])[1].shape == (0,)
+
+
+# ----------------------------------------------------------------------------- small calls: tails
+
+def _real_fraction(batches) -> float:
+    return sum(b.real_tokens for b in batches) / sum(b.padded_tokens for b in batches)
+
+
+def test_reranking_calls_pad_little_with_tails(tok, msmarco):
+    """A reranking call (1 query x 8, 32 or 100 MS MARCO passages) in the CPU pairs layouts the
+    autotune may pick. Without tails the last batch of a bucket is padded to its full row count:
+    8 pairs (4 packed rows of 192) in a 4096-token batch of 21 rows are under 25% real tokens.
+    Tuned batches above 1024 tokens get tails back down to about 1024 (4096: 21, 11 or 6 rows),
+    and a bucket leaves fewer padding rows than its smallest tail: that call is >= 4/6 real rows
+    of ~95% real tokens (0.65). Tails never compute more slots than full batches (make_batches
+    keeps the cheaper plan). Deterministic: fixed data, no model."""
+    from xenc_jax.autotune import Choice
+    from xenc_jax.runner import default_buckets
+    queries, passages = msmarco
+    base = default_buckets("pairs", "cpu")
+    for tokens, halvings in ((1024, 0), (2048, 1), (4096, 2)):
+        tails = Choice(192, tokens, 2, "float32").buckets(base)
+        assert tails.tail_halvings == halvings and tails.tokens_per_batch == tokens
+        plain = BucketConfig(pack=True, pack_length=192, tokens_per_batch=tokens)
+        for n in (8, 32, 100):
+            enc = tokenize_pairs(tok, [(queries[n % 7], p) for p in passages[:n]], 512)
+            got = _real_fraction(make_batches(enc, tails, 512, tok.pad_token_id))
+            before = _real_fraction(make_batches(enc, plain, 512, tok.pad_token_id))
+            assert got >= before, (tokens, n, got, before)
+            if tokens == 4096 and n == 8:
+                assert got >= 0.65 > 0.25 > before  # the waste this is about, and its bound
+
+
+def test_tail_shapes_compile_in_warmup_and_results_stay(minilm_dir, msmarco):
+    """On the real MiniLM with tails: warmup() compiles every shape resolve() lists, tails
+    included, and calls of any size then compile nothing more; a small call's embeddings equal
+    the ones the same texts get inside a larger call (other batches, other row counts) within
+    the bi-encoder tests' fp32 tolerance (1e-5: scores may differ in rounding only)."""
+    from xenc_jax import BiEncoder
+    # one bucket of 64 tokens (3 shapes, so 3 compiles of the real model keep the test short)
+    cfg = BucketConfig(lengths=(64,), pack=True, pack_length=64, tokens_per_batch=1024, tail_halvings=2)
+    assert cfg.resolve(64) == [(4, 64), (8, 64), (16, 64)]
+    model = BiEncoder(minilm_dir, max_seq_length=64, buckets=cfg)
+    assert model.warmup() == 3 and model.compile_count == 3
+    queries, passages = msmarco
+    texts = queries[:20] + passages[:80]
+    big = model.encode(texts)
+    for n in (3, 8, 32):
+        assert np.abs(model.encode(texts[-n:]) - big[-n:]).max() <= 1e-5, n
+    assert model.compile_count == 3
+    # the small call computes fewer padding slots: 8 passages (8 rows) in a tail of 8 rows
+    # instead of a full batch of 16
+    enc = model.encode_texts(texts[-8:])
+    got = make_batches(enc, cfg, 64, model._pad_id)
+    plain = make_batches(enc, BucketConfig(lengths=(64,), pack=True, pack_length=64, tokens_per_batch=1024), 64,
+                         model._pad_id)
+    assert [b.shape for b in got] == [(8, 64)] and [b.shape for b in plain] == [(16, 64)]
+    assert _real_fraction(got) == 2 * _real_fraction(plain) > 0.9

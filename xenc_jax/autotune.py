@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # and bigger batches suit CPUs with large caches; 192 / 1024 suited a 32 MiB-L3 EPYC.
 LAYOUTS = {"pairs": ((192, 1024), (192, 2048), (256, 2048), (192, 4096)),
            "texts": ((128, 1024), (128, 2048), (256, 2048), (128, 4096))}
+TAIL_TOKENS = 1024     # tuned batches above this get tails that halve back down to it (Choice.buckets)
 MARGIN = 0.05          # a candidate replaces the default only when this much faster
 BF16_MARGIN = 0.03     # bf16 compute is replaced by fp32 only when fp32 is this much faster
 MEASURE_S = 0.25       # seconds of scoring per measurement (at least 2 batches)
@@ -56,8 +57,15 @@ class Choice:
     compute_dtype: str          # what runs: "float32" or "bfloat16"
 
     def buckets(self, base: BucketConfig) -> BucketConfig:
-        return dataclasses.replace(base, pack=True, pack_length=self.pack_length,
-                                   tokens_per_batch=self.tokens_per_batch, batch_size=None)
+        """The layout on `base`. Batches above the default's tokens get tails (BucketConfig.
+        tail_halvings) that halve a bucket's last batch back down to about the default's size:
+        a small call (a 32-pair reranking request) then computes no more padding than the
+        default would, where a whole 4096-token batch left it 65% real tokens (80% with tails;
+        100 pairs: 71% -> 91%). The default keeps none: its waste is at most one 1024-token batch
+        per bucket, and each halving is one more shape per bucket to compile (docs/benchmarks.md)."""
+        halvings = max(0, (self.tokens_per_batch // TAIL_TOKENS).bit_length() - 1)
+        return dataclasses.replace(base, pack=True, pack_length=self.pack_length, tokens_per_batch=self.tokens_per_batch,
+                                   batch_size=None, tail_halvings=halvings)
 
     def text(self) -> str:
         return (f"rows of {self.pack_length} x {self.tokens_per_batch} tokens, {self.streams} stream(s), "

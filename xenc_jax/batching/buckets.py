@@ -34,6 +34,12 @@ class BucketConfig:
     # Packed rows hold at most this many tokens (None: max_length). Attention over a packed row
     # costs O(row length^2) whatever the segments, so shorter rows waste less on masked pairs.
     pack_length: int | None = None
+    # The last batch of each bucket may also have ceil(rows / 2**k) rows, k = 1..tail_halvings
+    # (rounded up to row_multiple): a small call (a reranking request of 20-100 pairs) then
+    # computes a few real rows instead of a full batch that is mostly padding. Each halving is
+    # at most one more shape per bucket to compile (resolve() lists them all; warmup compiles
+    # them); 0 keeps one shape per bucket.
+    tail_halvings: int = 0
 
     def __post_init__(self):
         lengths = tuple(self.lengths) if not isinstance(self.lengths, int) else (self.lengths,)
@@ -50,6 +56,9 @@ class BucketConfig:
         _positive_int(self.row_multiple, "row_multiple")
         _positive_int(self.max_segments, "max_segments")
         _positive_int(self.pack_length, "pack_length", allow_none=True)
+        if isinstance(self.tail_halvings, bool) or not isinstance(self.tail_halvings, (int, np.integer)) \
+                or self.tail_halvings < 0:
+            raise ValueError(f"BucketConfig.tail_halvings must be an int >= 0, got {self.tail_halvings!r}")
 
     @property
     def segments(self) -> int:
@@ -67,7 +76,21 @@ class BucketConfig:
             1, self.tokens_per_batch // length)
         return -(-rows // self.row_multiple) * self.row_multiple
 
+    def row_counts(self, length: int) -> tuple[int, ...]:
+        """The rows a batch of this bucket may have, most first: rows(length), then the tails'
+        halvings (distinct, multiples of row_multiple)."""
+        counts = [self.rows(length)]
+        for _ in range(self.tail_halvings):
+            half = -(-counts[-1] // 2)
+            half = -(-half // self.row_multiple) * self.row_multiple
+            if half >= counts[-1]:
+                break
+            counts.append(half)
+        return tuple(counts)
+
     def resolve(self, max_length: int) -> list[tuple[int, int]]:
-        """Every (rows, length) shape make_batches can produce, shortest length first."""
-        return [(self.rows(length), length) for length in self.bucket_lengths(max_length)]
+        """Every (rows, length) shape make_batches can produce: shortest length first, and
+        within a length fewest rows first (reversed, the order make_batches runs them)."""
+        return [(rows, length) for length in self.bucket_lengths(max_length)
+                for rows in reversed(self.row_counts(length))]
 
