@@ -2,6 +2,7 @@
 only through torch's `weights_only=True` loader (never plain pickle)."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,10 +11,33 @@ import numpy as np
 from .model_folder import ModelFolderError, read_json
 
 
+def damaged_weights(path: Path, error: Exception) -> ModelFolderError:
+    """A weights file that is missing or cannot be read, named with the way on (safetensors' own
+    SafetensorError, e.g. "MetadataIncompleteBuffer" for a file cut short, names no file and is
+    no ValueError, so the CLI printed a traceback)."""
+    if not path.is_file():
+        return ModelFolderError(f"{path} is missing: the folder's checkpoint index lists it as a shard of the weights; "
+                                "copy every shard of the model into the folder")
+    reason = " ".join(str(error).split())[:200]
+    return ModelFolderError(
+        f"{path} ({path.stat().st_size} bytes) cannot be read ({type(error).__name__}: {reason}): the file is "
+        "damaged or cut short (an interrupted download or copy?); copy it again from the model's source")
+
+
+@contextlib.contextmanager
+def _safe_open(path: Path, framework: str):
+    """safetensors' safe_open, its errors (on open or on a tensor read) named by damaged_weights."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            yield f
+    except (SafetensorError, OSError) as e:
+        raise damaged_weights(path, e) from None
+
+
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
     out = {}
-    with safe_open(str(path), framework="numpy") as f:
+    with _safe_open(path, "numpy") as f:
         keys = list(f.keys())
         try:
             for k in keys:
@@ -21,7 +45,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
             return out
         except TypeError:
             pass  # numpy has no bfloat16; read through jax (ml_dtypes) instead
-    with safe_open(str(path), framework="flax") as f:
+    with _safe_open(path, "flax") as f:
         return {k: np.asarray(f.get_tensor(k)) for k in f.keys()}
 
 
@@ -31,20 +55,18 @@ class LazyTensors(Mapping):
     through this, so the host never holds the whole checkpoint."""
 
     def __init__(self, files: list[Path]):
-        from safetensors import safe_open
         self._where: dict[str, Path] = {}
         for path in files:
-            with safe_open(str(path), framework="numpy") as f:
+            with _safe_open(path, "numpy") as f:
                 self._where.update({k: path for k in f.keys()})
 
     def __getitem__(self, key: str) -> np.ndarray:
-        from safetensors import safe_open
         path = self._where[key]
         try:
-            with safe_open(str(path), framework="numpy") as f:
+            with _safe_open(path, "numpy") as f:
                 return f.get_tensor(key)
         except TypeError:   # numpy has no bfloat16: through jax (ml_dtypes)
-            with safe_open(str(path), framework="flax") as f:
+            with _safe_open(path, "flax") as f:
                 return np.asarray(f.get_tensor(key))
 
     def __iter__(self):
@@ -80,7 +102,16 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
     except ImportError as e:
         raise ImportError(f"{path.name} is a PyTorch pickle checkpoint; reading it safely needs torch "
                           "(weights_only=True). Install torch, or convert the model to safetensors.") from e
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not path.is_file():
+        raise damaged_weights(path, FileNotFoundError(path))
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, ...
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ModelFolderError(
+            f"{path} cannot be read as a PyTorch checkpoint with weights_only=True ({type(e).__name__}: "
+            f"{first[:200]}): it is damaged or cut short, or holds objects other than tensors (never loaded "
+            "with plain pickle); copy it again, or convert the model to safetensors") from None
     return {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy() for k, v in state.items()}
 
 

@@ -30,6 +30,10 @@ def read_json(path: str | Path, what: str | None = None, *, expect: type | tuple
     label = f"{path} ({what})" if what else str(path)
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:  # e.g. a module folder that modules.json lists but that was not copied
+        raise FileNotFoundError(f"{label} does not exist: the model folder is incomplete (a file of the model, or "
+                                "the folder of a module its modules.json lists, is missing); copy the whole model "
+                                "folder again") from None
     except UnicodeDecodeError as e:
         raise error(f"{label} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     try:
