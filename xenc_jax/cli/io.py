@@ -71,8 +71,25 @@ def open_out(path: str | None):
 
 def check_input(path: str | None) -> None:
     """Before any model is loaded: a missing input file is a one-line error, not a traceback."""
+    if path not in (None, "-") and Path(path).is_dir():
+        raise IsADirectoryError(f"input {path} is a directory; give the input file")
     if path not in (None, "-") and not Path(path).is_file():
         raise FileNotFoundError(f"input file {path} does not exist")
+
+
+def check_output(path: str | None, *inputs: str | None) -> None:
+    """Before any model is loaded: an output that is a directory (found only when the finished
+    output was moved into place, after all the work) or one of the inputs (replaced by the
+    results: the input lost) is a one-line error."""
+    if path in (None, "-"):
+        return
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"--output {path} is a directory; give a file name in it, e.g. {out / 'out.jsonl'}")
+    for name in inputs:
+        if name not in (None, "-") and out.exists() and Path(name).exists() and out.samefile(name):
+            raise ValueError(f"--output {path} is the input file {name}: the results would replace it; "
+                             "write them to another file")
 
 
 class ByteCounter:
@@ -135,6 +152,15 @@ def _kind(v) -> str:
     return {list: "a list", dict: "an object", str: "a string"}.get(type(v), type(v).__name__)
 
 
+def _shown(v) -> str:
+    """A JSON value as its JSON text (null, not Python's None), cut to 80 characters."""
+    try:
+        text = json.dumps(v, ensure_ascii=False)
+    except (RecursionError, ValueError):  # nested too deeply to write back
+        text = _kind(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def json_text(v, where: str, what: str) -> str:
     """v if it is a string of valid Unicode, else the error naming the row and the field."""
     if type(v) is not str:
@@ -163,7 +189,7 @@ def _pair_from_json(obj, where: str, keys: list[str] | None = None):
     if keys is not None:
         if not isinstance(obj, dict) or any(k not in obj for k in keys):
             raise ValueError(f"{where}: expected an object with the keys {keys[0]!r} and {keys[1]!r} (--columns), "
-                             f"got {str(obj)[:80]!r}")
+                             f"got {_shown(obj)}")
         return json_text(obj[keys[0]], where, repr(keys[0])), json_text(obj[keys[1]], where, repr(keys[1]))
     if isinstance(obj, list) and len(obj) == 2:
         return json_text(obj[0], where, "item 0"), json_text(obj[1], where, "item 1")
@@ -172,7 +198,7 @@ def _pair_from_json(obj, where: str, keys: list[str] | None = None):
             if a in obj and b in obj:
                 return json_text(obj[a], where, repr(a)), json_text(obj[b], where, repr(b))
     raise ValueError(f"{where}: expected a [text1, text2] list or an object with one of the key pairs "
-                     f"{PAIR_KEYS}, got {str(obj)[:80]!r}")
+                     f"{PAIR_KEYS}, got {_shown(obj)}")
 
 
 # ----------------------------------------------------------------------------- Parquet
@@ -365,7 +391,7 @@ def iter_queries(path: str, counter: ByteCounter | None = None):
         it = _json(line, where)
         if not isinstance(it, dict) or "query" not in it:
             raise ValueError(f"{where}: expected an object {{'query': str, 'documents': [str, ...]}}, "
-                             f"got {str(it)[:80]!r}")
+                             f"got {_shown(it)}")
         key = "documents" if "documents" in it else "candidates"
         docs = it.get(key)
         if not isinstance(docs, list):

@@ -23,7 +23,8 @@ import time
 from collections import Counter
 from dataclasses import asdict
 
-from .io import check_input, iter_pairs, iter_texts, json_text, pair_format, read_json_objects, require_pyarrow
+from .io import (check_input, check_output, iter_pairs, iter_texts, json_text, pair_format, read_json_objects,
+                 require_pyarrow)
 
 ROW_FORMATS = ("triplet", "n-tuple", "n-tuple-scores", "labeled-pair", "labeled-list")
 
@@ -156,6 +157,7 @@ def _check_args(args) -> None:
                          "and a positive column")
     check_input(args.pairs)
     check_input(args.corpus)
+    check_output(args.output, args.pairs, args.corpus)
     from .writers import output_format
     args.output_format = output_format(args.output, args.output_format, ("jsonl", "parquet"))
     if "parquet" in (args.pairs_format, args.output_format) or str(args.corpus).endswith(".parquet"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from . import distributed
-from .io import (ByteCounter, check_input, iter_pairs, iter_queries, open_out, pair_columns, pair_format, read_texts,
-                 require_pyarrow)
+from .io import (ByteCounter, check_input, check_output, iter_pairs, iter_queries, open_out, pair_columns, pair_format,
+                 read_texts, require_pyarrow)
 from .writers import concat, rows_text
 
 
@@ -92,6 +92,7 @@ def _rank_one(args) -> int:
     fmt = pair_format(args.documents, None)
     if fmt == "parquet":
         require_pyarrow("Parquet input")
+    check_output(args.output, args.documents)
     docs = read_texts(args.documents, fmt if fmt != "tsv" else "text")
     if not docs:
         raise ValueError(f"no documents found in {args.documents} (the file is empty or has only blank lines)")
@@ -137,6 +138,7 @@ def _rank_stream(args) -> int:
     from .streamed import job_identity, rate_text
     fmt = args.output_format or "jsonl"
     check_input(args.input)
+    check_output(args.output, args.input)
     model = _load(args)
     t0 = time.time()
     chunks = prefetch(_query_chunks(iter_queries(args.input), model.chunk_size), lambda c: c)  # reads ahead

@@ -153,6 +153,8 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
 
 def check_destination(args, count: int) -> None:
     """Before any model loads: where the output can go with `count` processes."""
+    from .io import check_output
+    check_output(args.output, args.input)
     to_stdout = args.output in (None, "-")
     if to_stdout and args.output_format not in ("jsonl", "tsv"):
         raise ValueError(f"{args.output_format} output is binary: give --output FILE")
