@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import distributed
-from .io import open_out, read_json_objects, read_lines
+from .io import check_output, open_out, read_json_objects, read_lines
 from .writers import rows_text
 
 
@@ -147,6 +147,30 @@ def read_queries(path: str, fmt: str | None = None) -> tuple[list[str], list[str
     return qids, texts
 
 
+def _corpus_embeddings(path: str | None, corpus_path: str, n: int):
+    """--corpus-embeddings, checked before any model loads: a readable [n, D] .npy array."""
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--corpus-embeddings file {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith((b"\x93NUMPY", b"PK\x03\x04")):  # .npy, or an .npz (zip) refused below
+        raise ValueError(f"--corpus-embeddings {path} is not a .npy file (it starts with {magic!r}); write one with "
+                         "`xenc encode CORPUS -o FILE.npy`")
+    try:
+        emb = np.load(path)  # allow_pickle stays False: never unpickle a file
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"--corpus-embeddings {path} is not a readable .npy array ({' '.join(str(e).split())[:160]}); "
+                         "write one with `xenc encode CORPUS -o FILE.npy`") from None
+    if not isinstance(emb, np.ndarray):  # an .npz archive
+        raise ValueError(f"--corpus-embeddings {path} is an .npz archive; give one [{n}, dim] .npy array")
+    if emb.ndim != 2 or emb.shape[0] != n:
+        raise ValueError(f"--corpus-embeddings {path} has shape {emb.shape}; it must be [len(corpus)={n}, dim]: the "
+                         f"embeddings of the {n} documents of {corpus_path}, in file order")
+    return emb
+
+
 def run_search(args) -> int:
     import time
 
@@ -157,16 +181,17 @@ def run_search(args) -> int:
     _positive(args.rerank_top_k, "--rerank-top-k")
     if args.rerank_top_k is not None and not args.rerank:
         raise ValueError("--rerank-top-k needs --rerank MODEL (a cross-encoder)")
+    check_output(args.output, args.corpus, args.queries)
     doc_ids, corpus = read_corpus(args.corpus)
     qids, queries = read_queries(args.queries, args.queries_format)
     if not queries:
         raise ValueError(f"{args.queries}: no queries")
-    corpus_emb = None
-    if args.corpus_embeddings:
-        if not Path(args.corpus_embeddings).is_file():
-            raise FileNotFoundError(f"--corpus-embeddings file {args.corpus_embeddings} does not exist")
-        corpus_emb = np.load(args.corpus_embeddings)
+    corpus_emb = _corpus_embeddings(args.corpus_embeddings, args.corpus, len(corpus))
     model = _load_bi_encoder(args)
+    if corpus_emb is not None and corpus_emb.shape[1] != model.get_sentence_embedding_dimension():
+        raise ValueError(f"--corpus-embeddings {args.corpus_embeddings} holds vectors of {corpus_emb.shape[1]}, but "
+                         f"{args.model} embeds into {model.get_sentence_embedding_dimension()}: embed the corpus "
+                         "with the same model (`xenc encode`)")
     cross = None
     if args.rerank:
         from ..cross_encoder import CrossEncoder

@@ -3,12 +3,35 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
+from pathlib import Path
+
+from .io import CliError
 
 
 def _config(args):
-    from ..train.config import apply_overrides, load_config
-    cfg = apply_overrides(load_config(args.config), args.set)
+    from ..train.config import apply_overrides
+    cfg = apply_overrides(_preset(args.config), args.set)
     return cfg.validate()
+
+
+def _preset(path: str):
+    """The preset file's CONFIG. An error in the file itself (a syntax error, a failing import, a
+    bad value) is one line naming the file and its line, not a traceback through runpy (-v shows it)."""
+    from ..train.config import load_config
+    try:
+        return load_config(path)
+    except SyntaxError as e:
+        if e.filename is None or Path(e.filename).resolve() != Path(path).resolve():
+            raise
+        raise CliError(f"{path}:{e.lineno}: {e.msg} (a syntax error in the config file)") from e
+    except Exception as e:
+        here = Path(path).resolve()
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == here]
+        if not frames:
+            raise  # load_config's own errors (no such file, no CONFIG) already say what is wrong
+        raise CliError(f"{path}:{frames[-1].lineno}: running the config file raised {type(e).__name__}: "
+                       f"{' '.join(str(e).split())}") from e
 
 
 def run_train(args) -> int:

@@ -40,7 +40,20 @@ def rows_text(rows: list[dict], fmt: str, columns: list[str]) -> str:
     """Result rows (rank, search) as JSON Lines objects, or TSV with `columns` in that order."""
     if fmt == "jsonl":
         return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    return "".join("\t".join(str(row[c]) for c in columns) + "\n" for row in rows)
+    return "".join(_tsv_line(row, columns) for row in rows)
+
+
+def _tsv_line(row: dict, columns: list[str]) -> str:
+    """One TSV line; a value holding a tab or a line break would shift or split the row (a document
+    is a whole line, tabs kept; a JSON text may hold anything), so it is an error, not a torn row."""
+    values = [str(row[c]) for c in columns]
+    for c, v in zip(columns, values):
+        if "\t" in v or "\n" in v or "\r" in v:
+            what = "a tab" if "\t" in v else "a line break"
+            where = f" (qid {row['qid']!r})" if c != "qid" and "qid" in row else ""
+            raise ValueError(f"the {c} {v[:60]!r}{where} holds {what}, which TSV output cannot hold (it would shift "
+                             "or split the row); use --output-format jsonl")
+    return "\t".join(values) + "\n"
 
 
 # ----------------------------------------------------------------------------- Parquet
