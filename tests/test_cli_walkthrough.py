@@ -220,3 +220,21 @@ def test_a_cut_weights_file_and_a_missing_module_folder_on_the_command_line(tmp_
     assert main(["encode", str(texts), "-o", str(tmp_path / "e.npy"), "--model", str(nopool)]) == 2
     assert (f"{nopool / '1_Pooling' / 'config.json'} (Pooling config) does not exist: the model folder is "
             "incomplete") in _error(capsys)
+
+
+def test_eval_takes_the_model_set_with_set(tmp_path, capsys):
+    """README's `xenc eval --config C --set model=runs/stsb/final` ignored the --set and evaluated
+    <output_dir>/final (an error naming runs/<name>/final, or silently another model where one
+    was there); --model still comes first."""
+    cfg = tmp_path / "c.py"
+    cfg.write_text("from xenc_jax.train.config import EvalConfig, TrainConfig\n"
+                   "from xenc_jax.train.data import DataSource\n"
+                   "CONFIG = TrainConfig(name='n', output_dir=%r, train=DataSource(path='x.tsv'),\n"
+                   "                     test=EvalConfig(data=DataSource(path='x.tsv')))\n"
+                   % str(tmp_path / "out"))
+    (tmp_path / "out" / "final").mkdir(parents=True)   # another model, which must not be evaluated
+    asked = tmp_path / "trained" / "final"
+    assert main(["eval", "--config", str(cfg), "--set", f"model={asked}"]) == 2
+    assert f"model directory {asked} does not exist" in _error(capsys)
+    assert main(["eval", "--config", str(cfg), "--set", f"model={asked}", "--model", str(tmp_path / "m2")]) == 2
+    assert f"model directory {tmp_path / 'm2'} does not exist" in _error(capsys)

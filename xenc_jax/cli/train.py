@@ -50,16 +50,18 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
-    """Score a trained model (default: <output_dir>/final) with the config's test evaluator."""
+    """Score a trained model (--model, else `--set model=DIR`, else <output_dir>/final) with the
+    config's test evaluator. `--set model=` was ignored once (README's own example), which evaluated
+    <output_dir>/final, another model, whenever that existed."""
     import dataclasses
-    from pathlib import Path
 
     from ..train.loop import evaluate_model
     cfg = _config(args)
     which = cfg.test if args.split == "test" else cfg.evaluator
     if which is None:
         raise ValueError(f"the config has no {'test' if args.split == 'test' else 'evaluator'} section")
-    model = args.model or str(cfg.out_dir() / "final")
+    set_model = any(item.split("=", 1)[0].strip() == "model" for item in args.set)
+    model = args.model or (str(cfg.model) if set_model else str(cfg.out_dir() / "final"))
     if not Path(model).is_dir():
         raise FileNotFoundError(f"model directory {model} does not exist (train first, or pass --model)")
     metrics = evaluate_model(dataclasses.replace(cfg, model=model), which)
@@ -81,7 +83,8 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained model with a preset's evaluator")
     p.add_argument("--config", required=True, help="the python preset file the model was trained with "
                    "(see configs/): its evaluator and test sections are what is measured")
-    p.add_argument("--model", default=None, help="model directory (default: <output_dir>/final)")
+    p.add_argument("--model", default=None, help="model directory (default: --set model=DIR, else "
+                   "<output_dir>/final)")
     p.add_argument("--split", choices=["test", "eval"], default="test",
                    help="the config's test section or its evaluator (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
