@@ -1,6 +1,7 @@
 """xenc_jax.batching: token ids identical to sentence-transformers 6.2, fixed-shape batches."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zlib
@@ -332,6 +333,9 @@ def test_make_batches_invariants(dist, pack):
         for L in {b.input_ids.shape[1] for b in batches}:
             empty = sum(int(((b.attention_mask > 0).sum(1) == 0).sum()) for b in batches if b.input_ids.shape[1] == L)
             assert empty < min(config.row_counts(L)), (L, empty, config.row_counts(L))
+        # and tails never compute more token slots than full batches would
+        plain = make_batches(encodings, dataclasses.replace(config, tail_halvings=0), max_length, PAD)
+        assert sum(b.padded_tokens for b in batches) <= sum(b.padded_tokens for b in plain)
 
 
 def test_packing_improves_density_on_real_queries(tok, msmarco):
