@@ -238,3 +238,17 @@ def test_eval_takes_the_model_set_with_set(tmp_path, capsys):
     assert f"model directory {asked} does not exist" in _error(capsys)
     assert main(["eval", "--config", str(cfg), "--set", f"model={asked}", "--model", str(tmp_path / "m2")]) == 2
     assert f"model directory {tmp_path / 'm2'} does not exist" in _error(capsys)
+
+
+def test_a_text_flag_that_is_not_utf8_is_refused_before_any_model_loads(tmp_path, capsys):
+    """`xenc rank --query $'caf\\xe9'` (a Latin-1 terminal) reached the tokenizer after the model
+    loaded: "TextInputSequence must be str". Python keeps such argv bytes as lone surrogates."""
+    docs = tmp_path / "docs.txt"
+    docs.write_text("d\n")
+    assert main(["rank", "--query", "caf\udce9", "--documents", str(docs), "--model", NO_MODEL]) == 2
+    assert _error(capsys) == ("xenc rank: error: --query holds a byte that is not UTF-8 (0xe9 at character 3); "
+                              "give UTF-8 text (check the terminal's or the script's encoding)")
+    assert main(["encode", str(docs), "-o", str(tmp_path / "e.npy"), "--prompt", "\ud800", "--model", NO_MODEL]) == 2
+    assert "--prompt holds a lone surrogate (\\ud800 at character 0)" in _error(capsys)
+    assert main(["rank", "--query", "café 東京", "--documents", str(docs), "--model", NO_MODEL]) == 2
+    assert "does not exist" in _error(capsys)   # valid Unicode passes the check (and fails at the model)

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from . import distributed, mine, score, search, train
-from .io import CliError
+from .io import CliError, check_text_args
 
 # Each command module exposes register(subparsers); its parser sets `func(args) -> int`.
 COMMAND_MODULES = [score, search, mine, train, distributed]
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_text_args(args)
         return int(args.func(args) or 0)
     except (CliError, FileNotFoundError, NotADirectoryError, ValueError, TypeError, OSError) as e:
         if args.verbose:

@@ -77,6 +77,26 @@ def check_input(path: str | None) -> None:
         raise FileNotFoundError(f"input file {path} does not exist")
 
 
+TEXT_ARGS = ("query", "prompt", "query_prompt", "corpus_prompt")  # flags whose value is text, not a path
+
+
+def check_text_args(args) -> None:
+    """Before any model is loaded: a text flag (--query, --prompt, ...) holding bytes that are not
+    UTF-8 (Python keeps them as lone surrogates, e.g. from a Latin-1 terminal) is a one-line error,
+    not the tokenizer's "TextInputSequence must be str" after the model loaded."""
+    for name in TEXT_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                c = ord(value[e.start])   # 0xDC80..0xDCFF: an undecodable argv byte (surrogateescape)
+                what = f"a byte that is not UTF-8 (0x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else \
+                    f"a lone surrogate (\\u{c:04x}"
+                raise CliError(f"--{name.replace('_', '-')} holds {what} at character {e.start}); give UTF-8 text "
+                               "(check the terminal's or the script's encoding)") from None
+
+
 def check_output(path: str | None, *inputs: str | None) -> None:
     """Before any model is loaded: an output that is a directory (found only when the finished
     output was moved into place, after all the work) or one of the inputs (replaced by the
