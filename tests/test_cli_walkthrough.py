@@ -252,3 +252,12 @@ def test_a_text_flag_that_is_not_utf8_is_refused_before_any_model_loads(tmp_path
     assert "--prompt holds a lone surrogate (\\ud800 at character 0)" in _error(capsys)
     assert main(["rank", "--query", "café 東京", "--documents", str(docs), "--model", NO_MODEL]) == 2
     assert "does not exist" in _error(capsys)   # valid Unicode passes the check (and fails at the model)
+
+
+def test_a_pipe_as_the_input_file_is_named_as_a_pipe(tmp_path, capsys):
+    """`xenc score <(cmd)` and `xenc score /dev/stdin` said "input file /dev/fd/63 does not exist"."""
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert main(["score", str(fifo), "--model", NO_MODEL]) == 2   # refused before it is opened (no blocking read)
+    assert f"input {fifo} is a pipe or device, not a file" in _error(capsys)

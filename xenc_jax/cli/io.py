@@ -73,6 +73,10 @@ def check_input(path: str | None) -> None:
     """Before any model is loaded: a missing input file is a one-line error, not a traceback."""
     if path not in (None, "-") and Path(path).is_dir():
         raise IsADirectoryError(f"input {path} is a directory; give the input file")
+    if path not in (None, "-") and Path(path).exists() and not Path(path).is_file():  # <(cmd), /dev/stdin
+        raise CliError(f"input {path} is a pipe or device, not a file: inputs are read by position (to resume, to "
+                       "split among processes); pipe the data to '-' (stdin) where the command reads it, or save it "
+                       "to a file")
     if path not in (None, "-") and not Path(path).is_file():
         raise FileNotFoundError(f"input file {path} does not exist")
 
