@@ -57,12 +57,12 @@ def rope(d: dict, family: str, types: tuple[str, ...] = ("default",)
          ) -> tuple[float, Llama3RopeScaling | LinearRopeScaling | None]:
     """(rope_theta, scaling) from either spelling; a rope type outside `types` is an error naming
     the key ("llama3" and "linear" are the scaled types implemented)."""
-    theta = float(d.get("rope_theta") or 10_000.0)
-    # HF 5.25 (convert_rope_params_to_dict): `rope_scaling or rope_parameters`, the other one unread
+    # HF 5.25 (convert_rope_params_to_dict): `rope_scaling or rope_parameters`, the other one unread;
+    # the dict's own rope_theta, else the top-level one, else 1e4 (setdefault: a key present wins)
     key = "rope_scaling" if d.get("rope_scaling") else "rope_parameters"
     params = d.get(key)
     if params is None:
-        return theta, None
+        return _theta(d.get("rope_theta", 10_000.0), "rope_theta", family), None
     kind = params.get("rope_type", params.get("type")) if isinstance(params, dict) else None
     kind = kind or "default"
     if kind == "dynamic" and kind not in types:
@@ -74,10 +74,20 @@ def rope(d: dict, family: str, types: tuple[str, ...] = ("default",)
                           f"is supported (with rope_theta{', and llama3 factors' if 'llama3' in types else ''}"
                           f"{', and a linear factor' if 'linear' in types else ''}); "
                           "other RoPE scaling (dynamic, yarn, longrope, ...) would give other scores")
-    theta = float(params.get("rope_theta") or theta)
+    theta = _theta(params.get("rope_theta", d.get("rope_theta", 10_000.0)),
+                   f"{key}['rope_theta']" if "rope_theta" in params else "rope_theta", family)
     scaling = _llama3(params, d, family) if kind == "llama3" else _linear(params, family) if kind == "linear" \
         else None
     return theta, scaling
+
+
+def _theta(value, key: str, family: str) -> float:
+    """A rope base must be a positive number: HF 5.25 fails on a null one (None ** exponents) and
+    turns 0 or a negative one into inf / nan frequencies, so neither has scores to match."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{family} config has {key}={value!r}: the rotary base must be a positive number "
+                          "(e.g. 10000.0)")
+    return float(value)
 
 
 def _dynamic_message(key: str, params, d: dict, family: str) -> str:

@@ -2,7 +2,7 @@
 pre-RMSNorm layers with causal grouped-query attention and rotary positions, a SwiGLU MLP, a final
 RMSNorm; and the two heads a decoder scores with. What differs between those families is data on
 DecoderConfig: q/k norms (Qwen3), biases (Qwen2's q/k/v, attention_bias, mlp_bias), an explicit
-head_dim, Llama 3's rope scaling, a sliding window (Mistral), tied embeddings; Gemma's (1 + w)
+head_dim, rope scaling (Llama 3's bands, linear), a sliding window (Mistral), tied embeddings; Gemma's (1 + w)
 norms, scaled embeddings, post-branch norms, score scale, soft-caps and GeGLU (by activation name). A family folder
 holds a DecoderConfig subclass (its name) and its HF record; the modules are these.
 
@@ -27,8 +27,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from .axes import Dtype, constrain
-from .blocks import GLOBAL, LOCAL, AttentionSpec, LayerSpec, LayerType, Llama3RopeScaling, NormSpec, PreNormLayer, \
-    embed, layer_class
+from .blocks import GLOBAL, LOCAL, AttentionSpec, LayerSpec, LayerType, LinearRopeScaling, Llama3RopeScaling, NormSpec, \
+    PreNormLayer, embed, layer_class
 from .config import EncoderConfig
 from .dense import contract, dense, normal
 from .encoder import default_position_ids
@@ -40,7 +40,9 @@ class DecoderConfig(EncoderConfig):
     num_kv_heads: int = 0              # grouped-query attention: query heads per kv head = num_heads // num_kv_heads
     attn_head_dim: int = 0             # an explicit head_dim (may differ from hidden // heads); 0: hidden // heads
     rope_theta: float = 10_000.0
-    rope_scaling: Llama3RopeScaling | None = None   # Llama 3.1's frequency rescaling
+    # frequency rescaling, Llama 3.1's bands or linear (Llama, Mistral, Gemma 3 4B+): every layer's, but
+    # only the GLOBAL ones' when local_rope_theta is set (Gemma 3 scales its global layers only)
+    rope_scaling: Llama3RopeScaling | LinearRopeScaling | None = None
     sliding_window: int = 0            # > 0: sliding layers see the last `sliding_window` tokens (self included)
     layer_kinds: tuple[str, ...] = ()  # GLOBAL / LOCAL per layer; (): all LOCAL with a window, else all GLOBAL
     qk_norm: bool = False              # Qwen3: RMSNorm over head_dim on q and k

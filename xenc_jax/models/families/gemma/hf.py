@@ -64,21 +64,38 @@ def _read_gemma2(d: dict, family: str) -> tuple[dict, set]:
 
 
 def _gemma3_rope(d: dict, family: str) -> tuple[float, object, float]:
-    """(global theta, global scaling, local theta): 5.x's rope_parameters per layer type, or 4.x's
-    rope_theta / rope_local_base_freq / rope_scaling (the global layers': Gemma 3 4B+ write
-    {"rope_type": "linear", "factor": 8}); Gemma 3's defaults 1e6 / 1e4. The sliding layers take
-    the default rope type only (the released checkpoints scale only the global ones)."""
-    full = {"rope_type": "default", "rope_theta": d.get("rope_theta") or 1_000_000.0, **(d.get("rope_scaling") or {})}
-    local = {"rope_type": "default", "rope_theta": d.get("rope_local_base_freq") or 10_000.0}
+    """(global theta, global scaling, local theta) as Gemma3TextConfig.convert_rope_params_to_dict
+    (transformers 5.25) builds them: each layer type's `rope_parameters` dict ({"rope_type":
+    "default"} when absent), a 4.x `rope_scaling` merged over the full_attention one (its keys win,
+    rope_type and factor included: Gemma 3 4B+ write {"rope_type": "linear", "factor": 8}), then
+    rope_theta / rope_local_base_freq only where the dict has no rope_theta; defaults 1e6 / 1e4.
+    The sliding layers take the default rope type only (the released checkpoints scale only the
+    global ones)."""
     params = d.get("rope_parameters")
-    if params is not None:
-        if not isinstance(params, dict) or set(params) - {"full_attention", "sliding_attention"}:
-            raise ConfigError(f"{family} config has rope_parameters={params!r}: expected one dict per layer type "
-                              "('full_attention', 'sliding_attention')")
-        full.update(params.get("full_attention") or {})
-        local.update(params.get("sliding_attention") or {})
-    theta, scaling = rope({"rope_parameters": full}, f"{family} (full_attention layers)", ("default", "linear"))
-    return theta, scaling, rope({"rope_parameters": local}, f"{family} (sliding_attention layers)")[0]
+    if params is not None and (not isinstance(params, dict) or set(params) - {"full_attention", "sliding_attention"}):
+        raise ConfigError(f"{family} config has rope_parameters={params!r}: expected one dict per layer type "
+                          "('full_attention', 'sliding_attention')")
+    scaling = d.get("rope_scaling")
+    if scaling is not None and not isinstance(scaling, dict):
+        raise ConfigError(f"{family} config has rope_scaling={scaling!r}: expected a dict (rope_type, factor)")
+    if scaling is not None and params is not None and not isinstance(params.get("full_attention"), dict):
+        raise ConfigError(f"{family} config has rope_scaling and a rope_parameters without a 'full_attention' dict: "
+                          "transformers merges rope_scaling into that dict and fails without it; put the "
+                          "rope settings in rope_parameters['full_attention'] and drop rope_scaling")
+    got = []
+    for kind, extra, theta_key, default in (("full_attention", scaling, "rope_theta", 1_000_000.0),
+                                            ("sliding_attention", None, "rope_local_base_freq", 10_000.0)):
+        p = (params or {}).get(kind)
+        p = {"rope_type": "default"} if p is None else dict(p)   # HF's default dict only for a missing one
+        p.update(extra or {})
+        p.setdefault("rope_theta", d.get(theta_key, default))
+        # rope() names the key: rope_scaling when one was merged in (the error is about it, then)
+        key = "rope_scaling" if extra else "rope_parameters"
+        types = ("default", "linear") if kind == "full_attention" else ("default",)
+        got.append(rope({key: p, "max_position_embeddings": d.get("max_position_embeddings")},
+                        f"{family} ({kind} layers)", types))
+    (theta, scaling), (local, _) = got
+    return theta, scaling, local
 
 
 def _read_gemma3(d: dict, family: str) -> tuple[dict, set]:

@@ -4,7 +4,8 @@ model.py).
 config.json comes in two spellings: transformers 5 writes `layer_types` and `rope_parameters`
 (and keeps `global_attn_every_n_layers`), the 4.x-saved checkpoints on the hub have
 `global_attn_every_n_layers`, `global_rope_theta` and `local_rope_theta`. Both are read; the 5.x
-keys win when present, as in ModernBertConfig.__post_init__ / convert_rope_params_to_dict.
+keys win when present, as in ModernBertConfig.__post_init__ / convert_rope_params_to_dict, except
+that a `rope_scaling` dict is merged over both layer types' rope settings (as HF does: _thetas).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import re
 from . import presets
 from .model import GLOBAL, LOCAL, ModernBertConfig
 from ...blocks.mlp import ACTIVATIONS
+from ....hf.decoder import rope
 from ....hf.family import LAYER, ConfigError, Family, FamilyTable, Fused, Rule, require
 
 _KEYS = {
@@ -48,30 +50,37 @@ def _layer_types(d: dict, n: int) -> tuple[str, ...]:
 
 
 def _thetas(d: dict) -> tuple[float, float]:
-    """(global, local) rope theta. Only the "default" rope type (plain RoPE over the whole head)
-    is implemented; scaled types (linear, dynamic, yarn, ...) are rejected by name."""
-    if d.get("rope_scaling") is not None:
-        raise ConfigError(f"modernbert config has rope_scaling={d['rope_scaling']!r}: only unscaled rotary "
-                          "positions (rope_type 'default') are supported")
-    glob = d.get("global_rope_theta", 160_000.0)
-    # 4.x: a local_rope_theta of None meant "use the global theta" (ModernBertAttention)
-    loc = d.get("local_rope_theta", 10_000.0)
-    loc = glob if loc is None else loc
+    """(global, local) rope theta as ModernBertConfig.convert_rope_params_to_dict (transformers
+    5.25) builds them: each layer type's `rope_parameters` dict ({"rope_type": "default"} when
+    absent), a `rope_scaling` dict merged over both (its keys win, rope_theta included), then
+    global_rope_theta / local_rope_theta only where the dict has no rope_theta; defaults 160000 /
+    10000. Only the "default" rope type (plain RoPE over the whole head) is implemented; scaled
+    types (linear, dynamic, yarn, ...) are rejected by name (hf/decoder.rope)."""
     params = d.get("rope_parameters")
-    if params is not None:
-        if not isinstance(params, dict) or set(params) - {GLOBAL, LOCAL}:
-            raise ConfigError(f"modernbert config has rope_parameters={params!r}: expected a dict per layer "
-                              f"type ({GLOBAL!r}, {LOCAL!r})")
-        got = {}
-        for kind, fallback in ((GLOBAL, glob), (LOCAL, loc)):
-            p = params.get(kind) or {}
-            extra = set(p) - {"rope_type", "rope_theta"}
-            if p.get("rope_type", "default") != "default" or extra:
-                raise ConfigError(f"modernbert config has rope_parameters[{kind!r}]={p!r}: only rope_type "
-                                  "'default' with rope_theta is supported")
-            got[kind] = p.get("rope_theta", fallback)
-        glob, loc = got[GLOBAL], got[LOCAL]
-    return float(glob), float(loc)
+    if params is not None and (not isinstance(params, dict) or set(params) - {GLOBAL, LOCAL}):
+        raise ConfigError(f"modernbert config has rope_parameters={params!r}: expected a dict per layer "
+                          f"type ({GLOBAL!r}, {LOCAL!r})")
+    scaling = d.get("rope_scaling")
+    if scaling is not None and not isinstance(scaling, dict):
+        raise ConfigError(f"modernbert config has rope_scaling={scaling!r}: expected a dict (rope_type, rope_theta)")
+    if scaling is not None and params is not None and not all(isinstance(params.get(k), dict) for k in (GLOBAL, LOCAL)):
+        raise ConfigError(f"modernbert config has rope_scaling and a rope_parameters without both {GLOBAL!r} and "
+                          f"{LOCAL!r} dicts: transformers merges rope_scaling into both and fails without them; "
+                          "put the rope settings in rope_parameters and drop rope_scaling")
+    fallback = {GLOBAL: d.get("global_rope_theta", 160_000.0), LOCAL: d.get("local_rope_theta", 10_000.0)}
+    if fallback[LOCAL] is None:
+        # 4.x ModernBertAttention: a null local_rope_theta meant the global theta (5.25 fails on it)
+        fallback[LOCAL] = fallback[GLOBAL]
+    got = []
+    for kind in (GLOBAL, LOCAL):
+        p = (params or {}).get(kind)
+        p = {"rope_type": "default"} if p is None else dict(p)   # HF's default dict only for a missing one
+        p.update(scaling or {})
+        p.setdefault("rope_theta", fallback[kind])
+        key = "rope_scaling" if scaling else "rope_parameters"   # the error names rope_scaling when it was merged in
+        got.append(rope({key: p, "max_position_embeddings": d.get("max_position_embeddings")},
+                        f"modernbert ({kind} layers)")[0])
+    return got[0], got[1]
 
 
 def _read(d: dict, family: str) -> tuple[dict, set]:
