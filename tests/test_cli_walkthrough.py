@@ -122,6 +122,8 @@ def test_corpus_embeddings_are_checked_before_the_model_loads(tmp_path, capsys):
     cut.write_bytes(good.read_bytes()[:140])
     assert main(base + [str(cut)]) == 2
     assert f"--corpus-embeddings {cut} is not a readable .npy array (Failed to read all data" in _error(capsys)
+    assert main(base + [str(tmp_path)]) == 2   # a directory, or /dev/null: "does not exist" said nothing true
+    assert f"--corpus-embeddings {tmp_path} is not a file" in _error(capsys)
     rows = tmp_path / "rows.npy"
     np.save(rows, np.ones((5, 8), np.float32))
     assert main(base + [str(rows)]) == 2
@@ -261,3 +263,15 @@ def test_a_pipe_as_the_input_file_is_named_as_a_pipe(tmp_path, capsys):
     os.mkfifo(fifo)
     assert main(["score", str(fifo), "--model", NO_MODEL]) == 2   # refused before it is opened (no blocking read)
     assert f"input {fifo} is a pipe or device, not a file" in _error(capsys)
+
+
+def test_the_missing_head_error_names_the_commands_that_take_allow_new_head():
+    """`xenc search --rerank BI` / `xenc mine --rerank BI` said "(CLI: --allow-new-head)", a flag
+    those commands do not have (a random head's reranking is meaningless there)."""
+    from xenc_jax.cli import build_parser
+    from xenc_jax.hf.model_folder import missing_head_error
+    msg = str(missing_head_error("/m", ["classifier.weight"]))
+    assert "(`xenc score` / `rank` / `tune`: --allow-new-head)" in msg
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name in ("score", "rank", "tune"):   # what the message promises is there
+        assert any("--allow-new-head" in a.option_strings for a in sub[name]._actions), name

@@ -152,7 +152,8 @@ def _corpus_embeddings(path: str | None, corpus_path: str, n: int):
     if not path:
         return None
     if not Path(path).is_file():
-        raise FileNotFoundError(f"--corpus-embeddings file {path} does not exist")
+        raise FileNotFoundError(f"--corpus-embeddings {path} is not a file" if Path(path).exists() else
+                                f"--corpus-embeddings file {path} does not exist")
     with open(path, "rb") as f:
         magic = f.read(6)
     if not magic.startswith((b"\x93NUMPY", b"PK\x03\x04")):  # .npy, or an .npz (zip) refused below

@@ -153,4 +153,5 @@ def missing_head_error(model_dir: str | Path, missing) -> MissingHeadError:
         f"{model_dir} has no trained classification head ({', '.join(missing)} missing from its weights); "
         f"{what}scoring with a randomly initialised head gives meaningless scores. To go on: train a head on "
         "it with `xenc train`, embed with it as a bi-encoder (`xenc encode` / `xenc search`, BiEncoder), or "
-        "pass allow_new_head=True (CLI: --allow-new-head) to initialise a new head, e.g. to train it")
+        "pass allow_new_head=True (`xenc score` / `rank` / `tune`: --allow-new-head) to initialise a new head, e.g. "
+        "to train it")
