@@ -275,3 +275,17 @@ def test_the_missing_head_error_names_the_commands_that_take_allow_new_head():
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices
     for name in ("score", "rank", "tune"):   # what the message promises is there
         assert any("--allow-new-head" in a.option_strings for a in sub[name]._actions), name
+
+
+def test_version_and_python_dash_m(capsys):
+    """`xenc --version` said "the following arguments are required: command"; without the console
+    script on PATH there was no `python -m` way to run the CLI."""
+    import subprocess
+    import sys
+    import xenc_jax
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"xenc_jax {xenc_jax.__version__}"
+    res = subprocess.run([sys.executable, "-m", "xenc_jax.cli", "--version"], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0 and res.stdout.strip() == f"xenc_jax {xenc_jax.__version__}", res.stderr

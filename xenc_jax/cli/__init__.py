@@ -15,6 +15,8 @@ COMMAND_MODULES = [score, search, mine, train, distributed]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xenc", description="JAX/Flax cross-encoders and bi-encoders.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and warnings")
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"xenc_jax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:
         module.register(sub)
