@@ -289,3 +289,19 @@ def test_version_and_python_dash_m(capsys):
     res = subprocess.run([sys.executable, "-m", "xenc_jax.cli", "--version"], capture_output=True, text=True,
                          timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0 and res.stdout.strip() == f"xenc_jax {xenc_jax.__version__}", res.stderr
+
+
+def test_score_can_ignore_config_keys_the_user_checked(tmp_path, capsys, minilm_dir):
+    """An attribute xenc_jax does not handle is refused, and the message says to pass
+    ignore_config_keys=: the library's escape hatch, which `xenc score` / `rank` did not have.
+    With the flag, loading goes past the config (here to the next check: MiniLM has no head)."""
+    folder = _small_files(minilm_dir, tmp_path / "m", drop=("model.safetensors", "README.md", "modules.json"))
+    (folder / "model.safetensors").symlink_to(minilm_dir / "model.safetensors")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "my_new_switch": True}))
+    pairs = tmp_path / "p.tsv"
+    pairs.write_text("q\td\n")
+    assert main(["score", str(pairs), "--model", str(folder)]) == 2
+    assert "config.json has attributes xenc_jax does not handle: ['my_new_switch']" in _error(capsys)
+    assert main(["score", str(pairs), "--model", str(folder), "--ignore-config-keys", "my_new_switch"]) == 2
+    assert f"{folder} has no trained classification head" in _error(capsys)

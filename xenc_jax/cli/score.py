@@ -18,6 +18,9 @@ def _model_args(p):
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None, help="pack several short pairs per row")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
     _allow_new_head_arg(p)
+    p.add_argument("--ignore-config-keys", default=None, metavar="K1,K2",
+                   help="config.json attributes xenc_jax does not handle, which you checked do not change the "
+                        "model's math (loading refuses them otherwise: they could silently change the scores)")
 
 
 def _allow_new_head_arg(p):
@@ -37,7 +40,8 @@ def _load(args, run=None):
     extra = {"chunk_size": args.chunk_size} if getattr(args, "chunk_size", None) else {}
     return CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype, buckets=buckets,
                         compilation_cache=cli_compilation_cache(), allow_new_head=args.allow_new_head,
-                        **sharded, **extra)
+                        ignore_config_keys=tuple(k.strip() for k in (args.ignore_config_keys or "").split(",")
+                                                 if k.strip()), **sharded, **extra)
 
 
 def run_score(args) -> int:
