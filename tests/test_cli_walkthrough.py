@@ -305,3 +305,36 @@ def test_score_can_ignore_config_keys_the_user_checked(tmp_path, capsys, minilm_
     assert "config.json has attributes xenc_jax does not handle: ['my_new_switch']" in _error(capsys)
     assert main(["score", str(pairs), "--model", str(folder), "--ignore-config-keys", "my_new_switch"]) == 2
     assert f"{folder} has no trained classification head" in _error(capsys)
+
+
+class _InterruptedStdin:
+    """sys.stdin whose bytes end in a Ctrl-C after `lines` lines."""
+
+    def __init__(self, lines: list[bytes]):
+        self.buffer = self
+        self._lines = lines
+
+    def __iter__(self):
+        yield from self._lines
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_stdin_job_leaves_no_parts(tmp_path, capsys, monkeypatch, minilm_dir):
+    """`cat big.tsv | xenc score - -o s.jsonl`, Ctrl-C after some parts: "interrupted" (no resume:
+    stdin cannot be read again) but s.jsonl.parts/ stayed, parts nothing could ever use."""
+    import sys
+    import transformers as tf
+    from tiny_hf import make_tiny
+    tok = tf.AutoTokenizer.from_pretrained(str(minilm_dir))
+    make_tiny("bert", tmp_path / "ce", num_labels=1, seed=5, vocab_size=tok.vocab_size, max_position_embeddings=32)
+    tok.save_pretrained(str(tmp_path / "ce"))
+    out = tmp_path / "s.jsonl"
+    written = []
+    from xenc_jax.cli import jobs
+    write_part = jobs.PartsJob.write_part
+    monkeypatch.setattr(jobs.PartsJob, "write_part", lambda self, k, w: (write_part(self, k, w), written.append(k)))
+    monkeypatch.setattr(sys, "stdin", _InterruptedStdin([f"query {i}\tdocument {i}\n".encode() for i in range(6)]))
+    assert main(["score", "-", "-o", str(out), "--chunk-size", "2", "--model", str(tmp_path / "ce")]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "xenc score: interrupted"
+    assert written == [0, 1, 2]   # the parts were written (the 6 lines before the Ctrl-C) ...
+    assert not out.exists() and not (tmp_path / "s.jsonl.parts").exists()   # ... and none is left

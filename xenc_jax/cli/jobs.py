@@ -116,6 +116,11 @@ class PartsJob:
         shutil.rmtree(self.dir, ignore_errors=True)
         return False
 
+    def discard(self) -> None:
+        """After a failed or interrupted run that cannot be resumed (its input was stdin, which
+        cannot be read again): the parts are of no use, so none are left behind."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def assemble(self, assemble, target: str | Path | None = None) -> tuple[Path, int]:
         """Every process's parts -> the output (or `target`), then the parts are removed."""
         return _assemble(self.dir, self.processes, self.ext, assemble, Path(target or self.output))

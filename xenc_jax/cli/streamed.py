@@ -132,8 +132,10 @@ def stream_job(args, model, make_source, counter, *, what: str, settings: dict, 
         if count == 1 and n == 0 and args.input not in (None, "-"):
             raise ValueError(f"{args.input}: no {what} found (the file is empty or has only blank lines)")
     except BaseException:
-        if job is not None and count == 1:  # no manifest without parts left behind (issue 29)
-            args.resumable = job.keep_or_discard() and args.input not in (None, "-")
+        if job is not None and count == 1 and args.input in (None, "-"):
+            job.discard()  # stdin cannot be read again: its parts could never be resumed
+        elif job is not None and count == 1:  # no manifest without parts left behind (issue 29)
+            args.resumable = job.keep_or_discard()
         raise
     where = _finish(args, job, fmt, index, count, n - first)
     seconds = time.time() - t0
