@@ -90,6 +90,19 @@ def test_tsv_rows_never_hold_a_tab_or_line_break_of_a_value():
     assert json.loads(rows_text([{**row, "text": "a\tb\nc"}], "jsonl", cols))["text"] == "a\tb\nc"  # JSON keeps any text
 
 
+def test_a_file_with_old_mac_line_endings_is_named_as_such(tmp_path):
+    """Lines ended by \\r alone read as one line of 3 columns; the error advised --columns A,B, which
+    would have paired "d1\\rq2" as one text: silently wrong pairs."""
+    from xenc_jax.cli.io import iter_pairs
+    path = tmp_path / "cr.tsv"
+    path.write_bytes(b"q1\td1\rq2\td2\r")
+    with pytest.raises(ValueError, match=r"cr\.tsv:1: 3 tab-separated column\(s\) and a carriage return .* convert "
+                                         r"them to \\n"):
+        list(iter_pairs(str(path)))
+    path.write_bytes(b"q1\td1\r\nq\rx\td\n")   # CRLF, and a \r inside a text of a good line: rows as ever
+    assert list(iter_pairs(str(path))) == [("q1", "d1"), ("q\rx", "d")]
+
+
 def test_a_json_null_line_is_shown_as_json():
     """`got 'None'` for a JSON line `null`: the value as the user wrote it is `null`."""
     from xenc_jax.cli.io import iter_pairs

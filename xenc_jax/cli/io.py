@@ -370,6 +370,10 @@ def iter_pairs(path: str, fmt: str | None = None, columns: list[str] | None = No
             yield tuple(_tab_columns(line, where, picks))
         else:
             cols = line.split("\t")
+            if len(cols) != 2 and "\r" in line:  # not --columns: it would pair texts of two lines
+                raise ValueError(f"{where}: {len(cols)} tab-separated column(s) and a carriage return (\\r) inside "
+                                 "the line: the file seems to end its lines with \\r alone (old Mac style); convert "
+                                 "them to \\n (e.g. tr '\\r' '\\n')")
             if len(cols) < 2:
                 raise ValueError(f"{where}: expected two tab-separated texts, found {len(cols)} column(s)")
             if len(cols) > 2:
