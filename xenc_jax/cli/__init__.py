@@ -9,6 +9,8 @@ from . import distributed, mine, score, search, train
 from .io import CliError, check_text_args
 
 # Each command module exposes register(subparsers); its parser sets `func(args) -> int`.
+# Building the parser must not import jax, flax or transformers (import them inside `func`): `xenc --help`
+# and `--version` take ~0.25 s instead of 2-3 s (tests/test_startup.py checks it).
 COMMAND_MODULES = [score, search, mine, train, distributed]
 
 
