@@ -56,17 +56,70 @@ _MUST_EQUAL = {
 }
 
 
+# config.json keys every family reads alike (under its own names: DistilBERT's n_layers, T5's
+# d_model) -> what a value must be. Checked here, once, before any reader does arithmetic on them,
+# so a hand-edited or truncated config.json gives one line naming the file, the key and the fix
+# instead of a TypeError deep in a reader or a weights error that blames the checkpoint.
+# "?": null is allowed too (the readers then take HF's default).
+_POSITIVE_INT = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "dim", "n_layers", "n_heads", "hidden_dim", "d_model", "d_ff", "d_kv",
+                 "num_layers", "num_heads", "num_labels", "?num_key_value_heads", "?head_dim", "?embedding_size")
+_NON_NEGATIVE_INT = ("type_vocab_size",)
+_INT = ("?pad_token_id",)   # some Llama conversions write -1
+_POSITIVE_FLOAT = ("layer_norm_eps", "rms_norm_eps", "norm_eps", "layer_norm_epsilon")
+_PROBABILITY = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+                "seq_classif_dropout", "dropout_rate", "embedding_dropout", "mlp_dropout", "pooler_dropout",
+                "?classifier_dropout", "?cls_dropout")
+
+
+def _value_rules() -> dict[str, tuple[bool, Any, str]]:
+    """key -> (null allowed, check(value) -> bool, what is expected)."""
+    is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)       # noqa: E731 (JSON true is an int)
+    is_num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    kinds = ((_POSITIVE_INT, lambda x: is_int(x) and x >= 1, "an integer >= 1"),
+             (_NON_NEGATIVE_INT, lambda x: is_int(x) and x >= 0, "an integer >= 0"),
+             (_INT, is_int, "an integer token id"),
+             (_POSITIVE_FLOAT, lambda x: is_num(x) and 0 < x < 1, "a number > 0 and < 1 (e.g. 1e-12)"),
+             (_PROBABILITY, lambda x: is_num(x) and 0 <= x <= 1, "a number from 0 to 1 (a dropout probability)"))
+    return {k.lstrip("?"): (k.startswith("?"), check, want) for keys, check, want in kinds for k in keys}
+
+
+_VALUE_RULES = _value_rules()
+
+
+def _check_values(d: dict, source: str) -> None:
+    """Each known numeric key's type and range (see _POSITIVE_INT), and the labels."""
+    for key, (nullable, check, want) in _VALUE_RULES.items():
+        if key in d and not (d[key] is None and nullable) and not check(d[key]):
+            raise ConfigError(f"{source}: {key}={d[key]!r} is not valid, expected {want}; fix the value "
+                              "(it must match the checkpoint the folder was saved with)")
+    labels = d.get("id2label")
+    if labels is not None and not isinstance(labels, dict):
+        raise ConfigError(f"{source}: id2label={labels!r} is not valid, expected an object of label index -> "
+                          'name (e.g. {"0": "LABEL_0"}); fix or remove it')
+
+
 def _num_labels(d: dict) -> int:
     if "id2label" in d and d["id2label"]:
         return len(d["id2label"])
     return int(d.get("num_labels", 2))  # PretrainedConfig's default
 
 
-def config_from_dict(d: dict, *, ignore_keys: tuple[str, ...] = ()) -> EncoderConfig:
-    """Validate an HF config dict and turn it into an EncoderConfig."""
+def config_from_dict(d: dict, *, ignore_keys: tuple[str, ...] = (), source: str = "config.json") -> EncoderConfig:
+    """Validate an HF config dict and turn it into an EncoderConfig. source: the file, for errors."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source} holds a JSON {type(d).__name__}, expected an object of attributes")
+    _check_values(d, source)
     family = d.get("model_type")
     record = _family(family)
-    v, used = record.read_config(d, family)
+    try:
+        v, used = record.read_config(d, family)
+    except (TypeError, ValueError) as e:   # a key no rule above knows, of the wrong type
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{source}: a value has the wrong type or form ({type(e).__name__}: {e}); "
+                          "compare the file with the model's original config.json") from e
+    v = _typed(v, source)
     must_equal = {**_MUST_EQUAL, **record.must_equal}
     for key, allowed in must_equal.items():
         if key in d and d[key] not in allowed and d[key] is not None:
@@ -79,25 +132,39 @@ def config_from_dict(d: dict, *, ignore_keys: tuple[str, ...] = ()) -> EncoderCo
     unknown = sorted(set(d) - used - _HARMLESS - record.harmless - set(must_equal) - set(ignore_keys))
     if unknown:
         raise ConfigError(
-            f"config.json has attributes xenc_jax does not handle: {unknown}. They may change the "
+            f"{source} has attributes xenc_jax does not handle: {unknown}. They may change the "
             "model's math, so scores could silently differ from PyTorch. If you have checked that "
             "they do not, pass ignore_config_keys=" + repr(tuple(unknown)))
-    # a reader sets only the fields its family has (a decoder leaves the BERT-only ones to their defaults)
-    for k in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-              "max_position_embeddings", "type_vocab_size", "pad_token_id", "embedding_size"):
-        if k in v:
-            v[k] = int(v[k])
-    for k in ("layer_norm_eps", "hidden_dropout", "attention_dropout"):
-        if k in v:
-            v[k] = float(v[k])
     return record.config_cls(family=family, num_labels=_num_labels(d), raw_json=json.dumps(d), **v)
+
+
+def _typed(v: dict, source: str) -> dict:
+    """The shared fields as int / float. A reader sets only the fields its family has (a decoder
+    leaves the BERT-only ones to their defaults)."""
+    kinds = {**dict.fromkeys(("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                              "max_position_embeddings", "type_vocab_size", "pad_token_id", "embedding_size"), int),
+             **dict.fromkeys(("layer_norm_eps", "hidden_dropout", "attention_dropout"), float)}
+    for k, kind in kinds.items():
+        if k in v:
+            try:
+                v[k] = kind(v[k])
+            except (TypeError, ValueError):   # read from a key _VALUE_RULES does not know (or a null)
+                raise ConfigError(f"{source}: the {k.replace('_', ' ')} read from it is {v[k]!r}, expected "
+                                  f"{'an integer' if kind is int else 'a number'}; fix the value") from None
+    return v
 
 
 def load_config(model_dir: str | Path, *, ignore_keys: tuple[str, ...] = ()) -> EncoderConfig:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no config.json in {model_dir}: is this a Hugging Face model directory?")
-    return config_from_dict(read_json(path, error=ConfigError), ignore_keys=ignore_keys)
+    try:
+        return config_from_dict(read_json(path, error=ConfigError), ignore_keys=ignore_keys, source=str(path))
+    except ConfigError as e:
+        if str(path) in str(e):
+            raise
+        # a family reader's or a generic check's message: which of the (maybe two) models it is about
+        raise ConfigError(f"{path}: {e}") from e
 
 
 def config_to_dict(cfg: EncoderConfig, *, head: bool) -> dict[str, Any]:

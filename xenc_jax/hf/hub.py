@@ -43,8 +43,9 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
                    "(all-MiniLM-L6-v2).")
         raise OSError(
             f"could not get {name!r} from the Hugging Face hub ({type(e).__name__}: {' '.join(str(e).split())}). "
-            "Without internet, pass a local model directory instead (--model DIR; a folder with config.json, "
-            "the weights and the tokenizer files); with HF_HUB_OFFLINE=1 only models already in the local "
+            "Without internet, pass a local model directory instead, where you named this one (a folder "
+            "with config.json, the weights and the tokenizer files; on the command line: --model DIR, or "
+            "--set model=DIR in xenc train); with HF_HUB_OFFLINE=1 only models already in the local "
             "cache can be used." + example) from e
     return Path(local)
 

@@ -212,7 +212,8 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
         cfg = dataclasses.replace(cfg, score_token_ids=score_token_ids(model_dir, tokenizer))
     tensors = lazy_checkpoint(model_dir)
     place = None if plan is None else _placer(plan, cfg, head, param_dtype)
-    conv = params_from_hf(tensors, cfg, head=head, shapes=param_shapes(cfg, head=head), place=place)
+    conv = params_from_hf(tensors, cfg, head=head, shapes=param_shapes(cfg, head=head), place=place,
+                          source=model_dir)
     params = conv.params
     if conv.ignored:
         log.info("ignored checkpoint tensors (harmless by name): %s", conv.ignored)

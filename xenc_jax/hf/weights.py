@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -146,13 +147,14 @@ class Conversion:
     missing_head_keys: list[str] = dataclasses.field(default_factory=list)  # their HF tensor names
 
 
-def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool,
-                   shapes: dict[str, tuple] | None = None, place: Callable | None = None) -> Conversion:
+def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool, shapes: dict[str, tuple] | None = None,
+                   place: Callable | None = None, source=None) -> Conversion:
     """Map HF tensors onto our param tree. `shapes`: our path -> expected shape (from eval_shape).
 
     tensors: a mapping, read once per key in table order (checkpoint_files.LazyTensors reads
     each on access). place(path, array) -> what to store (e.g. the array put straight into its
-    mesh sharding, so the host copy can go at once); None stores the numpy arrays."""
+    mesh sharding, so the host copy can go at once); None stores the numpy arrays.
+    source: the model folder the tensors and cfg came from, named in a mismatch error."""
     table = family(cfg.family).table
     names = {_legacy_rename(k): k for k in tensors}
     prefixed = any(k.startswith(table.prefix + ".") for k in names)
@@ -199,8 +201,10 @@ def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool,
     if bad_shapes:
         problems.append("wrong shapes: " + "; ".join(bad_shapes[:20]))
     if problems:
-        raise WeightsError(f"checkpoint does not match the {cfg.family!r} config "
-                           f"({cfg.num_layers} layers, hidden {cfg.hidden_size}): " + " | ".join(problems))
+        where = f"the checkpoint in {source}" if source is not None else "checkpoint"
+        config = f"{Path(source) / 'config.json'}: " if source is not None else ""
+        raise WeightsError(f"{where} does not match the {cfg.family!r} config ({config}{cfg.num_layers} layers, "
+                           f"hidden {cfg.hidden_size}): " + " | ".join(problems))
     return Conversion(params, missing_head, sorted(ignored), missing_head_keys)
 
 
