@@ -36,7 +36,23 @@ def check_text(x, where: str, fix: str) -> str:
                         f"or {fix})")
     if not isinstance(x, str):
         raise TypeError(f"{where} is {describe(x)}, not a str; convert it with str() or {fix}")
-    return str(x)  # np.str_ and other subclasses -> plain str
+    return check_utf8(str(x), where)  # np.str_ and other subclasses -> plain str
+
+
+def check_utf8(text: str, where: str) -> str:
+    """`text`, refused when it cannot be encoded as UTF-8: a lone surrogate ("caf\\udce9", what
+    bytes decoded with errors="surrogateescape" leave) makes the tokenizer fail with a bare
+    "TextInputSequence must be str". Only surrogates fail to encode; ASCII is checked in C."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{where} cannot be encoded as UTF-8: it holds the lone surrogate "
+                         f"{text[e.start]!r} at character {e.start} (bytes decoded with "
+                         "errors='surrogateescape' or a wrong codec); decode the file as UTF-8, e.g. "
+                         "open(path, encoding='utf-8', errors='replace')") from None
+    return text
 
 
 def split_pairs(pairs, offset: int = 0) -> tuple[list[str], list[str]]:
@@ -51,6 +67,9 @@ def split_pairs(pairs, offset: int = 0) -> tuple[list[str], list[str]]:
         if type(pair) in (tuple, list) and len(pair) == 2:
             a, b = pair
             if type(a) is str and type(b) is str:
+                if not (a.isascii() and b.isascii()):
+                    check_utf8(a, f"pairs[{i}][0]")
+                    check_utf8(b, f"pairs[{i}][1]")
                 first.append(a)
                 second.append(b)
                 continue
@@ -79,5 +98,7 @@ def check_texts(texts, offset: int = 0) -> list[str]:
                 raise TypeError(f"texts[{i}] is {describe(t)}, not a str; tokenize_texts takes "
                                 "single texts (use tokenize_pairs for (text_a, text_b) pairs)")
             t = check_text(t, f"texts[{i}]", "drop the text")
+        elif not t.isascii():
+            check_utf8(t, f"texts[{i}]")
         clean.append(t)
     return clean

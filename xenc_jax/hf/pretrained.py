@@ -18,8 +18,8 @@ from .causal_score import logit_score_config, score_token_ids
 from .checkpoint_files import lazy_checkpoint, write_safetensors
 from .configs import EncoderConfig, config_to_dict, load_config
 from .hub import resolve_model_dir
-from .model_folder import (check_cross_encoder_modules, check_tokenizer_files, check_tokenizer_vocab,
-                           missing_head_error, read_json)
+from .model_folder import (ModelFolderError, check_cross_encoder_modules, check_tokenizer_files,
+                           check_tokenizer_vocab, missing_head_error, read_json)
 from .registry import FAMILIES, family
 from .weights import flat_paths, params_from_hf, params_to_hf
 
@@ -177,6 +177,46 @@ def load_tokenizer(model_dir: Path):
                       "the directory needs tokenizer.json or the vocab files of its tokenizer") from e
 
 
+def check_pair_token_types(tokenizer, cfg: EncoderConfig, model_dir: Path) -> None:
+    """A pair's token types fit the model: a model with token-type embeddings (type_vocab_size > 1,
+    BERT-style cross-encoders) gets them from the tokenizer, and no type has no embedding row.
+
+    A tokenizer_config.json whose tokenizer_class transformers lacks ("NoSuchTokenizer") or is the
+    generic PreTrainedTokenizerFast makes AutoTokenizer fall back to TokenizersBackend, whose
+    model_input_names leave out token_type_ids: every pair would silently get all-zero types and
+    other scores. sentence-transformers 6.3 (AutoTokenizer too) scores that folder so, silently;
+    we refuse it. Types beyond the table would be clamped by JAX's gather (PyTorch raises)."""
+    n = int(cfg.type_vocab_size)
+    if n == 0:        # no token-type embeddings: the model never reads types (DistilBERT, MPNet, decoders)
+        return
+    from ..batching.tokenization import TOKENIZER_LOCK
+    with TOKENIZER_LOCK:
+        types = tokenizer("a", "b").get("token_type_ids")
+    name = None
+    if (model_dir / "tokenizer_config.json").is_file():
+        name = read_json(model_dir / "tokenizer_config.json").get("tokenizer_class")
+    import transformers
+    if not isinstance(name, str):
+        named = "tokenizer_config.json names no tokenizer_class"
+    else:
+        named = (f"tokenizer_config.json names tokenizer_class {name!r}"
+                 + ("" if hasattr(transformers, name) else ", which transformers does not have"))
+    want = direct_tokenizers().get(cfg.family) or "the tokenizer class of the model these weights come from"
+    if types is None and n > 1:
+        raise ModelFolderError(
+            f"{model_dir}: the model has token-type embeddings (config.json type_vocab_size={n}: a pair's "
+            f"second text gets type 1) but its tokenizer ({type(tokenizer).__name__}; {named}) returns no "
+            "token_type_ids, so every pair would get all-zero types and wrong scores (sentence-transformers "
+            f"6.3 loads the same tokenizer with AutoTokenizer and scores so, silently); set tokenizer_class in "
+            f"tokenizer_config.json to {want!r}")
+    if types is not None and max(types, default=0) >= n:
+        raise ModelFolderError(
+            f"{model_dir}: its tokenizer ({type(tokenizer).__name__}; {named}) gives a pair's tokens type "
+            f"{max(types)} but the model has only {n} token-type embedding(s) (config.json type_vocab_size); "
+            f"the tokenizer files do not belong to these weights: set tokenizer_class to {want!r} or copy "
+            "the tokenizer of the model they come from")
+
+
 def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_labels: int | None = None,
                     param_dtype=jnp.float32, revision: str | None = None,
                     ignore_config_keys: tuple[str, ...] = (), seed: int = 0,
@@ -208,6 +248,8 @@ def load_pretrained(name_or_path: str | os.PathLike, *, head: bool = True, num_l
             tokenizer = load_tokenizer(model_dir)
     if tokenizer is not None:
         check_tokenizer_vocab(tokenizer, cfg, model_dir)
+        if head:   # a cross-encoder: it tokenizes pairs, whose second text has its own token type
+            check_pair_token_types(tokenizer, cfg, model_dir)
     if head and _scores_lm_tokens(cfg):
         cfg = dataclasses.replace(cfg, score_token_ids=score_token_ids(model_dir, tokenizer))
     tensors = lazy_checkpoint(model_dir)
