@@ -159,13 +159,14 @@ def test_what_is_not_computed_exactly_is_an_error_naming_it(folders, tmp_path):
         CrossEncoder(relu)
 
 
-def test_training_refuses_a_chain_it_cannot_train(folders):
-    """Training loads a classification head (load_pretrained(head=True)): a Pooling -> Dense chain
-    is refused there by name rather than trained with a new random head."""
+def test_a_classification_head_load_refuses_the_chain(folders):
+    """load_pretrained(head=True) builds a classification head on the Transformer: a Pooling -> Dense
+    chain is refused there by name rather than given a new random head (training computes the
+    chain instead: tests/test_train_pooled_ce.py)."""
     from xenc_jax.hf.model_folder import ModelFolderError
     from xenc_jax.hf.pretrained import load_pretrained
     with pytest.raises(ModelFolderError, match=r"lists a Pooling module \(1_Pooling\) after the Transformer.*"
-                                               r"CrossEncoder scores it, but training \(`xenc train`, `xenc eval`\)"):
+                                               r"CrossEncoder scores the folder, and `xenc train` / `xenc eval` train"):
         load_pretrained(folders / "ettin", head=True)
 
 

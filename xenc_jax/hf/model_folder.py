@@ -116,11 +116,12 @@ CE_MODULES_AFTER_TRANSFORMER = ("LogitScore",)
 
 
 def check_cross_encoder_modules(model_dir: str | Path) -> None:
-    """load_pretrained(head=True) (training's load: one model with a head on the Transformer) of a
+    """load_pretrained(head=True) (one model with a classification head on the Transformer) of a
     sentence-transformers CrossEncoder folder whose modules.json computes the scores with other
     modules (Pooling -> Dense ...) is refused, naming the module: loading only its Transformer would
-    train or score a random head. CrossEncoder itself computes those chains (hf/st_modules.py). A
-    bi-encoder folder passes (it has no head; the caller decides)."""
+    score or train a random head. CrossEncoder and training (train/bi_head.load_with_head) compute
+    those chains instead (hf/st_modules.py). A bi-encoder folder passes (it has no head; the caller
+    decides)."""
     modules = st_modules(model_dir)
     if not modules or not is_st_cross_encoder(model_dir):
         return
@@ -133,11 +134,10 @@ def check_cross_encoder_modules(model_dir: str | Path) -> None:
             raise ModelFolderError(
                 f"{where} lists a {name} module ({sub or '.'}) after the Transformer: this sentence-transformers "
                 f"CrossEncoder computes its scores with modules after its Transformer (modules found: "
-                f"{', '.join(n for n, _ in modules)}). xenc_jax's CrossEncoder scores it, but training (`xenc train`, "
-                f"`xenc eval`) loads one model with its head on the Transformer (after it only "
-                f"{', '.join(CE_MODULES_AFTER_TRANSFORMER)}), which would start from a random head and drop the "
-                "trained one, so it is refused; score the folder with CrossEncoder, or train its Transformer "
-                f"folder ({modules[0][1] or '.'}) as a new cross-encoder")
+                f"{', '.join(n for n, _ in modules)}). load_pretrained(head=True) builds one model with its head on "
+                f"the Transformer (after it only {', '.join(CE_MODULES_AFTER_TRANSFORMER)}), which would start from a "
+                "random head and drop the trained one, so it is refused; CrossEncoder scores the folder, and "
+                "`xenc train` / `xenc eval` train and evaluate it with its own modules")
 
 
 class MissingHeadError(ModelFolderError):

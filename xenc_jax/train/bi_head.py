@@ -1,6 +1,8 @@
-"""The bi-encoder head that training uses and exports: the source ST folder's Pooling, Dense and
+"""The head after the encoder that training uses and exports: a bi-encoder's Pooling, Dense and
 Normalize modules (hf/st_folder.py), as changed by the config's `pooling` / `dense` /
-`normalize` settings.
+`normalize` settings; or a cross-encoder's Pooling -> Dense ... -> "scores" chain
+(hf/st_modules.py kind "pooled", the ettin-reranker layout), whose Dense modules are its score
+head: the same embed function, its last Dense writing the logits (build_score_head).
 
 The train and eval steps embed with step.bi_encoder_apply, model_fns.make_embed_fn per row
 (BiEncoder's own function), so the loss sees exactly the embeddings that
@@ -17,7 +19,9 @@ import jax
 import numpy as np
 
 from ..chat_format import text_encoder
-from ..hf import st_folder
+from ..hf import st_folder, st_modules
+from ..hf.model_folder import read_json
+from ..hf.pretrained import load_pretrained
 from ..hf.save import write_sentence_transformer
 from ..hf.st_transformer import InputFormat, input_format
 from . import step as S
@@ -28,6 +32,8 @@ class BiHead:
     modules: st_folder.SentenceModules   # what is trained and exported (source Dense weights)
     train_dense: bool
     do_lower_case: bool
+    # the modules compute a CrossEncoder's scores (st_modules "pooled"): exported as a CrossEncoder
+    cross_encoder: bool = False
 
     @property
     def has_dense(self) -> bool:
@@ -78,13 +84,23 @@ class BiHead:
             return [{k: np.asarray(v, np.float32) for k, v in p.items()} for p in params["dense"]]
         return list(self.modules.dense_params)
 
-    def export(self, path: Path, model_cfg, params, tokenizer, max_length: int) -> Path:
+    def export(self, path: Path, model_cfg, params, tokenizer, max_length: int, activation: str | None = None) -> Path:
         """An ST folder of exactly this head: encoder (save_pretrained), modules.json, Pooling with
         the modes used, Dense with the weights used, Normalize when used, sentence_bert_config
         (max_seq_length, the source's do_lower_case; a chat-template model's message modality_config,
-        so ST feeds the export what it was trained on), the source's config_sentence_transformers."""
+        so ST feeds the export what it was trained on), the source's config_sentence_transformers.
+        A cross-encoder's chain is written as CrossEncoder.save writes it (the same modules.json
+        chain, model_type CrossEncoder, `activation` as ST 6.3 reads it)."""
         mods = self.modules.with_dense_params(self.dense_params(params))
         fmt = self.input_format(tokenizer, model_cfg)
+        if self.cross_encoder:
+            model_config = {**(self.modules.model_config or {}), "model_type": "CrossEncoder"}
+            model_config.pop("activation_fn", None)   # ST's default when `activation` is not one it names
+            if activation in st_folder.CE_ACTIVATION_PATHS:
+                model_config["activation_fn"] = st_folder.CE_ACTIVATION_PATHS[activation]
+            return write_sentence_transformer(path, model_cfg, params, tokenizer, mods, max_seq_length=max_length,
+                                              do_lower_case=False, model_config=model_config,
+                                              transformer_config=fmt.transformer_config("feature-extraction"))
         return write_sentence_transformer(path, model_cfg, params, tokenizer, mods, max_seq_length=max_length,
                                           do_lower_case=self.do_lower_case, model_config=self.modules.model_config,
                                           transformer_config=fmt.transformer_config("feature-extraction")
@@ -94,7 +110,8 @@ class BiHead:
         """Training params of an export (e.g. the best model) from its encoder params and folder."""
         params = dict(encoder_params)
         if self.trains_dense:
-            params["dense"] = [dict(p) for p in st_folder.read_st_folder(path).dense_params]
+            mods = st_modules.read_chain(path).pooled if self.cross_encoder else st_folder.read_st_folder(path)
+            params["dense"] = [dict(p) for p in mods.dense_params]
         return params
 
 
@@ -116,3 +133,40 @@ def build_head(cfg, model_dir: Path, model_cfg) -> BiHead:
 def encoder_dir(model_dir: Path) -> Path:
     """Where the encoder of an ST folder (or a plain HF folder) is."""
     return st_folder.read_st_folder(model_dir).encoder_dir
+
+
+def build_score_head(chain: st_modules.CrossEncoderChain, model_cfg, num_labels: int) -> BiHead:
+    """The head of a CrossEncoder folder whose scores are Pooling -> Dense ... -> "scores" modules
+    (chain.kind "pooled"): the folder's Pooling as it is and its Dense modules trained (they are the
+    score head; a new random head on the Transformer would drop them), exported as the same chain."""
+    try:
+        chain.pooled.output_dim(model_cfg.hidden_size)
+    except ValueError as e:
+        raise ValueError(f"{chain.model_dir}: {e}") from None
+    if int(num_labels) != chain.num_labels:
+        raise ValueError(f"num_labels={num_labels}, but the score head of {chain.model_dir} (its last Dense module) "
+                         f"gives {chain.num_labels} score(s) per pair; set num_labels={chain.num_labels}")
+    if chain.transformer.get("do_lower_case"):
+        raise ValueError(f"{chain.encoder_dir}: do_lower_case in its Transformer config is not supported for "
+                         "cross-encoders")
+    st_cfg = chain.model_dir / "config_sentence_transformers.json"
+    mods = dataclasses.replace(chain.pooled, transformer=chain.transformer,
+                               model_config=read_json(st_cfg) if st_cfg.is_file() else {})
+    return BiHead(mods, train_dense=True, do_lower_case=False, cross_encoder=True)
+
+
+def load_with_head(cfg, model_dir: Path, *, allow_new_head: bool = True):
+    """(pretrained, head) that cfg's task trains from model_dir: a bi-encoder's encoder and
+    BiHead; a cross-encoder with its classification head (head None) or, for a CrossEncoder folder
+    whose scores are Pooling -> Dense modules, its encoder and build_score_head's head (the
+    config's num_labels = the chain's). allow_new_head: see hf.pretrained.load_pretrained."""
+    if cfg.task != "cross_encoder":
+        pt = load_pretrained(encoder_dir(model_dir), head=False, seed=cfg.seed)
+        return pt, build_head(cfg, model_dir, pt.config)
+    chain = st_modules.read_chain(model_dir)
+    if chain.kind != "pooled":
+        return load_pretrained(model_dir, head=True, num_labels=cfg.num_labels, seed=cfg.seed,
+                               allow_new_head=allow_new_head), None
+    pt = load_pretrained(chain.encoder_dir, head=False, seed=cfg.seed)
+    head = build_score_head(chain, pt.config, cfg.num_labels)
+    return dataclasses.replace(pt, config=pt.config.with_num_labels(chain.num_labels)), head

@@ -23,7 +23,7 @@ from ..hf.pretrained import load_pretrained
 from ..hf.save import write_cross_encoder
 from ..dtypes import as_dtype
 from . import step as S
-from .bi_head import BiHead, build_head, encoder_dir
+from .bi_head import BiHead, build_head, load_with_head
 from .checkpoint import Checkpointer
 from .config import TrainConfig, resolve_model, to_dict
 from .digest import config_digest
@@ -80,13 +80,16 @@ def host_params(params):
 
 def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, source_dir: Path,
                  head: "BiHead | None" = None) -> Path:
-    """HF directory that PyTorch sentence-transformers loads: a CrossEncoder, or for a bi-encoder
+    """HF directory that PyTorch sentence-transformers loads: a CrossEncoder (with its head's
+    modules when its scores are Pooling -> Dense modules), or for a bi-encoder
     a SentenceTransformer folder of the modules that were trained (bi_head.BiHead.export: the
     pooling modes used, the trained or frozen Dense weights, Normalize when used).
-    `params`: host arrays (see host_params); `head`: the run's BiHead (default: built from
-    cfg and source_dir)."""
+    `params`: host arrays (see host_params); `head`: the run's BiHead (a bi-encoder's default:
+    built from cfg and source_dir)."""
     if cfg.task == "cross_encoder":
         act = cfg.activation or ("sigmoid" if cfg.num_labels == 1 else "identity")
+        if head is not None:   # Transformer -> Pooling -> Dense ... -> "scores": the same chain
+            return head.export(path, model_cfg, params, tokenizer, cfg.max_length, activation=act)
         # source_dir: a causal reranker's LogitScore tokens and chat-template modality
         return write_cross_encoder(path, model_cfg, params, tokenizer, max_length=cfg.max_length, activation=act,
                                    source_dir=source_dir)
@@ -204,34 +207,43 @@ def _add_silver(cfg: TrainConfig, out: Path, train_ex, pi: int, pc: int) -> list
 
 
 def _load_model(cfg: TrainConfig, model_dir: Path, train_ex):
-    """(pretrained, bi-encoder head or None, tokenized groups, config digest, pair encoder)."""
-    head = cfg.task == "cross_encoder"
-    pt = load_pretrained(model_dir if head else encoder_dir(model_dir), head=head,
-                         num_labels=cfg.num_labels if head else None, seed=cfg.seed)
+    """(pretrained, head after the encoder or None, tokenized groups, config digest, pair or text
+    encoder). The head: a bi-encoder's BiHead, or a cross-encoder's Pooling -> Dense score modules
+    (bi_head.build_score_head); None for a cross-encoder with a classification head."""
+    pairs = cfg.task == "cross_encoder"
+    pt, bi = load_with_head(cfg, model_dir)
     if cfg.dropout is not None:
         pt = with_dropout(pt, cfg.dropout)
     if cfg.remat:   # training modules only, like dropout: nothing of it is exported
         pt = dataclasses.replace(pt, config=dataclasses.replace(pt.config, remat=True))
-    bi = None if head else build_head(cfg, model_dir, pt.config)  # pooling, Dense, Normalize: trained and exported
     limit = pt.config.max_position_embeddings - pt.config.position_offset
     if cfg.max_length > limit:
         raise ValueError(f"max_length {cfg.max_length} exceeds the model's position table ({limit})")
     # the ids scoring / embedding feed this model (chat template included): one encoder for both
-    enc = pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else \
+    enc = _pair_encoder(model_dir, pt, bi, cfg.max_length) if pairs else \
         bi.text_encoder(pt.tokenizer, pt.config, cfg.max_length)
     groups = make_groups(train_ex, pt.tokenizer, cfg.max_length, task=cfg.task,
                          group_size=cfg.list_size or None, do_lower_case=bool(bi and bi.do_lower_case),
-                         encode_pairs=enc if head else None, encode_texts=None if head else enc)
+                         encode_pairs=enc if pairs else None, encode_texts=None if pairs else enc)
     return pt, bi, groups, config_digest(cfg, model_dir), enc
+
+
+def _pair_encoder(model_dir: Path, pt, head, max_length: int):
+    """chat_format.pair_encoder of a cross-encoder; with a Pooling -> Dense head, in the input
+    format its Transformer module takes (as CrossEncoder reads it)."""
+    return pair_encoder(model_dir, pt.tokenizer, pt.config, max_length,
+                        fmt=None if head is None else head.input_format(pt.tokenizer, pt.config))
 
 
 def _model_fns(cfg: TrainConfig, module, bi, plan):
     """(model_fn, loss_fn, param shardings): model_fn is the one batch contract's score_fn /
-    embed_fn ([B, P, ...], what the evaluators run); the train step runs it per row."""
+    embed_fn ([B, P, ...], what the evaluators run; a cross-encoder's Pooling -> Dense head's
+    embed_fn gives its logits); the train step runs it per row."""
     p_sh = S.param_shardings(plan, module)
+    loss = (S.cross_encoder_loss if cfg.task == "cross_encoder" else S.bi_encoder_loss)(cfg.loss, **cfg.loss_kwargs)
     if bi is None:
-        return S.score_fn(module), S.cross_encoder_loss(cfg.loss, **cfg.loss_kwargs), p_sh
-    return bi.model_fn(module), S.bi_encoder_loss(cfg.loss, **cfg.loss_kwargs), bi.param_shardings(plan, p_sh)
+        return S.score_fn(module), loss, p_sh
+    return bi.model_fn(module), loss, bi.param_shardings(plan, p_sh)
 
 
 @dataclasses.dataclass
@@ -308,7 +320,8 @@ def build_run(cfg: TrainConfig, out: Path, data: TrainingData, pi: int, pc: int)
                                    grad_accum_steps=accum, ema_decay=cfg.ema_decay)
     scorer = Scorer(S.make_eval_step(model_fn, plan, shardings.params), plan, pt.tokenizer, cfg.max_length,
                     bucket_lengths=tuple(cfg.bucket_lengths), do_lower_case=bool(bi and bi.do_lower_case),
-                    encode_pairs=encode if bi is None else None, encode_texts=encode if bi is not None else None)
+                    encode_pairs=encode if cfg.task == "cross_encoder" else None,
+                    encode_texts=encode if cfg.task != "cross_encoder" else None)
     run = Run(cfg, out, data, model_dir, pt, bi, digest, plan, stream, steps_per_epoch, total, shardings,
               S.create_state(plan, tx, params0, shardings), jax.random.key(cfg.seed),
               Checkpointer(out / "checkpoints", every_steps=cfg.checkpoint_every or total,
@@ -447,18 +460,16 @@ def train(cfg: TrainConfig) -> dict:
 def evaluate_model(cfg: TrainConfig, ev) -> dict:
     """Evaluate the model at cfg.model with one EvalConfig (no training state needed)."""
     evaluator = build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or "test")
-    head = cfg.task == "cross_encoder"
+    pairs = cfg.task == "cross_encoder"
     model_dir = Path(resolve_model(cfg.model))
     # a folder without a trained head is refused: its metrics would be those of a random head
-    pt = load_pretrained(model_dir if head else encoder_dir(model_dir), head=head,
-                         num_labels=cfg.num_labels if head else None, seed=cfg.seed, allow_new_head=False)
+    pt, bi = load_with_head(cfg, model_dir, allow_new_head=False)
     plan = S.make_plan("dp")
-    bi = None if head else build_head(cfg, model_dir, pt.config)
     model_fn, _, p_sh = _model_fns(cfg, pt.module(dtype=as_dtype(cfg.dtype)), bi, plan)
-    params = pt.params if head else bi.init_params(pt.params)
+    params = pt.params if bi is None else bi.init_params(pt.params)
     scorer = Scorer(S.make_eval_step(model_fn, plan, p_sh), plan, pt.tokenizer, cfg.max_length,
                     batch_size=ev.batch_size, bucket_lengths=tuple(cfg.bucket_lengths),
                     do_lower_case=bool(bi and bi.do_lower_case),
-                    encode_pairs=pair_encoder(model_dir, pt.tokenizer, pt.config, cfg.max_length) if head else None,
-                    encode_texts=None if head else bi.text_encoder(pt.tokenizer, pt.config, cfg.max_length))
+                    encode_pairs=_pair_encoder(model_dir, pt, bi, cfg.max_length) if pairs else None,
+                    encode_texts=None if pairs else bi.text_encoder(pt.tokenizer, pt.config, cfg.max_length))
     return {k: float(v) for k, v in evaluator(scorer, plan.put_params(params, p_sh)).items()}
