@@ -62,6 +62,7 @@ ELSEWHERE = {
     "gemma": "tests/test_family_gemma.py",
     "gemma2": "tests/test_family_gemma.py",
     "gemma3_text": "tests/test_family_gemma.py",
+    "gemma3": "tests/test_family_gemma3_multimodal.py (the text tower of a multimodal Gemma 3)",
 }
 
 

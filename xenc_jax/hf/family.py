@@ -81,6 +81,12 @@ class FamilyTable:
     # HF key -> the key it is tied to (HF _tied_weights_keys, e.g. T5's encoder.embed_tokens.weight ->
     # shared.weight): a checkpoint that holds only the source is read in the key's place, as HF ties them.
     tied: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # (regex, replacement) on checkpoint keys before matching: another layout of the same tensors
+    # that transformers renames on load (its conversion_mapping), e.g. Gemma 3's model.language_model.*
+    # for language_model.model.*. Saves write the table's own names.
+    renames: tuple[tuple[str, str], ...] = ()
+    # the bare model's keys carry the prefix too (Gemma3Model keeps its text tower under it)
+    bare_prefixed: bool = False
 
 
 ConfigReader = Callable[[dict, str], tuple[dict, set]]

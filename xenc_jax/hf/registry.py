@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..models.families.bert.hf import BERT, DISTILBERT, ELECTRA, ROBERTA
 from ..models.families.bert.presets import XLM_ROBERTA_TINY
 from ..models.families.deberta_v2.hf import DEBERTA_V2
-from ..models.families.gemma.hf import GEMMA, GEMMA2, GEMMA3_TEXT
+from ..models.families.gemma.hf import GEMMA, GEMMA2, GEMMA3, GEMMA3_TEXT
 from ..models.families.llama.hf import LLAMA, MISTRAL
 from ..models.families.modernbert.hf import MODERNBERT
 from ..models.families.mpnet.hf import MPNET
@@ -37,6 +37,7 @@ FAMILIES: dict[str, Family] = {
     "gemma": GEMMA,
     "gemma2": GEMMA2,
     "gemma3_text": GEMMA3_TEXT,
+    "gemma3": GEMMA3,   # Gemma 3 4B+ (text_config + vision_config): its text tower
 }
 
 

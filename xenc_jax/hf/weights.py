@@ -30,6 +30,23 @@ def _legacy_rename(key: str) -> str:
     return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
 
 
+def _renamed_keys(tensors, table: FamilyTable, source) -> dict[str, str]:
+    """Our name of each checkpoint key -> the key: legacy LayerNorm names, then the table's renames
+    (another layout of the same tensors). Two keys that name one tensor are an error, not a pick."""
+    rules = [(re.compile(pattern), repl) for pattern, repl in table.renames]
+    names: dict[str, str] = {}
+    for key in tensors:
+        name = _legacy_rename(key)
+        for pattern, repl in rules:
+            name = pattern.sub(repl, name)
+        if name in names:
+            where = f"the checkpoint in {source}" if source is not None else "the checkpoint"
+            raise WeightsError(f"{where} holds {names[name]!r} and {key!r}, two layouts of the same tensor "
+                               f"({name!r}); keep one of them")
+        names[name] = key
+    return names
+
+
 def _needs_rule(rule: Rule, cfg: EncoderConfig) -> bool:
     if "token_type" in rule.ours and cfg.type_vocab_size == 0:
         return False
@@ -156,7 +173,7 @@ def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool, shapes: dict[str,
     mesh sharding, so the host copy can go at once); None stores the numpy arrays.
     source: the model folder the tensors and cfg came from, named in a mismatch error."""
     table = family(cfg.family).table
-    names = {_legacy_rename(k): k for k in tensors}
+    names = _renamed_keys(tensors, table, source)
     prefixed = any(k.startswith(table.prefix + ".") for k in names)
     p = table.prefix + "." if prefixed else ""
     # a tied tensor saved only under its source's name is read from the source (HF ties them)
@@ -209,10 +226,11 @@ def params_from_hf(tensors, cfg: EncoderConfig, *, head: bool, shapes: dict[str,
 
 
 def params_to_hf(params: dict, cfg: EncoderConfig, *, head: bool) -> dict[str, np.ndarray]:
-    """Our param tree -> HF state dict (task layout with prefix when `head`, bare otherwise)."""
+    """Our param tree -> HF state dict (task layout with prefix when `head`, bare otherwise, but for
+    a table whose bare model keeps the prefix: bare_prefixed)."""
     out = {}
     ours = flat_paths(params)
-    rules = expected_keys(cfg, head=head, prefixed=head)
+    rules = expected_keys(cfg, head=head, prefixed=head or family(cfg.family).table.bare_prefixed)
     for key, rule in rules.items():
         for path in _paths(rule):
             if path not in ours:

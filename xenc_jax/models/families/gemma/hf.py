@@ -14,10 +14,12 @@ mask whatever it says under eager attention: it is only a kernel hint there).
 """
 from __future__ import annotations
 
+import dataclasses
+
 from . import presets
 from .model import GemmaConfig
 from ....hf.decoder import COMMON_KEYS, decoder_table, head_dim, read_common, rope
-from ....hf.family import ConfigError, Family, require
+from ....hf.family import ConfigError, Family, Rule, require
 
 _GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")   # the same tanh GELU in HF's ACT2FN
 
@@ -117,6 +119,66 @@ def _read_gemma3(d: dict, family: str) -> tuple[dict, set]:
                       "rope_parameters", "rope_scaling"}
 
 
+# Gemma3Config's own keys (model_type gemma3); what each means to text-only scoring: _read_gemma3_multimodal
+_MULTIMODAL_KEYS = frozenset({"text_config", "vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index",
+                              "image_token_index", "image_token_id", "boi_token_id", "eoi_token_id",
+                              "tie_word_embeddings"})
+
+
+def _read_gemma3_multimodal(d: dict, family: str) -> tuple[dict, set]:
+    """Gemma 3 4B/12B/27B (Gemma3Config: a text_config and a SigLIP vision_config; HF's
+    Gemma3ForConditionalGeneration, Gemma3ForSequenceClassification) scoring text. transformers 5.25
+    runs the text tower alone when no pixel_values are given: no image features are merged, and
+    token_type_ids, absent or all zero for text, leave the text tower's causal / sliding masks. So the
+    text_config is read as a gemma3_text config.json, with all of that family's checks and
+    Gemma3TextConfig's defaults for the keys it leaves out (released configs write only the sizes),
+    and of the top level only what HF reads for text: the labels, and tie_word_embeddings for the
+    causal LM (Gemma3ForConditionalGeneration's lm_head, tied by the top-level flag, never soft-capped:
+    its forward has no final_logit_softcapping, unlike Gemma3ForCausalLM's). The vision settings change
+    nothing without images; image_token_index only maps that id to the pad row when it is past the
+    vocabulary, an id the tokenizer check (no id past vocab_size) keeps out. pad_token_id: the text
+    config's (HF's get_text_config(); a top-level one is not read)."""
+    text = d.get("text_config")
+    text = {} if text is None else text   # HF: Gemma3TextConfig() when absent
+    if not isinstance(text, dict) or text.get("model_type", "gemma3_text") != "gemma3_text":
+        raise ConfigError(f"{family} config has text_config={text!r}: expected an object of Gemma 3 text "
+                          "settings (model_type 'gemma3_text')")
+    if text.get("use_bidirectional_attention"):
+        raise ConfigError(f"{family} config has text_config.use_bidirectional_attention=true: transformers' "
+                          "Gemma3Model builds the causal masks whatever it says (with the window the flag halves), "
+                          "so no bidirectional model is run; a bidirectional text model (EmbeddingGemma) is "
+                          "model_type 'gemma3_text'")
+    from ....hf.configs import config_from_dict   # lazy: hf/configs imports the registry, which imports this
+    inner = config_from_dict({**presets.GEMMA3_TEXT_DEFAULTS, **text, "model_type": "gemma3_text"},
+                             source=f"the text_config of a {family} config.json")
+    v = {f.name: getattr(inner, f.name) for f in dataclasses.fields(inner)
+         if f.init and f.name not in ("family", "num_labels", "raw_json")}
+    archs = d.get("architectures") or []
+    causal = any(str(a).endswith(("ForConditionalGeneration", "ForCausalLM")) for a in archs)
+    v.update(head_kind="lm" if causal else "score", tie_word_embeddings=bool(d.get("tie_word_embeddings", True)),
+             final_softcap=None)
+    return v, set(_MULTIMODAL_KEYS)
+
+
+def _multimodal_table():
+    """Gemma 3's text tower inside Gemma3Config models: the gemma3_text table under the prefix
+    transformers 5.25 writes (language_model.model.*, the 4.5x layout it converts back to on save;
+    the lm_head as language_model.lm_head), reading the layouts it renames on load too (its
+    in-memory model.language_model.*, lm_head, model.vision_tower.*; Gemma3Model's
+    language_model.*). The vision tower and projector are dropped by name, never read (safetensors
+    are read per tensor)."""
+    table = decoder_table(post_norms=True)
+    head = (Rule("language_model.lm_head.weight", "head/lm/kernel", "linear"),
+            Rule("score.weight", "head/score/kernel", "linear"))
+    renames = ((r"^model\.language_model\.", "language_model.model."), (r"^lm_head\.", "language_model.lm_head."),
+               (r"^language_model\.(?!model\.|lm_head\.)", "language_model.model."),
+               (r"^model\.(vision_tower|multi_modal_projector)\.", r"\1."))
+    ignored = (r"language_model\.lm_head\.weight", r"(.*\.)?rotary_emb\.inv_freq", r"vision_tower\..*",
+               r"multi_modal_projector\..*")
+    return dataclasses.replace(table, prefix="language_model.model", head=head, ignored=ignored, renames=renames,
+                               bare_prefixed=True)
+
+
 _MUST_EQUAL = {"use_bidirectional_attention": (False,)}
 _HARMLESS = frozenset({
     "hidden_activation",      # Gemma: 5.x GemmaMLP reads hidden_act only
@@ -135,3 +197,8 @@ GEMMA3_TEXT = Family(GemmaConfig, _read_gemma3, decoder_table(post_norms=True), 
                      harmless=_HARMLESS2, tokenizer="GemmaTokenizer", head_kinds=("score", "lm"),
                      tiny=presets.GEMMA3_TINY, base=presets.GEMMA3_BASE,
                      class_names={"ForCausalLM": "Gemma3ForCausalLM"})
+# Gemma 3 4B/12B/27B (model_type gemma3): the text tower of the multimodal model (_read_gemma3_multimodal);
+# its causal LM is Gemma3ForConditionalGeneration. No `tiny`: presets.GEMMA3_MM_TINY (see there)
+GEMMA3 = Family(GemmaConfig, _read_gemma3_multimodal, _multimodal_table(), "Gemma3",
+                harmless=frozenset({"pad_token_id"}), tokenizer="GemmaTokenizer", head_kinds=("score", "lm"),
+                class_names={"ForCausalLM": "Gemma3ForConditionalGeneration"})

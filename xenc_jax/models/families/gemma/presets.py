@@ -58,3 +58,24 @@ GEMMA3_BASE = dict(
     rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                      "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}},
 )
+# Gemma3TextConfig's defaults (transformers 5.25) for the keys a multimodal Gemma 3's text_config
+# may leave out: gemma-3-4b/12b/27b's config.json write only the sizes that differ from these
+# (tests/test_family_gemma3_multimodal.py checks them against Gemma3TextConfig()). The rope and
+# layer-type defaults are the gemma3_text reader's own (the same as HF's).
+GEMMA3_TEXT_DEFAULTS = dict(
+    vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+    num_key_value_heads=4, head_dim=256, max_position_embeddings=131072, rms_norm_eps=1e-6,
+    hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=256, sliding_window=4096, pad_token_id=0,
+    attention_bias=False, final_logit_softcapping=None, attn_logit_softcapping=None,
+)
+# A tiny multimodal Gemma 3 (Gemma3Config, model_type gemma3): GEMMA3_TINY's text tower (sliding and
+# full layers, a window of 5) beside a 1-layer SigLIP vision tower and its projector, which
+# text-only scoring never runs; image tokens past the tiny tokenizer's ids (<= 512) and in the
+# vocabulary (544), as gemma-3-4b's 262144 < 262208. Not the record's `tiny` (the generic suites
+# build every `tiny` family with tests/tiny_llm.py, whose classes are the text-only ones).
+GEMMA3_MM_TINY = dict(
+    text_config=GEMMA3_TINY,
+    vision_config=dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                       num_attention_heads=2, image_size=28, patch_size=14),
+    mm_tokens_per_image=4, boi_token_index=538, eoi_token_index=539, image_token_index=540,
+)
