@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import stat
 import sys
 
 from . import distributed, mine, score, search, train
@@ -25,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_is_a_pipe() -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -33,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         check_text_args(args)
         return int(args.func(args) or 0)
     except (CliError, FileNotFoundError, NotADirectoryError, ValueError, TypeError, OSError) as e:
+        if isinstance(e, BrokenPipeError) and _stdout_is_a_pipe():
+            # `xenc search ... | head`: the reader took what it wanted and closed the pipe. Stop
+            # quietly with the status a shell shows for other tools there (128 + SIGPIPE, as `yes |
+            # head`), not `error: [Errno 32] Broken pipe`. stdout now points at /dev/null, so the
+            # interpreter's last flush of what is still buffered does not raise again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
         if args.verbose:
             raise
         print(f"xenc {args.command}: error: {e}", file=sys.stderr)
