@@ -15,7 +15,8 @@ BPE tokenizer, saved by transformers 5.25 (which writes the 4.5x layout, languag
   params; vision tensors are never read; our saves load in transformers with the same scores;
 - refused configs, HF's text defaults for a released config that leaves keys out.
 sentence-transformers 6.3 loads a gemma3 folder through AutoProcessor (Gemma3Processor), which
-needs pillow and torchvision for the image processor: not installed here, so no ST check.
+needs pillow (not a test dependency) and the folder's processor files, and takes no text pairs, so
+there is no ST check here (docs/model_families.md: its embeddings were checked by hand).
 """
 from __future__ import annotations
 
