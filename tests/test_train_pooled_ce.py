@@ -9,6 +9,10 @@ the real MiniLM WordPiece vocabulary, built with ST 6.3's own CrossEncoder modul
 -> Dense(32 -> 8, Tanh) -> Dense(8 -> 1, identity, writing "scores"). Two Dense modules so the
 head's params are a list, as in a chain with a projection before the score.
 
+The last test is training's NaN check on evaluation outputs (train/loop.Run.run_eval), on this
+folder with one word's embedding row set to NaN: the same config as the export test, so its train
+and eval steps are the same programs (the test run's persistent compilation cache compiles them once).
+
 Bounds: END_TOL 1e-4 is the project's fp32 end-to-end bound against PyTorch (DESIGN.md principle
 6); gradients use test_train_utils.assert_grads_equal (GRAD_RTOL = 1e-5 of the largest entry:
 fp32 sums in another order), the loss 1e-5 as the bi-encoder gradient test.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -105,8 +110,14 @@ def test_bce_gradient_equals_sentence_transformers(folder, tmp_path):
     assert_grads_equal(grads, want, torch_grads, "pooled cross-encoder bce")
 
 
+def _train_config(folder, tmp_path, **kw):
+    """3 steps of 8 pairs; evaluation: 8 pairs in one bucket of 64 rows (EvalConfig's batch_size)."""
+    data = write_pairs(tmp_path / "train.tsv", n=24, seed=4)
+    return _config(folder, data, tmp_path / "out", **kw)
+
+
 def test_trained_export_is_the_same_chain_and_scores_like_sentence_transformers(folder, tmp_path):
-    """A few steps of `xenc train` (library train()) with an evaluator: the Dense head moved, the
+    """A few steps of `xenc train` (library train()) with a test evaluator: the Dense head moved, the
     export lists the source's modules (Transformer, Pooling, Dense, Dense) with model_type
     CrossEncoder, and ST 6.3 loads it with the scores our CrossEncoder gives (sigmoid, ST's default
     for one label); `xenc eval` (evaluate_model) on the export repeats the run's test metrics."""
@@ -115,9 +126,9 @@ def test_trained_export_is_the_same_chain_and_scores_like_sentence_transformers(
     from xenc_jax.train.config import EvalConfig
     from xenc_jax.train.data import DataSource
     from xenc_jax.train.loop import evaluate_model, train
-    data = write_pairs(tmp_path / "train.tsv", n=24, seed=4)
-    ev = EvalConfig(kind="correlation", data=DataSource(path=str(data), format="tsv", rows=(0, 8)))
-    cfg = _config(folder, data, tmp_path / "out", test=ev)
+    dev = write_pairs(tmp_path / "dev.tsv", n=8, seed=5)
+    ev = EvalConfig(kind="correlation", data=DataSource(path=str(dev), format="tsv"))
+    cfg = _train_config(folder, tmp_path, test=ev)
     summary = train(cfg)
     assert summary["steps"] == 3
     final = tmp_path / "out" / "final"
@@ -136,3 +147,49 @@ def test_trained_export_is_the_same_chain_and_scores_like_sentence_transformers(
     assert again.keys() == summary["test_final"].keys()
     for k, v in summary["test_final"].items():
         assert abs(again[k] - v) <= 1e-6, (k, again[k], v)
+
+
+def _with_nan_word(folder, path, word: str) -> int:
+    """A copy of `folder` whose embedding row of `word` (one token of the real vocabulary) is NaN."""
+    from safetensors.numpy import load_file, save_file
+    from transformers import AutoTokenizer
+    shutil.copytree(folder, path)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    wid = tok.convert_tokens_to_ids(word)
+    assert wid != tok.unk_token_id
+    tensors = load_file(str(path / "model.safetensors"))
+    tensors[next(k for k in tensors if k.endswith("word_embeddings.weight"))][wid] = np.nan
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return wid
+
+
+def test_a_nan_eval_output_stops_training_and_keeps_the_last_good_checkpoint(folder, tmp_path):
+    """A NaN model output in training's evaluation stops the run naming the step, the evaluator and
+    the pair; it never becomes a NaN metric or a "best" model, and the step whose evaluation failed
+    is not checkpointed (its weights would become what a resume starts from and, with
+    keep_checkpoints=1, delete the good one). The fault is real, not mocked: one word's embedding
+    row is NaN; training never reads it (the training texts do not hold the word), so the steps and
+    checkpoints stay finite, like a model fine on its training data and broken on some evaluation
+    input; the evaluation data holds the word in its third pair."""
+    from xenc_jax.runner import NonFiniteOutput
+    from xenc_jax.train.config import EvalConfig
+    from xenc_jax.train.data import DataSource
+    from xenc_jax.train.evaluators import NonFiniteEvaluation
+    from xenc_jax.train.loop import train
+    model = tmp_path / "nan_model"
+    _with_nan_word(folder, model, "zebra")
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("a man is riding\ta man rides\t0.9\ntwo dogs\ta red car\t0.1\nthe zebra runs\ta cat\t0.3\n"
+                   "a child eats\tthe child is eating\t0.8\n")
+    ev = EvalConfig(kind="correlation", data=DataSource(path=str(dev), format="tsv"))
+    cfg = _train_config(model, tmp_path, evaluator=ev, eval_every=2, checkpoint_every=1, keep_checkpoints=1)
+    with pytest.raises(NonFiniteEvaluation) as err:
+        train(cfg)
+    msg = str(err.value)
+    assert isinstance(err.value, NonFiniteOutput)   # what predict / encode raise for a NaN output
+    assert msg.startswith(f"step 2: the eval evaluator (correlation, {dev}) got a non-finite model output")
+    assert f"step 2 was not checkpointed; the latest checkpoint is step 1 in {tmp_path / 'out' / 'checkpoints'}" in msg
+    assert "the model's output for pairs[2] is nan" in msg   # the zebra pair, in the evaluator's order
+    steps = sorted(int(p.name) for p in (tmp_path / "out" / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [1]   # a step-2 save would have deleted it (keep_checkpoints=1)
+    assert not (tmp_path / "out" / "best").exists()

@@ -6,6 +6,9 @@ evaluation.py on the host.
   ClassificationEvaluator   pairs + class labels -> accuracy, f1, average_precision
   RerankingEvaluator        query + candidates + grades -> mrr@10, ndcg@10, map
   EmbeddingSimilarityEvaluator (bi-encoder)      -> cosine pearson, spearman
+
+A NaN or inf model output is an error (runner.check_outputs, as in predict / encode), never a NaN
+metric: the training loop stops there without saving that step (loop.Run.run_eval).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import jax
 import numpy as np
 
 from ..batching import BucketConfig, make_batches, scatter_results, tokenize_pairs, tokenize_texts
+from ..runner import NonFiniteOutput, check_outputs
 from . import evaluation as M
 from .data import DataError, Examples, read_examples
 
@@ -36,8 +40,10 @@ class Scorer:
     do_lower_case: bool = False  # texts (bi-encoder): the model's sentence_bert_config setting
     encode_pairs: Callable | None = None   # pairs -> Encodings (chat_format.pair_encoder); None: text pairs
     encode_texts: Callable | None = None   # texts -> Encodings (bi_head.BiHead.text_encoder); None: plain texts
+    dtype: object = np.float32   # the compute dtype, named when an output is not finite
 
-    def _run(self, params, encodings) -> np.ndarray:
+    def _run(self, params, encodings, what: str) -> np.ndarray:
+        """Outputs in input order; NonFiniteOutput naming `what`[i] for a NaN / inf one."""
         if not encodings:
             return np.zeros((0, 1), np.float32)
         dp = getattr(self.plan, "data_parallel_size", 1)
@@ -50,17 +56,22 @@ class Scorer:
             n = b.input_ids.shape[0] // pc  # each process supplies its slice of the rows
             arrays = {k: v[pi * n:(pi + 1) * n] for k, v in b.arrays().items()}
             outs.append((b, np.asarray(jax.device_get(self.eval_step(params, self.plan.place_batch(arrays))))))
-        return scatter_results(outs, len(encodings))
+        return check_outputs(scatter_results(outs, len(encodings)), 0, what, self.dtype)
 
     def logits(self, params, pairs) -> np.ndarray:
         encs = (tokenize_pairs(self.tokenizer, pairs, self.max_length) if self.encode_pairs is None
                 else self.encode_pairs(pairs))
-        return self._run(params, encs)
+        return self._run(params, encs, "pairs")
 
     def embed(self, params, texts) -> np.ndarray:
         encs = (tokenize_texts(self.tokenizer, texts, self.max_length, self.do_lower_case) if self.encode_texts is None
                 else self.encode_texts(texts))
-        return self._run(params, encs)
+        return self._run(params, encs, "texts")
+
+
+class NonFiniteEvaluation(NonFiniteOutput):
+    """An evaluator got a NaN / inf model output during or after training (the message says the
+    step and which checkpoint is kept)."""
 
 
 def _sigmoid(x):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from .checkpoint import Checkpointer
 from .config import TrainConfig, resolve_model, to_dict
 from .digest import config_digest
 from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather
-from .evaluators import Scorer, build_evaluator
+from .evaluators import NonFiniteEvaluation, NonFiniteOutput, Scorer, build_evaluator
 from .streaming import batch_stream, read_examples
 from .optim import Depths, make_optimizer, make_schedule
 from . import silver as silver_pairs
@@ -273,11 +274,31 @@ class Run:
         evaluator, ev = self.data.evaluators[role]
         t = time.time()
         self.scorer.batch_size = ev.batch_size
-        metrics = evaluator(self.scorer, params)
+        try:
+            metrics = evaluator(self.scorer, params)
+        except NonFiniteOutput as e:
+            raise self._non_finite(role, ev, step, e) from None
         values = {f"{role}/{k}": float(v) for k, v in metrics.items()}
         self.writer.write(step, {**values, f"{role}/seconds": round(time.time() - t, 3)})
         log.info("step %d %s: %s", step, role, {k: round(v, 4) for k, v in metrics.items()})
         return metrics
+
+    def _non_finite(self, role: str, ev, step: int, e: Exception) -> NonFiniteEvaluation:
+        """The error that stops the run when an evaluator's model output is NaN / inf. Stopped
+        before step `step` is checkpointed: its weights are most likely diverged, and saving them
+        would make them the checkpoint a resume starts from and, with keep_checkpoints, delete the
+        oldest good one. The checkpoints already started are finished first, so they stay whole."""
+        self.ckpt.wait()
+        steps = self.ckpt.all_steps()
+        kept = (f"the latest checkpoint is step {steps[-1]} in {self.ckpt.directory}" if steps
+                else "no checkpoint was written yet")
+        saved = (f"the final checkpoint (step {step}) and export were written before this evaluation"
+                 if role == "test" else f"step {step} was not checkpointed; {kept}")
+        return NonFiniteEvaluation(
+            f"step {step}: the {role} evaluator ({ev.kind}, {ev.data.path}) got a non-finite model output, so "
+            f"training stopped ({saved}). If the run diverged, resume=true goes on from the latest checkpoint "
+            "with a change that keeps it finite (a lower optim.learning_rate, dtype=float32, optim.max_grad_norm; "
+            "list the keys changed in resume_may_change). Details: " + str(e))
 
     def save(self, step: int, force=False) -> None:
         self.ckpt.save(step, self.state, {"data_position": self.stream.position, "best": self.best,
@@ -320,6 +341,7 @@ def build_run(cfg: TrainConfig, out: Path, data: TrainingData, pi: int, pc: int)
                                    grad_accum_steps=accum, ema_decay=cfg.ema_decay)
     scorer = Scorer(S.make_eval_step(model_fn, plan, shardings.params), plan, pt.tokenizer, cfg.max_length,
                     bucket_lengths=tuple(cfg.bucket_lengths), do_lower_case=bool(bi and bi.do_lower_case),
+                    dtype=as_dtype(cfg.dtype),
                     encode_pairs=encode if cfg.task == "cross_encoder" else None,
                     encode_texts=encode if cfg.task != "cross_encoder" else None)
     run = Run(cfg, out, data, model_dir, pt, bi, digest, plan, stream, steps_per_epoch, total, shardings,
@@ -402,7 +424,11 @@ def _evaluate_and_keep_best(run: Run, step: int, pi: int) -> None:
     metrics_ev = run.run_eval("eval", run.state.eval_params(), step)
     name = ev_cfg.metric or evaluator.default_metric
     value = float(metrics_ev[name])
-    if run.best["value"] is None or value > run.best["value"]:
+    if not math.isfinite(value):   # e.g. pearson of constant scores: no model is "best" on it
+        log.warning("step %d: eval metric %s is %s (constant scores?); the best model is not changed", step, name, value)
+        return
+    best = run.best["value"]
+    if best is None or not math.isfinite(best) or value > best:
         run.best = {"metric": name, "value": value, "step": step}
         if run.cfg.export_best:
             host = host_params(run.state.eval_params())  # collective: all processes
@@ -469,7 +495,7 @@ def evaluate_model(cfg: TrainConfig, ev) -> dict:
     params = pt.params if bi is None else bi.init_params(pt.params)
     scorer = Scorer(S.make_eval_step(model_fn, plan, p_sh), plan, pt.tokenizer, cfg.max_length,
                     batch_size=ev.batch_size, bucket_lengths=tuple(cfg.bucket_lengths),
-                    do_lower_case=bool(bi and bi.do_lower_case),
+                    do_lower_case=bool(bi and bi.do_lower_case), dtype=as_dtype(cfg.dtype),
                     encode_pairs=_pair_encoder(model_dir, pt, bi, cfg.max_length) if pairs else None,
                     encode_texts=None if pairs else bi.text_encoder(pt.tokenizer, pt.config, cfg.max_length))
     return {k: float(v) for k, v in evaluator(scorer, plan.put_params(params, p_sh)).items()}
