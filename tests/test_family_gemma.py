@@ -295,8 +295,9 @@ def test_rejected_switches_are_named(models):
             (gemma2, "attn_logit_softcapping", 0.0, "attn_logit_softcapping"),
             (gemma2, "hidden_activation", "silu", "hidden_activation"),
             (gemma2, "sliding_window", None, "sliding_window=None"),
-            (gemma3, "rope_parameters", {"full_attention": {**linear, "rope_type": "yarn"}}, "yarn"),
-            (gemma3, "rope_parameters", {"sliding_attention": linear}, "sliding_attention layers"),
+            (gemma3, "rope_parameters", {"full_attention": {**linear, "rope_type": "longrope"}}, "longrope"),
+            (gemma3, "rope_parameters", {"sliding_attention": {**linear, "rope_type": "dynamic"}},
+             "sliding_attention layers.*dynamic"),
             (gemma3, "rope_parameters", {"full_attention": {**linear, "factor": 0.5}}, "factor=0.5"),
             (gemma3, "rope_parameters", {"chunked_attention": {}}, "rope_parameters")):
         with pytest.raises(ConfigError, match=match):

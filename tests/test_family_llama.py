@@ -376,9 +376,9 @@ def test_rejected_switches_and_tensors_are_named(models, tmp_path):
     from xenc_jax.hf.configs import ConfigError, config_from_dict
     llama = json.loads((models["llama-causal"][0] / "config.json").read_text())
     mistral = json.loads((models["mistral-causal"][0] / "config.json").read_text())
-    yarn = {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}
+    longrope = {"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0] * 4, "long_factor": [2.0] * 4}
     for d, key, value, match in (
-            (llama, "rope_parameters", yarn, "rope_parameters.*yarn"),
+            (llama, "rope_parameters", longrope, "rope_parameters.*longrope"),
             (llama, "rope_scaling", {"rope_type": "linear", "factor": 0.5}, "linear rope with factor=0.5"),
             (llama, "rope_parameters", {"rope_type": "llama3", "rope_theta": 1e4, "factor": 8.0},
              "llama3 rope without.*low_freq_factor"),

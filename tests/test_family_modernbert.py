@@ -303,7 +303,8 @@ def test_strict_loading_names_the_problem(tmp_path):
     def with_tensors(t):
         save_file(t, str(w_path))
 
-    scaled = {"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4},
+    # linear over half the head: HF fails (partial_rotary_factor only works with rope_type proportional)
+    scaled = {"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4, "partial_rotary_factor": 0.5},
               "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}
     for changes, message in ((dict(rope_parameters=scaled), "rope_parameters"),
                              (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope_scaling"),

@@ -198,10 +198,11 @@ def test_bad_inputs_have_clear_errors(tmp_path, models):
     make_tiny_llm("qwen3-seqcls", tmp_path / "plain", template=None)
     with pytest.raises(ValueError, match=r"pairs\[1\] \(\('', ''\)\) tokenizes to no tokens.*drop the pair"):
         CrossEncoder(tmp_path / "plain").predict([("a query", "a passage"), ("", "")])
-    # rope scaling we do not implement, both spellings
+    # batch-dependent rope scaling we do not implement, both spellings (the fixed types: test_rope_configs)
     d = json.loads((path / "config.json").read_text())
-    for key, value in (("rope_parameters", {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}),
-                       ("rope_scaling", {"rope_type": "linear", "factor": 2.0})):
+    for key, value in (("rope_parameters", {"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0] * 4,
+                                            "long_factor": [2.0] * 4}),
+                       ("rope_scaling", {"rope_type": "dynamic", "factor": 2.0})):
         with pytest.raises(ConfigError, match=key):
             config_from_dict({**d, key: value})
     with pytest.raises(ConfigError, match="use_sliding_window=true with sliding_window=0"):

@@ -2,7 +2,7 @@
 pre-RMSNorm layers with causal grouped-query attention and rotary positions, a SwiGLU MLP, a final
 RMSNorm; and the two heads a decoder scores with. What differs between those families is data on
 DecoderConfig: q/k norms (Qwen3), biases (Qwen2's q/k/v, attention_bias, mlp_bias), an explicit
-head_dim, rope scaling (Llama 3's bands, linear), a sliding window (Mistral), tied embeddings; Gemma's (1 + w)
+head_dim, rope scaling (llama3, linear, yarn, proportional), a sliding window (Mistral), tied embeddings; Gemma's (1 + w)
 norms, scaled embeddings, post-branch norms, score scale, soft-caps and GeGLU (by activation name). A family folder
 holds a DecoderConfig subclass (its name) and its HF record; the modules are these.
 
@@ -27,8 +27,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from .axes import Dtype, constrain
-from .blocks import GLOBAL, LOCAL, AttentionSpec, LayerSpec, LayerType, LinearRopeScaling, Llama3RopeScaling, NormSpec, \
-    PreNormLayer, embed, layer_class
+from .blocks import GLOBAL, LOCAL, AttentionSpec, LayerSpec, LayerType, NormSpec, PreNormLayer, RopeScaling, embed, \
+    layer_class
 from .config import EncoderConfig
 from .dense import contract, dense, normal
 from .encoder import default_position_ids
@@ -40,9 +40,9 @@ class DecoderConfig(EncoderConfig):
     num_kv_heads: int = 0              # grouped-query attention: query heads per kv head = num_heads // num_kv_heads
     attn_head_dim: int = 0             # an explicit head_dim (may differ from hidden // heads); 0: hidden // heads
     rope_theta: float = 10_000.0
-    # frequency rescaling, Llama 3.1's bands or linear (Llama, Mistral, Gemma 3 4B+): every layer's, but
-    # only the GLOBAL ones' when local_rope_theta is set (Gemma 3 scales its global layers only)
-    rope_scaling: Llama3RopeScaling | LinearRopeScaling | None = None
+    # a rope type's rescaling (llama3, linear, yarn, proportional; blocks.RopeScaling): every layer's, but
+    # only the GLOBAL ones' when local_rope_theta is set (Gemma 3: local_rope_scaling is the LOCAL ones')
+    rope_scaling: RopeScaling | None = None
     sliding_window: int = 0            # > 0: sliding layers see the last `sliding_window` tokens (self included)
     layer_kinds: tuple[str, ...] = ()  # GLOBAL / LOCAL per layer; (): all LOCAL with a window, else all GLOBAL
     qk_norm: bool = False              # Qwen3: RMSNorm over head_dim on q and k
@@ -58,6 +58,7 @@ class DecoderConfig(EncoderConfig):
     attn_softcap: float | None = None  # Gemma 2: cap * tanh(scores / cap)
     final_softcap: float | None = None  # Gemma 2: cap * tanh(logits / cap) on the LM logits
     local_rope_theta: float | None = None  # Gemma 3: the sliding layers' rope theta; None: rope_theta
+    local_rope_scaling: RopeScaling | None = None  # Gemma 3: the sliding layers' rope scaling (with local_rope_theta)
     bidirectional: bool = False        # EmbeddingGemma: no causal mask; a window reaches both ways
     head_kind: str = "score"           # "score": ForSequenceClassification's Linear; "lm": causal-LM columns
     score_token_ids: tuple[int, ...] = ()   # "lm": (true,) or (true, false), resolved when loading
@@ -91,10 +92,11 @@ class DecoderConfig(EncoderConfig):
         |q_idx - kv_idx| < window)."""
         kinds = self.layer_kinds or ((LOCAL if self.sliding_window else GLOBAL),) * self.num_layers
         causal = not self.bidirectional
-        local_theta = self.rope_theta if self.local_rope_theta is None else self.local_rope_theta
+        own = self.local_rope_theta is not None   # Gemma 3: the sliding layers' own rope
+        local_theta, local_scaling = (self.local_rope_theta, self.local_rope_scaling) if own else \
+            (self.rope_theta, self.rope_scaling)
         of = {GLOBAL: LayerType(GLOBAL, None, self.rope_theta, causal=causal, rope_scaling=self.rope_scaling),
-              LOCAL: LayerType(LOCAL, self.sliding_window - 1, local_theta, causal=causal,
-                               rope_scaling=None if self.local_rope_theta is not None else self.rope_scaling)}
+              LOCAL: LayerType(LOCAL, self.sliding_window - 1, local_theta, causal=causal, rope_scaling=local_scaling)}
         return tuple(of[k] for k in kinds)
 
     def layer_spec(self) -> LayerSpec:

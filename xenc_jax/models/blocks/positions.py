@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar, Union
 
 import flax.linen as nn
 import flax.struct
@@ -73,8 +74,9 @@ class Llama3RopeScaling:
     low_freq_factor: float
     high_freq_factor: float
     original_max_position_embeddings: int
+    attention_factor: ClassVar[float] = 1.0
 
-    def __call__(self, inv_freq: np.ndarray) -> np.ndarray:
+    def __call__(self, inv_freq: np.ndarray, theta: float | None = None, head_dim: int | None = None) -> np.ndarray:
         inv_freq = np.asarray(inv_freq, np.float32)
         old = float(self.original_max_position_embeddings)
         low_wavelen, high_wavelen = old / self.low_freq_factor, old / self.high_freq_factor
@@ -94,35 +96,99 @@ class LinearRopeScaling:
     `factor`, i.e. positions interpolated (modeling_rope_utils._compute_linear_scaling_rope_parameters;
     attention factor 1). In float32 like torch's `inv_freq /= factor`."""
     factor: float
+    attention_factor: ClassVar[float] = 1.0
 
-    def __call__(self, inv_freq: np.ndarray) -> np.ndarray:
+    def __call__(self, inv_freq: np.ndarray, theta: float | None = None, head_dim: int | None = None) -> np.ndarray:
         return (np.asarray(inv_freq, np.float32) / np.float32(self.factor)).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class YarnRopeScaling:
+    """HF rope_type "yarn" (Qwen2.5 / Qwen3 long context): per frequency a blend of the default one
+    (fast, extrapolated) and the one divided by `factor` (slow, interpolated), the blend a linear
+    ramp over the dims between find_correction_range(beta_fast, beta_slow); cos and sin are then
+    multiplied by `attention_factor` (0.1 ln(factor) + 1 unless the config sets it; the reader
+    computes it as HF does). Fixed for every input: no dependence on the batch. In torch's float32
+    order (modeling_rope_utils._compute_yarn_parameters), the host-side scalars in float64 as Python."""
+    factor: float
+    original_max_position_embeddings: int
+    attention_factor: float = 1.0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    truncate: bool = True
+
+    def _correction_range(self, dim: int, theta: float) -> tuple[float, float]:
+        def correction_dim(rotations: float) -> float:   # HF find_correction_dim, Python floats
+            return (dim * math.log(self.original_max_position_embeddings / (rotations * 2 * math.pi))) \
+                / (2 * math.log(theta))
+        low, high = correction_dim(self.beta_fast), correction_dim(self.beta_slow)
+        if self.truncate:
+            low, high = math.floor(low), math.ceil(high)
+        return max(low, 0), min(high, dim - 1)
+
+    def __call__(self, inv_freq: np.ndarray, theta: float | None = None, head_dim: int | None = None) -> np.ndarray:
+        dim = int(head_dim)
+        # torch: float32 exponents, a float32 base, pow rounded to float32 (ours: correctly rounded)
+        exponent = np.arange(0, dim, 2).astype(np.float32) / np.float32(dim)
+        pos = (np.float64(np.float32(theta)) ** exponent.astype(np.float64)).astype(np.float32)
+        extrapolation = np.float32(1) / pos
+        interpolation = np.float32(1) / (np.float32(self.factor) * pos)
+        low, high = self._correction_range(dim, float(theta))
+        if low == high:
+            high += 0.001   # HF's guard against a zero-width ramp
+        ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0, 1)
+        keep = np.float32(1) - ramp.astype(np.float32)   # HF's inv_freq_extrapolation_factor
+        return (interpolation * (np.float32(1) - keep) + extrapolation * keep).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProportionalRopeScaling:
+    """HF rope_type "proportional" (modeling_rope_utils._compute_proportional_rope_parameters): the
+    first int(partial_rotary_factor * head_dim // 2) default frequencies (exponents over the whole
+    head_dim), the rest 0 (cos 1, sin 0: those dims pass unrotated), all divided by `factor`. The one
+    rope type with which transformers rotates only part of the head in these families."""
+    factor: float = 1.0
+    partial_rotary_factor: float = 1.0
+    attention_factor: ClassVar[float] = 1.0
+
+    def __call__(self, inv_freq: np.ndarray, theta: float | None = None, head_dim: int | None = None) -> np.ndarray:
+        inv_freq = np.array(inv_freq, np.float32)
+        inv_freq[int(self.partial_rotary_factor * int(head_dim) // 2):] = 0
+        return (inv_freq / np.float32(self.factor)).astype(np.float32)
+
+
+RopeScaling = Union[Llama3RopeScaling, LinearRopeScaling, YarnRopeScaling, ProportionalRopeScaling]
 
 
 @dataclasses.dataclass(frozen=True)
 class RotaryPositions:
     """Rotary position embedding with base `theta` over the whole head (HF's "default" rope type:
     cat(freqs, freqs) layout, rotate_half). No params; its hook is blocks.Attention's `rotate`.
-    scaling: a frequency rescaling (Llama3RopeScaling, LinearRopeScaling) applied to the inverse frequencies.
+    scaling: a rope type's rescaling of the inverse frequencies (RopeScaling), and of cos/sin (yarn).
 
     Angles come from position ids, so packed segments (positions restarting) rotate exactly as
     they would alone. The rotation is done in fp32 and cast back, as HF's apply_rotary_pos_emb.
     """
     head_dim: int
     theta: float
-    scaling: Llama3RopeScaling | LinearRopeScaling | None = None
+    scaling: RopeScaling | None = None
 
     def inv_freq(self) -> np.ndarray:
         """1 / theta^(2i/d), rounded once to float32 (host constant; checked against HF's)."""
         exponent = np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim
         inv_freq = (1.0 / (float(self.theta) ** exponent)).astype(np.float32)
-        return inv_freq if self.scaling is None else self.scaling(inv_freq)
+        return inv_freq if self.scaling is None else self.scaling(inv_freq, self.theta, self.head_dim)
 
     def cos_sin(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """positions [B, L] -> cos, sin [B, L, 1, head_dim] fp32 (broadcast over heads)."""
+        """positions [B, L] -> cos, sin [B, L, 1, head_dim] fp32 (broadcast over heads), times the
+        scaling's attention factor as HF's rotary forward (yarn's; 1 for the other types)."""
         freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(self.inv_freq())
         emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
-        return jnp.cos(emb), jnp.sin(emb)
+        cos, sin = jnp.cos(emb), jnp.sin(emb)
+        factor = 1.0 if self.scaling is None else float(self.scaling.attention_factor)
+        if factor != 1.0:   # HF: emb.cos() * attention_scaling, a float32 product
+            cos, sin = cos * np.float32(factor), sin * np.float32(factor)
+        return cos, sin
 
     def hook(self, positions: jax.Array, query_positions: jax.Array | None = None) -> "Rotation":
         """(q [B, Lq, H, D], k [B, L, H, D]) -> rotated (q, k). Keys sit at `positions` [B, L];
@@ -170,7 +236,7 @@ class LayerType:
     half_window: int | None = None
     rope_theta: float | None = None
     causal: bool = False
-    rope_scaling: Llama3RopeScaling | LinearRopeScaling | None = None
+    rope_scaling: RopeScaling | None = None
 
     def mask(self, segments, positions, query_rows=None):
         """The [B, 1, Lq, L] mask of this layer kind (blocks/masks.py), queries at query_rows."""

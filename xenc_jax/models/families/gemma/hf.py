@@ -9,7 +9,7 @@ harmless); `layer_types` (default: even layers sliding, as Gemma2Config), `slidi
 `query_pre_attn_scalar`, `attn_logit_softcapping`, `final_logit_softcapping` (on the causal LM's
 logits only: ForSequenceClassification's `score` is not capped, as HF).
 Both: tied embeddings unless the config says otherwise (HF's default True is often not written),
-only the "default" rope type; `use_bidirectional_attention` is rejected (Gemma 1/2 build a causal
+every rope type hf/decoder.py implements; `use_bidirectional_attention` is rejected (Gemma 1/2 build a causal
 mask whatever it says under eager attention: it is only a kernel hint there).
 """
 from __future__ import annotations
@@ -65,14 +65,14 @@ def _read_gemma2(d: dict, family: str) -> tuple[dict, set]:
                                   "attn_logit_softcapping", "final_logit_softcapping"}
 
 
-def _gemma3_rope(d: dict, family: str) -> tuple[float, object, float]:
-    """(global theta, global scaling, local theta) as Gemma3TextConfig.convert_rope_params_to_dict
-    (transformers 5.25) builds them: each layer type's `rope_parameters` dict ({"rope_type":
-    "default"} when absent), a 4.x `rope_scaling` merged over the full_attention one (its keys win,
-    rope_type and factor included: Gemma 3 4B+ write {"rope_type": "linear", "factor": 8}), then
-    rope_theta / rope_local_base_freq only where the dict has no rope_theta; defaults 1e6 / 1e4.
-    The sliding layers take the default rope type only (the released checkpoints scale only the
-    global ones)."""
+def _gemma3_rope(d: dict, family: str) -> tuple[float, object, float, object]:
+    """(global theta, global scaling, local theta, local scaling) as
+    Gemma3TextConfig.convert_rope_params_to_dict (transformers 5.25) builds them: each layer type's
+    `rope_parameters` dict ({"rope_type": "default"} when absent), a 4.x `rope_scaling` merged over
+    the full_attention one (its keys win, rope_type and factor included: Gemma 3 4B+ write
+    {"rope_type": "linear", "factor": 8}), then rope_theta / rope_local_base_freq only where the
+    dict has no rope_theta; defaults 1e6 / 1e4. Each layer type takes any rope type hf/decoder.rope
+    implements (HF's rotary embedding builds each type's frequencies with the same functions)."""
     params = d.get("rope_parameters")
     if params is not None and (not isinstance(params, dict) or set(params) - {"full_attention", "sliding_attention"}):
         raise ConfigError(f"{family} config has rope_parameters={params!r}: expected one dict per layer type "
@@ -84,7 +84,7 @@ def _gemma3_rope(d: dict, family: str) -> tuple[float, object, float]:
         raise ConfigError(f"{family} config has rope_scaling and a rope_parameters without a 'full_attention' dict: "
                           "transformers merges rope_scaling into that dict and fails without it; put the "
                           "rope settings in rope_parameters['full_attention'] and drop rope_scaling")
-    got = []
+    got, head_dim = [], d.get("head_dim") or d["hidden_size"] // d["num_attention_heads"]
     for kind, extra, theta_key, default in (("full_attention", scaling, "rope_theta", 1_000_000.0),
                                             ("sliding_attention", None, "rope_local_base_freq", 10_000.0)):
         p = (params or {}).get(kind)
@@ -93,11 +93,15 @@ def _gemma3_rope(d: dict, family: str) -> tuple[float, object, float]:
         p.setdefault("rope_theta", d.get(theta_key, default))
         # rope() names the key: rope_scaling when one was merged in (the error is about it, then)
         key = "rope_scaling" if extra else "rope_parameters"
-        types = ("default", "linear") if kind == "full_attention" else ("default",)
-        got.append(rope({key: p, "max_position_embeddings": d.get("max_position_embeddings")},
-                        f"{family} ({kind} layers)", types))
-    (theta, scaling), (local, _) = got
-    return theta, scaling, local
+        got.append(rope({key: p, "max_position_embeddings": d.get("max_position_embeddings"),
+                         "partial_rotary_factor": d.get("partial_rotary_factor")},
+                        f"{family} ({kind} layers)", head_dim=head_dim, nested=True))
+    (theta, scaling), (local, local_scaling) = got
+    return theta, scaling, local, local_scaling
+
+
+# read by _gemma3_rope per layer type (not by the shared flat reader)
+_GEMMA3_ROPE_KEYS = ("rope_parameters", "rope_scaling", "partial_rotary_factor")
 
 
 def _read_gemma3(d: dict, family: str) -> tuple[dict, set]:
@@ -112,9 +116,10 @@ def _read_gemma3(d: dict, family: str) -> tuple[dict, set]:
     d = {**d, "layer_types": d.get("layer_types") or ["sliding_attention" if (i + 1) % pattern else "full_attention"
                                                       for i in range(n)],
          "sliding_window": window // 2 + 1 if bidirectional and isinstance(window, int) else window}
-    v, used = _read_gemma2({k: x for k, x in d.items() if k not in ("rope_parameters", "rope_scaling")}, family)
-    theta, scaling, local = _gemma3_rope(d, family)
-    v.update(qk_norm=True, rope_theta=theta, rope_scaling=scaling, local_rope_theta=local, bidirectional=bidirectional)
+    v, used = _read_gemma2({k: x for k, x in d.items() if k not in _GEMMA3_ROPE_KEYS}, family)
+    theta, scaling, local, local_scaling = _gemma3_rope(d, family)
+    v.update(qk_norm=True, rope_theta=theta, rope_scaling=scaling, local_rope_theta=local,
+             local_rope_scaling=local_scaling, bidirectional=bidirectional)
     return v, used | {"sliding_window_pattern", "_sliding_window_pattern", "rope_local_base_freq", "use_bidirectional_attention",
                       "rope_parameters", "rope_scaling"}
 
@@ -149,8 +154,14 @@ def _read_gemma3_multimodal(d: dict, family: str) -> tuple[dict, set]:
                           "so no bidirectional model is run; a bidirectional text model (EmbeddingGemma) is "
                           "model_type 'gemma3_text'")
     from ....hf.configs import config_from_dict   # lazy: hf/configs imports the registry, which imports this
-    inner = config_from_dict({**presets.GEMMA3_TEXT_DEFAULTS, **text, "model_type": "gemma3_text"},
-                             source=f"the text_config of a {family} config.json")
+    try:
+        inner = config_from_dict({**presets.GEMMA3_TEXT_DEFAULTS, **text, "model_type": "gemma3_text"},
+                                 source=f"the text_config of a {family} config.json")
+    except ConfigError as e:
+        if "ignore_config_keys" not in str(e):
+            raise
+        raise ConfigError(f"{e}; but ignore_config_keys reaches only config.json's top-level keys: after "
+                          "checking, remove these from its text_config instead") from None
     v = {f.name: getattr(inner, f.name) for f in dataclasses.fields(inner)
          if f.init and f.name not in ("family", "num_labels", "raw_json")}
     archs = d.get("architectures") or []

@@ -3,11 +3,12 @@
 every Llama-shaped decoder shares are hf/decoder.py's; here only what the two differ in.
 
 Llama: attention_bias (biases on q/k/v/o), mlp_bias (on gate/up/down), an explicit head_dim,
-rope_type "default", "llama3" (Llama 3.1's frequency rescaling) or "linear" (every inverse
-frequency divided by `factor`: position interpolation, as in LongChat / Vicuna-16k-style
-fine-tunes); every other rope type is rejected by name ("dynamic" with why: hf/decoder.py). Both
-families take the same rope types: HF's LlamaRotaryEmbedding and MistralRotaryEmbedding build
-their frequencies with the same modeling_rope_utils functions (transformers 5.25).
+every rope type hf/decoder.rope implements: "default", "llama3" (Llama 3.1's frequency
+rescaling), "linear" (every inverse frequency divided by `factor`: position interpolation, as in
+LongChat / Vicuna-16k-style fine-tunes), "yarn", "proportional"; "dynamic" / "longrope" are
+rejected with why. Both families take the same rope types: HF's LlamaRotaryEmbedding and
+MistralRotaryEmbedding build their frequencies with the same modeling_rope_utils functions
+(transformers 5.25).
 Mistral: the same attention without bias switches (MistralAttention has no
 biases and never reads attention_bias / mlp_bias), plus `sliding_window` (None: full causal
 attention). Mistral's AutoModel ignores a `layer_types` key (HF points to Ministral for that), so
@@ -20,18 +21,15 @@ from .model import LlamaConfig
 from ....hf.decoder import COMMON_KEYS, decoder_table, head_dim, read_common
 from ....hf.family import ConfigError, Family
 
-_ROPE_TYPES = ("default", "llama3", "linear")
-
-
 def _read_llama(d: dict, family: str) -> tuple[dict, set]:
-    v = read_common(d, family, _ROPE_TYPES)
+    v = read_common(d, family)
     bias = bool(d.get("attention_bias", False))
     v.update(attn_head_dim=head_dim(d, v), qkv_bias=bias, out_bias=bias, mlp_bias=bool(d.get("mlp_bias", False)))
     return v, set(COMMON_KEYS) | {"mlp_bias"}
 
 
 def _read_mistral(d: dict, family: str) -> tuple[dict, set]:
-    v = read_common(d, family, _ROPE_TYPES)
+    v = read_common(d, family)
     window = d.get("sliding_window")
     if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
         raise ConfigError(f"{family} config has sliding_window={window!r}: expected a positive number of tokens "

@@ -5,7 +5,7 @@ config.json comes in two spellings: transformers 5 writes `layer_types` and `rop
 (and keeps `global_attn_every_n_layers`), the 4.x-saved checkpoints on the hub have
 `global_attn_every_n_layers`, `global_rope_theta` and `local_rope_theta`. Both are read; the 5.x
 keys win when present, as in ModernBertConfig.__post_init__ / convert_rope_params_to_dict, except
-that a `rope_scaling` dict is merged over both layer types' rope settings (as HF does: _thetas).
+that a `rope_scaling` dict is merged over both layer types' rope settings (as HF does: _ropes).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ _OPTIONAL = {
     "classifier_bias": ("classifier_bias", False), "classifier_pooling": ("classifier_pooling", "cls"),
 }
 _ROPE_KEYS = ("layer_types", "global_attn_every_n_layers", "rope_parameters", "global_rope_theta",
-              "local_rope_theta", "rope_scaling", "head_dim")
+              "local_rope_theta", "rope_scaling", "head_dim", "partial_rotary_factor")
 
 
 def _layer_types(d: dict, n: int) -> tuple[str, ...]:
@@ -49,13 +49,12 @@ def _layer_types(d: dict, n: int) -> tuple[str, ...]:
     return tuple(LOCAL if i % every else GLOBAL for i in range(n))
 
 
-def _thetas(d: dict) -> tuple[float, float]:
-    """(global, local) rope theta as ModernBertConfig.convert_rope_params_to_dict (transformers
-    5.25) builds them: each layer type's `rope_parameters` dict ({"rope_type": "default"} when
-    absent), a `rope_scaling` dict merged over both (its keys win, rope_theta included), then
-    global_rope_theta / local_rope_theta only where the dict has no rope_theta; defaults 160000 /
-    10000. Only the "default" rope type (plain RoPE over the whole head) is implemented; scaled
-    types (linear, dynamic, yarn, ...) are rejected by name (hf/decoder.rope)."""
+def _ropes(d: dict, head_dim: int) -> dict[str, tuple]:
+    """{layer type: (rope theta, scaling)} as ModernBertConfig.convert_rope_params_to_dict
+    (transformers 5.25) builds them: each layer type's `rope_parameters` dict ({"rope_type":
+    "default"} when absent), a `rope_scaling` dict merged over both (its keys win, rope_theta
+    included), then global_rope_theta / local_rope_theta only where the dict has no rope_theta;
+    defaults 160000 / 10000. Each layer type takes any rope type hf/decoder.rope implements."""
     params = d.get("rope_parameters")
     if params is not None and (not isinstance(params, dict) or set(params) - {GLOBAL, LOCAL}):
         raise ConfigError(f"modernbert config has rope_parameters={params!r}: expected a dict per layer "
@@ -71,16 +70,17 @@ def _thetas(d: dict) -> tuple[float, float]:
     if fallback[LOCAL] is None:
         # 4.x ModernBertAttention: a null local_rope_theta meant the global theta (5.25 fails on it)
         fallback[LOCAL] = fallback[GLOBAL]
-    got = []
+    got = {}
     for kind in (GLOBAL, LOCAL):
         p = (params or {}).get(kind)
         p = {"rope_type": "default"} if p is None else dict(p)   # HF's default dict only for a missing one
         p.update(scaling or {})
         p.setdefault("rope_theta", fallback[kind])
         key = "rope_scaling" if scaling else "rope_parameters"   # the error names rope_scaling when it was merged in
-        got.append(rope({key: p, "max_position_embeddings": d.get("max_position_embeddings")},
-                        f"modernbert ({kind} layers)")[0])
-    return got[0], got[1]
+        got[kind] = rope({key: p, "max_position_embeddings": d.get("max_position_embeddings"),
+                          "partial_rotary_factor": d.get("partial_rotary_factor")},
+                         f"modernbert ({kind} layers)", head_dim=head_dim, nested=True)
+    return got
 
 
 def _read(d: dict, family: str) -> tuple[dict, set]:
@@ -101,8 +101,10 @@ def _read(d: dict, family: str) -> tuple[dict, set]:
         v["pad_token_id"] = 0   # only HF's embedding padding_idx (gradients, init): no effect on the math
     if int(v["local_attention"]) < 0:
         raise ConfigError(f"modernbert config has local_attention={v['local_attention']}: must be >= 0")
-    glob, loc = _thetas(d)
+    ropes = _ropes(d, heads)
+    (glob, glob_scaling), (loc, loc_scaling) = ropes[GLOBAL], ropes[LOCAL]
     v.update(layer_types=_layer_types(d, int(v["num_layers"])), global_rope_theta=glob, local_rope_theta=loc,
+             global_rope_scaling=glob_scaling, local_rope_scaling=loc_scaling,
              type_vocab_size=0, embedding_size=v["hidden_size"], local_attention=int(v["local_attention"]),
              embedding_dropout=float(v["embedding_dropout"]), classifier_dropout=float(v["classifier_dropout"]))
     for k in ("norm_bias", "attention_bias", "mlp_bias", "classifier_bias"):

@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ...axes import Dtype, constrain
-from ...blocks import ACTIVATIONS, GLOBAL, LOCAL, AttentionSpec, LayerSpec, LayerType, NormSpec, PreNormLayer, embed, \
-    layer_class, layer_norm
+from ...blocks import ACTIVATIONS, GLOBAL, LOCAL, AttentionSpec, LayerSpec, LayerType, NormSpec, PreNormLayer, \
+    RopeScaling, embed, layer_class, layer_norm
 from ...config import EncoderConfig
 from ...dense import dense
 from ...encoder import default_position_ids
@@ -29,6 +29,8 @@ class ModernBertConfig(EncoderConfig):
     layer_types: tuple[str, ...] = ()    # GLOBAL / LOCAL per layer
     global_rope_theta: float = 160_000.0
     local_rope_theta: float = 10_000.0
+    global_rope_scaling: RopeScaling | None = None   # a rope type's rescaling per layer type (blocks.RopeScaling)
+    local_rope_scaling: RopeScaling | None = None
     local_attention: int = 128           # HF's full window: local layers see local_attention // 2 each side
     norm_bias: bool = False
     attention_bias: bool = False
@@ -38,12 +40,13 @@ class ModernBertConfig(EncoderConfig):
     embedding_dropout: float = 0.0
 
     def layer_type(self, kind: str) -> LayerType:
-        """GLOBAL: all tokens of the segment, global_rope_theta; LOCAL: local_attention // 2
-        tokens each side, local_rope_theta."""
+        """GLOBAL: all tokens of the segment, global_rope_theta (and scaling); LOCAL:
+        local_attention // 2 tokens each side, local_rope_theta (and scaling)."""
         if kind == GLOBAL:
-            return LayerType(GLOBAL, None, self.global_rope_theta)
+            return LayerType(GLOBAL, None, self.global_rope_theta, rope_scaling=self.global_rope_scaling)
         if kind == LOCAL:
-            return LayerType(LOCAL, self.local_attention // 2, self.local_rope_theta)
+            return LayerType(LOCAL, self.local_attention // 2, self.local_rope_theta,
+                             rope_scaling=self.local_rope_scaling)
         raise ValueError(f"unknown ModernBERT layer type {kind!r} (expected {GLOBAL!r} or {LOCAL!r})")
 
     def layer_spec(self) -> LayerSpec:

@@ -5,11 +5,13 @@ What the head is comes from `architectures`: *ForCausalLM is a causal-LM scorer 
 columns of the scoring tokens, which hf/causal_score.py resolves), anything else gets
 ForSequenceClassification's `score` Linear (fresh when the checkpoint has none, as HF).
 
-Rotary positions: only HF's "default" rope type (plain RoPE with rope_theta) is implemented; every
-scaled type (linear, dynamic, yarn, llama3, ...) is rejected by name. Both config spellings are
-read: transformers 5's `rope_parameters` and 4.x's `rope_theta` / `rope_scaling`; with both, a
-non-empty `rope_scaling` replaces `rope_parameters`, as transformers 5.25 (hf/decoder.rope: nothing
-here reads a rope key past it; tests/test_rope_configs.py).
+Rotary positions: every rope type hf/decoder.rope implements ("default", "linear", "llama3",
+"yarn" as Qwen's long-context configs write it: {"rope_type": "yarn", "factor": 4.0,
+"original_max_position_embeddings": 32768}, "proportional"); "dynamic" / "longrope" are rejected
+with why. Both config spellings are read: transformers 5's `rope_parameters` and 4.x's
+`rope_theta` / `rope_scaling`; with both, a non-empty `rope_scaling` replaces `rope_parameters`,
+as transformers 5.25 (hf/decoder.rope: nothing here reads a rope key past it;
+tests/test_rope_configs.py).
 
 Sliding windows, read as Qwen{2,3}Config.__post_init__ and the modeling code do (transformers 5):
 the window is `sliding_window` only when `use_sliding_window` is true (else None, whatever
