@@ -193,3 +193,23 @@ def test_a_nan_eval_output_stops_training_and_keeps_the_last_good_checkpoint(fol
     steps = sorted(int(p.name) for p in (tmp_path / "out" / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [1]   # a step-2 save would have deleted it (keep_checkpoints=1)
     assert not (tmp_path / "out" / "best").exists()
+
+
+@pytest.mark.parametrize("role", ["train", "eval"])
+def test_a_lone_surrogate_in_training_data_is_a_data_error_naming_file_and_line(tmp_path, role):
+    """A JSON "\\udXXX" escape without its pair is valid JSON but not a text (the tokenizer would
+    stop with a bare 'TextInputSequence must be str'): train() refuses it by file:line, column and
+    code point, for the training rows and an evaluator's, before any model is loaded (the model
+    path here does not exist)."""
+    from xenc_jax.train.config import EvalConfig
+    from xenc_jax.train.data import DataError, DataSource
+    from xenc_jax.train.loop import train
+    bad = tmp_path / f"{role}.jsonl"
+    bad.write_text(json.dumps({"q": "a dog", "d": "a cat", "y": 1}) + "\n"
+                   + json.dumps({"q": "a dog", "d": "docs \ud83d", "y": 0}) + "\n")   # ensure_ascii: "\ud83d"
+    good = write_pairs(tmp_path / "good.tsv", n=8)
+    src = DataSource(path=str(bad), format="jsonl", columns=("q", "d"), label_column="y")
+    kw = {"train": src} if role == "train" else {"evaluator": EvalConfig(kind="correlation", data=src)}
+    cfg = _config(tmp_path / "no_model", good, tmp_path / "out", **kw)
+    with pytest.raises(DataError, match=rf"^{bad}:2: column 'd' holds an unpaired surrogate \(\\ud83d\)"):
+        train(cfg)
