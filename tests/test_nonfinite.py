@@ -140,8 +140,19 @@ def test_cross_encoder_nonfinite_score_names_the_pair(poisoned):
     with pytest.raises(NonFiniteOutput, match=r"output for pairs\[2\] is nan \(compute dtype float32\).*"
                                               r"float32 already.*checkpoint's weights"):
         ce.predict(PAIRS, chunk_size=2)   # the second chunk: its global index, not 0
-    with pytest.raises(NonFiniteOutput, match=r"pairs\[1\]"):
+    # rank / rank_many name the caller's own arguments, not the pairs they build from them
+    with pytest.raises(NonFiniteOutput, match=r"output for \(query, documents\[1\]\) is nan") as e:
         ce.rank("a cat", ["a dog", f"the {BAD_WORD}", "food"])
+    assert e.value.index == 1 and "pairs[" not in str(e.value)
+    with pytest.raises(NonFiniteOutput, match=r"output for \(queries\[2\], documents\[2\]\[1\]\) is nan"):
+        ce.rank_many(["a", "b", "c"], [["x", "y"], [], ["z", f"a {BAD_WORD}"]])   # flattened: pair 3
+    with pytest.raises(NonFiniteOutput, match=r"output for \(queries\[1\], documents\[1\]\[0\]\) is nan"):
+        ce.rank_many(["a", f"my {BAD_WORD}"], [["x"], ["y", "z"]])   # the query is the bad text
+    # a text the tokenizer cannot take is named the same way (was pairs[0][0] for rank's query)
+    with pytest.raises(ValueError, match=r"^query cannot be encoded as UTF-8: .*lone surrogate '\\udce9'"):
+        ce.rank("caf\udce9", ["a"])
+    with pytest.raises(ValueError, match=r"^documents\[1\]\[2\] cannot be encoded as UTF-8"):
+        ce.rank_many(["a", "b"], [["x"], ["y", "z", "caf\udce9"]])
 
 
 def test_bi_encoder_nonfinite_embedding_names_the_text_and_the_cli_writes_none(poisoned, tmp_path, capsys):

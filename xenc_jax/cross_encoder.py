@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .batching import BucketConfig, as_sequence, make_batches, scatter_results, tokenize_pairs, unique_encodings
+from .batching.inputs import check_utf8
 from .chat_format import pair_encoder
 from .encoders import Encoder, check_token_limit, load_model, open_model_dir
 from .hf import st_folder, st_modules
@@ -25,6 +26,7 @@ from .hf.save import save_folder, write_cross_encoder, write_sentence_transforme
 from .hf.st_transformer import input_format
 from .dtypes import as_dtype
 from .model_fns import make_embed_fn, make_score_fn
+from .runner import InputError
 from .streaming import DEFAULT_CHUNK_SIZE
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
@@ -194,9 +196,10 @@ class CrossEncoder(Encoder):
             # tokens at all. ST scores an all-padding row there (HF reads a pad's logits), a number
             # that says nothing about the pair, so it is an error here, never a score.
             i = next(k for k, j in enumerate(inverse) if len(encodings[j]) == 0)
-            raise ValueError(f"pairs[{start + i}] ({tuple(pairs[i])!r}) tokenizes to no tokens (empty texts, and "
-                             "this tokenizer adds no special tokens), so there is nothing to score; drop the pair "
-                             "or give it text")
+            label = f"pairs[{start + i}]"
+            raise InputError(f"{label} ({tuple(pairs[i])!r}) tokenizes to no tokens (empty texts, and this tokenizer "
+                             "adds no special tokens), so there is nothing to score; drop the pair or give it text",
+                             start + i, label)
         return encodings, inverse, (make_batches(encodings, cfg, self.max_length, self._pad_id) if encodings else [])
 
     def _score_prepared(self, prep, cfg: BucketConfig) -> np.ndarray:
@@ -267,9 +270,13 @@ class CrossEncoder(Encoder):
         """[{"corpus_id", "score"(, "text")}] sorted by score, highest first (as ST)."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {_what(query)}")
+        check_utf8(query, "query")
         documents = _text_list(documents, "documents")
-        return self.rank_many([query], [documents], top_k, return_documents, batch_size, activation_fn,
-                              show_progress_bar, prompt=prompt, prompt_name=prompt_name)[0]
+        try:
+            return self.rank_many([query], [documents], top_k, return_documents, batch_size, activation_fn,
+                                  show_progress_bar, prompt=prompt, prompt_name=prompt_name)[0]
+        except InputError as e:   # rank_many named it (queries[0], documents[0][i]): i is e.index
+            raise e.relabeled(f"(query, documents[{e.index}])") from None
 
     def rank_many(self, queries: Sequence[str], documents: Sequence[Sequence[str]], top_k: int | None = None,
                   return_documents: bool = False, batch_size: int | None = None, activation_fn=None,
@@ -292,8 +299,15 @@ class CrossEncoder(Encoder):
         for qi, (q, docs) in enumerate(zip(queries, documents)):
             pairs.extend((q, d) for d in docs)
             owner.extend([qi] * len(docs))
-        scores = (self.predict(pairs, batch_size, activation_fn, show_progress_bar=show_progress_bar, prompt=prompt,
-                               prompt_name=prompt_name) if pairs else np.zeros(0))
+        try:
+            scores = (self.predict(pairs, batch_size, activation_fn, show_progress_bar=show_progress_bar,
+                                   prompt=prompt, prompt_name=prompt_name) if pairs else np.zeros(0))
+        except InputError as e:   # named pairs[k], a list the caller never saw: name their own arguments
+            if e.index is None:
+                raise
+            qi = owner[e.index]
+            di = e.index - owner.index(qi)   # owner.index(qi): the first pair of query qi
+            raise e.relabeled(f"(queries[{qi}], documents[{qi}][{di}])") from None
         results, start = [], 0
         for qi, docs in enumerate(documents):
             s = scores[start:start + len(docs)]
@@ -341,6 +355,7 @@ def _text_list(items, what: str, of: str = "strings") -> list:
         for i, x in enumerate(items):
             if not isinstance(x, str):
                 raise TypeError(f"{what}[{i}] is {_what(x)}, not a str")
+            check_utf8(x, f"{what}[{i}]")   # else the tokenizer names it pairs[k][0] / pairs[k][1]
     return items
 
 

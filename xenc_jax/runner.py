@@ -171,7 +171,24 @@ class BucketedRunner:
             jax.block_until_ready(self._fn(params, self._place(self.arrays(empty_batch(rows, length, segments)))))
 
 
-class NonFiniteOutput(ValueError):
+class InputError(ValueError):
+    """An error about one input of a call, named in the message as `label` ("pairs[12]"): `index`
+    is its place in the whole input. rank() / rank_many() build the pairs they score, so they
+    re-label it with the caller's own arguments (`relabeled`): "(queries[3], documents[3][7])"."""
+
+    def __init__(self, message: str, index: int | None = None, label: str | None = None):
+        super().__init__(message)
+        self.index, self.label = index, label
+
+    def relabeled(self, label: str) -> "InputError":
+        """The same error with `label` where the message named `self.label` (its first mention)."""
+        if self.label is None:
+            return self
+        new = type(self)(str(self).replace(self.label, label, 1), self.index, label)
+        return new.with_traceback(self.__traceback__)
+
+
+class NonFiniteOutput(InputError):
     """A model output (a score or an embedding) came back NaN or inf."""
 
 
@@ -187,9 +204,10 @@ def check_outputs(out: np.ndarray, start: int, what: str, dtype) -> np.ndarray:
     value, dtype = row[np.argmin(np.isfinite(row))], np.dtype(dtype)
     fix = ("load the model with dtype='float32' (CLI: --dtype float32); if that fails too, "
            if dtype != np.float32 else "the compute dtype is float32 already, so ")
-    raise NonFiniteOutput(f"the model's output for {what}[{start + i}] is {value} (compute dtype {dtype.name}): a "
+    label = f"{what}[{start + i}]"
+    raise NonFiniteOutput(f"the model's output for {label} is {value} (compute dtype {dtype.name}): a "
                           f"float16/bfloat16 overflow, or NaN/inf weights in the checkpoint; {fix}check the "
-                          "checkpoint's weights for NaN/inf (a broken save, a diverged training run)")
+                          "checkpoint's weights for NaN/inf (a broken save, a diverged training run)", start + i, label)
 
 
 def empty_batch(rows: int, length: int, segments: int) -> Batch:
