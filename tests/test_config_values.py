@@ -123,3 +123,59 @@ def test_cli_score_prints_the_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f"xenc score: error: {folder / 'config.json'}: hidden_size=None is not valid, expected an "
                    "integer >= 1; fix the value (it must match the checkpoint the folder was saved with)")
+
+
+# DeBERTa-v2's and MPNet's relative-position keys: read by the family readers with int(), so a
+# wrong type was a generic "a value has the wrong type" line that did not name the key
+DEBERTA = {"model_type": "deberta-v2", "vocab_size": 120, "hidden_size": 32, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "intermediate_size": 37, "hidden_act": "gelu", "max_position_embeddings": 64,
+           "layer_norm_eps": 1e-7, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+           "relative_attention": True, "position_buckets": 8, "max_relative_positions": 16}
+MPNET = {"model_type": "mpnet", "vocab_size": 120, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "intermediate_size": 37, "hidden_act": "gelu", "max_position_embeddings": 64, "layer_norm_eps": 1e-5,
+         "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "relative_attention_num_buckets": 32}
+
+
+@pytest.mark.parametrize("base, key, value, expected", [
+    # HF tests position_buckets > 0 and divides by position_buckets // 2: 1 divides by zero, null
+    # and a string fail in PyTorch (TypeError), so each is refused here, by name
+    (DEBERTA, "position_buckets", 1, "an integer: >= 2 log buckets, or <= 0 for none"),
+    (DEBERTA, "position_buckets", None, "an integer: >= 2"),
+    (DEBERTA, "position_buckets", "8", "an integer: >= 2"),
+    (DEBERTA, "max_relative_positions", None, "an integer (< 1: max_position_embeddings)"),
+    (DEBERTA, "max_relative_positions", 1.5, "an integer (< 1"),
+    # rows of nn.Embedding(num_buckets, heads) (MPNet, T5): null fails in transformers' config
+    (MPNET, "relative_attention_num_buckets", None, "an integer >= 1"),
+    (MPNET, "relative_attention_num_buckets", 0, "an integer >= 1"),
+    (MPNET, "relative_attention_num_buckets", "32", "an integer >= 1"),
+])
+def test_relative_position_keys_are_in_the_table(tmp_path, base, key, value, expected):
+    message = _error(tmp_path, {**base, key: value})
+    assert f"{key}={value!r} is not valid, expected {expected}" in message, message
+
+
+def test_relative_position_values_hf_accepts_still_load(tmp_path):
+    """The table's ranges are HF's: no buckets (-1, 0), any max_relative_positions (< 1 means the
+    position table's size); MPNet's own >= 32 stays its reader's check."""
+    for i, changes in enumerate(({"position_buckets": -1, "max_relative_positions": -1},
+                                 {"position_buckets": 0, "max_relative_positions": 0}, {"position_buckets": 2})):
+        cfg = load_config(_folder(tmp_path, {**DEBERTA, **changes}, f"d{i}"))
+        assert cfg.position_buckets == changes["position_buckets"]
+    assert load_config(_folder(tmp_path, {**DEBERTA, "max_relative_positions": -1}, "d3")).max_relative_positions == 64
+    assert load_config(_folder(tmp_path, {**MPNET, "relative_attention_num_buckets": 64}, "m")).relative_attention_num_buckets == 64
+    assert "relative_attention_num_buckets=8" in _error(tmp_path, {**MPNET, "relative_attention_num_buckets": 8}, "m8")
+
+
+def test_a_null_pad_token_id_loads_where_transformers_runs_it(tmp_path):
+    """"pad_token_id": null is valid in transformers (nn.Embedding's padding_idx=None). BERT, ELECTRA
+    and DistilBERT use it only there, so they load (the scores: test_api_consistency's parity test);
+    RoBERTa-style models number positions from it and transformers fails without one, so refused."""
+    for name, base in (("bert", MINILM), ("electra", {**MINILM, "model_type": "electra"}), ("distilbert", DISTILBERT)):
+        cfg = load_config(_folder(tmp_path, {**base, "pad_token_id": None}, name))
+        assert cfg.position_offset == 0 and '"pad_token_id": null' in cfg.raw_json   # saved as it was
+    for family in ("roberta", "xlm-roberta", "camembert"):
+        message = _error(tmp_path, {**MINILM, "model_type": family, "pad_token_id": None}, family)
+        assert f"'{family}' config has pad_token_id=null, but {family} numbers its positions from the pad id" in message
+    # no key at all is still RoBERTa's default, 1 (positions from 2)
+    assert load_config(_folder(tmp_path, {k: v for k, v in MINILM.items() if k != "pad_token_id"}
+                               | {"model_type": "roberta"}, "r")).position_offset == 2

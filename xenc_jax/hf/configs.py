@@ -63,9 +63,17 @@ _MUST_EQUAL = {
 # "?": null is allowed too (the readers then take HF's default).
 _POSITIVE_INT = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                  "max_position_embeddings", "dim", "n_layers", "n_heads", "hidden_dim", "d_model", "d_ff", "d_kv",
-                 "num_layers", "num_heads", "num_labels", "?num_key_value_heads", "?head_dim", "?embedding_size")
+                 "num_layers", "num_heads", "num_labels", "?num_key_value_heads", "?head_dim", "?embedding_size",
+                 # MPNet's and T5's relative-position bias rows (HF: nn.Embedding(num_buckets, heads), so
+                 # null fails there too); the family readers add their lower bounds (MPNet 32, T5 4)
+                 "relative_attention_num_buckets")
 _NON_NEGATIVE_INT = ("type_vocab_size",)
 _INT = ("?pad_token_id",)   # some Llama conversions write -1
+# DeBERTa-v2: < 1 means max_position_embeddings (HF compares it with 1, so null fails in PyTorch)
+_ANY_INT = ("max_relative_positions",)
+# DeBERTa-v2's log buckets: HF's make_log_bucket_position divides by position_buckets // 2, which is
+# 0 for 1; <= 0 turns bucketing off (HF tests position_buckets > 0, so null fails in PyTorch too)
+_BUCKETS = ("position_buckets",)
 _POSITIVE_FLOAT = ("layer_norm_eps", "rms_norm_eps", "norm_eps", "layer_norm_epsilon")
 _PROBABILITY = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
                 "seq_classif_dropout", "dropout_rate", "embedding_dropout", "mlp_dropout", "pooler_dropout",
@@ -79,6 +87,8 @@ def _value_rules() -> dict[str, tuple[bool, Any, str]]:
     kinds = ((_POSITIVE_INT, lambda x: is_int(x) and x >= 1, "an integer >= 1"),
              (_NON_NEGATIVE_INT, lambda x: is_int(x) and x >= 0, "an integer >= 0"),
              (_INT, is_int, "an integer token id"),
+             (_ANY_INT, is_int, "an integer (< 1: max_position_embeddings)"),
+             (_BUCKETS, lambda x: is_int(x) and x != 1, "an integer: >= 2 log buckets, or <= 0 for none"),
              (_POSITIVE_FLOAT, lambda x: is_num(x) and 0 < x < 1, "a number > 0 and < 1 (e.g. 1e-12)"),
              (_PROBABILITY, lambda x: is_num(x) and 0 <= x <= 1, "a number from 0 to 1 (a dropout probability)"))
     return {k.lstrip("?"): (k.startswith("?"), check, want) for keys, check, want in kinds for k in keys}
@@ -113,7 +123,8 @@ def config_from_dict(d: dict, *, ignore_keys: tuple[str, ...] = (), source: str 
     family = d.get("model_type")
     record = _family(family)
     try:
-        v, used = record.read_config(d, family)
+        v, used = record.read_config(d, family, read_nested=config_from_dict) if record.reads_nested \
+            else record.read_config(d, family)
     except (TypeError, ValueError) as e:   # a key no rule above knows, of the wrong type
         if isinstance(e, ConfigError):
             raise
@@ -134,7 +145,8 @@ def config_from_dict(d: dict, *, ignore_keys: tuple[str, ...] = (), source: str 
         raise ConfigError(
             f"{source} has attributes xenc_jax does not handle: {unknown}. They may change the "
             "model's math, so scores could silently differ from PyTorch. If you have checked that "
-            "they do not, pass ignore_config_keys=" + repr(tuple(unknown)))
+            "they do not, pass ignore_config_keys=" + repr(tuple(unknown))
+            + f" (CLI: --ignore-config-keys {','.join(unknown)})")
     return record.config_cls(family=family, num_labels=_num_labels(d), raw_json=json.dumps(d), **v)
 
 

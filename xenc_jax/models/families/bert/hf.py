@@ -21,7 +21,7 @@ def _bert_reader(*, pad_default: int, offset_positions: bool, head_activation: s
                  head_dropout_first: bool, projects_embeddings: bool):
     def read(d: dict, family: str) -> tuple[dict, set]:
         v = {ours: require(d, theirs, family) for ours, theirs in _BERT_KEYS.items()}
-        v["pad_token_id"] = d.get("pad_token_id", pad_default)
+        v["pad_token_id"] = _pad_id(d, family, pad_default, offset_positions)
         v["embedding_size"] = d.get("embedding_size", v["hidden_size"]) if projects_embeddings else v["hidden_size"]
         cd = d.get("classifier_dropout")
         v["classifier_dropout"] = float(v["hidden_dropout"] if cd is None else cd)
@@ -35,6 +35,21 @@ def _bert_reader(*, pad_default: int, offset_positions: bool, head_activation: s
     return read
 
 
+def _pad_id(d: dict, family: str, default: int, offset_positions: bool) -> int:
+    """config.json's pad_token_id. null is valid in HF (nn.Embedding(padding_idx=None)): BERT, ELECTRA
+    and DistilBERT read it only there (gradients, init), so it runs as any id. RoBERTa-style models
+    number positions from it (pad_token_id + 1 on) and transformers fails without one (5.25:
+    `input_ids.ne(None)` in create_position_ids_from_input_ids), so that is an error here too."""
+    pad = d.get("pad_token_id", default)
+    if pad is not None:
+        return pad
+    if offset_positions:
+        raise ConfigError(f"{family!r} config has pad_token_id=null, but {family} numbers its positions from the "
+                          "pad id (pad_token_id + 1 on; transformers fails without one): set pad_token_id to the "
+                          f"tokenizer's pad token id ({default} for <pad> in RoBERTa-style vocabularies)")
+    return default
+
+
 _DISTILBERT_KEYS = {
     "vocab_size": "vocab_size", "hidden_size": "dim", "num_layers": "n_layers",
     "num_heads": "n_heads", "intermediate_size": "hidden_dim", "hidden_act": "activation",
@@ -45,7 +60,7 @@ _DISTILBERT_KEYS = {
 
 def _read_distilbert(d: dict, family: str) -> tuple[dict, set]:
     v = {ours: require(d, theirs, family) for ours, theirs in _DISTILBERT_KEYS.items()}
-    v.update(pad_token_id=d.get("pad_token_id", 0), type_vocab_size=0, layer_norm_eps=1e-12,
+    v.update(pad_token_id=_pad_id(d, family, 0, False), type_vocab_size=0, layer_norm_eps=1e-12,
              embedding_size=v["hidden_size"], classifier_dropout=float(d.get("seq_classif_dropout", 0.2)),
              head_activation="relu", head_dropout_first=False, position_offset=0)
     return v, set(_DISTILBERT_KEYS.values()) | {"pad_token_id", "seq_classif_dropout"}
