@@ -288,6 +288,26 @@ def test_set_keys_are_config_keys():
     assert not bad, "--set keys that no config has:\n" + "\n".join(bad)
 
 
+def test_multihost_rules_table_is_the_rules_table():
+    """docs/multihost.md's logical axis x strategy table says what sharding.axis_rules maps, on a
+    (data, fsdp, model) mesh: every logical axis, every cell."""
+    from xenc_jax.sharding import STRATEGIES, axis_rules
+    text = (ROOT / "docs" / "multihost.md").read_text(encoding="utf-8")
+    header = re.search(r"^\| logical axis \|(.*)\|$", text, re.M)
+    strategies = [s.strip(" `").split()[0].strip("`") for s in header.group(1).split("|")]
+    assert strategies == list(STRATEGIES)
+    cell = {"–": None, "data (+fsdp)": ("data", "fsdp"), "fsdp, else data": "fsdp", "model": "model"}
+    documented = {}
+    for row in re.finditer(r"^\| ([a-z_, ]+) \|(.*)\|$", text[header.end():], re.M):
+        for axis in row.group(1).split(", "):
+            documented[axis] = [cell[c.strip()] for c in row.group(2).split("|")]
+    actual = {}
+    for i, strategy in enumerate(STRATEGIES):
+        for axis, mesh_axes in axis_rules(strategy):
+            actual.setdefault(axis, [None] * len(STRATEGIES))[i] = mesh_axes
+    assert documented == actual
+
+
 # ----------------------------------------------------------------------------- references
 
 def _find(path: str):
