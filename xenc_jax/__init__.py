@@ -12,13 +12,20 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time __getattr
     from .batching import BucketConfig
     from .bi_encoder import BiEncoder
     from .cross_encoder import CrossEncoder
+    from .hf.configs import ConfigError
+    from .hf.model_folder import MissingHeadError, ModelFolderError
+    from .hf.weights import WeightsError
     from .mining import mine_hard_negatives
     from .retrieval import evaluate_retrieval, retrieve_rerank
+    from .runner import NonFiniteOutput
     from .search import pairwise_similarity, semantic_search, similarity
+    from .train.rows import DataError
 
 __version__ = "0.1.0"
 __all__ = ["CrossEncoder", "BiEncoder", "BucketConfig", "semantic_search", "similarity",
-           "pairwise_similarity", "retrieve_rerank", "evaluate_retrieval", "mine_hard_negatives"]
+           "pairwise_similarity", "retrieve_rerank", "evaluate_retrieval", "mine_hard_negatives",
+           # the errors a caller may catch (all ValueErrors, each a one-line message naming the cause):
+           "ConfigError", "ModelFolderError", "MissingHeadError", "WeightsError", "NonFiniteOutput", "DataError"]
 
 
 def __getattr__(name: str):
@@ -35,6 +42,16 @@ def __getattr__(name: str):
         from . import retrieval as module
     elif name in ("pairwise_similarity", "semantic_search", "similarity"):
         from . import search as module
+    elif name == "ConfigError":   # config.json's; a training setting's (train.config) is a subclass
+        from .hf import configs as module
+    elif name in ("MissingHeadError", "ModelFolderError"):
+        from .hf import model_folder as module
+    elif name == "WeightsError":
+        from .hf import weights as module
+    elif name == "NonFiniteOutput":
+        from . import runner as module
+    elif name == "DataError":
+        from .train import rows as module
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(module, name)

@@ -76,6 +76,8 @@ class BiEncoder(Encoder):
         "data=4,model=2" or a Mesh; "dp" | "fsdp" | "tp" | "fsdp_tp"); same embeddings.
       autotune: as CrossEncoder's (autotune.py): None uses a cached tuning for this CPU and tunes
         in warmup() or before a call of >= 20000 texts, True tunes now, False keeps the defaults.
+      ignore_config_keys: as CrossEncoder's: config.json attributes xenc_jax does not handle that
+        you checked do not change the math (loading refuses an unknown attribute otherwise).
     """
 
     _tune_kind = "texts"
@@ -85,7 +87,7 @@ class BiEncoder(Encoder):
                  buckets: BucketConfig | None = None, revision: str | None = None,
                  attention_impl: str | None = None, compilation_cache: str | bool | None = None,
                  mesh=None, sharding: str = "dp", chunk_size: int = DEFAULT_CHUNK_SIZE, param_dtype="float32",
-                 autotune: bool | None = None):
+                 autotune: bool | None = None, ignore_config_keys: tuple[str, ...] = ()):
         model_dir = open_model_dir(model_name_or_path, revision, compilation_cache)
         self.model_dir = model_dir
         self.similarity_fn_name = "cosine"
@@ -95,7 +97,8 @@ class BiEncoder(Encoder):
             self._read_model_config(mods.model_config)
         if pooling is not None:
             mods = mods.with_pooling(pooling, include_prompt=True)
-        pt = load_model(mods.encoder_dir, mesh, sharding, param_dtype=param_dtype, head=False, revision=revision)
+        pt = load_model(mods.encoder_dir, mesh, sharding, param_dtype=param_dtype, head=False, revision=revision,
+                        ignore_config_keys=ignore_config_keys)
         self.config, self.tokenizer = pt.config, pt.tokenizer
         self._dim = mods.output_dim(self.config.hidden_size)
         self.pooling_modes, self.include_prompt, self._ops = mods.pooling_modes, mods.include_prompt, mods.ops

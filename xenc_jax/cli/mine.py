@@ -25,6 +25,7 @@ from dataclasses import asdict
 
 from .io import (check_input, check_output, iter_pairs, iter_texts, json_text, pair_format, read_json_objects,
                  require_pyarrow)
+from .score import ignore_config_keys_arg
 
 ROW_FORMATS = ("triplet", "n-tuple", "n-tuple-scores", "labeled-pair", "labeled-list")
 
@@ -62,6 +63,7 @@ def register(sub) -> None:
     g.add_argument("--chunk-size", type=int, default=16384, help="anchors per part (default: %(default)s)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: on a terminal)")
+    ignore_config_keys_arg(g, "the bi-encoder's or the --rerank model's")
     p.set_defaults(func=run_mine)
 
 
@@ -180,12 +182,15 @@ def _load_models(args):
     from ..bi_encoder import BiEncoder
     from ..compile_cache import cli_compilation_cache
     from ..cross_encoder import CrossEncoder
+    from .score import ignored_config_keys
     from .search import default_bi_encoder
     cache, mesh = cli_compilation_cache(), {"mesh": args.mesh} if args.mesh else {}
+    ignore = ignored_config_keys(args)
     model = BiEncoder(args.model or default_bi_encoder(), max_seq_length=args.max_seq_length, dtype=args.dtype,
-                      compilation_cache=cache, **mesh)
+                      compilation_cache=cache, ignore_config_keys=ignore, **mesh)
     cross = None if args.rerank is None else CrossEncoder(args.rerank, max_length=args.rerank_max_length,
-                                                          dtype=args.dtype, compilation_cache=cache, **mesh)
+                                                          dtype=args.dtype, compilation_cache=cache,
+                                                          ignore_config_keys=ignore, **mesh)
     return model, cross
 
 

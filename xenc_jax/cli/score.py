@@ -18,9 +18,19 @@ def _model_args(p):
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None, help="pack several short pairs per row")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
     _allow_new_head_arg(p)
+    ignore_config_keys_arg(p)
+
+
+def ignore_config_keys_arg(p, models: str = "the model's") -> None:
+    """--ignore-config-keys, the library's ignore_config_keys= (every command that loads a model)."""
     p.add_argument("--ignore-config-keys", default=None, metavar="K1,K2",
-                   help="config.json attributes xenc_jax does not handle, which you checked do not change the "
-                        "model's math (loading refuses them otherwise: they could silently change the scores)")
+                   help=f"config.json attributes xenc_jax does not handle, which you checked do not change "
+                        f"{models} math (loading refuses them otherwise: they could silently change the results)")
+
+
+def ignored_config_keys(args) -> tuple[str, ...]:
+    """--ignore-config-keys "a, b" -> ("a", "b")."""
+    return tuple(k.strip() for k in (getattr(args, "ignore_config_keys", None) or "").split(",") if k.strip())
 
 
 def _allow_new_head_arg(p):
@@ -40,8 +50,7 @@ def _load(args, run=None):
     extra = {"chunk_size": args.chunk_size} if getattr(args, "chunk_size", None) else {}
     return CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype, buckets=buckets,
                         compilation_cache=cli_compilation_cache(), allow_new_head=args.allow_new_head,
-                        ignore_config_keys=tuple(k.strip() for k in (args.ignore_config_keys or "").split(",")
-                                                 if k.strip()), **sharded, **extra)
+                        ignore_config_keys=ignored_config_keys(args), **sharded, **extra)
 
 
 def run_score(args) -> int:

