@@ -113,6 +113,7 @@ class Family:
       one): "classifier" (ForSequenceClassification), "score" (a decoder's score Linear), "lm"
       (a causal LM's logits of the score tokens, hf/causal_score.py), "embeddings" (no head: the
       encoder's hidden states only, for bi-encoders; T5).
+    reads_nested: see the field.
     tiny / base: HF config.json kwargs (the family folder's presets.py) of a tiny random model for
       tests and of the base-shaped one benchmarks build; a model is
       `transformers.AutoConfig.for_model(model_type, **{**tiny, **overrides})`. {}: none.
@@ -128,6 +129,10 @@ class Family:
     tiny: Mapping = dataclasses.field(default_factory=dict)
     base: Mapping = dataclasses.field(default_factory=dict)
     class_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # read_config also takes read_nested= hf/configs.config_from_dict: its config.json holds another
+    # model's config (Gemma 3's text_config), read with that family's checks. Passed in because a
+    # family module cannot import hf/configs, which imports the registry, which imports the family.
+    reads_nested: bool = False
 
     def class_name(self, suffix: str) -> str:
         """The HF class of this model_type with `suffix` ("Model", "ForCausalLM", ...), as

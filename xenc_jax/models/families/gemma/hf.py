@@ -130,7 +130,7 @@ _MULTIMODAL_KEYS = frozenset({"text_config", "vision_config", "mm_tokens_per_ima
                               "tie_word_embeddings"})
 
 
-def _read_gemma3_multimodal(d: dict, family: str) -> tuple[dict, set]:
+def _read_gemma3_multimodal(d: dict, family: str, *, read_nested) -> tuple[dict, set]:
     """Gemma 3 4B/12B/27B (Gemma3Config: a text_config and a SigLIP vision_config; HF's
     Gemma3ForConditionalGeneration, Gemma3ForSequenceClassification) scoring text. transformers 5.25
     runs the text tower alone when no pixel_values are given: no image features are merged, and
@@ -153,10 +153,9 @@ def _read_gemma3_multimodal(d: dict, family: str) -> tuple[dict, set]:
                           "Gemma3Model builds the causal masks whatever it says (with the window the flag halves), "
                           "so no bidirectional model is run; a bidirectional text model (EmbeddingGemma) is "
                           "model_type 'gemma3_text'")
-    from ....hf.configs import config_from_dict   # lazy: hf/configs imports the registry, which imports this
-    try:
-        inner = config_from_dict({**presets.GEMMA3_TEXT_DEFAULTS, **text, "model_type": "gemma3_text"},
-                                 source=f"the text_config of a {family} config.json")
+    try:   # read_nested: hf/configs.config_from_dict (Family.reads_nested)
+        inner = read_nested({**presets.GEMMA3_TEXT_DEFAULTS, **text, "model_type": "gemma3_text"},
+                            source=f"the text_config of a {family} config.json")
     except ConfigError as e:
         if "ignore_config_keys" not in str(e):
             raise
@@ -212,4 +211,4 @@ GEMMA3_TEXT = Family(GemmaConfig, _read_gemma3, decoder_table(post_norms=True), 
 # its causal LM is Gemma3ForConditionalGeneration. No `tiny`: presets.GEMMA3_MM_TINY (see there)
 GEMMA3 = Family(GemmaConfig, _read_gemma3_multimodal, _multimodal_table(), "Gemma3",
                 harmless=frozenset({"pad_token_id"}), tokenizer="GemmaTokenizer", head_kinds=("score", "lm"),
-                class_names={"ForCausalLM": "Gemma3ForConditionalGeneration"})
+                class_names={"ForCausalLM": "Gemma3ForConditionalGeneration"}, reads_nested=True)
