@@ -37,7 +37,7 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 # Options in the docs that belong to other tools than xenc: where each one is defined.
 OTHER_TOOLS = {"--no-deps": "pip", "--xla_force_host_platform_device_count": "XLA_FLAGS",
                "--stage": ROOT / "scripts" / "recipe_check.py", "--arms": ROOT / "scripts" / "recipe_check.py"}
-MIN_COMMANDS = 20   # the docs hold 27 `xenc` commands in shell blocks (December 2026)
+MIN_COMMANDS = 20   # the docs hold 25 `xenc` commands in shell blocks (December 2026)
 # Variables the prose uses without assigning them (README: `ce.warmup()`, `bi.encode_stream(...)`).
 PROSE_VARS = {"ce": "CrossEncoder", "bi": "BiEncoder", "be": "BiEncoder", "plan": "ShardingPlan"}
 
