@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("jax", "jaxlib", "flax", "transformers", "torch", "tokenizers", "pyarrow")
+HEAVY = ("jax", "jaxlib", "flax", "transformers", "torch", "tokenizers", "pyarrow", "numpy")  # numpy: 0.13 s
 
 # One fresh process: `python -m xenc_jax.cli --help` for real (runpy, as `-m` does), then every
 # subcommand's --help and --version through main(); atexit reports the heavy modules present at exit.

@@ -9,6 +9,14 @@ line (Parquet: the row). tests/test_fuzz_inputs.py checks this against random in
   items) is skipped everywhere. An item's index counts the items, not the lines.
 - TSV pairs: exactly two columns per line, unless `--columns A,B` (1-based column numbers, as
   `cut -f`) picks two of them. A third column is an error: it would be a passage holding a tab.
+  `header=True` (`--header`): the first non-blank line names the columns and is not a pair;
+  `--columns` may then name them. Without it, a first line whose texts are all column names
+  (query, passage, ...) is refused: scored, it would shift every index by one. `header=False`
+  scores it.
+- A \r alone inside a TSV line that joins what look like whole rows (an old Mac file, lines
+  ended by \r) is refused, --columns or not: the texts of two lines would be paired.
+- CSV input (a `.csv` name) is refused: its quoted fields may hold commas, quotes and line breaks.
+  A `.csv` file whose first line holds a tab is TSV (the STS Benchmark's files are) and read so.
 - Texts (`encode`, `rank --documents`): a whole line, tabs included. A `.tsv` file is the
   exception for `encode`: a line with a tab there needs `--key N` (the column to embed).
 - Every JSON value read as a text must be a JSON string (not a number, null, list or object),
@@ -25,6 +33,11 @@ PAIR_KEYS = [("query", "document"), ("query", "passage"), ("query", "text"), ("t
              ("sentence1", "sentence2"), ("question1", "question2")]
 BLANK = " \t\r\n\x0b\x0c"  # bytes.strip()'s whitespace: a line of only these is blank
 PARQUET_INSTALL = "pip install 'xenc_jax[parquet]' (or: pip install pyarrow)"
+# A TSV first line made only of these (case aside) names columns: no one scores the pair ("query", "passage").
+HEADER_NAMES = frozenset(n for pair in PAIR_KEYS for n in pair) | {
+    "anchor", "positive", "negative", "label", "labels", "score", "id", "qid", "pid", "docid", "doc_id", "_id",
+    "query_id", "query-id", "corpus_id", "corpus-id", "title", "premise", "hypothesis", "sentence", "sentence_a",
+    "sentence_b", "text_a", "text_b", "question", "answer", "context", "doc", "docs", "documents", "passages"}
 
 
 class CliError(Exception):
@@ -38,7 +51,26 @@ def pair_format(path: str, fmt: str | None) -> str:
     name = str(path)
     if name.endswith(".parquet"):
         return "parquet"
+    if name.lower().endswith(".csv") and not _tab_in_first_line(name):
+        # read as TSV, a CSV row would be one text with its quotes and commas (the STS Benchmark's
+        # .csv files are tab-separated: read as TSV, as ever)
+        raise CliError(f"{path}: CSV input is not read (a quoted field may hold commas, quotes and line breaks); "
+                       "convert it to JSON Lines, e.g. pandas.read_csv(F, dtype=str, keep_default_na=False)"
+                       ".to_json(OUT, orient='records', lines=True, force_ascii=False), or Parquet; "
+                       "a file that is not CSV: rename it (.tsv, .txt) or give --input-format")
     return "jsonl" if name.endswith((".jsonl", ".json")) else "tsv"
+
+
+def _tab_in_first_line(path: str) -> bool:
+    """A tab in the first non-blank line (a missing file: True, for its own error later)."""
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                if raw.strip():
+                    return b"\t" in raw
+    except OSError:
+        return True
+    return True  # empty: nothing to misread
 
 
 def text_format(path: str, fmt: str | None) -> str:
@@ -318,18 +350,23 @@ def parquet_pair_columns(path: str, columns: list[str] | None) -> list[str]:
 
 # ----------------------------------------------------------------------------- columns
 
-def pair_columns(path: str, fmt: str | None, columns: list[str] | None) -> list | None:
+def pair_columns(path: str, fmt: str | None, columns: list[str] | None, header: bool | None = None) -> list | None:
     """--columns for this input, checked before any model loads: two names (JSONL keys, Parquet
-    columns) or, for TSV, two 1-based column numbers returned 0-based."""
+    columns) or, for TSV, two 1-based column numbers returned 0-based (with `header`: numbers or
+    names of the header line, returned as given and resolved when the header is read)."""
+    tsv = pair_format(path, fmt) == "tsv"
+    if header and not tsv:
+        raise ValueError("--header is for TSV input: JSON Lines and Parquet name their columns already")
     if columns is None:
         return None
     if len(columns) != 2 or not all(columns):
         raise ValueError(f"--columns takes two columns A,B, got {','.join(columns)!r}")
-    if pair_format(path, fmt) != "tsv":
+    if not tsv or header:
         return columns
     if not all(c.isdigit() and int(c) >= 1 for c in columns):
         raise ValueError(f"for TSV input --columns takes two column numbers, 1-based as in `cut -f` (e.g. "
-                         f"--columns 1,3), got {','.join(columns)!r}; column names need JSON Lines or Parquet")
+                         f"--columns 1,3), got {','.join(columns)!r}; to name columns, give --header (the file's "
+                         "first line names them), or use JSON Lines or Parquet")
     return [int(c) - 1 for c in columns]
 
 
@@ -351,36 +388,109 @@ def _tab_columns(line: str, where: str, picks: list[int]) -> list[str]:
     return [cols[i] for i in picks]
 
 
+def _header_picks(where: str, line: str, columns: list[str] | None) -> list[int] | None:
+    """The 0-based columns `--columns` names in this header line (a number is a column number);
+    no --columns: a known pair of names (as for JSON Lines), or None for a two-column header."""
+    names = [c.strip() for c in line.split("\t")]
+    if columns is None:
+        if len(names) == 2:
+            return None
+        columns = next(([a, b] for a, b in PAIR_KEYS if a in names and b in names), None)
+        if columns is None:
+            raise ValueError(f"{where}: the header has {len(names)} columns {names[:8]} and no known pair of text "
+                             f"columns; choose two with --columns A,B (names or 1-based numbers)")
+    picks = []
+    for c in columns:
+        found = [int(c) - 1] if c.isdigit() and int(c) >= 1 else [i for i, n in enumerate(names) if n == c]
+        if len(found) != 1:
+            raise ValueError(f"{where}: the header {'names ' + repr(c) + ' twice' if found else 'has no column ' + repr(c)}"
+                             f"; its columns are {names[:12]}")
+        picks.append(found[0])
+    return picks
+
+
+def _refuse_header_like(where: str, line: str, picks: list[int] | None) -> None:
+    """A first line whose texts are all column names is a header, not a pair (scored, every
+    index after it would be off by one against the user's table)."""
+    cols = line.split("\t")
+    texts = [cols[i] for i in picks] if picks is not None and len(cols) > max(picks) else cols
+    if len(texts) >= 2 and all(t.strip().lower() in HEADER_NAMES for t in texts):
+        raise ValueError(f"{where}: the first line ({', '.join(map(repr, texts[:4]))}) names columns, it is not a "
+                         "pair to score: give --header to skip it (--columns may then name columns), or "
+                         "--no-header to score it as a pair")
+
+
+def _old_mac(line: str, need: int) -> bool:
+    """A line that is several rows of at least `need` columns joined by a \\r alone (lines ended by \\r)."""
+    rows = [r for r in line.split("\r") if r.strip(BLANK)]
+    return len(rows) >= 2 and all(r.count("\t") + 1 >= need for r in rows)
+
+
+OLD_MAC = ("the file seems to end its lines with \\r alone (old Mac style); convert them to \\n (e.g. tr "
+           "'\\r' '\\n')")
+
+
+def _tsv_pairs(path: str, columns, header: bool | None, counter, share):
+    picks = pair_columns(path, "tsv", columns, header)
+    at_start = share is None or share.first_line == 1  # a header is the file's first line, not a share's
+    first = at_start
+    for where, line in read_lines(path, counter, share):
+        if first:
+            first = False
+            if header:
+                if "\r" in line and _old_mac(line, 2):
+                    raise ValueError(f"{where}: a carriage return (\\r) inside the header line: {OLD_MAC}")
+                picks = _header_picks(where, line, columns)
+                continue
+            if header is None:
+                _refuse_header_like(where, line, picks)
+        if picks is not None:
+            if "\r" in line and _old_mac(line, max(picks) + 1):
+                raise ValueError(f"{where}: a carriage return (\\r) between what look like whole rows: {OLD_MAC}; "
+                                 "a text holding a \\r needs JSON Lines")
+            yield tuple(_tab_columns(line, where, picks))
+            continue
+        cols = line.split("\t")
+        if len(cols) != 2 and "\r" in line:  # not --columns: it would pair texts of two lines
+            raise ValueError(f"{where}: {len(cols)} tab-separated column(s) and a carriage return (\\r) inside "
+                             f"the line: {OLD_MAC}")
+        if len(cols) < 2:
+            raise ValueError(f"{where}: expected two tab-separated texts, found {len(cols)} column(s)")
+        if len(cols) > 2:
+            raise ValueError(f"{where}: {len(cols)} tab-separated columns, expected two (text1<TAB>text2): "
+                             "a text holding a tab would be cut. Choose two columns with --columns A,B (1-based "
+                             "column numbers, e.g. --columns 1,2), or write JSON Lines")
+        yield cols[0], cols[1]
+
+
 # ----------------------------------------------------------------------------- readers
 
 def iter_pairs(path: str, fmt: str | None = None, columns: list[str] | None = None,
-               counter: ByteCounter | None = None, share=None):
-    """Pairs from TSV (text1<TAB>text2, or the two `--columns`), JSON Lines or Parquet, one at a time."""
+               counter: ByteCounter | None = None, share=None, header: bool | None = None):
+    """Pairs from TSV (text1<TAB>text2, or the two `--columns`; `header`: see the module's rules),
+    JSON Lines or Parquet, one at a time."""
     fmt = pair_format(path, fmt)
     if fmt == "parquet":
-        for _, values in _parquet_rows(path, parquet_pair_columns(path, pair_columns(path, fmt, columns)), counter,
-                                       share=share):
+        for _, values in _parquet_rows(path, parquet_pair_columns(path, pair_columns(path, fmt, columns, header)),
+                                       counter, share=share):
             yield values
         return
-    picks = pair_columns(path, fmt, columns)
+    if fmt == "tsv":
+        yield from _tsv_pairs(path, columns, header, counter, share)
+        return
+    picks = pair_columns(path, fmt, columns, header)
     for where, line in read_lines(path, counter, share):
-        if fmt == "jsonl":
-            yield _pair_from_json(_json(line, where), where, picks)
-        elif picks is not None:
-            yield tuple(_tab_columns(line, where, picks))
-        else:
-            cols = line.split("\t")
-            if len(cols) != 2 and "\r" in line:  # not --columns: it would pair texts of two lines
-                raise ValueError(f"{where}: {len(cols)} tab-separated column(s) and a carriage return (\\r) inside "
-                                 "the line: the file seems to end its lines with \\r alone (old Mac style); convert "
-                                 "them to \\n (e.g. tr '\\r' '\\n')")
-            if len(cols) < 2:
-                raise ValueError(f"{where}: expected two tab-separated texts, found {len(cols)} column(s)")
-            if len(cols) > 2:
-                raise ValueError(f"{where}: {len(cols)} tab-separated columns, expected two (text1<TAB>text2): "
-                                 "a text holding a tab would be cut. Choose two columns with --columns A,B (1-based "
-                                 "column numbers, e.g. --columns 1,2), or write JSON Lines")
-            yield cols[0], cols[1]
+        yield _pair_from_json(_json(line, where), where, picks)
+
+
+def check_first(items) -> None:
+    """Before any model loads: read an input's first item, so that a missing column, a header or
+    a bad first row is reported in a second, not after a big model loaded (the job reads it again)."""
+    it = iter(items)
+    try:
+        next(it, None)
+    finally:
+        getattr(it, "close", lambda: None)()
 
 
 def iter_texts(path: str, fmt: str | None = None, key: str = "text", counter: ByteCounter | None = None,
@@ -439,8 +549,9 @@ def iter_queries(path: str, counter: ByteCounter | None = None):
         yield qid, query, docs
 
 
-def read_pairs(path: str, fmt: str | None = None, columns: list[str] | None = None) -> list[tuple[str, str]]:
-    return list(iter_pairs(path, fmt, columns))
+def read_pairs(path: str, fmt: str | None = None, columns: list[str] | None = None,
+               header: bool | None = None) -> list[tuple[str, str]]:
+    return list(iter_pairs(path, fmt, columns, header=header))
 
 
 def read_texts(path: str, fmt: str | None = None, key: str = "text") -> list[str]:

@@ -326,12 +326,14 @@ def _part_writer(fmt: str, o, cols):
 
 
 def _summary(args, plan, stats: Counter, seconds: float) -> None:
-    phases = ", ".join(f"{name} {stats[name]:.1f}s" for name in ("embed_corpus", "embed_queries", "search",
-                                                                  "rescore", "select", "rows") if stats[name])
+    phases = ", ".join(f"{'writing rows' if name == 'rows' else name} {stats[name]:.1f}s"
+                       for name in ("embed_corpus", "embed_queries", "search", "rescore", "select", "rows")
+                       if stats[name])
     now = stats["anchors_now"]
     ranks = (f"; hardest positive ranked first for {stats['ranked_first'] / now:.1%} of them, mean rank "
              f"{stats['rank_sum'] / now:.1f}" if now else "")
-    before = f", {stats['anchors_before']} from finished parts" if stats["anchors_before"] else ""
-    print(f"xenc mine: {plan.anchors} anchors ({plan.rows} rows) over {len(plan.corpus)} corpus texts in "
-          f"{seconds:.1f}s: {now} mined now ({stats['rows_now']} rows{'; ' + phases if phases else ''}){before}"
-          f"{ranks} -> {args.output}", file=sys.stderr, flush=True)
+    before = f", {stats['anchors_before']} anchors from finished parts" if stats["anchors_before"] else ""
+    # "rows" alone named both the input's (anchor, positive) rows and the output's rows
+    print(f"xenc mine: {plan.rows} input pairs ({plan.anchors} distinct anchors) over {len(plan.corpus)} corpus "
+          f"texts in {seconds:.1f}s: {now} anchors mined now into {stats['rows_now']} output rows ({args.rows_format}"
+          f"{'; ' + phases if phases else ''}){before}{ranks} -> {args.output}", file=sys.stderr, flush=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 
 from . import distributed
-from .io import (ByteCounter, check_input, check_output, iter_pairs, iter_queries, open_out, pair_columns, pair_format,
-                 read_texts, require_pyarrow)
-from .writers import concat, rows_text
+from .io import (ByteCounter, check_first, check_input, check_output, iter_pairs, iter_queries, open_out, pair_columns,
+                 pair_format, read_texts, require_pyarrow)
+from .writers import concat, output_format, rows_text
 
 
 def _model_args(p):
@@ -54,24 +54,28 @@ def _load(args, run=None):
 
 
 def run_score(args) -> int:
-    from .writers import output_format
     args.output_format = output_format(args.output, args.output_format)
     if args.chunk_size is not None and args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     check_input(args.input)
-    # before any model loads: the columns asked for and the optional Parquet dependency
-    pair_columns(args.input, args.input_format, _columns(args))
+    # before any model loads: the columns asked for, the optional Parquet dependency, the first row
+    pair_columns(args.input, args.input_format, _columns(args), args.header)
     if pair_format(args.input, args.input_format) == "parquet":
         require_pyarrow("Parquet input")
     if args.output_format == "parquet":
         require_pyarrow("Parquet output")
+    if args.input not in (None, "-"):  # stdin cannot be read twice
+        check_first(iter_pairs(args.input, args.input_format, _columns(args), header=args.header))
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
+    if args.header and run.count > 1:  # each process's share would count the header line as a pair
+        raise ValueError("--header with several processes is not supported: remove the header line first "
+                         "(tail -n +2 IN > OUT) and name the columns by number")
     from .streamed import check_destination, stream_job
     check_destination(args, run.count)
     model = _load(args, run)
     counter = ByteCounter(args.input)
     return stream_job(args, model, lambda share: iter_pairs(args.input, args.input_format, _columns(args), counter,
-                                                            share), counter, what="pairs",
+                                                            share, args.header), counter, what="pairs",
                       settings={"raw": args.raw, "softmax": args.softmax}, run=run,
                       score=lambda items, chunk, stats: model.predict_stream(
                           items, chunk_size=chunk, batch_size=args.batch_size, show_progress_bar=False,
@@ -83,6 +87,7 @@ def _columns(args):
 
 
 def run_rank(args) -> int:
+    args.output_format = output_format(args.output, args.output_format, ("jsonl", "tsv", "csv"))
     if (args.query is None) == (args.input is None):
         raise ValueError("give either --query with --documents, or --input with one JSON object per query "
                          '({"query": ..., "documents": [...]})')
@@ -114,7 +119,7 @@ def _rank_one(args) -> int:
     ranked = model.rank_many([args.query], [docs], top_k=args.top_k, return_documents=True,
                              batch_size=args.batch_size, show_progress_bar=args.progress)
     with open_out(args.output) as out:
-        out.write(_rank_rows(["0"], ranked, args.output_format))
+        out.write(_rank_rows(["0"], ranked, args.output_format, header=True))
     seconds = time.time() - t0
     info = ", ".join(x for x in (rate_text(len(docs), seconds, "pairs"), f"{model.compile_count} compiles") if x)
     print(f"xenc rank: 1 query, {len(docs)} documents in {seconds:.1f}s ({info})"
@@ -122,10 +127,10 @@ def _rank_one(args) -> int:
     return 0
 
 
-def _rank_rows(qids, ranked, fmt: str) -> str:
+def _rank_rows(qids, ranked, fmt: str, header: bool) -> str:
     rows = [{"qid": qid, "rank": r + 1, "corpus_id": h["corpus_id"], "score": h["score"], "text": h["text"]}
             for qid, hits in zip(qids, ranked) for r, h in enumerate(hits)]
-    return rows_text(rows, fmt, ["qid", "rank", "corpus_id", "score", "text"])
+    return rows_text(rows, fmt, ["qid", "rank", "corpus_id", "score", "text"], header=header)
 
 
 def _query_chunks(items, pairs_per_chunk: int):
@@ -149,9 +154,10 @@ def _rank_stream(args) -> int:
     from ..streaming import prefetch
     from .jobs import PartsJob
     from .streamed import job_identity, rate_text
-    fmt = args.output_format or "jsonl"
+    fmt = args.output_format
     check_input(args.input)
     check_output(args.output, args.input)
+    check_first(iter_queries(args.input))  # a bad first query before the model loads
     model = _load(args)
     t0 = time.time()
     chunks = prefetch(_query_chunks(iter_queries(args.input), model.chunk_size), lambda c: c)  # reads ahead
@@ -170,7 +176,7 @@ def _rank_stream(args) -> int:
                 pairs += sum(len(d) for _, _, d in chunk)
                 ranked = model.rank_many([q for _, q, _ in chunk], [d for _, _, d in chunk], top_k=args.top_k,
                                          return_documents=True, batch_size=args.batch_size, show_progress_bar=False)
-                text = _rank_rows([qid for qid, _, _ in chunk], ranked, fmt)
+                text = _rank_rows([qid for qid, _, _ in chunk], ranked, fmt, header=k == 0)
                 if job is None:
                     out.write(text)
                 else:
@@ -207,14 +213,19 @@ def register(sub) -> None:
                    help="default: from the file name")
     p.add_argument("--columns", default=None, metavar="A,B",
                    help="the two texts: TSV column numbers, 1-based as in `cut -f` (default: a line must have "
-                        "exactly two columns; more is an error, as a text holding a tab would be cut), or "
-                        "JSONL keys / Parquet columns (default: the first of query,document / text1,text2 / "
-                        "sentence1,sentence2 / ...)")
+                        "exactly two columns; more is an error, as a text holding a tab would be cut), or names "
+                        "with --header; JSONL keys / Parquet columns (default: the first of query,document / "
+                        "text1,text2 / sentence1,sentence2 / ...)")
+    p.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                   help="TSV: the first line names the columns (skipped; --columns may use the names). Default: "
+                        "a first line of column names only (e.g. query<TAB>passage) is refused; --no-header "
+                        "scores it as a pair")
     p.add_argument("--output", "-o", default="-",
                    help="output file (default: stdout). A file is written in resumable parts: after a crash "
                         "or kill, the same command continues where it stopped")
-    p.add_argument("--output-format", choices=["jsonl", "tsv", "parquet"], default=None,
-                   help="default: from the output file name (.parquet, .tsv), else jsonl")
+    p.add_argument("--output-format", choices=["jsonl", "tsv", "csv", "parquet"], default=None,
+                   help="default: from the output file name (.parquet, .tsv, .csv), else jsonl. CSV: a header "
+                        "(score), then a score per row")
     p.add_argument("--chunk-size", type=int, default=None, help="pairs per chunk (default: 8192)")
     p.add_argument("--overwrite", action="store_true",
                    help="discard the finished parts of a different earlier job instead of refusing")
@@ -235,7 +246,8 @@ def register(sub) -> None:
                    help="write only the K best documents of each query (K >= 1; default: all, best first)")
     p.add_argument("--output", "-o", default="-", help="output file (default: stdout); with --input, written in "
                    "resumable parts")
-    p.add_argument("--output-format", choices=["jsonl", "tsv"], default="jsonl")
+    p.add_argument("--output-format", choices=["jsonl", "tsv", "csv"], default=None,
+                   help="default: from the output file name (.tsv, .csv), else jsonl")
     p.add_argument("--chunk-size", type=int, default=None, help="pairs per chunk, whole queries (default: 8192)")
     p.add_argument("--overwrite", action="store_true",
                    help="discard the finished parts of a different earlier job instead of refusing")

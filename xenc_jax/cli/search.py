@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import distributed
 from .io import check_output, open_out, read_json_objects, read_lines
 from .score import ignore_config_keys_arg, ignored_config_keys
@@ -67,13 +65,15 @@ def run_encode(args) -> int:
     if not str(args.output).endswith((".npy", ".parquet")):
         raise ValueError(f"--output {args.output} must end with .npy or .parquet (numpy would append .npy "
                          "silently)")
-    from .io import check_input, require_pyarrow, text_column, text_format
+    from .io import check_first, check_input, iter_texts, require_pyarrow, text_column, text_format
     check_input(args.input)
     text_column(args.input, args.input_format, args.key)  # before any model loads, as the pyarrow check
     if text_format(args.input, args.input_format) == "parquet":
         require_pyarrow("Parquet input")
     if str(args.output).endswith(".parquet"):
         require_pyarrow("Parquet output")
+    if args.input not in (None, "-"):  # a missing column or a bad first row, before the model loads
+        check_first(iter_texts(args.input, args.input_format, key=args.key))
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
     from .io import ByteCounter, iter_texts
     from .streamed import check_destination, stream_job
@@ -156,6 +156,7 @@ def _corpus_embeddings(path: str | None, corpus_path: str, n: int):
     if not Path(path).is_file():
         raise FileNotFoundError(f"--corpus-embeddings {path} is not a file" if Path(path).exists() else
                                 f"--corpus-embeddings file {path} does not exist")
+    import numpy as np
     with open(path, "rb") as f:
         magic = f.read(6)
     if not magic.startswith((b"\x93NUMPY", b"PK\x03\x04")):  # .npy, or an .npz (zip) refused below

@@ -63,7 +63,9 @@ def job_identity(args, model, what: str, settings: dict) -> dict:
     from ..identity import file_identity, model_identity
     return {"job": what, "input": {"path": str(Path(args.input).resolve()), "file": file_identity(args.input),
                                    "format": getattr(args, "input_format", None),
-                                   "columns": getattr(args, "columns", None), "key": getattr(args, "key", None)},
+                                   "columns": getattr(args, "columns", None), "key": getattr(args, "key", None),
+                                   # only when set: manifests of jobs without a header stay as they were
+                                   **({"header": True} if getattr(args, "header", None) else {})},
             "model": model_identity(model.model_dir),
             "settings": {**settings, "max_length": getattr(args, "max_length", None),
                          "max_seq_length": getattr(args, "max_seq_length", None), "batch_size": args.batch_size,
@@ -158,7 +160,7 @@ def check_destination(args, count: int) -> None:
     from .io import check_output
     check_output(args.output, args.input)
     to_stdout = args.output in (None, "-")
-    if to_stdout and args.output_format not in ("jsonl", "tsv"):
+    if to_stdout and args.output_format not in ("jsonl", "tsv", "csv"):
         raise ValueError(f"{args.output_format} output is binary: give --output FILE")
     if to_stdout and getattr(args, "output_parts", False):
         raise ValueError("--output-parts keeps the parts of --output FILE: give --output FILE")

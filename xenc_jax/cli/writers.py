@@ -1,45 +1,81 @@
-"""Every CLI output format in one place: rows of text (JSON Lines / TSV), Parquet tables, .npy
-arrays; how one chunk's result is written as a part, and how the parts are assembled into the
-output (jobs.py runs the parts, streamed.py the job)."""
+"""Every CLI output format in one place: rows of text (JSON Lines / TSV / CSV), Parquet tables,
+.npy arrays; how one chunk's result is written as a part, and how the parts are assembled into
+the output (jobs.py runs the parts, streamed.py the job).
+
+numpy is imported where it is used: `xenc --help` imports this module (tests/test_startup.py)."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-import numpy as np
+SUFFIXES = ((".parquet", "parquet"), (".tsv", "tsv"), (".csv", "csv"), (".npy", "npy"), (".jsonl", "jsonl"))
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip")
 
 
-def output_format(output: str | None, fmt: str | None, allowed=("jsonl", "tsv", "parquet")) -> str:
-    """The format asked for, else the one the output file's name says, else the first allowed."""
+def output_format(output: str | None, fmt: str | None, allowed=("jsonl", "tsv", "csv", "parquet")) -> str:
+    """The format asked for, else the one the output file's name says, else the first allowed. A
+    name that says a format this command does not write (mine -o x.csv), or a compressed file, is
+    an error: the file would hold another format than its name says."""
     if fmt:
         return fmt
     name = str(output or "")
-    for ext, f in ((".parquet", "parquet"), (".tsv", "tsv"), (".npy", "npy")):
-        if name.endswith(ext) and f in allowed:
+    if name.lower().endswith(COMPRESSED):
+        raise ValueError(f"--output {name}: xenc writes uncompressed files; write {Path(name).stem} and compress "
+                         "it afterwards")
+    for ext, f in SUFFIXES:
+        if name.lower().endswith(ext):
+            if f not in allowed:
+                raise ValueError(f"--output {name} names {f} output, which this command does not write; name the "
+                                 f"file for one of {', '.join(allowed)}, or give --output-format")
             return f
     return allowed[0]
 
 
 # ----------------------------------------------------------------------------- text rows
 
-def score_rows_text(scores: np.ndarray, start: int, fmt: str) -> str:
-    """JSON Lines {"index", "score"} or TSV (the scores only) for rows start, start+1, ..."""
+def _number(x) -> str:
+    """A score as JSON writes it (the shortest text that reads back as the same float)."""
+    return repr(float(x))
+
+
+def score_rows_text(scores, start: int, fmt: str) -> str:
+    """JSON Lines {"index", "score"}, TSV (the scores only) or CSV (the scores, a header "score" or
+    "score_0,score_1,..." above row 0) for rows start, start+1, ..."""
+    import numpy as np
     out = []
+    if fmt == "csv" and start == 0:
+        out.append("score" if np.ndim(scores) < 2 else ",".join(f"score_{k}" for k in range(np.shape(scores)[1])))
     for i, s in enumerate(scores, start):
         if fmt == "tsv":
             out.append(f"{float(s):.7g}" if np.ndim(s) == 0 else "\t".join(f"{float(x):.7g}" for x in s))
+        elif fmt == "csv":  # numbers only: no field needs quoting
+            out.append(_number(s) if np.ndim(s) == 0 else ",".join(_number(x) for x in s))
         else:
             score = float(s) if np.ndim(s) == 0 else [float(x) for x in s]
             out.append(json.dumps({"index": i, "score": score}, ensure_ascii=False))
-    return "".join(x + "\n" for x in out)
+    end = "\r\n" if fmt == "csv" else "\n"
+    return "".join(x + end for x in out)
 
 
-def rows_text(rows: list[dict], fmt: str, columns: list[str]) -> str:
-    """Result rows (rank, search) as JSON Lines objects, or TSV with `columns` in that order."""
+def rows_text(rows: list[dict], fmt: str, columns: list[str], header: bool = False) -> str:
+    """Result rows (rank, search) as JSON Lines objects, TSV with `columns` in that order, or CSV
+    (RFC 4180: a field holding a comma, quote or line break is quoted; `header`: the column names
+    first, for the first part only)."""
     if fmt == "jsonl":
         return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if fmt == "csv":
+        # lineterminator \r\n: Python quotes a field holding a character of it, so a lone \r in a
+        # text is quoted too (with "\n" alone it was written bare, and readers break the row there)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        if header:
+            writer.writerow(columns)
+        writer.writerows([row[c] for c in columns] for row in rows)
+        return out.getvalue()
     return "".join(_tsv_line(row, columns) for row in rows)
 
 
@@ -52,7 +88,7 @@ def _tsv_line(row: dict, columns: list[str]) -> str:
             what = "a tab" if "\t" in v else "a line break"
             where = f" (qid {row['qid']!r})" if c != "qid" and "qid" in row else ""
             raise ValueError(f"the {c} {v[:60]!r}{where} holds {what}, which TSV output cannot hold (it would shift "
-                             "or split the row); use --output-format jsonl")
+                             "or split the row); use --output-format jsonl or csv")
     return "\t".join(values) + "\n"
 
 
@@ -67,20 +103,22 @@ def _pa():
     return pa, pq
 
 
-def _vectors(pa, values: np.ndarray):
+def _vectors(pa, values):
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
-def score_table(scores: np.ndarray, start: int):
+def score_table(scores, start: int):
     """Parquet table {index int64, score float32 (or a fixed-size list per label)}."""
+    import numpy as np
     pa, _ = _pa()
     scores = np.asarray(scores, np.float32)
     index = pa.array(np.arange(start, start + len(scores), dtype=np.int64))
     return pa.table({"index": index, "score": pa.array(scores) if scores.ndim == 1 else _vectors(pa, scores)})
 
 
-def embedding_table(emb: np.ndarray, start: int):
+def embedding_table(emb, start: int):
     """Parquet table {index int64, embedding fixed-size list of float32}."""
+    import numpy as np
     pa, _ = _pa()
     emb = np.asarray(emb, np.float32)
     return pa.table({"index": pa.array(np.arange(start, start + len(emb), dtype=np.int64)),
@@ -113,6 +151,7 @@ def concat_parquet(parts: list[Path], f) -> None:
 
 def concat_npy(parts: list[Path], f) -> None:
     """One .npy [N, D] float32 from part .npy files, streamed (never all in memory)."""
+    import numpy as np
     shapes = [np.load(p, mmap_mode="r").shape for p in parts]
     dim = shapes[0][1] if shapes else 0
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
@@ -122,24 +161,29 @@ def concat_npy(parts: list[Path], f) -> None:
         f.write(np.ascontiguousarray(np.load(p, mmap_mode="r"), np.float32).tobytes())
 
 
+def _save_npy(result, start: int, f) -> None:
+    import numpy as np
+    np.save(f, np.asarray(result, np.float32))
+
+
 class PartFormat(NamedTuple):
     ext: str                                            # part file extension
-    write: Callable[[np.ndarray, int, object], None]    # write(result, first index, binary file)
+    write: Callable[[object, int, object], None]        # write(result array, first index, binary file)
     assemble: Callable[[list[Path], object], None]      # assemble(parts in order, binary file)
 
 
-FORMATS = ("jsonl", "tsv", "parquet", "npy", "embeddings-parquet")
+FORMATS = ("jsonl", "tsv", "csv", "parquet", "npy", "embeddings-parquet")
 
 
 def part_format(fmt: str) -> PartFormat:
     """How an output format is written in parts and assembled."""
-    if fmt in ("jsonl", "tsv"):
+    if fmt in ("jsonl", "tsv", "csv"):  # text: parts are concatenated (CSV's header is in part 0 only)
         return PartFormat(fmt, lambda r, start, f: f.write(score_rows_text(r, start, fmt).encode("utf-8")), concat)
     if fmt == "parquet":
         return PartFormat("parquet", lambda r, start, f: _pa()[1].write_table(score_table(r, start), f),
                           concat_parquet)
     if fmt == "npy":
-        return PartFormat("npy", lambda r, start, f: np.save(f, np.asarray(r, np.float32)), concat_npy)
+        return PartFormat("npy", _save_npy, concat_npy)
     if fmt == "embeddings-parquet":
         return PartFormat("parquet", lambda r, start, f: _pa()[1].write_table(embedding_table(r, start), f),
                           concat_parquet)
