@@ -196,8 +196,15 @@ def test_bad_inputs_have_clear_errors(tmp_path, models):
     # an empty pair under a tokenizer that adds no special tokens has no tokens at all: ST would
     # score an all-padding row (a pad's logits); here it is an error naming the pair (no compile)
     make_tiny_llm("qwen3-seqcls", tmp_path / "plain", template=None)
+    plain = CrossEncoder(tmp_path / "plain")
     with pytest.raises(ValueError, match=r"pairs\[1\] \(\('', ''\)\) tokenizes to no tokens.*drop the pair"):
-        CrossEncoder(tmp_path / "plain").predict([("a query", "a passage"), ("", "")])
+        plain.predict([("a query", "a passage"), ("", "")])
+    # rank / rank_many name it by the caller's own arguments, not by the pairs list they build
+    with pytest.raises(ValueError, match=r"^\(query, documents\[2\]\) \(\('', ''\)\) tokenizes to no tokens") as e:
+        plain.rank("", ["a passage", "another", ""])
+    assert e.value.index == 2
+    with pytest.raises(ValueError, match=r"^\(queries\[2\], documents\[2\]\[1\]\) \(\('', ''\)\) tokenizes to no"):
+        plain.rank_many(["q", "r", ""], [["a"], [], ["b", ""]])   # pair 2 of the flattened list
     # batch-dependent rope scaling we do not implement, both spellings (the fixed types: test_rope_configs)
     d = json.loads((path / "config.json").read_text())
     for key, value in (("rope_parameters", {"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0] * 4,
