@@ -97,6 +97,33 @@ def test_rank_csv_quotes_texts_with_commas_quotes_and_line_breaks(ce_dir, tmp_pa
     assert [r["score"] for r in table] == [r["score"] for r in want]
 
 
+def test_search_writes_the_format_its_output_name_says(minilm_dir, data_dir, tmp_path, capsys):
+    """`search -o res.tsv` / `-o res.csv` wrote JSON Lines. Now the named format, on real MS MARCO
+    passages and queries (ids read back as the JSON Lines strings, scores as the same floats)."""
+    import pandas as pd
+
+    from tiny_hf import make_tiny
+    bi = tmp_path / "bi"
+    vocab = json.loads((minilm_dir / "config.json").read_text())["vocab_size"]
+    make_tiny("bert", bi, head=False, seed=30, vocab_size=vocab, max_position_embeddings=128)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, bi / name)
+    src = data_dir / "msmarco-dl19-subset"
+    corpus, queries = tmp_path / "corpus.jsonl", tmp_path / "queries.jsonl"
+    corpus.write_text("".join(open(src / "corpus.jsonl", encoding="utf-8").readlines()[:12]), encoding="utf-8")
+    queries.write_text("".join(open(src / "queries.jsonl", encoding="utf-8").readlines()[:2]), encoding="utf-8")
+    base = ["search", "--corpus", str(corpus), "--queries", str(queries), "--model", str(bi), "--top-k", "3"]
+    for name in ("res.jsonl", "res.csv", "res.tsv"):
+        assert main(base + ["-o", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    want = [json.loads(x) for x in (tmp_path / "res.jsonl").read_text().splitlines()]
+    assert len(want) == 6
+    ids = {"qid": str, "doc_id": str}
+    assert pd.read_csv(tmp_path / "res.csv", dtype=ids).to_dict("records") == want
+    assert pd.read_csv(tmp_path / "res.tsv", sep="\t", header=None, names=list(want[0]),
+                       dtype=ids).to_dict("records") == want   # TSV: no header
+
+
 def test_a_multi_label_csv_has_a_column_per_label_and_one_header():
     """The header is written above row 0 only: a file's first part, or stdout's first chunk."""
     from xenc_jax.cli.writers import score_rows_text

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import distributed
 from .io import check_output, open_out, read_json_objects, read_lines
 from .score import ignore_config_keys_arg, ignored_config_keys
-from .writers import rows_text
+from .writers import output_format, rows_text
 
 
 def default_bi_encoder() -> str:
@@ -186,6 +186,8 @@ def run_search(args) -> int:
     if args.rerank_top_k is not None and not args.rerank:
         raise ValueError("--rerank-top-k needs --rerank MODEL (a cross-encoder)")
     check_output(args.output, args.corpus, args.queries)
+    fmt = output_format(args.output, args.output_format, ("jsonl", "tsv", "csv"))  # -o res.tsv wrote JSON Lines
+    columns = ["qid", "rank", "doc_id", "score"] + (["bi_score"] if args.rerank else [])
     doc_ids, corpus = read_corpus(args.corpus)
     qids, queries = read_queries(args.queries, args.queries_format)
     if not queries:
@@ -204,14 +206,14 @@ def run_search(args) -> int:
                               corpus_embeddings=corpus_emb, batch_size=args.batch_size,
                               show_progress_bar=args.progress)
     with open_out(args.output) as out:
-        for qid, res in zip(qids, results):
+        for k, (qid, res) in enumerate(zip(qids, results)):
             if cross is None:
                 rows = [{"qid": qid, "rank": r + 1, "doc_id": doc_ids[h["corpus_id"]], "score": h["score"]}
                         for r, h in enumerate(res["retrieved"])]
             else:
                 rows = [{"qid": qid, "rank": r + 1, "doc_id": doc_ids[h["corpus_id"]], "score": h["cross_score"],
                          "bi_score": h["bi_score"]} for r, h in enumerate(res["reranked"])]
-            out.write(rows_text(rows, "jsonl", list(rows[0]) if rows else []))
+            out.write(rows_text(rows, fmt, columns, header=k == 0))
     seconds = time.time() - t0
     info = ", ".join(x for x in (rate_text(len(queries), seconds, "queries"),
                                  f"{model.compile_count + (cross.compile_count if cross else 0)} compiles") if x)
@@ -253,6 +255,8 @@ def register(sub) -> None:
     p.add_argument("--rerank", default=None, metavar="MODEL", help="cross-encoder to re-rank the top-k with")
     p.add_argument("--rerank-top-k", type=int, default=None, help="re-rank only the first N (default: all top-k)")
     p.add_argument("--output", "-o", default="-", help="JSONL {qid, rank, doc_id, score[, bi_score]} (default: stdout)")
+    p.add_argument("--output-format", choices=["jsonl", "tsv", "csv"], default=None,
+                   help="default: from the output file name (.tsv, .csv: those columns), else jsonl")
     _model_args(p)
     ignore_config_keys_arg(p, "the bi-encoder's or the --rerank model's")
     p.set_defaults(func=run_search)
