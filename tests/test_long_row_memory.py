@@ -48,7 +48,14 @@ cfg = config_from_dict(config)
 impl = default_attention_impl()
 module = build_module(cfg, head=True, attention_impl=impl)
 ids = jnp.zeros((1, 2), jnp.int32)
-params = module.init(jax.random.key(0), ids, ids)["params"]
+# Random weights drawn in numpy on the shapes flax would init: module.init run eagerly compiles
+# one XLA program per op (~2/3 of each child's time on 2 cores), and jitted it compiles one more
+# program whose compile-time peak is in every child's RSS. Norm scales 1, as flax inits them;
+# the same seed in every child.
+shapes = jax.eval_shape(module.init, jax.random.key(0), ids, ids)["params"]
+w = np.random.default_rng(1)
+params = jax.tree_util.tree_map_with_path(lambda path, s: jnp.asarray(
+    np.ones(s.shape) if "['scale']" in jax.tree_util.keystr(path) else w.normal(0, 0.02, s.shape), s.dtype), shapes)
 r = np.random.default_rng(0)
 batch = {"input_ids": r.integers(1, cfg.vocab_size, (1, length)), "attention_mask": np.ones((1, length)),
          "token_type_ids": np.zeros((1, length)), "position_ids": np.arange(length)[None],
