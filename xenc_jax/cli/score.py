@@ -273,7 +273,8 @@ def run_tune(args) -> int:
 
     from ..autotune import cache_path, cpu_model, enabled
     if not enabled():
-        raise ValueError("XENC_AUTOTUNE=0 turns the autotune off; unset it to tune")
+        raise ValueError("XENC_AUTOTUNE=0 turns the autotune and its cache off (nothing is tuned, and no "
+                         "cached tuning is read or used); unset it to tune or --show")
     from ..compile_cache import cli_compilation_cache
     if args.show:  # the cache key is the model's shape: its config and tokenizer, no weights loaded
         from ..autotune import cached, folder_key
