@@ -66,6 +66,9 @@ def test_score_csv_output_is_csv_with_the_json_scores_in_parts_and_merged(ce_dir
     assert main(base) == 0                                                       # JSON Lines on stdout
     want = [json.loads(x)["score"] for x in capsys.readouterr().out.splitlines()]
     assert len(want) == 4
+    # TSV wrote .7g, which does not round-trip a float32 (9 digits): now the JSON number text too
+    assert main(base + ["--output-format", "tsv"]) == 0
+    assert capsys.readouterr().out == "".join(f"{json.dumps(s)}\n" for s in want)
     out = tmp_path / "scores.csv"
     assert main(base + ["-o", str(out), "--output-parts"]) == 0
     assert len(list((tmp_path / "scores.csv.parts").glob("part-*.csv"))) == 2 and not out.exists()
@@ -240,3 +243,98 @@ def test_mine_summary_names_input_pairs_and_output_rows(capsys):
     assert line.startswith("xenc mine: 12 input pairs (10 distinct anchors) over 300 corpus texts in 2.0s: 6 "
                            "anchors mined now into 6 output rows (n-tuple; writing rows 0.5s), 4 anchors from "
                            "finished parts"), line
+
+
+# ----------------------------------------------------------------------------- session 17, task I
+
+def test_tsv_scores_are_the_json_numbers_exactly():
+    """TSV wrote scores with .7g: a float32 needs 9 significant digits, so 0.46305212 came back as
+    0.4630521, 1 ulp off the JSON Lines and CSV value. These float32s are ones .7g misses."""
+    from xenc_jax.cli.writers import score_rows_text
+    scores = np.array([0.4630521237850189, -3.1415927, 1e-8, 12345.679], np.float32)
+    assert any(float(f"{float(s):.7g}") != float(s) for s in scores)    # the old text would not round-trip
+    tsv = score_rows_text(scores, 0, "tsv").splitlines()
+    js = [json.loads(x)["score"] for x in score_rows_text(scores, 0, "jsonl").splitlines()]
+    assert tsv == [json.dumps(s) for s in js]                              # the same text as JSON
+    assert np.array_equal(np.array([float(x) for x in tsv], np.float32), scores)   # bit for bit
+    two = score_rows_text(scores.reshape(2, 2), 0, "tsv").splitlines()    # a column per label
+    assert [float(x) for line in two for x in line.split("\t")] == js
+
+
+def test_encode_mine_and_search_take_the_header_rule(tmp_path, capsys, sts_lines, data_dir):
+    """`encode x.tsv --key N` embedded a header line as text 0 (every index one off). Now as for
+    score: a first line of column names only is refused before any model loads, --header skips it
+    (and --key may name the column), --no-header embeds it. The same for mine's .tsv corpus and
+    search's TSV queries (whose BEIR header query-id<TAB>text is still skipped)."""
+    from xenc_jax.cli.io import iter_texts
+    from xenc_jax.cli.search import read_queries
+    rows = [x.rstrip("\n").split("\t")[:7] for x in sts_lines]
+    headed = tmp_path / "sts.tsv"
+    headed.write_text("genre\tfile\tyears\tid\tscore\tsentence1\tsentence2\n" + "".join(
+        "\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    out = str(tmp_path / "e.npy")
+    assert main(["encode", str(headed), "--key", "6", "-o", out, "--model", NO_MODEL]) == 2
+    assert "sts.tsv:1: the first line ('genre', 'file', 'years', 'id') names columns, it is not a text: give " \
+           "--header to skip it (--key may then name the column)" in _error(capsys)
+    want = [r[5] for r in rows]
+    assert list(iter_texts(str(headed), key="sentence1", header=True)) == want
+    assert list(iter_texts(str(headed), key="6", header=True)) == want
+    assert list(iter_texts(str(headed), key="6", header=False)) == ["sentence1"] + want
+    assert main(["encode", str(headed), "--key", "nope", "--header", "-o", out, "--model", NO_MODEL]) == 2
+    assert "sts.tsv:1: the header has no column 'nope'" in _error(capsys)
+    ap = tmp_path / "ap.jsonl"
+    ap.write_text(json.dumps({"anchor": rows[0][5], "positive": rows[0][6]}) + "\n")
+    assert main(["mine", "--pairs", str(ap), "--corpus", str(headed), "--corpus-key", "7", "-o",
+                 str(tmp_path / "m.jsonl"), "--model", NO_MODEL]) == 2
+    assert "give --corpus-header to skip it (--corpus-key may then name the column)" in _error(capsys)
+    src = [json.loads(x) for x in open(data_dir / "msmarco-dl19-subset" / "queries.jsonl", encoding="utf-8")][:3]
+    queries = tmp_path / "q.tsv"
+    body = "".join(f"{q['_id']}\t{q['text']}\n" for q in src)
+    want_q = ([q["_id"] for q in src], [q["text"] for q in src])
+    queries.write_text("qid\tquery\n" + body, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"q\.tsv:1: the first line \('qid', 'query'\) names col.*--queries-header"):
+        read_queries(str(queries))
+    assert read_queries(str(queries), header=True) == want_q
+    assert read_queries(str(queries), header=False) == (["qid"] + want_q[0], ["query"] + want_q[1])
+    queries.write_text("query-id\ttext\n" + body, encoding="utf-8")
+    assert read_queries(str(queries)) == want_q                 # BEIR's header: skipped, as before
+
+
+def test_texts_of_a_file_ended_by_lone_carriage_returns_are_refused(tmp_path, capsys, sts_lines):
+    """An old Mac file (lines ended by \\r alone, no \\n at all) given to encode or rank --documents
+    was ONE text, the whole file. Refused before any model loads; a text holding a \\r in a file
+    with \\n line ends stays one text, as the fuzz oracle expects; a TSV line of \\r-joined rows
+    read with --key is refused as with --columns."""
+    from xenc_jax.cli.io import read_texts
+    sentences = [x.split("\t")[5] for x in sts_lines]
+    mac = tmp_path / "mac.txt"
+    mac.write_bytes("".join(s + "\r" for s in sentences).encode("utf-8"))
+    assert main(["encode", str(mac), "-o", str(tmp_path / "e.npy"), "--model", NO_MODEL]) == 2
+    assert "mac.txt:1: the file has no \\n line ends but a carriage return (\\r) between texts" in _error(capsys)
+    assert main(["rank", "--query", "q", "--documents", str(mac), "--model", NO_MODEL]) == 2
+    assert "mac.txt:1: the file has no \\n line ends" in _error(capsys)
+    unix = tmp_path / "unix.txt"
+    unix.write_bytes(f"{sentences[0]}\r{sentences[1]}\n{sentences[2]}\n".encode("utf-8"))
+    assert read_texts(str(unix)) == [f"{sentences[0]}\r{sentences[1]}", sentences[2]]
+    one = tmp_path / "one.txt"
+    one.write_bytes(f"{sentences[0]}\r".encode("utf-8"))       # a last line's \r alone: a CRLF-less end
+    assert read_texts(str(one)) == [sentences[0]]
+    keyed = tmp_path / "mac.tsv"
+    keyed.write_bytes("".join(x.rstrip("\n") + "\r" for x in sts_lines).encode("utf-8") + b"\n")
+    with pytest.raises(ValueError, match=r"mac\.tsv:1: a carriage return \(\\r\) between what look like whole rows"):
+        read_texts(str(keyed), key="6")
+
+
+def test_tune_takes_ignore_config_keys(ce_dir, tmp_path, capsys, monkeypatch):
+    """`xenc tune` had no --ignore-config-keys: a folder with an attribute xenc_jax does not know
+    could be scored (score --ignore-config-keys) but not tuned or shown. --show reads the config
+    only (no weights, nothing measured)."""
+    monkeypatch.setenv("XENC_AUTOTUNE", "1")
+    model = tmp_path / "ce"
+    shutil.copytree(ce_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "my_flag": True}))
+    assert main(["tune", "--show", "--model", str(model)]) == 2
+    assert "my_flag" in _error(capsys)
+    assert main(["tune", "--show", "--model", str(model), "--ignore-config-keys", "my_flag"]) == 0
+    assert "no tuning cached for this model" in capsys.readouterr().out

@@ -163,23 +163,24 @@ def tuning_key(kind: str, config, dtype: str, max_length: int, extra: str = "") 
 
 
 def folder_key(kind: str, model, dtype: str = "float32", max_length: int | None = None,
-               param_dtype: str = "float32") -> str:
+               param_dtype: str = "float32", ignore_config_keys: tuple[str, ...] = ()) -> str:
     """The key CrossEncoder (kind "pairs") or BiEncoder ("texts") of `model` with this compute dtype,
     max_length and param dtype looks its tuning up with, from the folder's config and tokenizer
-    alone: the key holds the model's shape, never its weights, so `xenc tune --show` loads none."""
+    alone: the key holds the model's shape, never its weights, so `xenc tune --show` loads none.
+    `ignore_config_keys`: as the encoders' (config.json attributes the caller checked are harmless)."""
     from .hf.configs import load_config
     from .hf.hub import resolve_model_dir
     from .hf.pretrained import load_tokenizer
     from .hf.st_folder import default_max_length, default_max_seq_length
     model_dir = resolve_model_dir(model)
     if kind == "pairs":
-        config = load_config(model_dir)
+        config = load_config(model_dir, ignore_keys=ignore_config_keys)
         if max_length is None:
             max_length = default_max_length(load_tokenizer(model_dir), config)
     else:
         from .hf.st_folder import read_st_folder
         mods = read_st_folder(model_dir)
-        config = load_config(mods.encoder_dir)
+        config = load_config(mods.encoder_dir, ignore_keys=ignore_config_keys)
         if max_length is None:
             max_length = default_max_seq_length(mods.transformer, load_tokenizer(mods.encoder_dir), config)
     return tuning_key(kind, config, jax.numpy.dtype(dtype).name, int(max_length), extra=f"params {param_dtype}")

@@ -14,11 +14,20 @@ line (Parquet: the row). tests/test_fuzz_inputs.py checks this against random in
   (query, passage, ...) is refused: scored, it would shift every index by one. `header=False`
   scores it.
 - A \r alone inside a TSV line that joins what look like whole rows (an old Mac file, lines
-  ended by \r) is refused, --columns or not: the texts of two lines would be paired.
+  ended by \r) is refused, --columns or not: the texts of two lines would be paired. The same for
+  a TSV text line read with `--key N`.
+- Texts read as whole lines (`encode`, `rank --documents`, `search`'s TSV queries): a file with
+  no \n at all whose text holds a \r alone between non-blank text is refused (an old Mac file
+  would be ONE text). A \r inside a text of a file that has \n line ends is kept, as ever: a file
+  with \n line ends is not an old Mac file. (No file of the real data in /work/shared/data holds
+  a lone \r at all.)
 - CSV input (a `.csv` name) is refused: its quoted fields may hold commas, quotes and line breaks.
   A `.csv` file whose first line holds a tab is TSV (the STS Benchmark's files are) and read so.
 - Texts (`encode`, `rank --documents`): a whole line, tabs included. A `.tsv` file is the
   exception for `encode`: a line with a tab there needs `--key N` (the column to embed).
+  `encode` (and `mine --corpus`, `search --queries` TSV) take the header rule of TSV pairs: a
+  first line of two or more tab-separated column names only is refused; `header=True` skips it
+  (`--key` may then name the column), `header=False` reads it as a text.
 - Every JSON value read as a text must be a JSON string (not a number, null, list or object),
   and valid Unicode (a lone surrogate escape like "\\ud800" is refused: no tokenizer takes it).
 """
@@ -165,10 +174,11 @@ def _share_lines(f, share):
         yield raw
 
 
-def read_lines(path: str, counter: ByteCounter | None = None, share=None):
+def read_lines(path: str, counter: ByteCounter | None = None, share=None, whole_texts: bool = False):
     """(where, line) for each non-blank line, where = "path:line number" for error messages.
     Read as bytes and decoded per line, so a non-UTF-8 byte names its line. `share`: only this
-    process's byte range (shares.Share), numbered from its first line."""
+    process's byte range (shares.Share), numbered from its first line. `whole_texts`: the lines
+    are texts, so a file of texts ended by \r alone (no \n at all) is refused (_cr_only_file)."""
     stdin = path in (None, "-")
     check_input(path)
     f = sys.stdin.buffer if stdin else open(path, "rb")
@@ -185,13 +195,24 @@ def read_lines(path: str, counter: ByteCounter | None = None, share=None):
                                  "convert the file to UTF-8") from None
             if n == 1 and line.startswith("\ufeff"):
                 line = line[1:]  # a byte order mark (Windows tools write one), not part of the first text
-            line = line[:-1] if line.endswith("\n") else line
+            ended = line.endswith("\n")
+            line = line[:-1] if ended else line
             line = line[:-1] if line.endswith("\r") else line
+            if whole_texts and n == 1 and not ended and "\r" in line:
+                _cr_only_file(f"{name}:{n}", line)
             if line.strip(BLANK):
                 yield f"{name}:{n}", line
     finally:
         if not stdin:
             f.close()
+
+
+def _cr_only_file(where: str, line: str) -> None:
+    """Line 1 without a \n is the whole file: a \r alone between non-blank texts there ends lines
+    (an old Mac file), or the file's texts would be read as ONE text."""
+    if sum(1 for r in line.split("\r") if r.strip(BLANK)) >= 2:
+        raise ValueError(f"{where}: the file has no \\n line ends but a carriage return (\\r) between texts: "
+                         f"{OLD_MAC}; a single text holding a \\r needs JSON Lines")
 
 
 # ----------------------------------------------------------------------------- JSON values
@@ -370,15 +391,40 @@ def pair_columns(path: str, fmt: str | None, columns: list[str] | None, header: 
     return [int(c) - 1 for c in columns]
 
 
-def text_column(path: str, fmt: str | None, key: str | None) -> int | None:
+def text_column(path: str, fmt: str | None, key: str | None, header: bool | None = False,
+                flags: tuple[str, str] = ("--key", "--header")) -> int | str | None:
     """For a TSV text input: the 0-based column `--key N` chose, or None (whole lines; a tab is
-    then an error). "text", the default key, chooses nothing."""
-    if text_format(path, fmt) != "tsv" or key in (None, "text"):
+    then an error). "text", the default key, chooses nothing. With `header`, a key that is not a
+    number is a name of the header line, returned as given (resolved when the header is read)."""
+    key_flag, header_flag = flags
+    fmt = text_format(path, fmt)
+    if header and fmt in ("jsonl", "parquet"):
+        raise ValueError(f"{header_flag} is for TSV or text input: JSON Lines and Parquet name their columns already")
+    if fmt != "tsv" or key is None:
         return None
-    if not (key.isdigit() and int(key) >= 1):
-        raise ValueError(f"for TSV input --key takes the text's column number (1-based, as in `cut -f`), "
-                         f"got {key!r}; use --input-format text to embed whole lines")
-    return int(key) - 1
+    if key.isdigit() and int(key) >= 1:
+        return int(key) - 1
+    if header:
+        return key
+    if key == "text":
+        return None
+    raise ValueError(f"for TSV input {key_flag} takes the text's column number (1-based, as in `cut -f`), "
+                     f"got {key!r}; to name the column, give {header_flag} (the file's first line names it), or use "
+                     "--input-format text to embed whole lines")
+
+
+def _text_header_pick(where: str, line: str, key: str, key_flag: str) -> int | None:
+    """The 0-based column a header line names `key` in; the default key "text" in a one-column
+    header: whole lines (None)."""
+    names = [c.strip() for c in line.split("\t")]
+    found = [i for i, n in enumerate(names) if n == key]
+    if len(found) == 1:
+        return found[0]
+    if not found and key == "text" and len(names) == 1:
+        return None
+    raise ValueError(f"{where}: the header {'names ' + repr(key) + ' twice' if found else 'has no column ' + repr(key)}"
+                     f"; its columns are {names[:12]}: choose the text's column with {key_flag} (a name or a "
+                     "1-based number)")
 
 
 def _tab_columns(line: str, where: str, picks: list[int]) -> list[str]:
@@ -409,15 +455,19 @@ def _header_picks(where: str, line: str, columns: list[str] | None) -> list[int]
     return picks
 
 
-def _refuse_header_like(where: str, line: str, picks: list[int] | None) -> None:
-    """A first line whose texts are all column names is a header, not a pair (scored, every
-    index after it would be off by one against the user's table)."""
+def refuse_header_like(where: str, line: str, picks: list[int] | None, what: str = "a pair to score",
+                        flag: str = "--header", then: str = "--columns may then name columns",
+                        read: str = "score it as a pair") -> None:
+    """A first line whose texts (the picked columns, else all) are all column names, two at least
+    in the line, is a header, not a pair or a text (read as one, every index after it would be off
+    by one against the user's table). One name alone ("question") may well be a text."""
     cols = line.split("\t")
     texts = [cols[i] for i in picks] if picks is not None and len(cols) > max(picks) else cols
-    if len(texts) >= 2 and all(t.strip().lower() in HEADER_NAMES for t in texts):
-        raise ValueError(f"{where}: the first line ({', '.join(map(repr, texts[:4]))}) names columns, it is not a "
-                         "pair to score: give --header to skip it (--columns may then name columns), or "
-                         "--no-header to score it as a pair")
+    names = [c.strip().lower() in HEADER_NAMES for c in cols]
+    if sum(names) >= 2 and all(t.strip().lower() in HEADER_NAMES for t in texts):
+        shown = texts if len(texts) >= 2 else cols
+        raise ValueError(f"{where}: the first line ({', '.join(map(repr, shown[:4]))}) names columns, it is not "
+                         f"{what}: give {flag} to skip it ({then}), or --no-{flag[2:]} to {read}")
 
 
 def _old_mac(line: str, need: int) -> bool:
@@ -443,7 +493,7 @@ def _tsv_pairs(path: str, columns, header: bool | None, counter, share):
                 picks = _header_picks(where, line, columns)
                 continue
             if header is None:
-                _refuse_header_like(where, line, picks)
+                refuse_header_like(where, line, picks)
         if picks is not None:
             if "\r" in line and _old_mac(line, max(picks) + 1):
                 raise ValueError(f"{where}: a carriage return (\\r) between what look like whole rows: {OLD_MAC}; "
@@ -494,29 +544,56 @@ def check_first(items) -> None:
 
 
 def iter_texts(path: str, fmt: str | None = None, key: str = "text", counter: ByteCounter | None = None,
-               share=None):
+               share=None, header: bool | None = False, flags: tuple[str, str] = ("--key", "--header")):
     """One text per line (a whole line, tabs included; a .tsv file: the `--key N` column), JSON
-    Lines strings or objects with `key`, or a Parquet column."""
+    Lines strings or objects with `key`, or a Parquet column. `header` (TSV and text): True skips
+    the first line (`key` may name a column of it), None refuses a first line of column names
+    only, False (the default, as `rank --documents`) reads it. `flags`: the command's --key and
+    --header options, for messages."""
     fmt = text_format(path, fmt)
     if fmt == "parquet":
         for _, (text,) in _parquet_rows(path, [key], counter, share=share):
             yield text
         return
-    col = text_column(path, fmt, key)
+    if fmt == "jsonl":
+        yield from _jsonl_texts(path, key, counter, share)
+        return
+    yield from _line_texts(path, fmt, key, counter, share, header, flags)
+
+
+def _jsonl_texts(path: str, key: str, counter, share):
     for where, line in read_lines(path, counter, share):
-        if fmt == "jsonl":
-            obj = _json(line, where)
-            if isinstance(obj, dict) and key in obj:
-                yield json_text(obj[key], where, repr(key))
-            elif isinstance(obj, str):
-                yield json_text(obj, where, "the line")
-            else:
-                raise ValueError(f"{where}: expected a JSON string or an object with {key!r}, got {_kind(obj)}")
-        elif col is not None:
+        obj = _json(line, where)
+        if isinstance(obj, dict) and key in obj:
+            yield json_text(obj[key], where, repr(key))
+        elif isinstance(obj, str):
+            yield json_text(obj, where, "the line")
+        else:
+            raise ValueError(f"{where}: expected a JSON string or an object with {key!r}, got {_kind(obj)}")
+
+
+def _line_texts(path: str, fmt: str, key: str, counter, share, header: bool | None, flags: tuple[str, str]):
+    """Texts of a plain text or TSV file (see iter_texts)."""
+    key_flag, header_flag = flags
+    col = text_column(path, fmt, key, header, flags)
+    first = share is None or share.first_line == 1  # a header is the file's first line, not a share's
+    for where, line in read_lines(path, counter, share, whole_texts=True):
+        if first:
+            first = False
+            if header:
+                col = _text_header_pick(where, line, col, key_flag) if isinstance(col, str) else col
+                continue
+            if header is None:
+                refuse_header_like(where, line, None if col is None else [col], "a text", header_flag,
+                                   f"{key_flag} may then name the column", "read it as a text")
+        if col is not None:
+            if "\r" in line and _old_mac(line, max(col + 1, 2)):  # 2: a one-column piece is any text
+                raise ValueError(f"{where}: a carriage return (\\r) between what look like whole rows: {OLD_MAC}; "
+                                 "a text holding a \\r needs JSON Lines")
             yield _tab_columns(line, where, [col])[0]
         elif fmt == "tsv" and "\t" in line:
-            raise ValueError(f"{where}: a tab in a .tsv line: choose the column to embed with --key N (1-based), "
-                             "or keep whole lines with --input-format text")
+            raise ValueError(f"{where}: a tab in a .tsv line: choose the column to embed with {key_flag} N "
+                             "(1-based), or keep whole lines with --input-format text")
         else:
             yield line
 

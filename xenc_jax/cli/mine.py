@@ -42,7 +42,11 @@ def register(sub) -> None:
     p.add_argument("--corpus-format", choices=["text", "jsonl", "parquet"], default=None,
                    help="default: from the file name (.jsonl, .parquet; anything else: a text per line)")
     p.add_argument("--corpus-key", default="text", help="JSON key / Parquet column of the corpus text "
-                   "(default: %(default)s; a BEIR corpus's title is not used)")
+                   "(default: %(default)s; a BEIR corpus's title is not used); a .tsv corpus: its column number "
+                   "(1-based), or its name with --corpus-header")
+    p.add_argument("--corpus-header", action=argparse.BooleanOptionalAction, default=None,
+                   help="a text or .tsv corpus: the first line names the columns (skipped). Default: a first line "
+                        "of column names only (e.g. id<TAB>text) is refused; --no-corpus-header reads it as a text")
     p.add_argument("--model", default=None, help="bi-encoder (default: sentence-transformers/all-MiniLM-L6-v2, "
                    "its packaged copy offline)")
     p.add_argument("--rerank", default=None, metavar="CE",
@@ -138,7 +142,8 @@ def _pair_rows(args, cols):
 def _read_corpus(args) -> list | None:
     if args.corpus is None:
         return None
-    corpus = list(iter_texts(args.corpus, args.corpus_format, key=args.corpus_key))
+    corpus = list(iter_texts(args.corpus, args.corpus_format, key=args.corpus_key, header=args.corpus_header,
+                             flags=("--corpus-key", "--corpus-header")))
     if not corpus:
         raise ValueError(f"{args.corpus}: the corpus has no texts (the file is empty or has only blank lines)")
     return corpus
@@ -204,7 +209,9 @@ def _identity(args, cols, model, cross, o, prompts) -> dict:
     from ..identity import file_identity, model_identity
     corpus = None if args.corpus is None else {"path": str(Path(args.corpus).resolve()),
                                                "file": file_identity(args.corpus), "format": args.corpus_format,
-                                               "key": args.corpus_key}
+                                               "key": args.corpus_key,
+                                               # only when set: manifests of jobs without it stay as they were
+                                               **({"header": True} if args.corpus_header else {})}
     return {"job": "mine",
             "input": {"path": str(Path(args.pairs).resolve()), "file": file_identity(args.pairs), "columns": cols},
             "corpus": corpus, "model": model_identity(model.model_dir),

@@ -264,6 +264,7 @@ def register(sub) -> None:
     p.add_argument("--show", action="store_true", help="print the cached tuning, measure nothing")
     p.add_argument("--force", action="store_true", help="measure again even if cached")
     _allow_new_head_arg(p)
+    ignore_config_keys_arg(p)
     p.set_defaults(func=run_tune)
 
 
@@ -279,16 +280,17 @@ def run_tune(args) -> int:
     if args.show:  # the cache key is the model's shape: its config and tokenizer, no weights loaded
         from ..autotune import cached, folder_key
         found = cached(folder_key("pairs" if args.kind == "cross" else "texts", args.model, args.dtype,
-                                  args.max_length))
+                                  args.max_length, ignore_config_keys=ignored_config_keys(args)))
         print(found.describe() if found else f"no tuning cached for this model on this CPU ({cache_path()})")
     elif args.kind == "cross":
         from ..cross_encoder import CrossEncoder
         print(CrossEncoder(args.model, max_length=args.max_length, dtype=args.dtype,
-                           allow_new_head=args.allow_new_head,
+                           allow_new_head=args.allow_new_head, ignore_config_keys=ignored_config_keys(args),
                            compilation_cache=cli_compilation_cache()).autotune(force=args.force).describe())
     else:
         from ..bi_encoder import BiEncoder
         print(BiEncoder(args.model, max_seq_length=args.max_length, dtype=args.dtype,
+                        ignore_config_keys=ignored_config_keys(args),
                         compilation_cache=cli_compilation_cache()).autotune(force=args.force).describe())
     print(f"CPU: {' '.join(cpu_model())}, {os.cpu_count()} cores; cache: {cache_path()}")
     return 0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import distributed
-from .io import check_output, open_out, read_json_objects, read_lines
+from .io import check_output, open_out, read_json_objects, read_lines, refuse_header_like
 from .score import ignore_config_keys_arg, ignored_config_keys
 from .writers import output_format, rows_text
 
@@ -67,14 +67,17 @@ def run_encode(args) -> int:
                          "silently)")
     from .io import check_first, check_input, iter_texts, require_pyarrow, text_column, text_format
     check_input(args.input)
-    text_column(args.input, args.input_format, args.key)  # before any model loads, as the pyarrow check
+    text_column(args.input, args.input_format, args.key, args.header)  # before any model loads
     if text_format(args.input, args.input_format) == "parquet":
         require_pyarrow("Parquet input")
     if str(args.output).endswith(".parquet"):
         require_pyarrow("Parquet output")
-    if args.input not in (None, "-"):  # a missing column or a bad first row, before the model loads
-        check_first(iter_texts(args.input, args.input_format, key=args.key))
+    if args.input not in (None, "-"):  # a missing column, a header or a bad first row, before the model loads
+        check_first(iter_texts(args.input, args.input_format, key=args.key, header=args.header))
     run = distributed.Run(args)  # joins a multi-process run first, before any device is used
+    if args.header and run.count > 1:  # each process's share would count the header line as a text
+        raise ValueError("--header with several processes is not supported: remove the header line first "
+                         "(tail -n +2 IN > OUT) and give --key as a column number")
     from .io import ByteCounter, iter_texts
     from .streamed import check_destination, stream_job
     args.output_format = "npy" if str(args.output).endswith(".npy") else "embeddings-parquet"
@@ -82,7 +85,7 @@ def run_encode(args) -> int:
     model = _load_bi_encoder(args, run)
     counter = ByteCounter(args.input)
     return stream_job(args, model, lambda share: iter_texts(args.input, args.input_format, key=args.key,
-                                                            counter=counter, share=share),
+                                                            counter=counter, share=share, header=args.header),
                       counter, what="texts", settings={"normalize": args.normalize, "prompt": args.prompt},
                       run=run, score=lambda items, chunk, stats: model.encode_stream(
                           items, chunk_size=chunk, batch_size=args.batch_size,
@@ -117,11 +120,18 @@ def _doc_id(value, where: str, what: str) -> str:
     return str(value) if type(value) is int else json_text(value, where, f"{what} (a string or an integer)")
 
 
-def read_queries(path: str, fmt: str | None = None) -> tuple[list[str], list[str]]:
+QUERY_HEADERS = (["query-id", "text"], ["qid", "text"], ["_id", "text"])  # skipped without --queries-header
+
+
+def read_queries(path: str, fmt: str | None = None, header: bool | None = None) -> tuple[list[str], list[str]]:
     """Queries as JSONL {"_id", "text"} or TSV "qid<TAB>text" (one column: the text, qid = its
-    0-based index). A third TSV column is an error (a query holding a tab would be cut)."""
+    0-based index). A third TSV column is an error (a query holding a tab would be cut). TSV
+    `header`: True skips the first line, False reads it as a query; None skips a BEIR header
+    (QUERY_HEADERS) and refuses another first line of column names only (io's header rule)."""
     from .io import json_text
     fmt = fmt or ("jsonl" if str(path).endswith((".jsonl", ".json")) else "tsv")
+    if header and fmt == "jsonl":
+        raise ValueError("--queries-header is for TSV queries: JSON Lines names its fields already")
     qids, texts, seen = [], [], {}
 
     def add(qid, text, where):
@@ -138,13 +148,16 @@ def read_queries(path: str, fmt: str | None = None) -> tuple[list[str], list[str
             add(_doc_id(obj.get("_id", obj.get("qid", obj.get("id"))), where, "'_id'"),
                 json_text(obj[key], where, repr(key)), where)
         return qids, texts
-    for k, (where, line) in enumerate(read_lines(path)):
+    for k, (where, line) in enumerate(read_lines(path, whole_texts=True)):
         cols = line.split("\t")
         if len(cols) > 2:
             raise ValueError(f"{where}: {len(cols)} tab-separated columns, expected qid<TAB>text (or the text "
                              "alone): a query holding a tab would be cut; write JSON Lines instead")
-        if k == 0 and [c.lower() for c in cols] in (["query-id", "text"], ["qid", "text"], ["_id", "text"]):
+        if k == 0 and (header or header is None and [c.lower() for c in cols] in QUERY_HEADERS):
             continue  # a header line
+        if k == 0 and header is None:
+            refuse_header_like(where, line, None, "a query", "--queries-header", "the lines after it are "
+                               "qid<TAB>text or the text alone", "read it as a query")
         add(cols[0] if len(cols) > 1 else str(len(qids)), cols[-1], where)
     return qids, texts
 
@@ -189,7 +202,7 @@ def run_search(args) -> int:
     fmt = output_format(args.output, args.output_format, ("jsonl", "tsv", "csv"))  # -o res.tsv wrote JSON Lines
     columns = ["qid", "rank", "doc_id", "score"] + (["bi_score"] if args.rerank else [])
     doc_ids, corpus = read_corpus(args.corpus)
-    qids, queries = read_queries(args.queries, args.queries_format)
+    qids, queries = read_queries(args.queries, args.queries_format, args.queries_header)
     if not queries:
         raise ValueError(f"{args.queries}: no queries")
     corpus_emb = _corpus_embeddings(args.corpus_embeddings, args.corpus, len(corpus))
@@ -231,7 +244,11 @@ def register(sub) -> None:
                    help="default: from the file name (.jsonl, .parquet, .tsv; anything else is text: whole lines). "
                         "A .tsv line with a tab needs --key N")
     p.add_argument("--key", default="text", help="JSONL field / Parquet column holding the text (default: "
-                   "%(default)s); for TSV, the text's column number, 1-based as in `cut -f`")
+                   "%(default)s); for TSV, the text's column number, 1-based as in `cut -f` (or, with --header, "
+                   "its name)")
+    p.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                   help="TSV or text: the first line names the columns (skipped; --key may use a name). Default: "
+                        "a first line of column names only (e.g. id<TAB>text) is refused; --no-header embeds it")
     p.add_argument("--output", "-o", required=False,
                    help="output .npy (float32 [N, D] in input order) or .parquet (index, embedding); written in "
                         "resumable parts: after a crash or kill the same command continues where it stopped")
@@ -249,6 +266,10 @@ def register(sub) -> None:
     p.add_argument("--corpus", required=True, help='BEIR corpus.jsonl: {"_id", "title", "text"} per line')
     p.add_argument("--queries", required=True, help='queries: JSONL {"_id", "text"} or TSV qid<TAB>text')
     p.add_argument("--queries-format", choices=["tsv", "jsonl"], default=None, help="default: from the file name")
+    p.add_argument("--queries-header", action=argparse.BooleanOptionalAction, default=None,
+                   help="TSV queries: the first line names the columns (skipped). Default: a BEIR header "
+                        "(query-id<TAB>text, qid<TAB>text, _id<TAB>text) is skipped, another first line of column "
+                        "names only is refused; --no-queries-header reads it as a query")
     p.add_argument("--corpus-embeddings", default=None, help="precomputed [N, D] .npy of the corpus in file order, "
                         "embedded as 'title text' (`xenc encode corpus.jsonl` matches when titles are empty)")
     p.add_argument("--top-k", type=int, default=10, help="results per query (default: %(default)s)")
