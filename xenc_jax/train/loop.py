@@ -37,6 +37,12 @@ from . import silver as silver_pairs
 log = logging.getLogger(__name__)
 
 
+class NonFiniteLoss(NonFiniteOutput):
+    """Training diverged: a step's loss or grad norm is NaN / inf.
+    The run stops without saving that state (the message names the first bad step, the compute
+    dtype and the latest checkpoint); as NonFiniteEvaluation, a kind of NonFiniteOutput."""
+
+
 class MetricsWriter:
     """JSON Lines (always) and TensorBoard event files (when tensorboardX is installed)."""
 
@@ -269,6 +275,7 @@ class Run:
     scorer: Scorer
     writer: MetricsWriter
     best: dict = dataclasses.field(default_factory=lambda: {"metric": None, "value": None, "step": None})
+    finite: S.FiniteSteps | None = None   # the steps whose loss is not checked yet (run_loop sets it)
 
     def run_eval(self, role: str, params, step: int) -> dict:
         evaluator, ev = self.data.evaluators[role]
@@ -300,10 +307,37 @@ class Run:
             "with a change that keeps it finite (a lower optim.learning_rate, dtype=float32, optim.max_grad_norm; "
             "list the keys changed in resume_may_change). Details: " + str(e))
 
+    def check_finite(self, step: int, got: list | None = None) -> None:
+        """NonFiniteLoss when a step since the last check had a NaN / inf loss or grad norm
+        (S.FiniteSteps: where the loop reads the device anyway; `got`: the log line's values)."""
+        if self.finite is not None and (bad := self.finite.first_bad(got)) is not None:
+            bad_step, loss, norm = bad
+            raise self._diverged(step, bad_step, f"the training loss is {loss} (grad norm {norm})") from None
+
+    def _diverged(self, step: int, bad_step: int, what: str) -> NonFiniteLoss:
+        """The error that stops a diverged run before its state is saved, evaluated or exported
+        (see _non_finite: the same reasons); the saves already started are finished first."""
+        self.ckpt.wait()
+        steps = self.ckpt.all_steps()
+        go_on = (f"the latest checkpoint is step {steps[-1]} in {self.ckpt.directory}; resume=true goes on from it"
+                 if steps else "no checkpoint was written yet; start again (a new output_dir or resume=false)")
+        dtype = np.dtype(as_dtype(self.cfg.dtype)).name
+        fix = "" if dtype == "float32" else ", dtype=float32"
+        upto = "" if step == bad_step else f" (stopped at step {step}, where it was read)"
+        first = (" The first step already: the source model's weights or the training data are the likely cause."
+                 if bad_step == 1 else "")
+        return NonFiniteLoss(
+            f"step {bad_step}: {what} with compute dtype {dtype}, so training stopped without saving a diverged "
+            f"state{upto}; {go_on} with a change that keeps training finite (a lower optim.learning_rate, "
+            f"optim.max_grad_norm{fix}; on resume, list the keys changed in resume_may_change).{first}")
+
     def save(self, step: int, force=False) -> None:
+        """Checkpoint `step` when due (or `force`), once the losses since the last check are
+        finite: a diverged state is never saved."""
         self.ckpt.save(step, self.state, {"data_position": self.stream.position, "best": self.best,
                                           "config_digest": self.digest,
-                                          "rng": np.asarray(jax.random.key_data(self.rng)).tolist()}, force=force)
+                                          "rng": np.asarray(jax.random.key_data(self.rng)).tolist()},
+                       force=force, before=lambda: self.check_finite(step))
 
     def export(self, name: str, host) -> Path:
         """Atomic: a kill during the export leaves the previous `name/` whole (atomic.py)."""
@@ -382,17 +416,21 @@ def run_loop(run: Run, pi: int, pc: int) -> int:
     bar = _progress(total, step, cfg.progress)
     lines = ProgressLines(total, step, steps_per_epoch) if bar is None and cfg.progress is None and pi == 0 else None
     pending, t_log, rows_log = [], time.time(), 0
+    run.finite = S.FiniteSteps(step)
     while step < total:
         batch = next(run.stream)
         rows_log += batch.num_examples
         run.state, metrics = run.train_step(run.state, run.plan.place_batch(batch.arrays()), run.rng)
         step += 1
         pending.append(metrics)
+        run.finite.add(metrics)
         if lines is not None:
             lines.step(step, metrics)
         if step % cfg.log_every == 0 or step == total:
-            values = _train_values(pending, rows_log * pc, t_log, step / steps_per_epoch)
+            got = jax.device_get(pending)
+            values = _train_values(got, rows_log * pc, t_log, step / steps_per_epoch)
             run.writer.write(step, values)
+            run.check_finite(step, got)   # after the line is written: metrics.jsonl shows the NaN
             if bar is not None:
                 bar.set_postfix(loss=f"{values['train/loss']:.4f}", pairs_s=f"{values['train/pairs_per_s']:.0f}")
             pending, t_log, rows_log = [], time.time(), 0
@@ -400,6 +438,7 @@ def run_loop(run: Run, pi: int, pc: int) -> int:
             bar.update(1)
         due = (step % cfg.eval_every == 0) if cfg.eval_every > 0 else (step % steps_per_epoch == 0)
         if "eval" in run.data.evaluators and (due or step == total):
+            run.check_finite(step)   # a diverged state is not evaluated (nor exported as best)
             _evaluate_and_keep_best(run, step, pi)
         run.save(step)
     if bar is not None:
@@ -407,11 +446,10 @@ def run_loop(run: Run, pi: int, pc: int) -> int:
     return step
 
 
-def _train_values(pending: list, pairs: int, since: float, epoch: float) -> dict:
-    """The logged train/* values over the steps since the last log (device read here). The clock
-    is read after the device read: steps are dispatched asynchronously, so before it the rate
-    would count steps handed to the device, not steps computed."""
-    got = jax.device_get(pending)
+def _train_values(got: list, pairs: int, since: float, epoch: float) -> dict:
+    """The logged train/* values over the steps since the last log (`got`: read from the device
+    just before). The clock is read after the device read: steps are dispatched asynchronously,
+    so before it the rate would count steps handed to the device, not steps computed."""
     pairs_per_s = pairs / max(time.time() - since, 1e-9)
     return {"train/loss": float(np.mean([m["loss"] for m in got])),
             "train/grad_norm": float(np.mean([m["grad_norm"] for m in got])),
@@ -439,6 +477,7 @@ def _evaluate_and_keep_best(run: Run, step: int, pi: int) -> None:
 def finalize(run: Run, step: int, step_start: int, t_start: float, pi: int) -> dict:
     """Stage 4: the last checkpoint, the final export, the test evaluation (final, and best
     when it differs), summary.json."""
+    run.check_finite(step)   # none left unchecked normally: the loop's log line at the last step read them
     if not run.ckpt.all_steps() or run.ckpt.all_steps()[-1] != step:
         run.save(step, force=True)
     run.ckpt.close()

@@ -23,6 +23,7 @@ G texts of a row (anchor, positive, negatives..., or text1, text2) are its G slo
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -286,3 +287,42 @@ def make_eval_step(model_fn: Callable, plan, param_shardings) -> Callable:
     def eval_step(params, batch):
         return model_fn(params, batch, None, deterministic=True)
     return plan.jit(eval_step, in_shardings=(param_shardings, _input_shardings(plan)), out_shardings=plan.replicated)
+
+
+# ----------------------------------------------------------------------------- divergence
+
+class FiniteSteps:
+    """The train steps whose loss and grad norm nobody has checked yet, as the step returned
+    them (device scalars). A step with a NaN / inf loss or grad norm must never reach a
+    checkpoint, an evaluation or an export: its weights (or its optimizer moments, with gradient
+    accumulation) are most likely NaN, and saved they would become what a resume starts from and,
+    with keep_checkpoints, delete the last good checkpoint.
+
+    No device read per step (steps are dispatched asynchronously): `first_bad` reads them only
+    where the loop reads the device anyway, at a log line (the values it fetched) and before a
+    save / evaluation / export (which wait for the last step; its loss is an output of the same
+    program). The loss and grad norm are global (replicated outputs of the jitted step), so every
+    process sees the same values and stops at the same place: none waits in a save alone.
+
+    Not optax.apply_if_finite (skip the update of a non-finite step and go on): skipping steps
+    silently trains on other data than the config says, and a run that diverged once usually
+    does again. Stopping, with the last good checkpoint kept, is the contract."""
+
+    def __init__(self, step: int):
+        self.first, self.pending = step + 1, []   # the step number of pending[0]
+
+    def add(self, metrics: dict) -> None:
+        self.pending.append(metrics)
+
+    def first_bad(self, got: list | None = None) -> tuple[int, float, float] | None:
+        """(step, loss, grad norm) of the first unchecked step that is not finite, or None; all
+        unchecked steps count as checked afterwards. `got`: host values of the latest len(got)
+        steps when the caller fetched them already (the log line), else they are read here."""
+        n = len(self.pending)
+        got = jax.device_get(self.pending) if got is None else got[len(got) - n:]
+        first, self.first, self.pending = self.first, self.first + n, []
+        for i, m in enumerate(got):
+            loss, norm = float(m["loss"]), float(m.get("grad_norm", 0.0))
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                return first + i, loss, norm
+        return None
