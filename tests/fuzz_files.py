@@ -82,6 +82,21 @@ class File:
                 return
             yield n, ln, ln.make(fields) if fields is not None else ln.row
 
+    def cr_only(self) -> bool:
+        """A file of texts with no \n at all whose one line holds a \r alone between non-blank
+        texts: an old Mac file, refused at line 1 (cli/io.py _cr_only_file) rather than read as ONE
+        text. The line as the reader sees it: BOM and one trailing \r dropped."""
+        data = self.data()
+        if b"\n" in data:
+            return False
+        line = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+        line = line[:-1] if line.endswith("\r") else line
+        return sum(1 for r in line.split("\r") if r.strip(BLANK)) >= 2
+
+    def expected_texts(self):
+        """expected() for a file read as whole texts (read_lines(whole_texts=True))."""
+        return ("error", 1) if self.cr_only() else self.expected()
+
     def expected(self):
         """("rows", [...]) or ("error", line number of the first bad line)."""
         rows = []
