@@ -84,7 +84,7 @@ class File:
 
     def cr_only(self) -> bool:
         """A file of texts with no \n at all whose one line holds a \r alone between non-blank
-        texts: an old Mac file, refused at line 1 (cli/io.py _cr_only_file) rather than read as ONE
+        texts: an old Mac file, refused at line 1 (cli/tsv_lines.py cr_only_file) rather than read as ONE
         text. The line as the reader sees it: BOM and one trailing \r dropped."""
         data = self.data()
         if b"\n" in data:

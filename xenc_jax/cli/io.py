@@ -38,15 +38,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-PAIR_KEYS = [("query", "document"), ("query", "passage"), ("query", "text"), ("text1", "text2"),
-             ("sentence1", "sentence2"), ("question1", "question2")]
-BLANK = " \t\r\n\x0b\x0c"  # bytes.strip()'s whitespace: a line of only these is blank
+from .tsv_lines import (BLANK, OLD_MAC, PAIR_KEYS, cr_only_file, header_picks, old_mac, refuse_header_like,
+                        tab_columns, text_header_pick)
+
 PARQUET_INSTALL = "pip install 'xenc_jax[parquet]' (or: pip install pyarrow)"
-# A TSV first line made only of these (case aside) names columns: no one scores the pair ("query", "passage").
-HEADER_NAMES = frozenset(n for pair in PAIR_KEYS for n in pair) | {
-    "anchor", "positive", "negative", "label", "labels", "score", "id", "qid", "pid", "docid", "doc_id", "_id",
-    "query_id", "query-id", "corpus_id", "corpus-id", "title", "premise", "hypothesis", "sentence", "sentence_a",
-    "sentence_b", "text_a", "text_b", "question", "answer", "context", "doc", "docs", "documents", "passages"}
 
 
 class CliError(Exception):
@@ -178,7 +173,7 @@ def read_lines(path: str, counter: ByteCounter | None = None, share=None, whole_
     """(where, line) for each non-blank line, where = "path:line number" for error messages.
     Read as bytes and decoded per line, so a non-UTF-8 byte names its line. `share`: only this
     process's byte range (shares.Share), numbered from its first line. `whole_texts`: the lines
-    are texts, so a file of texts ended by \r alone (no \n at all) is refused (_cr_only_file)."""
+    are texts, so a file of texts ended by \r alone (no \n at all) is refused (cr_only_file)."""
     stdin = path in (None, "-")
     check_input(path)
     f = sys.stdin.buffer if stdin else open(path, "rb")
@@ -199,20 +194,12 @@ def read_lines(path: str, counter: ByteCounter | None = None, share=None, whole_
             line = line[:-1] if ended else line
             line = line[:-1] if line.endswith("\r") else line
             if whole_texts and n == 1 and not ended and "\r" in line:
-                _cr_only_file(f"{name}:{n}", line)
+                cr_only_file(f"{name}:{n}", line)
             if line.strip(BLANK):
                 yield f"{name}:{n}", line
     finally:
         if not stdin:
             f.close()
-
-
-def _cr_only_file(where: str, line: str) -> None:
-    """Line 1 without a \n is the whole file: a \r alone between non-blank texts there ends lines
-    (an old Mac file), or the file's texts would be read as ONE text."""
-    if sum(1 for r in line.split("\r") if r.strip(BLANK)) >= 2:
-        raise ValueError(f"{where}: the file has no \\n line ends but a carriage return (\\r) between texts: "
-                         f"{OLD_MAC}; a single text holding a \\r needs JSON Lines")
 
 
 # ----------------------------------------------------------------------------- JSON values
@@ -413,73 +400,6 @@ def text_column(path: str, fmt: str | None, key: str | None, header: bool | None
                      "--input-format text to embed whole lines")
 
 
-def _text_header_pick(where: str, line: str, key: str, key_flag: str) -> int | None:
-    """The 0-based column a header line names `key` in; the default key "text" in a one-column
-    header: whole lines (None)."""
-    names = [c.strip() for c in line.split("\t")]
-    found = [i for i, n in enumerate(names) if n == key]
-    if len(found) == 1:
-        return found[0]
-    if not found and key == "text" and len(names) == 1:
-        return None
-    raise ValueError(f"{where}: the header {'names ' + repr(key) + ' twice' if found else 'has no column ' + repr(key)}"
-                     f"; its columns are {names[:12]}: choose the text's column with {key_flag} (a name or a "
-                     "1-based number)")
-
-
-def _tab_columns(line: str, where: str, picks: list[int]) -> list[str]:
-    cols = line.split("\t")
-    if len(cols) <= max(picks):
-        raise ValueError(f"{where}: {len(cols)} tab-separated column(s), but column {max(picks) + 1} was chosen")
-    return [cols[i] for i in picks]
-
-
-def _header_picks(where: str, line: str, columns: list[str] | None) -> list[int] | None:
-    """The 0-based columns `--columns` names in this header line (a number is a column number);
-    no --columns: a known pair of names (as for JSON Lines), or None for a two-column header."""
-    names = [c.strip() for c in line.split("\t")]
-    if columns is None:
-        if len(names) == 2:
-            return None
-        columns = next(([a, b] for a, b in PAIR_KEYS if a in names and b in names), None)
-        if columns is None:
-            raise ValueError(f"{where}: the header has {len(names)} columns {names[:8]} and no known pair of text "
-                             f"columns; choose two with --columns A,B (names or 1-based numbers)")
-    picks = []
-    for c in columns:
-        found = [int(c) - 1] if c.isdigit() and int(c) >= 1 else [i for i, n in enumerate(names) if n == c]
-        if len(found) != 1:
-            raise ValueError(f"{where}: the header {'names ' + repr(c) + ' twice' if found else 'has no column ' + repr(c)}"
-                             f"; its columns are {names[:12]}")
-        picks.append(found[0])
-    return picks
-
-
-def refuse_header_like(where: str, line: str, picks: list[int] | None, what: str = "a pair to score",
-                        flag: str = "--header", then: str = "--columns may then name columns",
-                        read: str = "score it as a pair") -> None:
-    """A first line whose texts (the picked columns, else all) are all column names, two at least
-    in the line, is a header, not a pair or a text (read as one, every index after it would be off
-    by one against the user's table). One name alone ("question") may well be a text."""
-    cols = line.split("\t")
-    texts = [cols[i] for i in picks] if picks is not None and len(cols) > max(picks) else cols
-    names = [c.strip().lower() in HEADER_NAMES for c in cols]
-    if sum(names) >= 2 and all(t.strip().lower() in HEADER_NAMES for t in texts):
-        shown = texts if len(texts) >= 2 else cols
-        raise ValueError(f"{where}: the first line ({', '.join(map(repr, shown[:4]))}) names columns, it is not "
-                         f"{what}: give {flag} to skip it ({then}), or --no-{flag[2:]} to {read}")
-
-
-def _old_mac(line: str, need: int) -> bool:
-    """A line that is several rows of at least `need` columns joined by a \\r alone (lines ended by \\r)."""
-    rows = [r for r in line.split("\r") if r.strip(BLANK)]
-    return len(rows) >= 2 and all(r.count("\t") + 1 >= need for r in rows)
-
-
-OLD_MAC = ("the file seems to end its lines with \\r alone (old Mac style); convert them to \\n (e.g. tr "
-           "'\\r' '\\n')")
-
-
 def _tsv_pairs(path: str, columns, header: bool | None, counter, share):
     picks = pair_columns(path, "tsv", columns, header)
     at_start = share is None or share.first_line == 1  # a header is the file's first line, not a share's
@@ -488,17 +408,17 @@ def _tsv_pairs(path: str, columns, header: bool | None, counter, share):
         if first:
             first = False
             if header:
-                if "\r" in line and _old_mac(line, 2):
+                if "\r" in line and old_mac(line, 2):
                     raise ValueError(f"{where}: a carriage return (\\r) inside the header line: {OLD_MAC}")
-                picks = _header_picks(where, line, columns)
+                picks = header_picks(where, line, columns)
                 continue
             if header is None:
                 refuse_header_like(where, line, picks)
         if picks is not None:
-            if "\r" in line and _old_mac(line, max(picks) + 1):
+            if "\r" in line and old_mac(line, max(picks) + 1):
                 raise ValueError(f"{where}: a carriage return (\\r) between what look like whole rows: {OLD_MAC}; "
                                  "a text holding a \\r needs JSON Lines")
-            yield tuple(_tab_columns(line, where, picks))
+            yield tuple(tab_columns(line, where, picks))
             continue
         cols = line.split("\t")
         if len(cols) != 2 and "\r" in line:  # not --columns: it would pair texts of two lines
@@ -581,16 +501,16 @@ def _line_texts(path: str, fmt: str, key: str, counter, share, header: bool | No
         if first:
             first = False
             if header:
-                col = _text_header_pick(where, line, col, key_flag) if isinstance(col, str) else col
+                col = text_header_pick(where, line, col, key_flag) if isinstance(col, str) else col
                 continue
             if header is None:
                 refuse_header_like(where, line, None if col is None else [col], "a text", header_flag,
                                    f"{key_flag} may then name the column", "read it as a text")
         if col is not None:
-            if "\r" in line and _old_mac(line, max(col + 1, 2)):  # 2: a one-column piece is any text
+            if "\r" in line and old_mac(line, max(col + 1, 2)):  # 2: a one-column piece is any text
                 raise ValueError(f"{where}: a carriage return (\\r) between what look like whole rows: {OLD_MAC}; "
                                  "a text holding a \\r needs JSON Lines")
-            yield _tab_columns(line, where, [col])[0]
+            yield tab_columns(line, where, [col])[0]
         elif fmt == "tsv" and "\t" in line:
             raise ValueError(f"{where}: a tab in a .tsv line: choose the column to embed with {key_flag} N "
                              "(1-based), or keep whole lines with --input-format text")

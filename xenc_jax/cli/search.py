@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from . import distributed
-from .io import check_output, open_out, read_json_objects, read_lines, refuse_header_like
+from .io import check_output, open_out, read_json_objects, read_lines
+from .tsv_lines import refuse_header_like
 from .score import ignore_config_keys_arg, ignored_config_keys
 from .writers import output_format, rows_text
 
