@@ -100,6 +100,18 @@ def test_rank_csv_quotes_texts_with_commas_quotes_and_line_breaks(ce_dir, tmp_pa
     assert [r["score"] for r in table] == [r["score"] for r in want]
 
 
+def test_rank_input_from_stdin_keeps_its_first_query(ce_dir, tmp_path, capsys, monkeypatch):
+    """`rank --input -` read its first query before the model loaded (the early check) and then
+    read stdin again for the job: the first query was never ranked and every qid shifted by one
+    (3 queries in, 2 out, 'b' under qid 0). stdin is read once now."""
+    import io
+    lines = "".join(json.dumps({"query": q, "documents": [d]}) + "\n" for q, d in zip("abc", "xyz"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(lines.encode("utf-8"))))
+    assert main(["rank", "--input", "-", "--model", ce_dir]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(r["qid"], r["text"]) for r in rows] == [("0", "x"), ("1", "y"), ("2", "z")]
+
+
 def test_search_writes_the_format_its_output_name_says(minilm_dir, data_dir, tmp_path, capsys):
     """`search -o res.tsv` / `-o res.csv` wrote JSON Lines. Now the named format, on real MS MARCO
     passages and queries (ids read back as the JSON Lines strings, scores as the same floats)."""

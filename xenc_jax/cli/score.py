@@ -157,7 +157,10 @@ def _rank_stream(args) -> int:
     fmt = args.output_format
     check_input(args.input)
     check_output(args.output, args.input)
-    check_first(iter_queries(args.input))  # a bad first query before the model loads
+    # a bad first query before the model loads; not stdin: it cannot be read twice (the job would
+    # lose its first query and renumber the qids)
+    if args.input != "-":
+        check_first(iter_queries(args.input))
     model = _load(args)
     t0 = time.time()
     chunks = prefetch(_query_chunks(iter_queries(args.input), model.chunk_size), lambda c: c)  # reads ahead
