@@ -178,6 +178,21 @@ def test_comma_csv_input_is_refused_and_a_tab_csv_read_as_tsv(tmp_path, capsys, 
     assert read_pairs(str(sts), columns=["6", "7"]) == [tuple(x.rstrip("\n").split("\t")[5:7]) for x in sts_lines]
 
 
+def test_search_queries_in_a_comma_csv_are_refused_as_every_csv_input(tmp_path):
+    """`search --queries q.csv` bypassed the CSV rule (read_queries picks its own format): the
+    header "query-id,text" became a query and each whole row "q1,..." a query text under the qid
+    of its index, ranked against a corpus with no error. Refused now; a tab .csv is still TSV."""
+    from xenc_jax.cli.io import CliError
+    from xenc_jax.cli.search import read_queries
+    comma = tmp_path / "q.csv"
+    comma.write_text('query-id,text\nq1,"what is jax, really"\n')
+    with pytest.raises(CliError, match="q.csv: CSV input is not read"):
+        read_queries(str(comma))
+    tabs = tmp_path / "t.csv"
+    tabs.write_text("query-id\ttext\nq1\twhat is jax, really\n")
+    assert read_queries(str(tabs)) == (["q1"], ["what is jax, really"])
+
+
 def test_a_header_row_is_refused_skipped_with_header_or_scored_with_no_header(tmp_path, capsys, sts_lines):
     """A TSV header row was scored as a pair: every score's index one off the user's table. A first
     line of column names only is now refused (before any model loads); --header skips it and lets

@@ -61,7 +61,8 @@ def pair_format(path: str, fmt: str | None) -> str:
         raise CliError(f"{path}: CSV input is not read (a quoted field may hold commas, quotes and line breaks); "
                        "convert it to JSON Lines, e.g. pandas.read_csv(F, dtype=str, keep_default_na=False)"
                        ".to_json(OUT, orient='records', lines=True, force_ascii=False), or Parquet; "
-                       "a file that is not CSV: rename it (.tsv, .txt) or give --input-format")
+                       "a file that is not CSV: rename it (.tsv, .txt) or name its format (--input-format, "
+                       "--corpus-format, --queries-format)")
     return "jsonl" if name.endswith((".jsonl", ".json")) else "tsv"
 
 

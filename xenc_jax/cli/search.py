@@ -129,7 +129,11 @@ def read_queries(path: str, fmt: str | None = None, header: bool | None = None) 
     0-based index). A third TSV column is an error (a query holding a tab would be cut). TSV
     `header`: True skips the first line, False reads it as a query; None skips a BEIR header
     (QUERY_HEADERS) and refuses another first line of column names only (io's header rule)."""
-    from .io import json_text
+    from .io import json_text, pair_format
+    if not fmt and str(path).lower().endswith(".csv"):
+        # io's CSV rule, as for every other input: a comma CSV is refused (read as TSV, its header was
+        # a query and each whole row "q1,text" a query text under a made-up qid); tabs in a .csv: TSV
+        pair_format(path, None)
     fmt = fmt or ("jsonl" if str(path).endswith((".jsonl", ".json")) else "tsv")
     if header and fmt == "jsonl":
         raise ValueError("--queries-header is for TSV queries: JSON Lines names its fields already")
