@@ -161,6 +161,9 @@ def test_an_output_name_for_a_format_the_command_does_not_write_is_refused(tmp_p
     assert "m.csv names csv output" in _error(capsys)
     assert main(["score", str(pairs), "-o", str(tmp_path / "s.jsonl.gz"), "--model", NO_MODEL]) == 2
     assert "xenc writes uncompressed files; write s.jsonl and compress it afterwards" in _error(capsys)
+    assert main(["score", str(pairs), "-o", str(tmp_path / "s.jsonl.gz"), "--output-format", "jsonl",
+                 "--model", NO_MODEL]) == 2   # naming the format does not make the file gzip
+    assert "xenc writes uncompressed files" in _error(capsys)
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -20,12 +20,12 @@ def output_format(output: str | None, fmt: str | None, allowed=("jsonl", "tsv", 
     """The format asked for, else the one the output file's name says, else the first allowed. A
     name that says a format this command does not write (mine -o x.csv), or a compressed file, is
     an error: the file would hold another format than its name says."""
-    if fmt:
-        return fmt
     name = str(output or "")
-    if name.lower().endswith(COMPRESSED):
+    if name.lower().endswith(COMPRESSED):   # with --output-format too: no format compresses
         raise ValueError(f"--output {name}: xenc writes uncompressed files; write {Path(name).stem} and compress "
                          "it afterwards")
+    if fmt:
+        return fmt
     for ext, f in SUFFIXES:
         if name.lower().endswith(ext):
             if f not in allowed:
