@@ -62,9 +62,15 @@ def test_cross_encoder_on_real_weights_equals_sentence_transformers(mpnet_base_d
     model.save_pretrained(folder)
     tf.AutoTokenizer.from_pretrained(str(mpnet_base_dir)).save_pretrained(folder)
     s1, s2, _ = stsb_test
-    pairs = list(zip(s1[:24], s2[:24])) + [(s1[-1], s2[-1] + " " + s1[-2] * 8)]  # one truncated
-    want = STCrossEncoder(str(folder), device="cpu", max_length=256).predict(pairs, batch_size=32)
+    # one truncated: 283 tokens cut to 256 (x8 was 107 tokens, never cut)
+    pairs = list(zip(s1[:24], s2[:24])) + [(s1[-1], s2[-1] + " " + s1[-2] * 24)]
+    # batch_size=4: ST sorts by length, so only the long pair's batch pads to 256 (same scores:
+    # padding is masked; 32 padded all 25 rows to 256)
+    want = STCrossEncoder(str(folder), device="cpu", max_length=256).predict(pairs, batch_size=4)
     # unpacked here (the bi-encoder above ran packed, the CPU default; both layouts are checked
-    # on every family's tiny models)
-    ours = CrossEncoder(folder, max_length=256, buckets=BucketConfig(pack=False))
+    # on every family's tiny models). batch_size=4: the default tokens_per_batch=8192 ran the 25
+    # rows as one batch of 8192 tokens (64 rows of 128 before the long pair was made to truncate),
+    # ~3x the model work of 4-row batches at 32 and 256 (20 -> 6 CPU-s); the rows, the truncation
+    # and padded rows in a batch are the same checks.
+    ours = CrossEncoder(folder, max_length=256, buckets=BucketConfig(pack=False, batch_size=4))
     assert np.abs(ours.predict(pairs) - want).max() <= TOL
