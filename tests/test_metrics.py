@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -180,3 +181,28 @@ def test_best_threshold_hand_checked():
     # F1: cut after 0.4 -> p=2/3, r=1 -> 0.8 beats cut after 0.9 (p=1, r=.5 -> 2/3).
     f1, p, r, thr = E.best_f1_and_threshold([0.9, 0.6, 0.4, 0.1], [1, 0, 1, 0])
     assert (f1, p, r) == pytest.approx((0.8, 2 / 3, 1.0)) and thr == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("lists, where", [
+    ([["a", "b"], ["the zebra", "c", "d"]], "list 1, its documents[0]"),   # the first pair past a list's end
+    ([["a", "b"], ["c", "d", "the zebra"]], "list 1, its documents[2]"),
+    ([["the zebra"], ["a"]], "list 0, its documents[0]"),
+])
+def test_reranking_evaluator_names_the_list_and_document_of_a_nan_score(lists, where):
+    """A NaN score in training's reranking evaluation named `pairs[k]`, k counting the documents of
+    every list before it: no row or line of the user's lists file. Now the list and its document.
+    The scorer is the Scorer contract in miniature (outputs in input order through
+    runner.check_outputs, as Scorer._run): a NaN for the document holding "zebra"."""
+    from xenc_jax.runner import NonFiniteOutput, check_outputs
+    from xenc_jax.train.data import Examples
+    from xenc_jax.train.evaluators import RerankingEvaluator
+
+    class NaNOnZebra:
+        def logits(self, params, pairs):
+            out = np.array([[np.nan if "zebra" in d else 1.0] for _, d in pairs], np.float32)
+            return check_outputs(out, 0, "pairs", np.float32)
+
+    ex = Examples("lists", [(f"q{i}", docs) for i, docs in enumerate(lists)], [[1] + [0] * (len(d) - 1) for d in lists],
+                  "lists.jsonl")
+    with pytest.raises(NonFiniteOutput, match=re.escape(f"output for (the query of {where}) is nan")):
+        RerankingEvaluator(ex)(NaNOnZebra(), None)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from ..batching import BucketConfig, make_batches, scatter_results, tokenize_pairs, tokenize_texts
-from ..runner import NonFiniteOutput, check_outputs
+from ..runner import InputError, NonFiniteOutput, check_outputs
 from . import evaluation as M
 from .data import DataError, Examples, read_examples
 
@@ -130,7 +130,14 @@ class RerankingEvaluator:
 
     def __call__(self, scorer: Scorer, params) -> dict[str, float]:
         pairs = [(q, d) for q, docs, _ in self.samples for d in docs]
-        scores = scorer.logits(params, pairs)[:, 0]
+        try:
+            scores = scorer.logits(params, pairs)[:, 0]
+        except InputError as e:   # pairs[k] counts every list's documents: name the list and the document
+            if e.index is None:
+                raise
+            qi = int(np.searchsorted(np.cumsum([len(docs) for _, docs, _ in self.samples]), e.index, side="right"))
+            di = e.index - sum(len(docs) for _, docs, _ in self.samples[:qi])
+            raise e.relabeled(f"(the query of list {qi}, its documents[{di}])") from None
         out, start = [], 0
         for _, docs, _ in self.samples:
             out.append(scores[start:start + len(docs)])
