@@ -43,10 +43,39 @@ def run_train(args) -> int:
     from .. import multihost
     multihost.initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=args.init_timeout)
     from ..train.loop import train
-    summary = train(cfg)
+    _show_training_info()
+    try:
+        summary = train(cfg)
+    except KeyboardInterrupt:  # what a rerun does: resume at the last checkpoint, or start over
+        print(f"\nxenc train: interrupted; {resume_hint(cfg)}", file=sys.stderr, flush=True)
+        return 130
     summary.pop("state", None)
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def _show_training_info() -> None:
+    """Training's INFO lines on stderr without -v: each evaluation's metrics ("step 500 eval:
+    {'spearman': 0.87}"), "resuming at step N", silver pairs reused. Without them a user saw the
+    dev score only in the final summary (or metrics.jsonl), and nothing said a run had resumed."""
+    import logging
+    logger = logging.getLogger("xenc_jax.train")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+def resume_hint(cfg) -> str:
+    """What running the same command again does after an interrupted run: resume at the newest
+    finished checkpoint (the steps after it run again), or start from step 0 when none exists."""
+    ckpts = cfg.out_dir() / "checkpoints"
+    steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) if ckpts.is_dir() else []
+    if not steps:
+        return (f"no checkpoint was written yet (checkpoint_every={cfg.checkpoint_every}): the same command "
+                "starts again from step 0")
+    if not cfg.resume:
+        return f"the last checkpoint is step {steps[-1]} in {ckpts}; run with --set resume=true to resume from it"
+    return (f"the last checkpoint is step {steps[-1]} in {ckpts}: run the same command again to resume "
+            "from it (the steps after it run again)")
 
 
 def run_eval(args) -> int:
@@ -59,7 +88,12 @@ def run_eval(args) -> int:
     cfg = _config(args)
     which = cfg.test if args.split == "test" else cfg.evaluator
     if which is None:
-        raise ValueError(f"the config has no {'test' if args.split == 'test' else 'evaluator'} section")
+        other = "eval" if args.split == "test" else "test"
+        has_other = (cfg.evaluator if args.split == "test" else cfg.test) is not None
+        hint = (f"; use --split {other} (its {'evaluator' if other == 'eval' else 'test'} section)" if has_other
+                else f"; add one with --set {'test' if args.split == 'test' else 'evaluator'}.data.path=FILE "
+                     "(and its kind, columns, label_column)")
+        raise ValueError(f"the config has no {'test' if args.split == 'test' else 'evaluator'} section{hint}")
     set_model = any(item.split("=", 1)[0].strip() == "model" for item in args.set)
     model = args.model or (str(cfg.model) if set_model else str(cfg.out_dir() / "final"))
     if not Path(model).is_dir():

@@ -127,6 +127,18 @@ def check_source(src: DataSource) -> None:
                         f"columns, got columns={src.columns!r}")
     if src.add_swapped and src.kind != "pairs":
         raise DataError(f"add_swapped applies to pairs data, not {src.kind!r}")
+    # `--set train.label_column=5` once the score column sat in columns too: the score trained as
+    # a text (and as its own label) without a word; and `--set train.rows=16` (one number) failed
+    # with "not enough values to unpack".
+    if src.label_column is not None and src.label_column in tuple(src.columns):
+        raise DataError(f"{src.path}: column {src.label_column!r} is both a text column (columns="
+                        f"{tuple(src.columns)!r}) and the label_column; the label would be read as a text too. "
+                        "Set columns to the text columns only")
+    if src.rows is not None and not (
+            isinstance(src.rows, (tuple, list)) and len(src.rows) == 2 and all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+                                       for v in src.rows)):
+        raise DataError(f"{src.path}: rows must be (start, stop), 0-based data rows, stop excluded or None "
+                        f"for the end, e.g. rows=(0,1000) for the first 1000; got rows={src.rows!r}")
 
 
 def parse_rows(src: DataSource, rows, *, process_index: int = 0, process_count: int = 1,
@@ -246,6 +258,7 @@ def make_groups(ex: Examples, tokenizer, max_length: int, *, task: str = "cross_
             G -= 1
         else:
             G = group_size or max(len(t[1]) for t in ex.texts)
+            _warn_list_size(ex, G)
             pairs, slots = [], []
             for q, docs in ex.texts:
                 docs = docs[:G]
@@ -272,6 +285,22 @@ def make_groups(ex: Examples, tokenizer, max_length: int, *, task: str = "cross_
     lens = np.asarray([max(len(e) for e in encs[i * G:(i + 1) * G] if e is not None) for i in range(n)],
                       np.int64)
     return Groups(encs, labels, G, lens)
+
+
+def _warn_list_size(ex: Examples, G: int) -> None:
+    """list_size against the lists read. Longer lists are cut to their first list_size documents
+    and every step computes list_size slots per query: a distillation preset (list_size=8) fed a
+    file mined with 3 negatives computed twice the pairs it trained on, and one mined with 15
+    trained on half its negatives, without a word."""
+    sizes = np.asarray([len(t[1]) for t in ex.texts])
+    if (cut := int((sizes > G).sum())):
+        log.warning("%s: %d of %d lists have more than list_size=%d documents (up to %d): only the first "
+                    "%d of each are trained on; set list_size=%d (or 0: the longest list) to train on all",
+                    ex.source, cut, len(sizes), G, sizes.max(), G, sizes.max())
+    elif sizes.max() < G:
+        log.warning("%s: every list has at most %d documents, but list_size=%d: %.0f%% of each step's pairs "
+                    "are padding; set list_size=%d (or 0: the longest list)", ex.source, sizes.max(), G,
+                    100 * (1 - sizes.mean() / G), sizes.max())
 
 
 # ----------------------------------------------------------------------------- batch stream

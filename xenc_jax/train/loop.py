@@ -31,6 +31,7 @@ from .digest import config_digest
 from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather
 from .evaluators import NonFiniteEvaluation, NonFiniteOutput, Scorer, build_evaluator
 from .streaming import batch_stream, read_examples
+from .interrupt import StopRequest
 from .optim import Depths, make_optimizer, make_schedule
 from . import silver as silver_pairs
 
@@ -276,6 +277,7 @@ class Run:
     writer: MetricsWriter
     best: dict = dataclasses.field(default_factory=lambda: {"metric": None, "value": None, "step": None})
     finite: S.FiniteSteps | None = None   # the steps whose loss is not checked yet (run_loop sets it)
+    stop: StopRequest | None = None       # Ctrl-C: stop after the running step, saved (train() sets it)
 
     def run_eval(self, role: str, params, step: int) -> dict:
         evaluator, ev = self.data.evaluators[role]
@@ -441,9 +443,21 @@ def run_loop(run: Run, pi: int, pc: int) -> int:
             run.check_finite(step)   # a diverged state is not evaluated (nor exported as best)
             _evaluate_and_keep_best(run, step, pi)
         run.save(step)
+        if run.stop is not None and run.stop.requested:
+            _save_and_stop(run, step)
     if bar is not None:
         bar.close()
     return step
+
+
+def _save_and_stop(run: Run, step: int) -> None:
+    """The first Ctrl-C (interrupt.py): checkpoint this finished step, unless it just was, wait
+    for the save, and stop as an interrupt does: a rerun resumes exactly here."""
+    run.ckpt.wait()
+    if step not in run.ckpt.all_steps():
+        run.save(step, force=True)
+        run.ckpt.wait()
+    raise KeyboardInterrupt
 
 
 def _train_values(got: list, pairs: int, since: float, epoch: float) -> dict:
@@ -518,7 +532,15 @@ def train(cfg: TrainConfig) -> dict:
     data = read_training_data(cfg, out, pi, pc)
     run = build_run(cfg, out, data, pi, pc)
     t_start, step_start = time.time(), int(jax.device_get(run.state.step))
-    step = run_loop(run, pi, pc)
+    try:
+        with StopRequest(enabled=pc == 1) as run.stop:
+            step = run_loop(run, pi, pc)
+    except KeyboardInterrupt:
+        # Ctrl-C while an async save was in flight left it half-written (<step>.orbax-checkpoint-tmp)
+        # and printed two orbax tracebacks: the interpreter shut down under the saving thread.
+        # Finish it (a second Ctrl-C stops waiting), so a rerun resumes from that step.
+        run.ckpt.wait()
+        raise
     return finalize(run, step, step_start, t_start, pi)
 
 
