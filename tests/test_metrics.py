@@ -206,3 +206,22 @@ def test_reranking_evaluator_names_the_list_and_document_of_a_nan_score(lists, w
                   "lists.jsonl")
     with pytest.raises(NonFiniteOutput, match=re.escape(f"output for (the query of {where}) is nan")):
         RerankingEvaluator(ex)(NaNOnZebra(), None)
+
+
+@pytest.mark.parametrize("side", [0, 1])
+def test_embedding_similarity_evaluator_names_the_pair_and_side_of_a_nan_embedding(side):
+    """A bi-encoder's NaN embedding in training's evaluation named `texts[i]`, the same words for
+    a pair's first and second text. Now `pairs[i][0]` / `pairs[i][1]` (the scorer as above)."""
+    from xenc_jax.runner import NonFiniteOutput, check_outputs
+    from xenc_jax.train.data import Examples
+    from xenc_jax.train.evaluators import EmbeddingSimilarityEvaluator
+
+    class NaNOnZebra:
+        def embed(self, params, texts):
+            out = np.array([[np.nan if "zebra" in t else 1.0, 0.5] for t in texts], np.float32)
+            return check_outputs(out, 0, "texts", np.float32)
+
+    pairs = [("a dog", "a cat"), ("a car", "a bus")] + [("the zebra", "a horse")[::1 - 2 * side]]
+    ex = Examples("pairs", pairs, [0.5, 0.2, 0.9], "sts.tsv")
+    with pytest.raises(NonFiniteOutput, match=re.escape(f"output for pairs[2][{side}] is nan")):
+        EmbeddingSimilarityEvaluator(ex)(NaNOnZebra(), None)

@@ -157,12 +157,20 @@ class EmbeddingSimilarityEvaluator:
         self.name = name
 
     def __call__(self, scorer: Scorer, params) -> dict[str, float]:
-        ea = scorer.embed(params, self.a).astype(np.float64)
-        eb = scorer.embed(params, self.b).astype(np.float64)
+        ea, eb = (self._embed(scorer, params, texts, side) for side, texts in enumerate((self.a, self.b)))
         ea /= np.maximum(np.linalg.norm(ea, axis=-1, keepdims=True), 1e-12)
         eb /= np.maximum(np.linalg.norm(eb, axis=-1, keepdims=True), 1e-12)
         cos = np.sum(ea * eb, axis=-1)
         return {"pearson_cosine": M.pearson(cos, self.gold), "spearman_cosine": M.spearman(cos, self.gold)}
+
+    @staticmethod
+    def _embed(scorer: Scorer, params, texts: list, side: int) -> np.ndarray:
+        try:
+            return scorer.embed(params, texts).astype(np.float64)
+        except InputError as e:   # texts[i] of either side: name the pair and its text
+            if e.index is None:
+                raise
+            raise e.relabeled(f"pairs[{e.index}][{side}]") from None
 
 
 def build_evaluator(kind: str, data, num_labels: int, name: str = ""):
