@@ -102,13 +102,19 @@ def test_rank_csv_quotes_texts_with_commas_quotes_and_line_breaks(ce_dir, tmp_pa
 def test_rank_input_from_stdin_keeps_its_first_query(ce_dir, tmp_path, capsys, monkeypatch):
     """`rank --input -` read its first query before the model loaded (the early check) and then
     read stdin again for the job: the first query was never ranked and every qid shifted by one
-    (3 queries in, 2 out, 'b' under qid 0). stdin is read once now."""
+    (3 queries in, 2 out, 'b' under qid 0). stdin is read once now, to stdout or a file."""
     import io
     lines = "".join(json.dumps({"query": q, "documents": [d]}) + "\n" for q, d in zip("abc", "xyz"))
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(lines.encode("utf-8"))))
     assert main(["rank", "--input", "-", "--model", ce_dir]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(r["qid"], r["text"]) for r in rows] == [("0", "x"), ("1", "y"), ("2", "z")]
+    # to a file: the resumable parts' identity hashed a file named '-' ("No such file or directory:
+    # '-'" once the model had loaded); stdin cannot be read again, so the file is written whole
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(lines.encode("utf-8"))))
+    assert main(["rank", "--input", "-", "--model", ce_dir, "-o", str(tmp_path / "r.jsonl")]) == 0
+    assert [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()] == rows
+    assert not (tmp_path / "r.jsonl.parts").exists()
 
 
 def test_search_writes_the_format_its_output_name_says(minilm_dir, data_dir, tmp_path, capsys):

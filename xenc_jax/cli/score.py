@@ -167,7 +167,7 @@ def _rank_stream(args) -> int:
     job = None
     queries = pairs = 0
     try:
-        if args.output not in (None, "-"):
+        if args.output not in (None, "-") and args.input != "-":   # stdin cannot be read again: no parts
             args.output_format = fmt
             job = PartsJob(args.output, job_identity(args, model, "queries", {"top_k": args.top_k}), fmt,
                            overwrite=args.overwrite)
@@ -195,7 +195,7 @@ def _rank_stream(args) -> int:
     seconds = time.time() - t0
     info = ", ".join(x for x in (rate_text(pairs, seconds, "pairs"), f"{model.compile_count} compiles") if x)
     print(f"xenc rank: {queries} queries in {seconds:.1f}s ({info})"
-          f"{'' if job is None else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
+          f"{'' if args.output in (None, '-') else ' -> ' + str(args.output)}", file=sys.stderr, flush=True)
     return 0
 
 
