@@ -335,6 +335,21 @@ def test_encode_mine_and_search_take_the_header_rule(tmp_path, capsys, sts_lines
     assert read_queries(str(queries)) == want_q                 # BEIR's header: skipped, as before
 
 
+def test_a_one_column_header_reads_whole_lines_and_a_tab_stays_an_error(tmp_path):
+    """`encode x.tsv --header` with the one-column header "text" picked column 0, so a line
+    "hello<TAB>world" was embedded as "hello" (the rest dropped), while a one-column header of
+    another name made the same line an error. Any one-column header now means whole lines: the
+    tab is the same error as without a header; --input-format text keeps it in the text."""
+    from xenc_jax.cli.io import iter_texts
+    for name in ("text", "sentence"):
+        f = tmp_path / f"{name}.tsv"
+        f.write_text(f"{name}\nhello\tworld\nsecond line\n")
+        for key in {"text", name}:
+            with pytest.raises(ValueError, match=rf"{name}\.tsv:2: a tab in a \.tsv line"):
+                list(iter_texts(str(f), key=key, header=True))
+        assert list(iter_texts(str(f), "text", header=True)) == ["hello\tworld", "second line"]
+
+
 def test_texts_of_a_file_ended_by_lone_carriage_returns_are_refused(tmp_path, capsys, sts_lines):
     """An old Mac file (lines ended by \\r alone, no \\n at all) given to encode or rank --documents
     was ONE text, the whole file. Refused before any model loads; a text holding a \\r in a file

@@ -33,14 +33,15 @@ def old_mac(line: str, need: int) -> bool:
 
 
 def text_header_pick(where: str, line: str, key: str, key_flag: str) -> int | None:
-    """The 0-based column a header line names `key` in; the default key "text" in a one-column
-    header: whole lines (None)."""
+    """The 0-based column a header line names `key` in; a one-column header (its name or the
+    default key "text"): whole lines (None), so a line holding a tab stays an error, not a text
+    cut at the tab (column 0 of "text" read "hello<TAB>world" as "hello")."""
     names = [c.strip() for c in line.split("\t")]
+    if len(names) == 1 and key in ("text", names[0]):
+        return None
     found = [i for i, n in enumerate(names) if n == key]
     if len(found) == 1:
         return found[0]
-    if not found and key == "text" and len(names) == 1:
-        return None
     raise ValueError(f"{where}: the header {'names ' + repr(key) + ' twice' if found else 'has no column ' + repr(key)}"
                      f"; its columns are {names[:12]}: choose the text's column with {key_flag} (a name or a "
                      "1-based number)")
