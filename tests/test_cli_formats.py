@@ -388,3 +388,14 @@ def test_tune_takes_ignore_config_keys(ce_dir, tmp_path, capsys, monkeypatch):
     assert "my_flag" in _error(capsys)
     assert main(["tune", "--show", "--model", str(model), "--ignore-config-keys", "my_flag"]) == 0
     assert "no tuning cached for this model" in capsys.readouterr().out
+
+
+def test_input_suffixes_are_read_case_aside(tmp_path):
+    """DATA.PARQUET was read as TSV (the output side already matched suffixes case aside): every
+    input-format suffix is matched as the output names are."""
+    from xenc_jax.cli.io import pair_format, text_format
+    for name, want in (("P.PARQUET", "parquet"), ("p.Parquet", "parquet"), ("P.JSONL", "jsonl"), ("p.Json", "jsonl"),
+                       ("P.TSV", "tsv"), ("p.txt", "tsv")):
+        assert pair_format(str(tmp_path / name), None) == want, name
+    for name, want in (("T.TSV", "tsv"), ("t.Tsv", "tsv"), ("T.TXT", "text"), ("T.PARQUET", "parquet")):
+        assert text_format(str(tmp_path / name), None) == want, name

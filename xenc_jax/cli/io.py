@@ -53,7 +53,7 @@ def pair_format(path: str, fmt: str | None) -> str:
     if fmt:
         return fmt
     name = str(path)
-    if name.endswith(".parquet"):
+    if name.lower().endswith(".parquet"):   # suffixes case aside (DATA.PARQUET), as writers.output_format
         return "parquet"
     if name.lower().endswith(".csv") and not _tab_in_first_line(name):
         # read as TSV, a CSV row would be one text with its quotes and commas (the STS Benchmark's
@@ -63,7 +63,7 @@ def pair_format(path: str, fmt: str | None) -> str:
                        ".to_json(OUT, orient='records', lines=True, force_ascii=False), or Parquet; "
                        "a file that is not CSV: rename it (.tsv, .txt) or name its format (--input-format, "
                        "--corpus-format, --queries-format)")
-    return "jsonl" if name.endswith((".jsonl", ".json")) else "tsv"
+    return "jsonl" if name.lower().endswith((".jsonl", ".json")) else "tsv"
 
 
 def _tab_in_first_line(path: str) -> bool:
@@ -84,7 +84,7 @@ def text_format(path: str, fmt: str | None) -> str:
     if fmt:
         return fmt
     f = pair_format(path, None)
-    return f if f != "tsv" or str(path).endswith(".tsv") else "text"
+    return f if f != "tsv" or str(path).lower().endswith(".tsv") else "text"
 
 
 def require_pyarrow(what: str) -> None:

@@ -167,7 +167,7 @@ def _check_args(args) -> None:
     check_output(args.output, args.pairs, args.corpus)
     from .writers import output_format
     args.output_format = output_format(args.output, args.output_format, ("jsonl", "parquet"))
-    if "parquet" in (args.pairs_format, args.output_format) or str(args.corpus).endswith(".parquet"):
+    if "parquet" in (args.pairs_format, args.output_format) or str(args.corpus).lower().endswith(".parquet"):
         require_pyarrow("Parquet input or output")
 
 

@@ -63,7 +63,7 @@ def _load_bi_encoder(args, run=None):
 def run_encode(args) -> int:
     if not args.output:
         raise ValueError("--output FILE.npy (or FILE.parquet) is required (embeddings are binary)")
-    if not str(args.output).endswith((".npy", ".parquet")):
+    if not str(args.output).lower().endswith((".npy", ".parquet")):
         raise ValueError(f"--output {args.output} must end with .npy or .parquet (numpy would append .npy "
                          "silently)")
     from .io import check_first, check_input, iter_texts, require_pyarrow, text_column, text_format
@@ -71,7 +71,7 @@ def run_encode(args) -> int:
     text_column(args.input, args.input_format, args.key, args.header)  # before any model loads
     if text_format(args.input, args.input_format) == "parquet":
         require_pyarrow("Parquet input")
-    if str(args.output).endswith(".parquet"):
+    if str(args.output).lower().endswith(".parquet"):
         require_pyarrow("Parquet output")
     if args.input not in (None, "-"):  # a missing column, a header or a bad first row, before the model loads
         check_first(iter_texts(args.input, args.input_format, key=args.key, header=args.header))
@@ -81,7 +81,7 @@ def run_encode(args) -> int:
                          "(tail -n +2 IN > OUT) and give --key as a column number")
     from .io import ByteCounter, iter_texts
     from .streamed import check_destination, stream_job
-    args.output_format = "npy" if str(args.output).endswith(".npy") else "embeddings-parquet"
+    args.output_format = "npy" if str(args.output).lower().endswith(".npy") else "embeddings-parquet"
     check_destination(args, run.count)
     model = _load_bi_encoder(args, run)
     counter = ByteCounter(args.input)
@@ -134,7 +134,7 @@ def read_queries(path: str, fmt: str | None = None, header: bool | None = None) 
         # io's CSV rule, as for every other input: a comma CSV is refused (read as TSV, its header was
         # a query and each whole row "q1,text" a query text under a made-up qid); tabs in a .csv: TSV
         pair_format(path, None)
-    fmt = fmt or ("jsonl" if str(path).endswith((".jsonl", ".json")) else "tsv")
+    fmt = fmt or ("jsonl" if str(path).lower().endswith((".jsonl", ".json")) else "tsv")
     if header and fmt == "jsonl":
         raise ValueError("--queries-header is for TSV queries: JSON Lines names its fields already")
     qids, texts, seen = [], [], {}
