@@ -204,3 +204,69 @@ def test_untuned_bf16_follows_this_cpus_dot_check(tiny_dir, tuning_on):
         said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
         assert ("one bf16 dot" in " ".join(said)) == (want == "float32")
         assert ce.tuning.source == ("dot check" if want == "float32" else "default")
+
+
+def test_a_deep_model_tunes_on_a_cut_copy(tmp_path, tuning_on, monkeypatch):
+    """A model deeper than CUT_ABOVE is tuned on a copy of CUT_LAYERS of its layers (the candidates
+    rank per layer: autotune.py's docstring has the measurements): every runner the tuning builds
+    is of the cut config; the Tuning and the cache say so; the model keeps its own params, config
+    and runner (the copy only picks a layout, and a layout never changes scores:
+    test_autotune_measures_applies_and_caches)."""
+    from xenc_jax import CrossEncoder, autotune
+    from xenc_jax.autotune import CUT_ABOVE, CUT_LAYERS, LAYOUTS, cached
+    from test_train_utils import minilm_path
+    from tiny_hf import make_tiny_minilm
+    depth = CUT_ABOVE + 1
+    make_tiny_minilm("bert", tmp_path / "deep", minilm_path(), num_labels=1, seed=6, num_hidden_layers=depth,
+                     max_position_embeddings=512)
+    # max_length 128: fewer bucket shapes to compile; two layouts, short measurements: what is
+    # checked is which model the tuning ran, not which layout won
+    monkeypatch.setattr(autotune, "MEASURE_S", 0.02)
+    monkeypatch.setattr(autotune, "LAYOUTS", {**LAYOUTS, "pairs": LAYOUTS["pairs"][:2]})
+    ce = CrossEncoder(str(tmp_path / "deep"), autotune=False, max_length=128)
+    params, runner = ce.params, ce._runner
+    built, ran, build = [], [], ce._runner_for
+
+    def recorded(dt, config=None):  # the real runner; it notes its config and the params it runs
+        built.append(config)
+        r = build(dt, config)
+        run = r.run
+        r.run = lambda p, *a, **k: ran.append(len(p["encoder"]) - 1) or run(p, *a, **k)
+        return r
+    ce._runner_for = recorded
+    t = ce.autotune()
+    assert built and all(c is not None and c.num_layers == CUT_LAYERS for c in built)
+    assert ran and set(ran) == {CUT_LAYERS}  # layers of the params each timed run got (less embeddings)
+    assert t.source == "measured" and (t.choice.pack_length, t.choice.tokens_per_batch) in LAYOUTS["pairs"]
+    assert f"{CUT_LAYERS} of the {depth} layers" in t.measured_on and t.measured_on in t.describe()
+    assert cached(t.key).measured_on == t.measured_on  # `xenc tune --show` says it too
+    assert ce.config.num_layers == depth and ce.buckets.pack_length == t.choice.pack_length
+    assert ce.params is params and ce._runner is runner and len(params["encoder"]) == depth + 1  # + embeddings
+    assert np.isfinite(ce.predict(_pairs(8, seed=10))).all()  # the whole model scores in the tuned layout
+
+
+def test_cut_copy_keeps_the_layer_kind_mix():
+    """Sliding and full layers cost differently: the copy keeps the model's mix of them (Gemma 2
+    alternating, Gemma 3 five sliding to one full, ModernBERT a full one every third, Qwen2's
+    max_window_layers), with the kept layers' own weights renumbered from layer_0."""
+    from xenc_jax.autotune import CUT_ABOVE, cut_copy
+    from xenc_jax.hf.configs import config_from_dict
+    from xenc_jax.models.families.gemma.presets import GEMMA2_BASE, GEMMA3_BASE
+    from xenc_jax.models.families.modernbert.presets import BASE as MODERNBERT
+    from xenc_jax.models.families.qwen.presets import BASE as QWEN
+    qwen2 = {**QWEN, "use_sliding_window": True, "sliding_window": 4096, "max_window_layers": 21}
+    for model_type, d, want in (("gemma2", GEMMA2_BASE, (0, 1, 2, 3)), ("gemma3_text", GEMMA3_BASE, (0, 1, 2, 5)),
+                                ("modernbert", MODERNBERT, (0, 1, 2, 4)), ("qwen2", qwen2, (0, 1, 2, 21)),
+                                ("qwen3", QWEN, (0, 1, 2, 3))):
+        cfg = config_from_dict({"model_type": model_type, **d})
+        kinds = getattr(cfg, "layer_kinds", None) or cfg.layer_types
+        params = {"encoder": {"embeddings": "E", **{f"layer_{i}": i for i in range(cfg.num_layers)}}, "head": "H"}
+        cut = cut_copy(cfg, params)
+        assert cut.layers == want and cut.of == cfg.num_layers, model_type
+        assert cut.params == {"encoder": {"embeddings": "E", **{f"layer_{j}": i for j, i in enumerate(want)}},
+                              "head": "H"}
+        cut_kinds = getattr(cut.config, "layer_kinds", None) or cut.config.layer_types
+        assert cut.config.num_layers == len(want) and tuple(cut_kinds) == tuple(kinds[i] for i in want)
+        assert set(cut_kinds) == set(kinds)  # every kind the model has is timed
+    shallow = config_from_dict({"model_type": "qwen3", **QWEN, "num_hidden_layers": CUT_ABOVE})
+    assert cut_copy(shallow, {"encoder": {f"layer_{i}": i for i in range(CUT_ABOVE)}}) is None  # tuned whole

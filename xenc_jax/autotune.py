@@ -45,6 +45,8 @@ MARGIN = 0.05          # a candidate replaces the default only when this much fa
 BF16_MARGIN = 0.03     # bf16 compute is replaced by fp32 only when fp32 is this much faster
 MEASURE_S = 0.25       # seconds of scoring per measurement (at least 2 batches)
 ROUNDS = 2             # each candidate measured this many times, interleaved; best counts
+CUT_LAYERS = 4         # a model of more than CUT_ABOVE layers is tuned on a copy of this many (cut_copy)
+CUT_ABOVE = 8
 _LOCK = threading.Lock()
 _WARNED: set = set()
 
@@ -78,9 +80,11 @@ class Tuning:
     source: str                 # "measured", "cache", or "default" (tuning off or not run)
     key: str
     measurements: tuple = ()    # (description, pairs or texts per second) per candidate
+    measured_on: str = ""       # "": the whole model; else the cut copy the rates are of (Cut.text)
 
     def describe(self) -> str:
-        return f"autotune ({self.source}): {self.choice.text()}" + "".join(
+        on = f"\n  measured on {self.measured_on}" if self.measured_on else ""
+        return f"autotune ({self.source}): {self.choice.text()}" + on + "".join(
             f"\n  {d}: {r:.1f}/s" for d, r in self.measurements)
 
 
@@ -201,14 +205,16 @@ def cached(key: str) -> Tuning | None:
     entry = _read_cache().get(key)
     try:
         choice = Choice(**entry["choice"])
-        return Tuning(choice, "cache", key, tuple(tuple(m) for m in entry.get("measurements", ())))
+        on = entry.get("measured_on", "")
+        return Tuning(choice, "cache", key, tuple(tuple(m) for m in entry.get("measurements", ())),
+                      on if isinstance(on, str) else "")
     except (TypeError, KeyError):
         return None
 
 
 def _store(t: Tuning) -> None:
     _store_entry(t.key, {"choice": dataclasses.asdict(t.choice), "measurements": [list(m) for m in t.measurements],
-                         "cpu": " ".join(cpu_model())})
+                         "measured_on": t.measured_on, "cpu": " ".join(cpu_model())})
 
 
 def _store_entry(key: str, entry: dict) -> None:
@@ -239,6 +245,72 @@ def synthetic_encodings(kind: str, vocab_size: int, n: int = 512, seed: int = 0,
             for k in lens]
 
 
+# Per-layer config fields (GLOBAL / LOCAL per layer): DecoderConfig.layer_kinds (Gemma 2/3, Qwen2's
+# max_window_layers, Mistral), ModernBertConfig.layer_types.
+_PER_LAYER = ("layer_kinds", "layer_types")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """A copy of the model with fewer layers: the same sizes, the kept layers' real weights."""
+    config: Any
+    params: Any
+    layers: tuple[int, ...]     # the model's layer numbers the copy keeps, in order (its layer_0, ...)
+    of: int                     # the model's num_layers
+
+    def text(self) -> str:
+        kept = ", ".join(map(str, self.layers))
+        return (f"a copy of {len(self.layers)} of the {self.of} layers ({kept}): the rates are the copy's, the "
+                f"model runs ~{self.of / len(self.layers):.0f}x slower; the ranking is the model's")
+
+
+def _keep(kinds: tuple, k: int) -> list[int]:
+    """k layer numbers whose kinds come in the model's proportions (largest remainder, each kind
+    at least once): the first ones of each kind. Layer 0 is always kept (ModernBERT's layer 0 has
+    no attention norm: its params only fit a layer_0)."""
+    counts = {c: kinds.count(c) for c in dict.fromkeys(kinds)}
+    share = {c: n * k / len(kinds) for c, n in counts.items()}
+    take = {c: max(1, int(v)) for c, v in share.items()}
+    for c in sorted(share, key=lambda c: share[c] - int(share[c]), reverse=True):
+        if sum(take.values()) < k:
+            take[c] += 1
+    return sorted(i for c in counts for i in [j for j, x in enumerate(kinds) if x == c][:take[c]])
+
+
+def _layers_at(tree, n: int) -> tuple | None:
+    """The path of the dict holding layer_0..layer_{n-1} in a params tree (None: not found)."""
+    if not isinstance(tree, dict):
+        return None
+    if all(f"layer_{i}" in tree for i in range(n)):
+        return ()
+    for key, sub in tree.items():
+        if (path := _layers_at(sub, n)) is not None:
+            return (key, *path)
+    return None
+
+
+def cut_copy(config, params, layers: int | None = None) -> Cut | None:
+    """The model cut to `layers` (CUT_LAYERS) layers when it has more than CUT_ABOVE, keeping the
+    mix of its layer kinds; None: tune the whole model (shallow, or its layers are not layer_{i})."""
+    layers = CUT_LAYERS if layers is None else layers
+    n = config.num_layers
+    path = _layers_at(params, n)
+    if n <= max(CUT_ABOVE, layers) or path is None:
+        return None
+    fields = {f.name for f in dataclasses.fields(config)}
+    per_layer = {f: tuple(getattr(config, f)) for f in _PER_LAYER if f in fields and getattr(config, f)}
+    keep = _keep(next(iter(per_layer.values())) if per_layer else (0,) * n, layers)
+    cut = dataclasses.replace(config, num_layers=len(keep), **{f: tuple(v[i] for i in keep)
+                                                                for f, v in per_layer.items()})
+
+    def rebuild(tree, rest):
+        if not rest:
+            others = {k: v for k, v in tree.items() if not (k.startswith("layer_") and k[6:].isdigit())}
+            return {**others, **{f"layer_{j}": tree[f"layer_{i}"] for j, i in enumerate(keep)}}
+        return {**tree, rest[0]: rebuild(tree[rest[0]], rest[1:])}
+    return Cut(cut, rebuild(params, path), tuple(keep), n)
+
+
 def _rate(runner, params, batches: list, per_batch: int) -> float:
     """Examples per second over >= MEASURE_S seconds (and >= 2 batches) of runner.run."""
     done, t0 = 0, time.perf_counter()
@@ -252,11 +324,12 @@ def _rate(runner, params, batches: list, per_batch: int) -> float:
 
 def tune(kind: str, key: str, *, make_runner: Callable[[str], object], params, base: BucketConfig,
          max_length: int, vocab_size: int, pad_id: int, dtype: str, streams: int,
-         type_vocab_size: int = 2) -> Tuning:
+         type_vocab_size: int = 2, measured_on: str = "") -> Tuning:
     """Measure the LAYOUTS candidates (and 1 vs `streams` streams, and fp32 against a requested
     bf16) with the real model and keep the fastest; cached under `key`.
 
-    make_runner(compute_dtype) -> a fresh BucketedRunner of the model in that compute dtype.
+    make_runner(compute_dtype) -> a fresh BucketedRunner of the model in that compute dtype;
+    `params` its params. measured_on: "" for the whole model, else what cut_copy made (recorded).
     """
     encodings = synthetic_encodings(kind, vocab_size, max_length=max_length, type_vocab_size=type_vocab_size)
     runners = {dtype: make_runner(dtype)}
@@ -291,7 +364,7 @@ def tune(kind: str, key: str, *, make_runner: Callable[[str], object], params, b
     default = default_choice(kind, dtype, streams)
     layouts = [Choice(p, t, streams, dtype) for p, t in LAYOUTS[kind] if (p, t) in sets]
     if not layouts:  # too few tokens fit any layout (a tiny max_length): keep the defaults
-        return Tuning(default, "measured", key)
+        return Tuning(default, "measured", key, measured_on=measured_on)
     rates: dict[Choice, float] = {}
     for _ in range(ROUNDS):
         for c in layouts:
@@ -310,7 +383,7 @@ def tune(kind: str, key: str, *, make_runner: Callable[[str], object], params, b
             rates[f32] = max(rates.get(f32, 0.0), measure(f32))
             rates[best] = max(rates[best], measure(best))
         best = _pick({best: rates[best], f32: rates[f32]}, best, BF16_MARGIN)
-    t = Tuning(best, "measured", key, tuple((c.text(), round(r, 2)) for c, r in rates.items()))
+    t = Tuning(best, "measured", key, tuple((c.text(), round(r, 2)) for c, r in rates.items()), measured_on)
     if enabled():
         _store(t)
     return t
@@ -352,7 +425,8 @@ class TuneTarget(Protocol):
     _pad_id: int                # the tokenizer's pad id (0 without one)
 
     def _token_limit(self) -> int: ...                # max_length / max_seq_length
-    def _runner_for(self, dtype) -> Any: ...          # a fresh single-device BucketedRunner in compute dtype
+    def _runner_for(self, dtype, config=None) -> Any: ...  # a fresh single-device BucketedRunner in compute
+    #                                                    dtype, of the model or of a copy with this config (Cut)
     def _set_compute_dtype(self, dtype) -> None: ...  # run in this compute dtype from now on (new runner)
 
 
@@ -398,10 +472,13 @@ class Autotuned:
             if not force and (found := cached(self._tune_key)) is not None:
                 self._apply_tuning(found)
                 return found
-            t = tune(self._tune_kind, self._tune_key, make_runner=self._runner_for,
-                     params=self.params, base=self.buckets, max_length=self._token_limit(),
-                     vocab_size=self.config.vocab_size, pad_id=self._pad_id, dtype=self._requested_dtype,
-                     streams=max(2, self._runner.streams), type_vocab_size=self.config.type_vocab_size)
+            cut = cut_copy(self.config, self.params)  # the candidates rank per layer: a deep model's few do
+            t = tune(self._tune_kind, self._tune_key,
+                     make_runner=self._runner_for if cut is None else lambda dt: self._runner_for(dt, cut.config),
+                     params=self.params if cut is None else cut.params, base=self.buckets,
+                     max_length=self._token_limit(), vocab_size=self.config.vocab_size, pad_id=self._pad_id,
+                     dtype=self._requested_dtype, streams=max(2, self._runner.streams),
+                     type_vocab_size=self.config.type_vocab_size, measured_on=cut.text() if cut else "")
             log.info("%s", t.describe())
             self._apply_tuning(t)
             return t

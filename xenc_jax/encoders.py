@@ -69,7 +69,9 @@ class Encoder(Autotuned):
         self.buckets = buckets or default_buckets(self._tune_kind)
         if attention_impl is None:
             attention_impl = default_attention_impl(mesh)
-        self._module_for = lambda dt: pt.module(dtype=dt, attention_impl=attention_impl)
+        # config: the autotune's cut copy (autotune.cut_copy), else the model's own
+        self._module_for = lambda dt, config=None: (pt if config is None else dataclasses.replace(
+            pt, config=config)).module(dtype=dt, attention_impl=attention_impl)
         self._module = self._module_for(self.dtype)
         self.plan, self.params, shardings, self.buckets = setup_sharding(
             self._module, self.params, self.buckets, mesh, sharding)
@@ -78,9 +80,10 @@ class Encoder(Autotuned):
         self._init_tuning(autotune, user_buckets=buckets is not None)
 
     # ---- autotune.TuneTarget
-    def _runner_for(self, dtype) -> BucketedRunner:
-        """A single-device runner of the model in compute `dtype` (the autotune's candidates)."""
-        return BucketedRunner(self._model_fn(self._module_for(dtype)))
+    def _runner_for(self, dtype, config=None) -> BucketedRunner:
+        """A single-device runner of the model (or of its copy with `config`, autotune.Cut) in
+        compute `dtype` (the autotune's candidates)."""
+        return BucketedRunner(self._model_fn(self._module_for(dtype, config)))
 
     def _set_compute_dtype(self, dtype) -> None:
         self.dtype = jax.numpy.dtype(dtype)
