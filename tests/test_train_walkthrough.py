@@ -14,10 +14,11 @@ import logging
 import signal
 import threading
 
+import numpy as np
 import pytest
 import transformers as tf
 
-from test_train_utils import make_tiny_model, minilm_path, write_pairs
+from test_train_utils import WORDS, make_tiny_model, minilm_path, write_pairs
 from xenc_jax.cli import main
 from xenc_jax.train import data as D
 
@@ -31,18 +32,20 @@ def _error(capsys) -> str:
     return lines[0]
 
 
-def _preset(path, model, data, out, *, evaluator: bool = True, **kw):
+def _preset(path, model, data, out, *, evaluator: bool = True, test=None, max_length: int = 64, **kw):
     """A preset file as a user writes one (configs/ style): a pairs TSV, BCE, a dev evaluator.
     The training settings are test_train_utils.tiny_config's with epochs=2 (test_train_progress's
     run): the same programs, so the session's compilation cache (conftest) may already hold them."""
     ev = (f"EvalConfig(kind='correlation', data=DataSource(path={str(data)!r}, format='tsv'), "
           "metric='spearman', name='dev')") if evaluator else "None"
     extra = "".join(f", {k}={v!r}" for k, v in kw.items())
+    if test is not None:
+        extra += f", test=EvalConfig(kind='correlation', data=DataSource(path={str(test)!r}, format='tsv'))"
     path.write_text(
         "from xenc_jax.train.config import EvalConfig, TrainConfig\n"
         "from xenc_jax.train.data import DataSource\n"
         "from xenc_jax.train.optim import OptimConfig\n"
-        f"CONFIG = TrainConfig(name='walk', model={str(model)!r}, loss='bce', max_length=64,\n"
+        f"CONFIG = TrainConfig(name='walk', model={str(model)!r}, loss='bce', max_length={max_length},\n"
         f"    train=DataSource(path={str(data)!r}, format='tsv'), evaluator={ev},\n"
         f"    epochs=2, batch_size=8, bucket_lengths=(16, 32), seed=5, output_dir={str(out)!r},\n"
         "    log_every=1, progress=False, optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.1)"
@@ -111,9 +114,22 @@ def test_lists_cut_or_padded_by_list_size_are_reported(tmp_path, caplog):
     assert not caplog.records
 
 
-# ----------------------------------------------------------------------------- interrupt, resume
+# ----------------------------------------------------------------------------- interrupt, resume, eval
 
-def test_ctrl_c_saves_the_running_step_and_the_same_command_resumes_there(tmp_path, capsys, caplog, monkeypatch):
+def _long_pairs(path, n: int = 12):
+    """Pairs of 40-90 words (over 64 tokens each pair), labels in [0, 1]: a max_length of 64 and
+    one of 128 see different tokens, so they score differently."""
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(n):
+        a = rng.choice(WORDS, rng.integers(40, 90))
+        b = rng.choice(WORDS, rng.integers(40, 90))
+        lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{round(len(set(a) & set(b)) / len(set(a) | set(b)), 3)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_ctrl_c_saves_the_running_step_a_rerun_resumes_and_eval_measures_the_export_as_it_scores(tmp_path, capsys, caplog, monkeypatch):
     """Ctrl-C during `xenc train` raised inside orbax's wait for the async save in flight: two
     tracebacks, `<step>.orbax-checkpoint-tmp` left behind, every step since the last due
     checkpoint lost, and "xenc train: interrupted" said nothing of what a rerun does. A rerun then
@@ -125,9 +141,10 @@ def test_ctrl_c_saves_the_running_step_and_the_same_command_resumes_there(tmp_pa
     old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     model = make_tiny_model(tmp_path / "model")
     data = write_pairs(tmp_path / "pairs.tsv", n=40)   # 5 steps of 8 an epoch, 2 epochs
+    long = _long_pairs(tmp_path / "long.tsv")           # the test split: pairs over 64 tokens
     out = tmp_path / "out"
-    # no evaluator (its compile would double the time): "resuming at step" shows the INFO lines
-    argv = ["train", "--config", _preset(tmp_path / "p.py", model, data, out, evaluator=False,
+    # no evaluator (its compile would add to the time): "resuming at step" shows the INFO lines
+    argv = ["train", "--config", _preset(tmp_path / "p.py", model, data, out, evaluator=False, test=long,
                                          checkpoint_every=0)]
     save = loop.Run.save
 
@@ -154,6 +171,18 @@ def test_ctrl_c_saves_the_running_step_and_the_same_command_resumes_there(tmp_pa
         summary = json.loads(capsys.readouterr().out)
         assert summary["steps"] == 10 and summary["steps_run_now"] == 7   # steps 4..10: resumed at 3
         assert "resuming at step 3 (epoch 0, batch 3)" in caplog.text
+
+        # `xenc eval` of the export with a preset of another max_length (as the STS-B preset's 256
+        # after `--set max_length=32` for training) measured it at the preset's: other scores
+        # than CrossEncoder / sentence-transformers give it. Now the export's own, as they load it.
+        caplog.clear()
+        preset_128 = _preset(tmp_path / "p128.py", model, data, out, evaluator=False, test=long, max_length=128)
+        assert main(["eval", "--config", preset_128]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert f"evaluating {out / 'final'} with max_length 64" in caplog.text
+        # the same program as the run's own test evaluation, on the same weights: equal to rounding
+        assert got["spearman"] == pytest.approx(summary["test_final"]["spearman"], abs=1e-6)
+        assert got["pearson"] == pytest.approx(summary["test_final"]["pearson"], abs=1e-6)
     finally:
         signal.signal(signal.SIGINT, old_handler)
         train_logger.setLevel(logging.NOTSET)

@@ -94,11 +94,14 @@ def run_eval(args) -> int:
                 else f"; add one with --set {'test' if args.split == 'test' else 'evaluator'}.data.path=FILE "
                      "(and its kind, columns, label_column)")
         raise ValueError(f"the config has no {'test' if args.split == 'test' else 'evaluator'} section{hint}")
-    set_model = any(item.split("=", 1)[0].strip() == "model" for item in args.set)
-    model = args.model or (str(cfg.model) if set_model else str(cfg.out_dir() / "final"))
+    keys = {item.split("=", 1)[0].strip() for item in args.set}
+    model = args.model or (str(cfg.model) if "model" in keys else str(cfg.out_dir() / "final"))
     if not Path(model).is_dir():
         raise FileNotFoundError(f"model directory {model} does not exist (train first, or pass --model)")
-    metrics = evaluate_model(dataclasses.replace(cfg, model=model), which)
+    _show_training_info()   # "evaluating DIR with max_length N"
+    # the model's own max_length (an export's: the one it was trained with), unless --set gives one
+    metrics = evaluate_model(dataclasses.replace(cfg, model=model), which,
+                             max_length=cfg.max_length if "max_length" in keys else None)
     json.dump({"model": model, "split": args.split, **metrics}, sys.stdout, indent=2)
     print()
     return 0

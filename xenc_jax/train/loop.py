@@ -22,6 +22,7 @@ from ..multihost import check_shared_dir, raise_together
 from ..chat_format import pair_encoder
 from ..hf.pretrained import load_pretrained
 from ..hf.save import write_cross_encoder
+from ..hf.st_folder import default_max_length, default_max_seq_length
 from ..dtypes import as_dtype
 from . import step as S
 from .bi_head import BiHead, build_head, load_with_head
@@ -234,6 +235,15 @@ def _load_model(cfg: TrainConfig, model_dir: Path, train_ex):
                          group_size=cfg.list_size or None, do_lower_case=bool(bi and bi.do_lower_case),
                          encode_pairs=enc if pairs else None, encode_texts=None if pairs else enc)
     return pt, bi, groups, config_digest(cfg, model_dir), enc
+
+
+def _folder_max_length(pt, head) -> int:
+    """The token limit the model folder scores with, as CrossEncoder / BiEncoder read it: its
+    sentence_bert_config.json max_seq_length, else the tokenizer's, capped by the position table."""
+    st_cfg = head.modules.transformer if head is not None else {}
+    if st_cfg.get("max_seq_length"):
+        return default_max_seq_length(st_cfg, pt.tokenizer, pt.config)
+    return default_max_length(pt.tokenizer, pt.config)
 
 
 def _pair_encoder(model_dir: Path, pt, head, max_length: int):
@@ -544,13 +554,19 @@ def train(cfg: TrainConfig) -> dict:
     return finalize(run, step, step_start, t_start, pi)
 
 
-def evaluate_model(cfg: TrainConfig, ev) -> dict:
-    """Evaluate the model at cfg.model with one EvalConfig (no training state needed)."""
+def evaluate_model(cfg: TrainConfig, ev, *, max_length: int | None = "config") -> dict:
+    """Evaluate the model at cfg.model with one EvalConfig (no training state needed).
+    max_length: "config" = cfg.max_length; None = the model folder's own, the limit CrossEncoder /
+    SentenceTransformer score it with (an export keeps the one it was trained with: `xenc eval`
+    of a run trained with --set max_length=32 measured it at the preset's 256, not as it scores)."""
     evaluator = build_evaluator(ev.kind, ev.data, cfg.num_labels, ev.name or "test")
     pairs = cfg.task == "cross_encoder"
     model_dir = Path(resolve_model(cfg.model))
     # a folder without a trained head is refused: its metrics would be those of a random head
     pt, bi = load_with_head(cfg, model_dir, allow_new_head=False)
+    if max_length != "config":
+        cfg = dataclasses.replace(cfg, max_length=max_length or _folder_max_length(pt, bi))
+        log.info("evaluating %s with max_length %d", model_dir, cfg.max_length)
     plan = S.make_plan("dp")
     model_fn, _, p_sh = _model_fns(cfg, pt.module(dtype=as_dtype(cfg.dtype)), bi, plan)
     params = pt.params if bi is None else bi.init_params(pt.params)
