@@ -171,6 +171,13 @@ def test_ctrl_c_saves_the_running_step_a_rerun_resumes_and_eval_measures_the_exp
         summary = json.loads(capsys.readouterr().out)
         assert summary["steps"] == 10 and summary["steps_run_now"] == 7   # steps 4..10: resumed at 3
         assert "resuming at step 3 (epoch 0, batch 3)" in caplog.text
+        # metrics.jsonl: a row per logged step (log_every=1) with loss, lr and the step time (was
+        # missing: only pairs/s), both runs appended; the test metrics at the end
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        train_rows = [r for r in rows if "train/loss" in r]
+        assert [r["step"] for r in train_rows] == list(range(1, 11))
+        assert all(r["train/step_seconds"] > 0 and r["train/lr"] >= 0 for r in train_rows)
+        assert rows[-1]["test/spearman"] == summary["test_final"]["spearman"]
 
         # `xenc eval` of the export with a preset of another max_length (as the STS-B preset's 256
         # after `--set max_length=32` for training) measured it at the preset's: other scores

@@ -474,11 +474,13 @@ def _train_values(got: list, pairs: int, since: float, epoch: float) -> dict:
     """The logged train/* values over the steps since the last log (`got`: read from the device
     just before). The clock is read after the device read: steps are dispatched asynchronously,
     so before it the rate would count steps handed to the device, not steps computed."""
-    pairs_per_s = pairs / max(time.time() - since, 1e-9)
+    seconds = max(time.time() - since, 1e-9)
+    # step_seconds: what a user sizes a run by (metrics.jsonl had only pairs/s); the mean over the
+    # steps since the last log, so an evaluation or a save in between counts in it, as in pairs/s
     return {"train/loss": float(np.mean([m["loss"] for m in got])),
             "train/grad_norm": float(np.mean([m["grad_norm"] for m in got])),
             "train/lr": float(got[-1].get("lr", 0.0)),
-            "train/pairs_per_s": pairs_per_s, "train/epoch": epoch}
+            "train/pairs_per_s": pairs / seconds, "train/step_seconds": seconds / len(got), "train/epoch": epoch}
 
 
 def _evaluate_and_keep_best(run: Run, step: int, pi: int) -> None:
@@ -554,7 +556,7 @@ def train(cfg: TrainConfig) -> dict:
     return finalize(run, step, step_start, t_start, pi)
 
 
-def evaluate_model(cfg: TrainConfig, ev, *, max_length: int | None = "config") -> dict:
+def evaluate_model(cfg: TrainConfig, ev, *, max_length: int | str | None = "config") -> dict:
     """Evaluate the model at cfg.model with one EvalConfig (no training state needed).
     max_length: "config" = cfg.max_length; None = the model folder's own, the limit CrossEncoder /
     SentenceTransformer score it with (an export keeps the one it was trained with: `xenc eval`
