@@ -73,6 +73,25 @@ def test_rows_and_a_label_column_among_the_text_columns_are_refused_before_any_m
     assert f"model directory {NO_MODEL} does not exist" in _error(capsys)
 
 
+def test_a_label_column_under_a_loss_that_reads_no_labels_is_reported(tmp_path, caplog, capsys):
+    """configs/bi_encoder_mnrl.py pointed at STS-B pairs (`--set train.kind=pairs --set
+    train.columns=5,6 --set train.label_column=4`) trained every pair, the unrelated ones (score
+    0) too, as a positive for MNRL, and the scores were dropped without a word."""
+    data = write_pairs(tmp_path / "pairs.tsv", n=8)
+    preset = _preset(tmp_path / "p.py", NO_MODEL, data, tmp_path / "out", evaluator=False)
+    with caplog.at_level(logging.WARNING, logger="xenc_jax.train.data"):
+        assert main(["train", "--config", preset, "--set", "task=bi_encoder", "--set", "loss=mnrl"]) == 2
+    assert f"model directory {NO_MODEL} does not exist" in _error(capsys)   # the data was read first
+    assert (f"{data}: loss 'mnrl' does not read labels: the label column is ignored and every row trains as "
+            "(anchor, positive, negatives...); set label_column=None, or choose a loss that reads them "
+            "(cosent for scored pairs)") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="xenc_jax.train.data"):
+        assert main(["train", "--config", preset, "--set", "task=bi_encoder", "--set", "loss=mnrl",
+                     "--set", "train.label_column=None"]) == 2
+    assert "does not read labels" not in caplog.text
+
+
 def test_eval_of_a_config_without_a_test_section_says_what_to_use(tmp_path, capsys):
     """`xenc eval --config configs/bi_encoder_mnrl.py` said only "the config has no test section"
     (the preset has an evaluator, measured with --split eval)."""

@@ -34,6 +34,7 @@ from .rows import FORMATS, DataError, iter_rows, parse_row  # noqa: F401  (DataE
 log = logging.getLogger(__name__)
 
 KINDS = ("pairs", "triplets", "lists")
+LABEL_FREE_LOSSES = ("mnrl", "mnrl_symmetric", "matryoshka_mnrl")  # step.py: losses that never read labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +197,12 @@ def check_labels(ex: Examples, loss: str, num_labels: int) -> None:
     if ex.labels is None:
         if loss in ("bce", "ce", "mse", "listnet", "listmle", "lambda", "ranknet", "cosent"):
             raise DataError(f"{ex.source}: loss {loss!r} needs labels, but no label_column is set")
+        return
+    if loss in LABEL_FREE_LOSSES:
+        # STS-B pairs with their scores under MNRL trained every pair as a positive, silently
+        log.warning("%s: loss %r does not read labels: the label column is ignored and every row trains "
+                    "as (anchor, positive, negatives...); set label_column=None, or choose a loss that reads "
+                    "them (cosent for scored pairs)", ex.source, loss)
         return
     flat = np.asarray([v for y in ex.labels for v in (y if isinstance(y, list) else [y])], np.float64)
     if loss == "ce":
