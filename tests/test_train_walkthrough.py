@@ -73,6 +73,26 @@ def test_rows_and_a_label_column_among_the_text_columns_are_refused_before_any_m
     assert f"model directory {NO_MODEL} does not exist" in _error(capsys)
 
 
+def test_mined_jsonl_given_to_a_tsv_preset_names_the_format_and_its_keys(tmp_path, capsys):
+    """`xenc mine --format n-tuple -o mined.jsonl`, then `xenc train --config
+    configs/bi_encoder_mnrl.py --set train.path=mined.jsonl` (README: mined negatives feed
+    training): the preset's format="tsv" read the JSON lines as one-column rows, "missing column 1
+    (0-based): the row has only 1 column(s); is the file tab-separated as expected?"."""
+    mined = tmp_path / "mined.jsonl"   # the columns `xenc mine --format n-tuple --num-negatives 2` writes
+    mined.write_text(json.dumps({"query": "q", "answer": "a", "negative_1": "n1", "negative_2": "n2"}) + "\n")
+    preset = _preset(tmp_path / "p.py", NO_MODEL, write_pairs(tmp_path / "pairs.tsv", n=8), tmp_path / "out",
+                     evaluator=False)
+    trip = ["--set", "task=bi_encoder", "--set", "loss=mnrl", "--set", "train.kind=triplets",
+            "--set", "train.label_column=None", "--set", f"train.path={mined}"]
+    assert main(["train", "--config", preset, *trip, "--set", "train.columns=0,1,2"]) == 2
+    assert (f"{mined} is a .jsonl file, but the data format is 'tsv' (the preset's?): set format='jsonl' "
+            "(or 'auto'), and columns / label_column to its column names; its first row's keys are "
+            "['query', 'answer', 'negative_1', 'negative_2']") in _error(capsys)
+    assert main(["train", "--config", preset, *trip, "--set", "train.format=auto",
+                 "--set", "train.columns=query,answer,negative_1,negative_2"]) == 2
+    assert f"model directory {NO_MODEL} does not exist" in _error(capsys)   # read: on to the model
+
+
 def test_a_label_column_under_a_loss_that_reads_no_labels_is_reported(tmp_path, caplog, capsys):
     """configs/bi_encoder_mnrl.py pointed at STS-B pairs (`--set train.kind=pairs --set
     train.columns=5,6 --set train.label_column=4`) trained every pair, the unrelated ones (score

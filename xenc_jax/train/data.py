@@ -22,6 +22,7 @@ same shapes. numpy only, apart from that allgather.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -88,10 +89,31 @@ class DataSource:
         if self.format != "auto":
             if self.format not in FORMATS:
                 raise DataError(f"data format must be one of {FORMATS} or auto, got {self.format!r}")
+            _check_suffix(self)
             return self.format
         from .sources import table_format
         suffix = Path(self.path).suffix.lower()
         return table_format(Path(self.path)) or {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(suffix, "tsv")
+
+
+def _check_suffix(src: DataSource) -> None:
+    """A .jsonl / .parquet file under a preset's format="tsv" (`xenc mine`'s output given as
+    `--set train.path=mined.jsonl`) was read as TSV: "missing column 1 (0-based): the row has only 1
+    column(s)". Only these suffixes are checked: a .csv read as tsv is normal (STS-B's files)."""
+    suffix = Path(src.path).suffix.lower()
+    implied = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix)
+    if implied is None or implied == src.format or not Path(src.path).is_file():
+        return
+    keys = ""
+    if implied == "jsonl":
+        try:
+            with open(src.path, encoding="utf-8") as f:
+                first = json.loads(f.readline() or "{}")
+            keys = f"; its first row's keys are {list(first)[:8]}" if isinstance(first, dict) else ""
+        except (OSError, ValueError):
+            pass
+    raise DataError(f"{src.path} is a {suffix} file, but the data format is {src.format!r} (the preset's?): "
+                    f"set format={implied!r} (or 'auto'), and columns / label_column to its column names{keys}")
 
 
 @dataclasses.dataclass
