@@ -25,6 +25,12 @@ from xenc_jax.train import data as D
 NO_MODEL = "/nonexistent/model"   # any load would fail with "does not exist": the checks come first
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """One tiny BERT cross-encoder folder for this file (building one costs seconds of torch)."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
 def _error(capsys) -> str:
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if x.strip()]
@@ -153,6 +159,47 @@ def test_lists_cut_or_padded_by_list_size_are_reported(tmp_path, caplog):
     assert not caplog.records
 
 
+def _three_labels(src, dst):
+    """The shared tiny model as a 3-class classifier (config and classifier weights rewritten in
+    numpy): a second make_tiny_model would import and run torch again (~10 s here)."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(3)}
+    cfg["label2id"] = {f"LABEL_{i}": i for i in range(3)}
+    (dst / "config.json").write_text(json.dumps(cfg))
+    w = load_file(str(dst / "model.safetensors"))
+    rng = np.random.default_rng(0)
+    w["classifier.weight"] = rng.normal(0, 0.02, (3, w["classifier.weight"].shape[1])).astype(np.float32)
+    w["classifier.bias"] = np.zeros(3, np.float32)
+    save_file(w, str(dst / "model.safetensors"))
+    return dst
+
+
+def test_a_classifier_export_names_its_classes_as_the_label_map_does(tiny_model, tmp_path):
+    """configs/snli_cross_encoder.py (label_map contradiction 0, entailment 1, neutral 2) exported
+    config.json with id2label LABEL_0..LABEL_2: which logit is which class was in no file of the
+    model. Now the label_map's names, read back by transformers (as sentence-transformers reads it)."""
+    import jax
+
+    from xenc_jax.hf.pretrained import load_pretrained
+    from xenc_jax.train.config import TrainConfig
+    from xenc_jax.train.loop import export_model
+    model = _three_labels(tiny_model, tmp_path / "model")
+    pt = load_pretrained(model, head=True)
+    snli = {"contradiction": 0, "entailment": 1, "neutral": 2}
+    cfg = TrainConfig(model=str(model), num_labels=3, loss="ce", max_length=32,
+                      train=D.DataSource(path="snli.jsonl", label_map=snli))
+    out = export_model(tmp_path / "export", cfg, pt.config, jax.device_get(pt.params), pt.tokenizer, model)
+    got = tf.AutoConfig.from_pretrained(str(out))
+    assert got.id2label == {0: "contradiction", 1: "entailment", 2: "neutral"} and got.label2id == snli
+    # a label_map that does not name each class once (two names for one id) keeps LABEL_i
+    two = D.DataSource(path="x", label_map={"yes": 1, "y": 1, "no": 0, "maybe": 2})
+    assert D.label_names(two, 3) is None and D.label_names(D.DataSource(path="x", label_map=snli), 2) is None
+
+
 # ----------------------------------------------------------------------------- interrupt, resume, eval
 
 def _long_pairs(path, n: int = 12):
@@ -168,7 +215,8 @@ def _long_pairs(path, n: int = 12):
     return path
 
 
-def test_ctrl_c_saves_the_running_step_a_rerun_resumes_and_eval_measures_the_export_as_it_scores(tmp_path, capsys, caplog, monkeypatch):
+def test_ctrl_c_saves_the_running_step_a_rerun_resumes_and_eval_measures_the_export_as_it_scores(
+        tiny_model, tmp_path, capsys, caplog, monkeypatch):
     """Ctrl-C during `xenc train` raised inside orbax's wait for the async save in flight: two
     tracebacks, `<step>.orbax-checkpoint-tmp` left behind, every step since the last due
     checkpoint lost, and "xenc train: interrupted" said nothing of what a rerun does. A rerun then
@@ -178,7 +226,7 @@ def test_ctrl_c_saves_the_running_step_a_rerun_resumes_and_eval_measures_the_exp
     if threading.current_thread() is not threading.main_thread():
         pytest.fail("signal handlers need the main thread: run this test there")
     old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-    model = make_tiny_model(tmp_path / "model")
+    model = tiny_model
     data = write_pairs(tmp_path / "pairs.tsv", n=40)   # 5 steps of 8 an epoch, 2 epochs
     long = _long_pairs(tmp_path / "long.tsv")           # the test split: pairs over 64 tokens
     out = tmp_path / "out"

@@ -139,6 +139,20 @@ def read_examples(src: DataSource, *, process_index: int = 0, process_count: int
     return _read_all(src, process_index, process_count)
 
 
+def label_names(src: DataSource, num_labels: int) -> dict[str, str] | None:
+    """{"0": name, ...} when label_map names each class id 0..num_labels-1 once (SNLI's), for the
+    exported config.json's id2label; else None (the export keeps LABEL_i)."""
+    by_id: dict[int, list] = {}
+    try:
+        for name, i in (src.label_map or {}).items():
+            by_id.setdefault(int(i), []).append(str(name))
+    except (TypeError, ValueError):
+        return None
+    if num_labels < 2 or sorted(by_id) != list(range(num_labels)) or any(len(v) != 1 for v in by_id.values()):
+        return None
+    return {str(i): by_id[i][0] for i in range(num_labels)}
+
+
 def check_source(src: DataSource) -> None:
     if src.kind not in KINDS:
         raise DataError(f"data kind must be one of {KINDS}, got {src.kind!r}")

@@ -29,7 +29,7 @@ from .bi_head import BiHead, build_head, load_with_head
 from .checkpoint import Checkpointer
 from .config import TrainConfig, resolve_model, to_dict
 from .digest import config_digest
-from .data import BatchStream, StreamConfig, check_labels, make_groups, process_allgather
+from .data import BatchStream, StreamConfig, check_labels, label_names, make_groups, process_allgather
 from .evaluators import NonFiniteEvaluation, NonFiniteOutput, Scorer, build_evaluator
 from .streaming import batch_stream, read_examples
 from .interrupt import StopRequest
@@ -95,6 +95,11 @@ def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, sou
     pooling modes used, the trained or frozen Dense weights, Normalize when used).
     `params`: host arrays (see host_params); `head`: the run's BiHead (a bi-encoder's default:
     built from cfg and source_dir)."""
+    if cfg.task == "cross_encoder" and head is None and getattr(model_cfg, "raw_json", None) \
+            and (names := label_names(cfg.train, cfg.num_labels)):
+        # the label_map's class names as config.json's id2label (HF and ST read them): an SNLI
+        # export said LABEL_0..2, leaving a user to guess which logit is "entailment"
+        model_cfg = dataclasses.replace(model_cfg, raw_json=json.dumps({**model_cfg.raw_dict, "id2label": names}))
     if cfg.task == "cross_encoder":
         act = cfg.activation or ("sigmoid" if cfg.num_labels == 1 else "identity")
         if head is not None:   # Transformer -> Pooling -> Dense ... -> "scores": the same chain
