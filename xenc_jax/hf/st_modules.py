@@ -202,3 +202,13 @@ def stored_activation(model_config: dict, raw_config: dict, where: Path) -> str 
                     f"{', '.join(sorted(st_folder.CE_ACTIVATIONS))}); pass activation_fn= to choose one")
             return path
     return None
+
+
+def stored_activation_name(model_dir: Path) -> str | None:
+    """The activation (sigmoid / identity / tanh) a CrossEncoder folder stores, read as ST 6.3 reads
+    it (stored_activation), or None: training's export keeps it, as ST's fine-tuning does."""
+    model_dir = Path(model_dir)
+    st_cfg, raw = model_dir / "config_sentence_transformers.json", model_dir / "config.json"
+    path = stored_activation(read_json(st_cfg) if st_cfg.is_file() else {},
+                             read_json(raw) if raw.is_file() else {}, model_dir)
+    return None if path is None else st_folder.CE_ACTIVATIONS[path]

@@ -46,7 +46,7 @@ class TrainConfig:
     num_labels: int = 1
     loss: str = "bce"             # see step.CROSS_LOSSES / step.BI_LOSSES
     loss_kwargs: dict = dataclasses.field(default_factory=dict)
-    activation: str = ""          # exported CrossEncoder activation ("" = ST's default)
+    activation: str = ""          # exported CrossEncoder activation ("" = the source's stored one, else ST's default)
     # bi-encoder head (see train/bi_head.py): pooling None = the source ST folder's 1_Pooling (a
     # plain HF folder: mean), else a mode or tuple of modes of models.pooling.POOLING_MODES;
     # dense "train" | "freeze" the source's Dense modules; normalize None = the source's.

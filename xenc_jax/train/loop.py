@@ -22,6 +22,7 @@ from ..multihost import check_shared_dir, raise_together
 from ..chat_format import pair_encoder
 from ..hf.pretrained import load_pretrained
 from ..hf.save import write_cross_encoder
+from ..hf.st_modules import stored_activation_name
 from ..hf.st_folder import default_max_length, default_max_seq_length
 from ..dtypes import as_dtype
 from . import step as S
@@ -101,7 +102,9 @@ def export_model(path: Path, cfg: TrainConfig, model_cfg, params, tokenizer, sou
         # export said LABEL_0..2, leaving a user to guess which logit is "entailment"
         model_cfg = dataclasses.replace(model_cfg, raw_json=json.dumps({**model_cfg.raw_dict, "id2label": names}))
     if cfg.task == "cross_encoder":
-        act = cfg.activation or ("sigmoid" if cfg.num_labels == 1 else "identity")
+        # ST 6.3 fine-tuning keeps the activation its source stores (CrossEncoder reads it, save writes
+        # it back); only a source without one gets ST's default for the label count
+        act = cfg.activation or stored_activation_name(source_dir) or ("sigmoid" if cfg.num_labels == 1 else "identity")
         if head is not None:   # Transformer -> Pooling -> Dense ... -> "scores": the same chain
             return head.export(path, model_cfg, params, tokenizer, cfg.max_length, activation=act)
         # source_dir: a causal reranker's LogitScore tokens and chat-template modality
@@ -225,6 +228,8 @@ def _load_model(cfg: TrainConfig, model_dir: Path, train_ex):
     encoder). The head: a bi-encoder's BiHead, or a cross-encoder's Pooling -> Dense score modules
     (bi_head.build_score_head); None for a cross-encoder with a classification head."""
     pairs = cfg.task == "cross_encoder"
+    if pairs and not cfg.activation:   # a stored activation the export could not write: an error now, not after training
+        stored_activation_name(model_dir)
     pt, bi = load_with_head(cfg, model_dir)
     if cfg.dropout is not None:
         pt = with_dropout(pt, cfg.dropout)
