@@ -93,11 +93,13 @@ def test_two_process_training_agrees_on_a_damaged_checkpoint(tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "4"]
     _corrupt(out / "checkpoints" / "4")
     port = free_port()
-    results = run_processes([_train_cmd(cfg, port, i, "-v") + ["--set", "max_steps=6", "--set",
-                             "resume_may_change=max_steps"] for i in range(2)], timeout=300)
+    # the same config again (max_steps=4): the resumed processes run the very train step the first
+    # ones compiled (from the persistent cache; a changed max_steps is a new LR schedule, a new
+    # program, ~8 CPU-s more) and save step 4 anew after the damaged one was moved aside
+    results = run_processes([_train_cmd(cfg, port, i, "-v") for i in range(2)], timeout=300)
     assert all(rc == 0 for rc, _, _ in results), [err[-2000:] for _, _, err in results]
     for _, _, err in results:
         assert "checkpoint step 4" in err and "unusable" in err, err[-2000:]
         assert "resuming at step 2" in err, err[-2000:]
     assert [p.name.split("-")[0] for p in (out / "checkpoints.corrupt").iterdir()] == ["4"]
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "4", "6"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "4"]
