@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Callable
 
 import jax
+import numpy as np
 
 from ..atomic import atomic_dir
 from ..batching import copy_tokenizer
 from . import st_folder
 from .causal_score import copy_st_files
+from .checkpoint_files import lazy_checkpoint, read_checkpoint, write_safetensors
 from .st_modules import set_activation
 from .pretrained import save_pretrained
+from .registry import family
 
 
 def _tokenizer_for(tokenizer, max_length: int):
@@ -63,18 +66,54 @@ def write_cross_encoder(path: str | os.PathLike, cfg, params, tokenizer, *, max_
 
 def write_sentence_transformer(path: str | os.PathLike, cfg, params, tokenizer, mods: st_folder.SentenceModules, *,
                                max_seq_length: int, do_lower_case: bool, model_config: dict | None,
-                               transformer_config: dict | None = None) -> Path:
+                               transformer_config: dict | None = None,
+                               source_dir: str | os.PathLike | None = None) -> Path:
     """The encoder (config.json, model.safetensors from params["encoder"], tokenizer files) and
     the ST modules of `mods` with its dense_params (st_folder.write_st_folder). A CrossEncoder
     whose scores are Pooling -> Dense modules (hf/st_modules.py "pooled") is written this way too,
-    with model_config's model_type "CrossEncoder"."""
+    with model_config's model_type "CrossEncoder". `source_dir`: the encoder folder the params came
+    from; its pooler tensors are carried over unchanged (carry_pooler)."""
     path = Path(path)
     save_pretrained(path, cfg, {"encoder": jax.device_get(params["encoder"])},
                     _tokenizer_for(tokenizer, max_seq_length), head=False)
+    table = family(cfg.family).table
+    if source_dir is not None and table.prefix in _BARE_MODELS_WITH_POOLER:
+        carry_pooler(Path(source_dir), path, prefix=f"{table.prefix}." if table.bare_prefixed else "")
     st_folder.write_st_folder(path, mods, hidden_size=cfg.hidden_size, max_seq_length=max_seq_length,
                               do_lower_case=do_lower_case, model_config=model_config,
                               transformer_config=transformer_config)
     return path
+
+
+# Families whose bare transformers model (AutoModel) builds a pooler (BertModel, RobertaModel and
+# its XLM-R / CamemBERT kin, MPNetModel); the others (ELECTRA, DistilBERT, DeBERTa-v2, ...) have none,
+# so a source "pooler.*" there (a DeBERTa classifier's ContextPooler) would be an UNEXPECTED key.
+_BARE_MODELS_WITH_POOLER = ("bert", "roberta", "mpnet")
+
+
+def carry_pooler(source_dir: Path, path: Path, *, prefix: str = "") -> list[str]:
+    """Copy the source checkpoint's pooler tensors (first-token dense + tanh) into path's
+    model.safetensors, which the bare encoder lacks: we load an encoder without its pooler (mean /
+    CLS pooling never reads it; it is not trained), but transformers' AutoModel builds one and,
+    finding no weights, reports them MISSING / "newly initialized" (sentence-transformers prints
+    it), which alarms users though no score reads it. Named as the export names its encoder
+    (`prefix`; a classifier's "bert.pooler.*" -> "pooler.*"), cast to fp32 like the rest of the
+    file (exact). Returns the names added."""
+    src = lazy_checkpoint(source_dir)
+    pooler = [k for k in src.keys() if k.startswith("pooler.") or ".pooler." in k]
+    if not pooler:
+        return []
+    tensors = read_checkpoint(path)
+    added = []
+    for k in pooler:
+        name = prefix + k[k.index("pooler."):]
+        if name not in tensors:
+            t = np.asarray(src[k])
+            tensors[name] = t if t.dtype.kind in "iub" else t.astype(np.float32)
+            added.append(name)
+    if added:
+        write_safetensors(tensors, path / "model.safetensors")
+    return added
 
 
 def save_folder(path: str | os.PathLike, write: Callable[..., Path], *args, **kwargs) -> Path:

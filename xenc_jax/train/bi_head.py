@@ -90,7 +90,8 @@ class BiHead:
         (max_seq_length, the source's do_lower_case; a chat-template model's message modality_config,
         so ST feeds the export what it was trained on), the source's config_sentence_transformers.
         A cross-encoder's chain is written as CrossEncoder.save writes it (the same modules.json
-        chain, model_type CrossEncoder, `activation` as ST 6.3 reads it)."""
+        chain, model_type CrossEncoder, `activation` as ST 6.3 reads it). The source encoder's
+        pooler tensors (untrained, read by no score) go along, so transformers reports none MISSING."""
         mods = self.modules.with_dense_params(self.dense_params(params))
         fmt = self.input_format(tokenizer, model_cfg)
         if self.cross_encoder:
@@ -100,11 +101,12 @@ class BiHead:
                 model_config["activation_fn"] = st_folder.CE_ACTIVATION_PATHS[activation]
             return write_sentence_transformer(path, model_cfg, params, tokenizer, mods, max_seq_length=max_length,
                                               do_lower_case=False, model_config=model_config,
-                                              transformer_config=fmt.transformer_config("feature-extraction"))
+                                              transformer_config=fmt.transformer_config("feature-extraction"),
+                                              source_dir=self.modules.encoder_dir)
         return write_sentence_transformer(path, model_cfg, params, tokenizer, mods, max_seq_length=max_length,
                                           do_lower_case=self.do_lower_case, model_config=self.modules.model_config,
                                           transformer_config=fmt.transformer_config("feature-extraction")
-                                          if fmt.message else None)
+                                          if fmt.message else None, source_dir=self.modules.encoder_dir)
 
     def load_exported(self, path: Path, encoder_params: dict) -> dict:
         """Training params of an export (e.g. the best model) from its encoder params and folder."""
