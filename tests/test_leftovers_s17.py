@@ -25,3 +25,48 @@ def test_bi_encoder_export_keeps_source_pooler(minilm_dir, tmp_path):
         np.testing.assert_array_equal(ours[k], src[k])   # copied, not trained: bit-equal
     # and the encoder weights are the export's params, untouched by the rewrite of the file
     np.testing.assert_array_equal(ours["embeddings.word_embeddings.weight"], src["embeddings.word_embeddings.weight"])
+
+
+def _near_untrained_select(**filters):
+    """mining_core.select (the filters mine_hard_negatives and `xenc mine` apply) on what a
+    near-untrained teacher gives: every candidate scores about as the positive (0.29..0.31 vs 0.30)."""
+    import random
+    from collections import Counter
+
+    from xenc_jax.mining_core import select
+    from xenc_jax.mining_options import Options
+    n, w = 3, 8
+    scores = np.linspace(0.31, 0.29, w, dtype=np.float32)[None].repeat(n, 0)
+    ids = np.arange(w)[None].repeat(n, 0) + 10        # corpus ids 10..17; positives are 0..2
+    o = Options(range_min=0, range_max=w, num_negatives=2, sampling_strategy="top", include_positives=False,
+                **{"absolute_margin": None, "relative_margin": None, "max_score": None, "min_score": None, **filters})
+    skipped = Counter()
+    _, neg_s = select(scores, ids, np.full(n, -1), [[i] for i in range(n)], 20, np.full(n, 0.30, np.float32),
+                      o, random.Random(0), skipped)
+    return o, skipped, neg_s
+
+
+def test_mine_shortfall_names_the_filter(capsys):
+    """--relative-margin 0.05 on a near-untrained teacher leaves no negative: `xenc mine` says the
+    relative margin removed them (its share of the candidates) and which flag loosens it, instead of
+    writing 0 rows silently; without filters, a too-narrow range is named instead."""
+    from collections import Counter
+
+    from xenc_jax.cli.mine import _shortfall
+    from xenc_jax.mining_rows import shortfall_hint
+    o, skipped, neg_s = _near_untrained_select(relative_margin=0.05)
+    assert np.isinf(neg_s).all()   # the reproduction: every negative removed (0.31..0.29 > 0.30 * 0.95)
+    stats = Counter(anchors_now=3, rows_now=0, short_anchors=int(np.isinf(neg_s).any(1).sum()),
+                    **{f"skipped:{k}": v for k, v in skipped.items()})
+    _shortfall(stats, o)
+    err = capsys.readouterr().err
+    assert "3 of 3 anchors got fewer than 2 negative(s) (0 output rows)" in err, err
+    assert "relative_margin removed 24 of 24 candidates (100%)" in err and "lower --relative-margin (now 0.05)" in err
+    # the library's wording names its parameters; no filter removing anything points at the range
+    o, skipped, neg_s = _near_untrained_select()
+    assert not np.isinf(neg_s).any()
+    hint = shortfall_hint(skipped, o)
+    assert "No filter removed candidates" in hint and "raise range_max" in hint, hint
+    o, skipped, _ = _near_untrained_select(absolute_margin=0.0, max_score=0.296)
+    hint = shortfall_hint(skipped, o)
+    assert "absolute_margin removed" in hint and "max_score removed" in hint and "raise max_score" in hint, hint

@@ -154,6 +154,8 @@ def _rows(plan: Plan, o: Options, mined, anchor_col, positive_col, n_rows: int, 
                                          plan.corpus, plan.positive_ids, pos_s, neg_ids, neg_s, n_rows)
     if verbose:
         mining_rows.print_summary(summary, skipped, ranks, o, len(plan.corpus))
+    elif summary["rows"] == 0:  # an empty result is never what was meant: say why even when quiet
+        log.warning("mine_hard_negatives returns 0 rows. %s", mining_rows.shortfall_hint(skipped, o))
     if is_dataset:
         from datasets import Dataset
         out = Dataset.from_dict(columns)

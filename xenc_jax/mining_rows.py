@@ -108,5 +108,36 @@ def print_summary(summary: dict, skipped: Counter, ranks: np.ndarray, o, n_corpu
     if missing > 0:
         print(f"Could not find enough negatives for {missing} samples ({missing / summary['possible']:.2%}). "
               "Consider adjusting range_max, range_min, the margins or max_score to find more valid negatives.")
+        print(shortfall_hint(skipped, o))
     print(f"Hardest positive's rank over the {n_corpus:,} corpus texts: median {np.median(ranks):.0f}, "
           f"mean {np.mean(ranks):.1f}, ranked first for {np.mean(ranks == 1):.1%} of the anchors.")
+
+
+# How to loosen each filter of mining_core.select (name -> advice given its current value)
+_LOOSEN = {
+    "absolute_margin": "lower {flag} (now {v}) or leave it out: a negative must score at least {v} below the "
+                       "anchor's hardest positive",
+    "relative_margin": "lower {flag} (now {v}) or leave it out: a negative must score below (1 - {v}) x the "
+                       "anchor's hardest positive (a model that scores positives and negatives alike keeps none)",
+    "max_score": "raise {flag} (now {v}) or leave it out",
+    "min_score": "lower {flag} (now {v}) or leave it out",
+}
+
+
+def shortfall_hint(skipped: Counter, o, flag=lambda name: name) -> str:
+    """Why anchors got fewer negatives than asked: each filter that removed candidates (what share
+    of the candidates it saw, the margins first as select applies them) with how to loosen it; when
+    none removed any, the range_min..range_max window held too few candidates. `flag` names an
+    option as the caller's user spells it (the CLI: --relative-margin)."""
+    left, parts = skipped["candidates"], []
+    for name in ("absolute_margin", "relative_margin", "max_score", "min_score"):
+        if skipped[name]:
+            v = getattr(o, name)
+            parts.append(f"{name} removed {skipped[name]:,} of {left:,} candidates ({skipped[name] / max(left, 1):.0%}): "
+                         + _LOOSEN[name].format(flag=flag(name), v=v))
+            left -= skipped[name]
+    if not parts:
+        return (f"No filter removed candidates: the range {flag('range_min')}={o.range_min}..{flag('range_max')}="
+                f"{o.range_max} (after the anchor itself and its positives are set aside) held fewer than "
+                f"num_negatives={o.num_negatives}; raise {flag('range_max')} or lower {flag('range_min')}.")
+    return "Too few negatives left because " + "; ".join(parts) + "."

@@ -251,6 +251,7 @@ def run_mine(args) -> int:
     from .writers import part_format
     job.finish(part_format(args.output_format).assemble, plan.anchors)
     _summary(args, plan, stats, time.time() - t0)
+    _shortfall(stats, o)
     return 0
 
 
@@ -296,9 +297,11 @@ def _mine_parts(args, job, plan, o, model, cross, prompts, cols) -> Counter:
             miner.lap("rows")
             stats["anchors_now"] += len(queries)
             stats["rows_now"] += len(next(iter(columns.values())))
+            stats["short_anchors"] += int((r.neg_scores == float("-inf")).any(1).sum())  # fewer than asked
             stats["rank_sum"] += int(r.ranks.sum())
             stats["ranked_first"] += int((r.ranks == 1).sum())
             bar.update(len(queries))
+    stats.update({f"skipped:{name}": n for name, n in miner.skipped.items()})  # what each filter removed
     return stats
 
 
@@ -330,6 +333,20 @@ def _part_writer(fmt: str, o, cols):
     def write(columns, f):
         pq.write_table(pa.table({name: columns[name] for name in schema.names}, schema=schema), f)
     return write
+
+
+def _shortfall(stats: Counter, o) -> None:
+    """Anchors mined now with fewer negatives than --num-negatives (0 output rows included): which
+    filter removed the candidates and which flag loosens it (a silent empty file looked like a bug)."""
+    short, now = stats["short_anchors"], stats["anchors_now"]
+    if not short and (stats["rows_now"] or not now):
+        return
+    from ..mining_rows import shortfall_hint
+    skipped = Counter({k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("skipped:")})
+    print(f"xenc mine: warning: {short} of {now} anchors got fewer than {o.num_negatives} negative(s) "
+          f"({stats['rows_now']} output rows). "
+          + shortfall_hint(skipped, o, flag=lambda name: "--" + name.replace("_", "-")),
+          file=sys.stderr, flush=True)
 
 
 def _summary(args, plan, stats: Counter, seconds: float) -> None:
