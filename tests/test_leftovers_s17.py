@@ -70,3 +70,24 @@ def test_mine_shortfall_names_the_filter(capsys):
     o, skipped, _ = _near_untrained_select(absolute_margin=0.0, max_score=0.296)
     hint = shortfall_hint(skipped, o)
     assert "absolute_margin removed" in hint and "max_score removed" in hint and "raise max_score" in hint, hint
+
+
+def test_short_row_hint_names_the_files_format(tmp_path):
+    """A row with too few columns: the hint names the format actually read (a semicolon-separated
+    file read as csv was asked "is the file tab-separated as expected?")."""
+    import pytest
+
+    from xenc_jax.train.data import DataSource, read_examples
+    from xenc_jax.train.rows import DataError
+    for fmt, name, text in (("csv", "pairs.csv", "a question;an answer;1\n"),
+                            ("tsv", "pairs.tsv", "a question an answer 1\n"),
+                            ("jsonl", "pairs.jsonl", '["a question", "an answer"]\n')):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(DataError) as e:
+            read_examples(DataSource(path=str(path), format="auto"))
+        msg = str(e.value)
+        assert f"{path}:1" in msg and "missing column" in msg, msg
+        want = {"csv": "comma-separated as expected (format csv)", "tsv": "tab-separated as expected (format tsv)",
+                "jsonl": "does every row hold all the columns the config names?"}[fmt]
+        assert want in msg, msg

@@ -223,7 +223,14 @@ def line_index(src, fmt: str, every: int) -> tuple[int, list, list | None]:
 
 # ----------------------------------------------------------------------------- values
 
-def get_column(row, key, where: str):
+# get_column's hint for a row with too few columns, by the source's format
+_SPLIT_HINT = {"tsv": "is the file tab-separated as expected (format tsv)?",
+               "csv": "is the file comma-separated as expected (format csv), with quotes around fields that hold "
+                      "commas?"}
+
+
+def get_column(row, key, where: str, src=None):
+    """row[key]; `src` (the DataSource) names its format in the hint of a row that is too short."""
     if isinstance(row, dict):
         if key not in row:
             raise DataError(f"{where}: missing column {key!r} (the row has {_show(sorted(map(str, row))[:8], 200)})")
@@ -234,9 +241,17 @@ def get_column(row, key, where: str):
         raise DataError(f"{where}: column {key!r} is a name, but this row has no names (a file without "
                         "header, or a JSON array); use 0-based column indices or header=True")
     if key >= len(row):
-        raise DataError(f"{where}: missing column {key} (0-based): the row has only {len(row)} "
-                        "column(s); is the file tab-separated as expected?")
+        hint = _SPLIT_HINT.get(_format_of(src), "does every row hold all the columns the config names?")
+        raise DataError(f"{where}: missing column {key} (0-based): the row has only {len(row)} column(s); {hint}")
     return row[key]
+
+
+def _format_of(src) -> str | None:
+    """src's resolved format, for an error message only (None: not known)."""
+    try:
+        return src.resolved_format() if src is not None else None
+    except (DataError, OSError, ValueError):
+        return None
 
 
 def check_text(value, column, where: str) -> str:
@@ -295,16 +310,16 @@ def parse_row(row, src, where: str):
     if isinstance(row, DataError):
         raise row
     if src.kind == "lists":
-        query = check_text(get_column(row, src.columns[0], where), src.columns[0], where)
-        docs = _json_list(get_column(row, src.columns[1], where), where, "documents")
+        query = check_text(get_column(row, src.columns[0], where, src), src.columns[0], where)
+        docs = _json_list(get_column(row, src.columns[1], where, src), where, "documents")
         if not docs:
             raise DataError(f"{where}: the candidate list is empty")
         texts = (query, [check_text(d, f"{src.columns[1]}[{i}]", where) for i, d in enumerate(docs)])
     else:
-        texts = tuple(check_text(get_column(row, c, where), c, where) for c in src.columns)
+        texts = tuple(check_text(get_column(row, c, where, src), c, where) for c in src.columns)
     if src.label_column is None:
         return texts, None, False
-    raw = get_column(row, src.label_column, where)
+    raw = get_column(row, src.label_column, where, src)
     if raw in src.skip_labels:
         return texts, None, True
     label = _label(raw, src, where)
