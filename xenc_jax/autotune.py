@@ -12,6 +12,21 @@ synthetic batches of each candidate shape (~1 compile and well under a second of
 each) and keeps the fastest. A candidate must beat the library default by MARGIN to replace
 it, so noise on a shared machine does not flip the choice.
 
+A model of more than CUT_ABOVE layers is timed on a copy of CUT_LAYERS of them (cut_copy): the
+candidates batch the same per-layer work differently (the same matmul shapes, the same attention
+per row in every layer), so they rank as its layers do, and embeddings and head are a small share
+the layout hardly changes. The copy keeps the model's mix of layer kinds (sliding / full: Gemma,
+ModernBERT, Qwen2's max_window_layers) and the kept layers' real weights; the tuning then costs
+~k/L plus the compiles: MiniLM-L12's shape 67 s and 66 s whole, 25 s on 4 layers (2 shared cores,
+back to back). Measured (2026-12-08, 2-core EPYC shared by other jobs, load 4-7; candidates
+interleaved across depths, per-round rate / the default's, medians of 3 (ModernBERT-base shape)
+and 5 (MiniLM-L12) rounds): bf16 compute beat fp32 at every depth (ModernBERT 1.39 / 1.58 whole,
+2.93 / 1.71 on 4 layers, 2.86 / 3.76 on 2), and no fp32 layout or stream count beat the default by
+more than the noise at any depth (per-round ratios spread 0.3-2x on this machine, where two
+whole-model tunings in a row already chose different layouts). k = 4 rather than 2: one period of
+a global-every-third pattern, and the last layer (which computes only the scored rows) a quarter
+of the copy rather than half; above 8 layers the copy at least halves the tuning.
+
 The result is cached per CPU (model name and flags), jax version and model shape in the user
 cache directory ($XENC_AUTOTUNE_CACHE, default ~/.cache/xenc_jax/autotune.json), so the tuning
 runs once per machine and model shape. XENC_AUTOTUNE=0 turns tuning and the cache off
