@@ -91,3 +91,46 @@ def test_short_row_hint_names_the_files_format(tmp_path):
         want = {"csv": "comma-separated as expected (format csv)", "tsv": "tab-separated as expected (format tsv)",
                 "jsonl": "does every row hold all the columns the config names?"}[fmt]
         assert want in msg, msg
+
+
+def test_resume_mismatch_suggests_only_what_resume_may_change_can_allow(tmp_path):
+    """A resume whose changed settings also change the state's structure (ema_decay 0 -> 0.9 adds
+    an EMA) was told "--set resume_may_change=ema_decay", which the structure check then refused:
+    now the refusal says no resume_may_change can allow it and shows the structure difference.
+    A change that keeps the structure gets the suggestion, named as config keys validate() accepts
+    (a label_map entry -> train.label_map). A tiny TrainState in a real orbax checkpoint: no model."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    import pytest
+
+    from xenc_jax.train.checkpoint import CheckpointMismatchError, Checkpointer
+    from xenc_jax.train.config import TrainConfig
+    from xenc_jax.train.data import DataSource
+    from xenc_jax.train.step import TrainState
+    params = {"w": jnp.ones((2, 3), jnp.float32)}
+    state = TrainState(jnp.asarray(2, jnp.int32), params, {"mu": jnp.zeros((2, 3), jnp.float32)})
+    old = {"ema_decay": 0.0, "batch_size": 8, "train.label_map.yes": 1}
+    ckpt = Checkpointer(tmp_path / "checkpoints", every_steps=1, async_save=False)
+    ckpt.save(2, state, {"config_digest": old}, force=True)
+    ckpt.wait()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    with_ema = dataclasses.replace(abstract, ema=abstract.params)
+    with pytest.raises(CheckpointMismatchError) as e:
+        ckpt.restore_latest(with_ema, digest={**old, "ema_decay": 0.9})
+    msg = str(e.value)
+    assert "ema_decay: 0.0 -> 0.9" in msg and "no resume_may_change can allow" in msg, msg
+    assert "ema: this run has it" in msg and "resume_may_change=" not in msg and "new output_dir" in msg, msg
+    with pytest.raises(CheckpointMismatchError) as e:
+        ckpt.restore_latest(abstract, digest={**old, "batch_size": 4, "train.label_map.yes": 0})
+    msg = str(e.value)
+    assert "--set resume_may_change=batch_size,train.label_map " in msg, msg
+    data = tmp_path / "pairs.tsv"
+    data.write_text("a\tb\t1\n")
+    TrainConfig(train=DataSource(path=str(data)),
+                resume_may_change=("batch_size", "train.label_map")).validate()   # accepted as suggested
+    restored, _ = ckpt.restore_latest(abstract, digest={**old, "batch_size": 4, "train.label_map.yes": 0},
+                                      may_change=("batch_size", "train.label_map"))
+    assert int(restored.step) == 2
+    ckpt.close()

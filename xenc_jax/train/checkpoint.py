@@ -171,38 +171,39 @@ class Checkpointer:
         """Raise CheckpointMismatchError if the intact checkpoint `step` was written by another
         kind of run; return why it is damaged (unreadable metadata), or None if it fits."""
         from .digest import differences
+        saved = self._saved_shapes(step)   # the shapes, or why they cannot be read
+        wanted = {k: tuple(v.shape) for k, v in ocp.tree.to_flat_dict(abstract_state, sep=".").items()}
+        structure = _structure_differences(saved, wanted) if isinstance(saved, dict) else []
         if digest is not None:
             if "config_digest" in meta:
                 diff = differences(meta["config_digest"], digest, may_change)
                 if diff:
-                    raise CheckpointMismatchError(
-                        f"checkpoint step {step} in {self.directory} was written with other settings:\n  "
-                        + "\n  ".join(diff) + "\nNothing was changed on disk. To go on: resume with the "
-                        "old settings; or use a new output_dir; or --set resume=false to set the "
-                        "checkpoints aside and start again from step 0; or, if these changes are "
-                        "intended, --set resume_may_change=" + ",".join(sorted({d.split(':')[0] for d in diff}))
-                        + " (the resumed run will then differ from an uninterrupted one)")
+                    raise CheckpointMismatchError(_settings_mismatch(step, self.directory, diff, structure))
             else:
                 log.warning("checkpoint step %d has no config digest (written by an older version): "
                             "settings not compared", step)
+        if isinstance(saved, str):
+            return saved
+        if structure:
+            raise CheckpointMismatchError(
+                f"checkpoint step {step} in {self.directory} holds a training state of another structure "
+                f"than this run's:\n  " + "\n  ".join(structure) + "\nNothing was changed on disk. Resume with "
+                "the settings that wrote it (ema_decay, optimizer, model), or use a new output_dir, or "
+                "--set resume=false to set the checkpoints aside and start again from step 0.")
+        return None
+
+    def _saved_shapes(self, step: int) -> dict[str, tuple] | str:
+        """{flat key: shape} of the state saved at `step`, or why its metadata is unreadable."""
         reader, absl = ocp.StandardCheckpointer(), logging.getLogger("absl")
         level = absl.level
         absl.setLevel(logging.ERROR)  # it warns that the item has no step metadata file: the step has it
         try:
-            saved = _leaf_shapes(reader.metadata(self.directory / str(step) / "state").item_metadata.tree)
+            return _leaf_shapes(reader.metadata(self.directory / str(step) / "state").item_metadata.tree)
         except Exception as e:  # noqa: BLE001 - unreadable metadata is damage
             return f"its state metadata is unreadable: {type(e).__name__}: {_first_line(e)}"
         finally:
             absl.setLevel(level)
             reader.close()
-        wanted = {k: tuple(v.shape) for k, v in ocp.tree.to_flat_dict(abstract_state, sep=".").items()}
-        if (diff := _structure_differences(saved, wanted)):
-            raise CheckpointMismatchError(
-                f"checkpoint step {step} in {self.directory} holds a training state of another structure "
-                f"than this run's:\n  " + "\n  ".join(diff) + "\nNothing was changed on disk. Resume with "
-                "the settings that wrote it (ema_decay, optimizer, model), or use a new output_dir, or "
-                "--set resume=false to set the checkpoints aside and start again from step 0.")
-        return None
 
     def _try_step(self, step: int, abstract_state, digest, may_change):
         """(state, meta) or a string saying why the step is damaged. Mismatches raise."""
@@ -258,6 +259,29 @@ class Checkpointer:
                     self.directory, dest)
         self.__init__(self.directory, every_steps=self.every_steps, keep=self._keep, async_save=self._async)
         return dest
+
+
+def _settings_mismatch(step: int, directory: Path, diff: list[str], structure: list[str]) -> str:
+    """The refusal of a checkpoint written with other settings. resume_may_change is suggested
+    only where it can work: named as the config keys it accepts (a label_map entry by its
+    train.label_map), and not when the settings also change the state's structure (EMA on/off,
+    optimizer state, heads, task): no resume_may_change restores that, the structure check refuses it."""
+    from .config import TrainConfig, _keys
+    head = (f"checkpoint step {step} in {directory} was written with other settings:\n  " + "\n  ".join(diff))
+    ways = ("\nNothing was changed on disk. To go on: resume with the old settings; or use a new output_dir; "
+            "or --set resume=false to set the checkpoints aside and start again from step 0")
+    if structure:
+        return (head + "\nThese settings also change the training state's structure, which no resume_may_change "
+                "can allow:\n  " + "\n  ".join(structure) + ways + ".")
+    valid = set(_keys(TrainConfig())) | {"train.file", "model.files"}
+
+    def accepted(key: str) -> str:   # the key itself, else its nearest parent that is a config key
+        parts = key.split(".")
+        return next((".".join(parts[:n]) for n in range(len(parts), 0, -1)
+                     if ".".join(parts[:n]) in valid or key.startswith("model.files.")), key)
+    keys = sorted({accepted(d.split(":")[0]) for d in diff})
+    return (head + ways + "; or, if these changes are intended, --set resume_may_change=" + ",".join(keys)
+            + " (the resumed run will then differ from an uninterrupted one)")
 
 
 def _first_line(e: Exception) -> str:
