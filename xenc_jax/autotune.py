@@ -18,14 +18,19 @@ per row in every layer), so they rank as its layers do, and embeddings and head 
 the layout hardly changes. The copy keeps the model's mix of layer kinds (sliding / full: Gemma,
 ModernBERT, Qwen2's max_window_layers) and the kept layers' real weights; the tuning then costs
 ~k/L plus the compiles: MiniLM-L12's shape 67 s and 66 s whole, 25 s on 4 layers (2 shared cores,
-back to back). Measured (2026-12-08, 2-core EPYC shared by other jobs, load 4-7; candidates
-interleaved across depths, per-round rate / the default's, medians of 3 (ModernBERT-base shape)
-and 5 (MiniLM-L12) rounds): bf16 compute beat fp32 at every depth (ModernBERT 1.39 / 1.58 whole,
-2.93 / 1.71 on 4 layers, 2.86 / 3.76 on 2), and no fp32 layout or stream count beat the default by
-more than the noise at any depth (per-round ratios spread 0.3-2x on this machine, where two
-whole-model tunings in a row already chose different layouts). k = 4 rather than 2: one period of
-a global-every-third pattern, and the last layer (which computes only the scored rows) a quarter
-of the copy rather than half; above 8 layers the copy at least halves the tuning.
+back to back). Measured 2026-12-08 on a 2-core EPYC shared with other jobs (load 3-7), random
+weights, each candidate's depths interleaved, medians of per-round rate / the default's (192 x 1024,
+2 streams, fp32), whole model -> 4-layer copy. MiniLM-L12 shape, 7 rounds, wall (CPU time):
+192x2048 0.96 -> 0.90 (0.94 -> 1.01), 256x2048 0.82 -> 0.84 (0.88 -> 0.90), 192x4096 0.85 -> 0.81
+(0.88 -> 0.89), 1 stream 0.99 -> 0.93 (0.95 -> 0.98), bf16 compute 1.39 -> 1.53 (1.37 -> 1.58):
+the same decisions (default layout, 2 streams, bf16). ModernBERT-base shape (22 layers, a global
+one every third), 3 rounds at load ~6, wall: every fp32 layout below the default whole (0.56-0.71)
+and on 4 layers all but 256x2048 (1.06, rounds 0.82-1.23: noise, within the 5% margin's reach),
+1 stream 0.60 -> 0.95, bf16 1.39 -> 2.93; two whole-model tunings in a row on MiniLM-L12 chose
+different layouts here, so the copy agrees within this machine's noise. k = 4 rather than 2 (as
+close): one period of a global-every-third pattern, and the last layer (which computes only the
+scored rows) a quarter of the copy rather than half; above 8 layers the copy at least halves the
+tuning.
 
 The result is cached per CPU (model name and flags), jax version and model shape in the user
 cache directory ($XENC_AUTOTUNE_CACHE, default ~/.cache/xenc_jax/autotune.json), so the tuning
