@@ -27,6 +27,20 @@ def test_bi_encoder_export_keeps_source_pooler(minilm_dir, tmp_path):
     np.testing.assert_array_equal(ours["embeddings.word_embeddings.weight"], src["embeddings.word_embeddings.weight"])
 
 
+def test_bi_encoder_save_keeps_source_pooler(minilm_dir, tmp_path):
+    """BiEncoder.save of all-MiniLM-L6-v2 carries the pooler too (it did not: transformers, and so
+    sentence-transformers 6.3, reported pooler.dense.* MISSING / newly initialized); no compile."""
+    from transformers import AutoModel
+
+    from xenc_jax import BiEncoder
+    from xenc_jax.hf.checkpoint_files import read_checkpoint
+    out = BiEncoder(str(minilm_dir), autotune=False).save(tmp_path / "saved")
+    _, info = AutoModel.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    np.testing.assert_array_equal(read_checkpoint(out)["pooler.dense.weight"],
+                                  read_checkpoint(minilm_dir)["pooler.dense.weight"])
+
+
 def _near_untrained_select(**filters):
     """mining_core.select (the filters mine_hard_negatives and `xenc mine` apply) on what a
     near-untrained teacher gives: every candidate scores about as the positive (0.29..0.31 vs 0.30)."""

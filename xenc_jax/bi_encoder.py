@@ -97,6 +97,7 @@ class BiEncoder(Encoder):
             self._read_model_config(mods.model_config)
         if pooling is not None:
             mods = mods.with_pooling(pooling, include_prompt=True)
+        self._encoder_dir = mods.encoder_dir   # save() carries its pooler tensors (hf/save.carry_pooler)
         pt = load_model(mods.encoder_dir, mesh, sharding, param_dtype=param_dtype, head=False, revision=revision,
                         ignore_config_keys=ignore_config_keys)
         self.config, self.tokenizer = pt.config, pt.tokenizer
@@ -251,6 +252,7 @@ class BiEncoder(Encoder):
         write_sentence_transformer(path, self.config, self.params, self.tokenizer, mods,
                                    max_seq_length=self.max_seq_length, do_lower_case=self.do_lower_case,
                                    transformer_config=self._input_format.transformer_config("feature-extraction"),
+                                   source_dir=self._encoder_dir,
                                    model_config={"model_type": "SentenceTransformer",
                                                  "similarity_fn_name": self.similarity_fn_name,
                                                  "prompts": self.prompts, "default_prompt_name": self.default_prompt_name})
