@@ -24,13 +24,13 @@ weights, each candidate's depths interleaved, medians of per-round rate / the de
 192x2048 0.96 -> 0.90 (0.94 -> 1.01), 256x2048 0.82 -> 0.84 (0.88 -> 0.90), 192x4096 0.85 -> 0.81
 (0.88 -> 0.89), 1 stream 0.99 -> 0.93 (0.95 -> 0.98), bf16 compute 1.39 -> 1.53 (1.37 -> 1.58):
 the same decisions (default layout, 2 streams, bf16). ModernBERT-base shape (22 layers, a global
-one every third), 3 rounds at load ~6, wall: every fp32 layout below the default whole (0.56-0.71)
-and on 4 layers all but 256x2048 (1.06, rounds 0.82-1.23: noise, within the 5% margin's reach),
-1 stream 0.60 -> 0.95, bf16 1.39 -> 2.93; two whole-model tunings in a row on MiniLM-L12 chose
-different layouts here, so the copy agrees within this machine's noise. k = 4 rather than 2 (as
-close): one period of a global-every-third pattern, and the last layer (which computes only the
-scored rows) a quarter of the copy rather than half; above 8 layers the copy at least halves the
-tuning.
+one every third), 3 rounds at load ~2: 256x2048 0.97 -> 0.92 (0.96 -> 0.92), 1 stream 0.93 -> 0.92
+(0.98 -> 0.98), bf16 1.54 -> 1.43 (1.53 -> 1.50): the same decisions. (An earlier 3 rounds at load
+~6 spread 0.5-4x per round; two whole-model tunings in a row on MiniLM-L12 chose different layouts
+at that load: the copy is no noisier than the whole model.) k = 4 rather than 2 (2 layers agreed
+as closely on MiniLM-L12): one period of a global-every-third pattern, and the last layer (which
+computes only the scored rows) a quarter of the copy rather than half; above 8 layers the copy at
+least halves the tuning.
 
 The result is cached per CPU (model name and flags), jax version and model shape in the user
 cache directory ($XENC_AUTOTUNE_CACHE, default ~/.cache/xenc_jax/autotune.json), so the tuning
