@@ -17,8 +17,8 @@ candidates batch the same per-layer work differently (the same matmul shapes, th
 per row in every layer), so they rank as its layers do, and embeddings and head are a small share
 the layout hardly changes. The copy keeps the model's mix of layer kinds (sliding / full: Gemma,
 ModernBERT, Qwen2's max_window_layers) and the kept layers' real weights; the tuning then costs
-~k/L plus the compiles: MiniLM-L12's shape 67 s and 66 s whole, 25 s on 4 layers (2 shared cores,
-back to back). Measured 2026-12-08 on a 2-core EPYC shared with other jobs (load 3-7), random
+~k/L plus the compiles: MiniLM-L12's shape 67 s and 66 s whole, 25 s on 4 layers; ModernBERT-base's
+194 s whole, 42 s on 4 layers, the same choice (2 shared cores, back to back in one process). Measured 2026-12-08 on a 2-core EPYC shared with other jobs (load 3-7), random
 weights, each candidate's depths interleaved, medians of per-round rate / the default's (192 x 1024,
 2 streams, fp32), whole model -> 4-layer copy. MiniLM-L12 shape, 7 rounds, wall (CPU time):
 192x2048 0.96 -> 0.90 (0.94 -> 1.01), 256x2048 0.82 -> 0.84 (0.88 -> 0.90), 192x4096 0.85 -> 0.81
