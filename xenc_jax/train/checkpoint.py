@@ -266,14 +266,14 @@ def _settings_mismatch(step: int, directory: Path, diff: list[str], structure: l
     only where it can work: named as the config keys it accepts (a label_map entry by its
     train.label_map), and not when the settings also change the state's structure (EMA on/off,
     optimizer state, heads, task): no resume_may_change restores that, the structure check refuses it."""
-    from .config import TrainConfig, _keys
+    from .config import TrainConfig, setting_keys
     head = (f"checkpoint step {step} in {directory} was written with other settings:\n  " + "\n  ".join(diff))
     ways = ("\nNothing was changed on disk. To go on: resume with the old settings; or use a new output_dir; "
             "or --set resume=false to set the checkpoints aside and start again from step 0")
     if structure:
         return (head + "\nThese settings also change the training state's structure, which no resume_may_change "
                 "can allow:\n  " + "\n  ".join(structure) + ways + ".")
-    valid = set(_keys(TrainConfig())) | {"train.file", "model.files"}
+    valid = set(setting_keys(TrainConfig())) | {"train.file", "model.files"}
 
     def accepted(key: str) -> str:   # the key itself, else its nearest parent that is a config key
         parts = key.split(".")

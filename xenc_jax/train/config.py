@@ -124,7 +124,7 @@ class TrainConfig:
                               f"train.kind={self.train.kind!r}, loss={self.loss!r}; set silver.per_text=0")
         if not all(isinstance(k, str) and k for k in self.resume_may_change):
             raise ConfigError(f"resume_may_change must be a tuple of config keys, got {self.resume_may_change!r}")
-        valid = set(_keys(self)) | {"train.file", "model.files"}
+        valid = set(setting_keys(self)) | {"train.file", "model.files"}
         if (bad := [k for k in self.resume_may_change if k not in valid and not k.startswith("model.files.")]):
             raise ConfigError(f"resume_may_change: unknown keys {bad}; use config keys (e.g. max_steps, "
                               f"batch_size, optim.learning_rate) or train.file / model.files")
@@ -173,13 +173,13 @@ def load_config(path: str | Path) -> TrainConfig:
     return cfg
 
 
-def _keys(obj, prefix="") -> list[str]:
+def setting_keys(obj, prefix="") -> list[str]:
     out = []
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
         out.append(prefix + f.name)
         if dataclasses.is_dataclass(v):
-            out += _keys(v, prefix + f.name + ".")
+            out += setting_keys(v, prefix + f.name + ".")
     return out
 
 
@@ -256,7 +256,7 @@ def _set(obj, parts, value, full_key, root):
     names = {f.name: f for f in dataclasses.fields(obj)}
     head = parts[0]
     if head not in names:
-        valid = _keys(root)
+        valid = setting_keys(root)
         close = difflib.get_close_matches(full_key, valid, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown config key {full_key!r}{hint} (valid keys: {', '.join(valid)})")
