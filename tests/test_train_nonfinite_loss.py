@@ -23,30 +23,16 @@ import math
 import numpy as np
 import pytest
 
-from test_train_utils import make_tiny_model, tiny_config, write_pairs
+from test_train_utils import nan_word, make_tiny_model, tiny_config, write_pairs
 
 BAD_WORD = "zebra"
-
-
-def _nan_word(model, word: str) -> int:
-    """Set `word`'s embedding row of the model folder to NaN (one token of the real vocabulary);
-    returns its token id."""
-    from safetensors.numpy import load_file, save_file
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(str(model))
-    wid = tok.convert_tokens_to_ids(word)
-    assert wid != tok.unk_token_id
-    tensors = load_file(str(model / "model.safetensors"))
-    tensors[next(k for k in tensors if k.endswith("word_embeddings.weight"))][wid] = np.nan
-    save_file(tensors, str(model / "model.safetensors"), metadata={"format": "pt"})
-    return wid
 
 
 @pytest.fixture(scope="module")
 def diverging(tmp_path_factory):
     root = tmp_path_factory.mktemp("nonfinite_loss")
     model = make_tiny_model(root / "model")
-    wid = _nan_word(model, BAD_WORD)
+    wid = nan_word(model, BAD_WORD)
     data = write_pairs(root / "pairs.tsv", n=40, seed=1)
     lines = data.read_text().splitlines()
     _, text2, label = lines[3].split("\t")

@@ -150,17 +150,10 @@ def test_trained_export_is_the_same_chain_and_scores_like_sentence_transformers(
 
 
 def _with_nan_word(folder, path, word: str) -> int:
-    """A copy of `folder` whose embedding row of `word` (one token of the real vocabulary) is NaN."""
-    from safetensors.numpy import load_file, save_file
-    from transformers import AutoTokenizer
+    """A copy of `folder` whose embedding row of `word` is NaN (test_train_utils.nan_word)."""
+    from test_train_utils import nan_word
     shutil.copytree(folder, path)
-    tok = AutoTokenizer.from_pretrained(str(path))
-    wid = tok.convert_tokens_to_ids(word)
-    assert wid != tok.unk_token_id
-    tensors = load_file(str(path / "model.safetensors"))
-    tensors[next(k for k in tensors if k.endswith("word_embeddings.weight"))][wid] = np.nan
-    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-    return wid
+    return nan_word(path, word)
 
 
 def test_a_nan_eval_output_stops_training_and_keeps_the_last_good_checkpoint(folder, tmp_path):

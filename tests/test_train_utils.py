@@ -96,3 +96,17 @@ def assert_grads_equal(grads, want, torch_grads: dict, what=None) -> None:
     assert scale > 1e-4, (what, scale)
     worst = max(float(np.abs(np.asarray(ours_flat[k]) - want_flat[k]).max()) for k in want_flat)
     assert worst <= GRAD_RTOL * scale, (what, worst, scale)
+
+
+def nan_word(model: Path, word: str) -> int:
+    """Set `word`'s embedding row of the model folder to NaN in place (one token of the real
+    vocabulary: a real fault that only inputs holding the word reach); returns its token id."""
+    from safetensors.numpy import load_file, save_file
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(model))
+    wid = tok.convert_tokens_to_ids(word)
+    assert wid != tok.unk_token_id
+    tensors = load_file(str(model / "model.safetensors"))
+    tensors[next(k for k in tensors if k.endswith("word_embeddings.weight"))][wid] = np.nan
+    save_file(tensors, str(model / "model.safetensors"), metadata={"format": "pt"})
+    return wid
